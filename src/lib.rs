@@ -1,1 +1,122 @@
-//! placeholder
+//! # cohort
+//!
+//! Julia's `Distributed` and `SharedArrays` model for Rust: a master process and worker
+//! processes, remote calls that return futures, remote channels, and (in `cohort::shm`)
+//! shared-memory arrays, over interchangeable transports.
+//!
+//! ```no_run
+//! use cohort::prelude::*;
+//!
+//! #[cohort::remote]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! fn main() -> cohort::Result<()> {
+//!     let _cluster = cohort::init()?; // a worker serves here and never returns
+//!     let pids = addprocs(2)?; // [2, 3]
+//!     let f = remotecall(square, pids[0], (7,))?; // returns at once
+//!     assert_eq!(f.fetch()?, 49);
+//!     assert_eq!(remotecall_fetch(square, 3, (8,))?, 64);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## The model, for Julia and MPI users
+//!
+//! - **Every process runs the same binary.** `cohort::init()` is the first thing `main` does.
+//!   In a worker (started by a cluster manager) it serves requests and never returns; in the
+//!   master it returns a guard that removes the workers when dropped. `COHORT_PROCS=N` adds N
+//!   local workers at `init`, like `julia -p N`.
+//! - **Functions travel by name.** Mark a function `#[cohort::remote]`; its arguments and
+//!   result travel with serde. What Julia would capture in a closure travels as an argument.
+//! - **Pids as in Julia**: the master is 1, workers 2, 3, ...; `workers()` is `[1]` when
+//!   there are none.
+//! - **Futures and RemoteChannels** are remote references: a `Future` is write-once, a
+//!   `RemoteChannel` a bounded channel stored on one process and usable from all. Both can be
+//!   passed to remote calls; the owner frees a value once no handle to it is left anywhere.
+//! - **Errors are values**: a panic or `Err` in a remote function comes back as
+//!   [`Error::Remote`] (`RemoteException`); a dead worker fails what waited on it with
+//!   [`Error::ProcessExited`].
+//! - **Calls to `myid()` run in-process** with their arguments moved, not serialized.
+//!
+//! | Julia | cohort |
+//! |---|---|
+//! | `addprocs(4)` | `addprocs(4)?` |
+//! | `@everywhere f(x) = ...` | `#[cohort::remote] fn f(x: T) -> R` |
+//! | `remotecall(f, 2, x)` | `remotecall(f, 2, (x,))?` |
+//! | `remotecall_fetch(f, 2, x)` | `remotecall_fetch(f, 2, (x,))?` |
+//! | `@spawnat :any f(x)` | `spawnat(Target::Any, f, (x,))?` |
+//! | `fetch(r)` | `r.fetch()?` |
+//! | `RemoteChannel(()->Channel{Int}(10), 3)` | `RemoteChannel::<i64>::new(10, 3)?` |
+//! | `put!(c, v)`, `take!(c)` | `c.put(v)?`, `c.take()?` |
+//! | `rmprocs(2, waitfor=0)` | `rmprocs(&[2], Duration::ZERO)?` |
+//!
+//! ## Crates
+//!
+//! `cohort-core` (the model), `cohort-transports` (TCP, Unix sockets), `cohort-launcher`
+//! (cluster managers), `cohort-shm` (shared arrays), `cohort-macros` (`#[remote]`). This crate
+//! re-exports them and wires the defaults: TCP and the local manager.
+
+pub use cohort_core::{
+    addprocs, addprocs_with, blocking, check_interrupt, cluster_cookie, fetch_any, fetchfrom,
+    interrupt, interrupted, live_refs, live_refs_on, myid, next_pid, nprocs, nworkers, procs,
+    procs_on, remote_do, remotecall, remotecall_fetch, remotecall_wait, rmprocs,
+    set_cluster_cookie, spawnat, workers, AbstractChannel, AddProcsParams, Cluster, ClusterManager,
+    Count, Error, Future, ManageOp, Pid, RemoteChannel, RemoteException, RemoteFn, Result, RmProcs,
+    Target, WorkerConfig,
+};
+pub use cohort_macros::remote;
+
+/// Transports: TCP (the default) and Unix domain sockets.
+pub mod transports {
+    pub use cohort_core::transport::{Listener, Transport};
+    pub use cohort_transports::{Tcp, Unix};
+}
+
+/// Cluster managers.
+pub mod managers {
+    pub use cohort_launcher::LocalManager;
+}
+
+/// Lower-level pieces: frames, the wire format, the registry.
+pub mod core {
+    pub use cohort_core::{env, error, exec, frame, registry, store, wire};
+}
+
+/// The names most programs use.
+pub mod prelude {
+    pub use crate::{
+        addprocs, fetch_any, interrupt, myid, nprocs, nworkers, procs, remote_do, remotecall,
+        remotecall_fetch, remotecall_wait, rmprocs, spawnat, workers, Future, Pid, RemoteChannel,
+        Target,
+    };
+}
+
+#[doc(hidden)]
+pub use cohort_core::__private;
+
+use std::sync::Arc;
+
+/// Starts cohort in this process with TCP and local workers.
+///
+/// Call it first in `main`. In a worker it serves until told to exit and never returns. In
+/// the master it returns a guard that removes all workers when dropped, after adding
+/// `COHORT_PROCS` workers when that variable is set.
+///
+/// # Julia
+/// Starting `julia` (with `-p N`).
+pub fn init() -> Result<Cluster> {
+    init_with(
+        Arc::new(cohort_transports::Tcp),
+        Arc::new(cohort_launcher::LocalManager::new()),
+    )
+}
+
+/// Like [`init`] with another transport and default manager.
+pub fn init_with(
+    transport: Arc<dyn transports::Transport>,
+    manager: Arc<dyn ClusterManager>,
+) -> Result<Cluster> {
+    cohort_core::init_with(transport, manager)
+}

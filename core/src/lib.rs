@@ -1,1 +1,52 @@
-//! placeholder
+//! cohort-core: the model of cohort — pids, frames, the per-process runtime, remote calls,
+//! `Future`, `RemoteChannel`, distributed reference counting, and the `Transport` and
+//! `ClusterManager` traits. Users reach all of this through the `cohort` facade crate.
+//!
+//! Dependencies: `serde`/`bincode` (the wire format of values), `inventory` (link-time
+//! registration of remote functions), `nix` (epoll, sockets, signals), `getrandom` (cookies),
+//! `bytemuck` (raw numeric vectors), `thiserror` (error types).
+
+pub mod calls;
+pub mod channel;
+pub mod cluster;
+pub mod env;
+pub mod error;
+pub mod exec;
+pub mod frame;
+pub mod future;
+mod link;
+mod proto;
+pub mod refs;
+pub mod registry;
+mod runtime;
+pub mod store;
+pub mod transport;
+pub mod wire;
+
+/// A process id: 1 is the master, workers are 2, 3, ... in order of joining, never reused.
+pub type Pid = usize;
+
+pub use calls::{
+    fetch_any, fetchfrom, next_pid, remote_do, remotecall, remotecall_fetch, remotecall_wait,
+    spawnat, Target,
+};
+pub use channel::RemoteChannel;
+pub use cluster::{
+    addprocs, addprocs_with, cluster_cookie, init_with, interrupt, live_refs, live_refs_on, myid,
+    nprocs, nworkers, procs, procs_on, rmprocs, set_cluster_cookie, workers, AddProcsParams,
+    Cluster, ClusterManager, Count, ManageOp, RmProcs, WorkerConfig,
+};
+pub use error::{Error, RemoteException, Result};
+pub use exec::{blocking, check_interrupt, interrupted};
+pub use future::Future;
+pub use registry::RemoteFn;
+pub use store::AbstractChannel;
+pub use transport::{Listener, Transport};
+
+/// Paths used by the code `#[cohort::remote]` generates.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::registry::support::*;
+    pub use crate::registry::{AnyBox, AsChannelFn, CallError, EncodeFn, RemoteEntry};
+    pub use inventory;
+}

@@ -1,0 +1,254 @@
+//! The remote call family.
+
+use crate::error::{Error, Result};
+use crate::future::{decode_frame, Future};
+use crate::proto::{Mode, Msg};
+use crate::refs::RefInner;
+use crate::registry::{self, RemoteFn};
+use crate::runtime::{rt, run_guarded};
+use crate::store::{Item, Stored};
+use crate::wire;
+use crate::{exec, Pid};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn entry_for(name: &str) -> Result<&'static registry::RemoteEntry> {
+    registry::lookup(name).ok_or_else(|| Error::UnknownFunction {
+        name: name.to_string(),
+        pid: crate::myid(),
+    })
+}
+
+fn encode_args<'a, A: Serialize + 'static>(args: &'a A, name: &str) -> Result<wire::Body<'a>> {
+    wire::encode(args).map_err(|e| Error::Codec {
+        action: "encode",
+        what: format!("arguments of {name}"),
+        pid: crate::myid(),
+        reason: e.to_string(),
+    })
+}
+
+/// Runs a registered function here on moved arguments.
+fn call_here<F, A>(f: F, args: A) -> Result<F::Output>
+where
+    F: RemoteFn<A>,
+    A: Send + 'static,
+{
+    let name = f.name();
+    let entry = entry_for(name)?;
+    let out = run_guarded(name, || (entry.call_local)(Box::new(args)))?;
+    out.downcast::<F::Output>()
+        .map(|b| *b)
+        .map_err(|_| Error::invalid(format!("{name} returned an unexpected type")))
+}
+
+/// Calls `f(args...)` on `pid` and returns a [`Future`] for its result at once.
+///
+/// The result stays on `pid` until fetched. With `pid == myid()` the call runs on a thread of
+/// this process and nothing is serialized.
+///
+/// # Julia
+/// `remotecall(f, pid, args...)`.
+pub fn remotecall<F, A>(f: F, pid: Pid, args: A) -> Result<Future<F::Output>>
+where
+    F: RemoteFn<A>,
+    A: Serialize + Send + 'static,
+    F::Output: Serialize,
+{
+    let rt = rt()?;
+    let rrid = rt.next_rrid();
+    let name = f.name();
+    if pid == rt.myid() {
+        let entry = entry_for(name)?;
+        let e = rt.value_entry(rrid, pid);
+        let fut = Future::from_inner(RefInner::new(rrid, pid));
+        exec::spawn(Box::new(move || {
+            let r = run_guarded(name, || (entry.call_local)(Box::new(args)));
+            let item = r.map(|v| match (entry.encoder)() {
+                Some(encode) => Item::Local { value: v, encode },
+                None => Item::local(()),
+            });
+            if let Stored::Value(c) = &e.stored {
+                let _ = c.set(item);
+            }
+        }));
+        return Ok(fut);
+    }
+    let body = encode_args(&args, name)?;
+    let fut = Future::from_inner(RefInner::new(rrid, pid));
+    rt.send(
+        pid,
+        &Msg::Call {
+            func: name.to_string(),
+            mode: Mode::Store {
+                rrid,
+                notify: false,
+            },
+        },
+        &body,
+    )?;
+    Ok(fut)
+}
+
+/// Calls `f(args...)` on `pid` and waits for its result.
+///
+/// Faster than `fetch(remotecall(...))`: one message each way, nothing stored on `pid`.
+///
+/// # Julia
+/// `remotecall_fetch(f, pid, args...)`.
+pub fn remotecall_fetch<F, A>(f: F, pid: Pid, args: A) -> Result<F::Output>
+where
+    F: RemoteFn<A>,
+    A: Serialize + Send + 'static,
+    F::Output: DeserializeOwned,
+{
+    let rt = rt()?;
+    if pid == rt.myid() {
+        return call_here(f, args);
+    }
+    let name = f.name();
+    let body = encode_args(&args, name)?;
+    let frame = rt.request(
+        pid,
+        &Msg::Call {
+            func: name.to_string(),
+            mode: Mode::Fetch,
+        },
+        &body,
+    )?;
+    decode_frame(&frame, &format!("result of {name}"))
+}
+
+/// Calls `f(args...)` on `pid`, waits until it has finished, and returns a [`Future`] for the
+/// result still stored there.
+///
+/// # Julia
+/// `remotecall_wait(f, pid, args...)`.
+pub fn remotecall_wait<F, A>(f: F, pid: Pid, args: A) -> Result<Future<F::Output>>
+where
+    F: RemoteFn<A>,
+    A: Serialize + Send + 'static,
+    F::Output: Serialize + DeserializeOwned,
+{
+    let rt = rt()?;
+    if pid == rt.myid() {
+        let fut = remotecall(f, pid, args)?;
+        fut.wait()?;
+        return Ok(fut);
+    }
+    let rrid = rt.next_rrid();
+    let name = f.name();
+    let body = encode_args(&args, name)?;
+    let fut = Future::from_inner(RefInner::new(rrid, pid));
+    rt.request(
+        pid,
+        &Msg::Call {
+            func: name.to_string(),
+            mode: Mode::Store { rrid, notify: true },
+        },
+        &body,
+    )?;
+    Ok(fut)
+}
+
+/// Runs `f(args...)` on `pid` and returns at once; there is no result. An error is printed on
+/// that process's stderr (which the master shows as `From worker N: ...`).
+///
+/// # Julia
+/// `remote_do(f, pid, args...)`.
+pub fn remote_do<F, A>(f: F, pid: Pid, args: A) -> Result<()>
+where
+    F: RemoteFn<A>,
+    A: Serialize + Send + 'static,
+{
+    let rt = rt()?;
+    let name = f.name();
+    if pid == rt.myid() {
+        let entry = entry_for(name)?;
+        exec::spawn(Box::new(move || {
+            if let Err(e) = run_guarded(name, || (entry.call_local)(Box::new(args))) {
+                eprintln!(
+                    "cohort: error in remote_do of {name} on pid {}: {e}",
+                    crate::myid()
+                );
+            }
+        }));
+        return Ok(());
+    }
+    let body = encode_args(&args, name)?;
+    rt.send(
+        pid,
+        &Msg::Call {
+            func: name.to_string(),
+            mode: Mode::Do,
+        },
+        &body,
+    )
+}
+
+/// Where [`spawnat`] runs a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// This pid.
+    Pid(Pid),
+    /// The next worker in round-robin order (Julia's `:any`).
+    Any,
+}
+
+impl From<Pid> for Target {
+    fn from(p: Pid) -> Self {
+        Target::Pid(p)
+    }
+}
+
+static NEXT_ANY: AtomicUsize = AtomicUsize::new(0);
+
+/// The next worker in round-robin order (the master alone when there are none).
+pub fn next_pid() -> Pid {
+    let ws = crate::cluster::workers();
+    ws[NEXT_ANY.fetch_add(1, Ordering::Relaxed) % ws.len()]
+}
+
+/// Like [`remotecall`], on a pid or on any worker.
+///
+/// # Julia
+/// `@spawnat p expr`, `@spawnat :any expr`.
+pub fn spawnat<F, A>(target: impl Into<Target>, f: F, args: A) -> Result<Future<F::Output>>
+where
+    F: RemoteFn<A>,
+    A: Serialize + Send + 'static,
+    F::Output: Serialize,
+{
+    let pid = match target.into() {
+        Target::Pid(p) => p,
+        Target::Any => next_pid(),
+    };
+    remotecall(f, pid, args)
+}
+
+/// Runs `f(args...)` on the next worker and returns its result.
+///
+/// # Julia
+/// `@fetch expr`.
+pub fn fetch_any<F, A>(f: F, args: A) -> Result<F::Output>
+where
+    F: RemoteFn<A>,
+    A: Serialize + Send + 'static,
+    F::Output: DeserializeOwned,
+{
+    remotecall_fetch(f, next_pid(), args)
+}
+
+/// Runs `f(args...)` on `pid` and returns its result.
+///
+/// # Julia
+/// `@fetchfrom pid expr`.
+pub fn fetchfrom<F, A>(pid: Pid, f: F, args: A) -> Result<F::Output>
+where
+    F: RemoteFn<A>,
+    A: Serialize + Send + 'static,
+    F::Output: DeserializeOwned,
+{
+    remotecall_fetch(f, pid, args)
+}

@@ -1,0 +1,317 @@
+//! `RemoteChannel`: a channel that lives on one process and is used from any.
+
+use crate::error::{Error, Result};
+use crate::proto::{ChanOp, Msg};
+use crate::refs::{RefInner, RefWire};
+use crate::registry::RemoteFn;
+use crate::runtime::rt;
+use crate::store::{decode_as, ErasedChannel, Item, ItemChannel, Stored};
+use crate::wire::{self, Body};
+use crate::Pid;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// A handle to a channel stored on process [`RemoteChannel::owner`].
+///
+/// Every process holding a handle sees the same channel. `put` blocks while the channel is
+/// full, `take` while it is empty; capacity 0 is a rendezvous (`put` returns once a taker has
+/// the value). After `close`, `put` fails and `take` fails once the channel is drained. A
+/// channel of a user type (Julia's `AbstractChannel`, e.g. the seeds' `DictChannel`) is made
+/// with [`RemoteChannel::from_fn`] and used with the keyed methods (`put_at`, `take_at`...).
+/// Operations from the owner itself move values without serializing them.
+///
+/// # Julia
+/// `RemoteChannel(() -> Channel{T}(n), pid)`.
+pub struct RemoteChannel<T, K = ()> {
+    inner: Arc<RefInner>,
+    _t: PhantomData<fn() -> (T, K)>,
+}
+
+impl<T, K> Clone for RemoteChannel<T, K> {
+    fn clone(&self) -> Self {
+        RemoteChannel {
+            inner: Arc::clone(&self.inner),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T, K> std::fmt::Debug for RemoteChannel<T, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RemoteChannel(owner={}, {:?})",
+            self.inner.owner, self.inner.rrid
+        )
+    }
+}
+
+fn codec<'a, E: std::fmt::Display>(
+    action: &'static str,
+    what: &'a str,
+) -> impl FnOnce(E) -> Error + 'a {
+    move |e| Error::Codec {
+        action,
+        what: what.to_string(),
+        pid: crate::myid(),
+        reason: e.to_string(),
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> RemoteChannel<T> {
+    /// A channel of capacity `cap` (0: rendezvous) stored on `pid`.
+    ///
+    /// # Julia
+    /// `RemoteChannel(() -> Channel{T}(cap), pid)`.
+    pub fn new(cap: usize, pid: Pid) -> Result<Self> {
+        let rt = rt()?;
+        let rrid = rt.next_rrid();
+        if pid == rt.myid() {
+            rt.insert_entry(rrid, Stored::Channel(Box::new(ItemChannel::new(cap))), pid);
+        } else {
+            rt.request(
+                pid,
+                &Msg::NewChan {
+                    rrid,
+                    cap: cap as u64,
+                },
+                &Body::Owned(Vec::new()),
+            )?;
+        }
+        Ok(RemoteChannel {
+            inner: RefInner::new(rrid, pid),
+            _t: PhantomData,
+        })
+    }
+}
+
+impl<T, K> RemoteChannel<T, K>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+    K: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// A channel built on `pid` by the registered function `f` applied to `args`; `f` returns a
+    /// type implementing [`AbstractChannel`](crate::AbstractChannel) with `Item = T`, `Key = K`.
+    ///
+    /// # Julia
+    /// `RemoteChannel(() -> DictChannel(), pid)`.
+    pub fn from_fn<F, A>(f: F, pid: Pid, args: A) -> Result<Self>
+    where
+        F: RemoteFn<A>,
+        F::Output: crate::AbstractChannel<Item = T, Key = K>,
+        A: Serialize + Send + 'static,
+    {
+        let rt = rt()?;
+        let rrid = rt.next_rrid();
+        let name = f.name();
+        if pid == rt.myid() {
+            let ch = rt.construct_channel(name, |e| (e.call_local)(Box::new(args)))?;
+            rt.insert_entry(rrid, Stored::Channel(ch), pid);
+        } else {
+            let body = wire::encode(&args).map_err(codec("encode", "constructor arguments"))?;
+            rt.request(
+                pid,
+                &Msg::NewChanFrom {
+                    rrid,
+                    func: name.to_string(),
+                },
+                &body,
+            )?;
+        }
+        Ok(RemoteChannel {
+            inner: RefInner::new(rrid, pid),
+            _t: PhantomData,
+        })
+    }
+
+    /// The process that stores the channel.
+    pub fn owner(&self) -> Pid {
+        self.inner.owner
+    }
+
+    /// Releases this process's hold now instead of at drop.
+    pub fn finalize(&self) {
+        self.inner.finalize();
+    }
+
+    fn local<R>(&self, f: impl FnOnce(&dyn ErasedChannel) -> Result<R>) -> Option<Result<R>> {
+        let rt = rt().ok()?;
+        if self.owner() != rt.myid() {
+            return None;
+        }
+        Some(match rt.entry(self.inner.rrid) {
+            Some(e) => match &e.stored {
+                Stored::Channel(ch) => f(ch.as_ref()),
+                Stored::Value(_) => Err(Error::invalid("reference is a Future")),
+            },
+            None => Err(Error::invalid("RemoteChannel was freed (finalize called?)")),
+        })
+    }
+
+    fn remote(&self, op: ChanOp, key: &K, body: &Body<'_>) -> Result<crate::frame::Frame> {
+        let rt = rt()?;
+        if self.inner.weight() == 0 {
+            return Err(Error::invalid("RemoteChannel was finalized"));
+        }
+        let key = wire::encode_vec(key).map_err(codec("encode", "channel key"))?;
+        rt.request(
+            self.owner(),
+            &Msg::Chan {
+                rrid: self.inner.rrid,
+                op,
+                key,
+            },
+            body,
+        )
+    }
+
+    /// Stores `v` under `key` (for keyed user channels).
+    pub fn put_at(&self, key: K, v: T) -> Result<()> {
+        let (key, v) = match self.local_kv(key, v) {
+            Ok(r) => return r,
+            Err(kv) => kv,
+        };
+        let body = wire::encode(&v).map_err(codec("encode", "channel value"))?;
+        self.remote(ChanOp::Put, &key, &body).map(|_| ())
+    }
+
+    fn local_kv(&self, key: K, v: T) -> std::result::Result<Result<()>, (K, T)> {
+        match rt() {
+            Ok(rt) if self.owner() == rt.myid() => Ok(self
+                .local(|ch| ch.put(Item::local(key), Item::local(v)))
+                .expect("owner is local")),
+            _ => Err((key, v)),
+        }
+    }
+
+    /// Removes and returns the value under `key`, blocking until there is one.
+    pub fn take_at(&self, key: K) -> Result<T> {
+        let rt = rt()?;
+        if self.owner() == rt.myid() {
+            return self
+                .local(|ch| ch.take(Item::local(key))?.into_typed("channel"))
+                .expect("owner is local");
+        }
+        let f = self.remote(ChanOp::Take, &key, &Body::Owned(Vec::new()))?;
+        decode_as(f.body(), "channel value")
+    }
+
+    /// A copy of the value under `key`, blocking until there is one.
+    pub fn fetch_at(&self, key: K) -> Result<T>
+    where
+        T: Clone,
+    {
+        let rt = rt()?;
+        if self.owner() == rt.myid() {
+            return self
+                .local(|ch| {
+                    let mut out = None;
+                    ch.peek(Item::local(key), &mut |i| {
+                        out = Some(i.typed_clone::<T>("channel"));
+                        Ok(())
+                    })?;
+                    out.expect("peek calls back")
+                })
+                .expect("owner is local");
+        }
+        let f = self.remote(ChanOp::Fetch, &key, &Body::Owned(Vec::new()))?;
+        decode_as(f.body(), "channel value")
+    }
+
+    /// Whether a value under `key` is ready.
+    pub fn isready_at(&self, key: K) -> Result<bool> {
+        let rt = rt()?;
+        if self.owner() == rt.myid() {
+            return self
+                .local(|ch| ch.isready(Item::local(key)))
+                .expect("owner is local");
+        }
+        let f = self.remote(ChanOp::IsReady, &key, &Body::Owned(Vec::new()))?;
+        Ok(f.body().first() == Some(&1))
+    }
+
+    /// Blocks until some value is in the channel.
+    pub fn wait(&self) -> Result<()>
+    where
+        K: Default,
+    {
+        if let Some(r) = self.local(|ch| ch.wait()) {
+            return r;
+        }
+        self.remote(ChanOp::Wait, &K::default(), &Body::Owned(Vec::new()))
+            .map(|_| ())
+    }
+
+    /// Closes the channel: later `put`s fail, `take`s fail once it is drained.
+    pub fn close(&self) -> Result<()>
+    where
+        K: Default,
+    {
+        if let Some(r) = self.local(|ch| {
+            ch.close();
+            Ok(())
+        }) {
+            return r;
+        }
+        self.remote(ChanOp::Close, &K::default(), &Body::Owned(Vec::new()))
+            .map(|_| ())
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> RemoteChannel<T> {
+    /// Puts a value, blocking while the channel is full (until taken, for capacity 0).
+    ///
+    /// # Julia
+    /// `put!(rr, v)`.
+    pub fn put(&self, v: T) -> Result<()> {
+        self.put_at((), v)
+    }
+    /// Takes the next value, blocking while the channel is empty.
+    ///
+    /// # Julia
+    /// `take!(rr)`.
+    pub fn take(&self) -> Result<T> {
+        self.take_at(())
+    }
+    /// A copy of the next value, without removing it.
+    ///
+    /// # Julia
+    /// `fetch(rr)`.
+    pub fn fetch(&self) -> Result<T>
+    where
+        T: Clone,
+    {
+        self.fetch_at(())
+    }
+    /// Whether a value is waiting.
+    ///
+    /// # Julia
+    /// `isready(rr)`.
+    pub fn isready(&self) -> Result<bool> {
+        self.isready_at(())
+    }
+    /// Iterates by `take` until the channel is closed and drained (other errors end it too).
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        std::iter::from_fn(move || self.take().ok())
+    }
+}
+
+impl<T: Serialize + Send + 'static, K> Serialize for RemoteChannel<T, K> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.inner
+            .export()
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s)
+    }
+}
+
+impl<'de, T, K> Deserialize<'de> for RemoteChannel<T, K> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(RemoteChannel {
+            inner: RefInner::import(RefWire::deserialize(d)?),
+            _t: PhantomData,
+        })
+    }
+}

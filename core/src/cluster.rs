@@ -1,0 +1,587 @@
+//! Processes: the cluster manager interface, adding and removing workers, and the queries.
+
+use crate::error::{Error, Result};
+use crate::proto::Msg;
+use crate::runtime::{self, rt, try_rt};
+use crate::transport::Transport;
+use crate::wire::Body;
+use crate::Pid;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How many workers a spec asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Count {
+    /// Exactly this many.
+    N(usize),
+    /// One per CPU thread of the host.
+    #[default]
+    Auto,
+}
+
+/// What a cluster manager knows about one worker it launched (Julia's `WorkerConfig`).
+///
+/// `launch` fills in what it knows (at least `address`, or what `connect` needs); the core
+/// keeps the config for the worker's life and hands it back to `manage`, `connect` and `kill`.
+#[derive(Default)]
+pub struct WorkerConfig {
+    /// The worker's output (stdout and stderr); the master prints each line as `From worker N: ...`.
+    pub io: Option<Box<dyn Read + Send>>,
+    /// Host the worker runs on.
+    pub host: Option<String>,
+    /// Port it listens on.
+    pub port: Option<u16>,
+    /// The listener address the worker printed, in the transport's syntax (`host:port`).
+    pub address: Option<String>,
+    /// Address the worker was told to bind.
+    pub bind_addr: Option<String>,
+    /// Address the master connects to, when it differs from `address` (tunnels).
+    pub connect_at: Option<String>,
+    /// Workers to start on this host.
+    pub count: Option<Count>,
+    /// Program to start.
+    pub exename: Option<PathBuf>,
+    /// Its arguments.
+    pub exeflags: Vec<String>,
+    /// Environment variables set for it.
+    pub env: Vec<(String, String)>,
+    /// Its working directory.
+    pub dir: Option<PathBuf>,
+    /// Its operating-system process id.
+    pub ospid: Option<u32>,
+    /// The manager's own name for it.
+    pub ident: Option<String>,
+    /// For the custom topology: the idents of the workers it connects to.
+    pub connect_idents: Vec<String>,
+    /// SSH: tunnel master-to-worker traffic through ssh.
+    pub tunnel: Option<bool>,
+    /// SSH: share one connection per host.
+    pub multiplex: Option<bool>,
+    /// SSH: extra flags.
+    pub sshflags: Vec<String>,
+    /// SSH: connections set up at once per host.
+    pub max_parallel: Option<usize>,
+    /// Anything else the manager wants to keep.
+    pub userdata: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("host", &self.host)
+            .field("address", &self.address)
+            .field("ospid", &self.ospid)
+            .field("ident", &self.ident)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Events a manager hears about its workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManageOp {
+    /// The worker joined with this pid.
+    Register,
+    /// `rmprocs` is removing it.
+    Deregister,
+    /// `interrupt` was called for it.
+    Interrupt,
+    /// It is gone; release what the manager holds for it.
+    Finalize,
+}
+
+/// Parameters of one `addprocs` call.
+#[derive(Debug, Clone)]
+pub struct AddProcsParams {
+    /// Workers to start.
+    pub count: usize,
+    /// Program to start (default: this program).
+    pub exename: Option<PathBuf>,
+    /// Its arguments (default: this program's).
+    pub exeflags: Option<Vec<String>>,
+    /// Extra environment for the workers.
+    pub env: Vec<(String, String)>,
+    /// Working directory (default: this one).
+    pub dir: Option<PathBuf>,
+    /// Bind workers to loopback only (`true`, default) or to all interfaces.
+    pub restrict: bool,
+    /// Seconds a worker waits to be contacted, and the master for its address.
+    pub worker_timeout: Duration,
+}
+
+impl Default for AddProcsParams {
+    fn default() -> Self {
+        AddProcsParams {
+            count: 1,
+            exename: None,
+            exeflags: None,
+            env: Vec::new(),
+            dir: None,
+            restrict: true,
+            worker_timeout: crate::env::worker_timeout(),
+        }
+    }
+}
+
+/// Starts workers and looks after them (Julia's `ClusterManager`).
+pub trait ClusterManager: Send + Sync + 'static {
+    /// Starts `params.count` workers, calling `launched` with each one's config as it comes up;
+    /// returns once all are started (or with the first error; those launched stay usable).
+    fn launch(&self, params: &AddProcsParams, launched: &mut dyn FnMut(WorkerConfig))
+        -> Result<()>;
+
+    /// Told about each worker's life events.
+    fn manage(&self, _pid: Pid, _config: &WorkerConfig, _op: ManageOp) {}
+
+    /// Opens the link to a worker; `None` (the default) connects with the transport to
+    /// `config.connect_at` or `config.address`.
+    fn connect(&self, _pid: Pid, _config: &WorkerConfig) -> Option<Result<OwnedFd>> {
+        None
+    }
+
+    /// Makes the worker exit; called by `rmprocs` after the worker was asked to exit.
+    fn kill(&self, _pid: Pid, _config: &WorkerConfig) {}
+
+    /// Defaults for `addprocs` with this manager.
+    fn default_addprocs_params(&self) -> AddProcsParams {
+        AddProcsParams::default()
+    }
+}
+
+struct WorkerRecord {
+    config: WorkerConfig,
+    manager: Arc<dyn ClusterManager>,
+}
+
+fn records() -> &'static Mutex<BTreeMap<Pid, WorkerRecord>> {
+    static R: OnceLock<Mutex<BTreeMap<Pid, WorkerRecord>>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(BTreeMap::new()))
+}
+
+static NEXT_PID: AtomicUsize = AtomicUsize::new(2);
+static DEFAULT_MANAGER: OnceLock<Arc<dyn ClusterManager>> = OnceLock::new();
+
+fn master_only(what: &str) -> Result<&'static runtime::Runtime> {
+    let rt = rt()?;
+    if !rt.is_master {
+        return Err(Error::invalid(format!(
+            "{what} can only be called on the master (pid 1)"
+        )));
+    }
+    Ok(rt)
+}
+
+/// Adds `n` workers with the default manager (local processes unless configured otherwise)
+/// and returns their pids.
+///
+/// # Collective
+/// Master only.
+///
+/// # Julia
+/// `addprocs(n)`.
+pub fn addprocs(n: usize) -> Result<Vec<Pid>> {
+    let m = DEFAULT_MANAGER
+        .get()
+        .cloned()
+        .ok_or_else(|| Error::invalid("no default cluster manager: call cohort::init()"))?;
+    let params = AddProcsParams {
+        count: n,
+        ..m.default_addprocs_params()
+    };
+    addprocs_with(m, params)
+}
+
+/// Adds workers with `manager`.
+///
+/// # Julia
+/// `addprocs(manager::ClusterManager; kwargs...)`.
+pub fn addprocs_with(manager: Arc<dyn ClusterManager>, params: AddProcsParams) -> Result<Vec<Pid>> {
+    let rt = master_only("addprocs")?;
+    let mut configs = Vec::new();
+    let launched = manager.launch(&params, &mut |c| configs.push(c));
+    let mut pids = Vec::new();
+    let mut errors = Vec::new();
+    for mut config in configs {
+        let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
+        let addr = config
+            .connect_at
+            .clone()
+            .or_else(|| config.address.clone())
+            .unwrap_or_default();
+        let fd = match manager.connect(pid, &config) {
+            Some(r) => r,
+            None => rt
+                .transport
+                .connect(&addr, params.worker_timeout)
+                .map_err(|e| Error::io(format!("connecting to worker at {addr}"), e)),
+        };
+        let joined =
+            fd.and_then(|fd| rt.attach_worker(pid, fd, config.address.as_deref().unwrap_or(&addr)));
+        match joined {
+            Ok(host) => {
+                if config.host.is_none() {
+                    config.host = Some(host);
+                }
+                if let Some(io) = config.io.take() {
+                    forward_output(pid, io);
+                }
+                manager.manage(pid, &config, ManageOp::Register);
+                records().lock().unwrap_or_else(|e| e.into_inner()).insert(
+                    pid,
+                    WorkerRecord {
+                        config,
+                        manager: Arc::clone(&manager),
+                    },
+                );
+                pids.push(pid);
+            }
+            Err(e) => {
+                manager.kill(pid, &config);
+                errors.push((pid, e));
+            }
+        }
+    }
+    launched?;
+    if errors.len() == 1 {
+        return Err(errors.pop().expect("one").1);
+    }
+    if !errors.is_empty() {
+        return Err(Error::Composite(errors));
+    }
+    Ok(pids)
+}
+
+fn forward_output(pid: Pid, io: Box<dyn Read + Send>) {
+    let r = std::thread::Builder::new()
+        .name(format!("cohort-out-{pid}"))
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            for line in BufReader::new(io).lines() {
+                match line {
+                    Ok(l) => println!("      From worker {pid}:\t{l}"),
+                    Err(_) => break,
+                }
+            }
+        });
+    if let Err(e) = r {
+        eprintln!("cohort: cannot forward the output of worker {pid}: {e}");
+    }
+}
+
+/// Called by the runtime when a worker's link is gone.
+pub(crate) fn on_worker_exit(pid: Pid) {
+    let rec = records()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&pid);
+    if let Some(r) = rec {
+        r.manager.manage(pid, &r.config, ManageOp::Finalize);
+    }
+}
+
+/// A pending `rmprocs`: wait on it for the workers to be gone.
+#[derive(Debug, Clone)]
+pub struct RmProcs {
+    pids: Vec<Pid>,
+}
+
+impl RmProcs {
+    /// The pids being removed.
+    pub fn pids(&self) -> &[Pid] {
+        &self.pids
+    }
+    /// Waits until every pid is gone, at most `timeout`.
+    pub fn wait(&self, timeout: Duration) -> Result<()> {
+        let rt = rt()?;
+        let deadline = Instant::now().checked_add(timeout);
+        let mut removed = rt.removed.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let left: Vec<Pid> = self
+                .pids
+                .iter()
+                .copied()
+                .filter(|p| !removed.contains(p))
+                .collect();
+            if left.is_empty() {
+                return Ok(());
+            }
+            let wait = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Err(Error::Timeout(format!(
+                            "rmprocs: pids {left:?} not terminated after {:.1} seconds",
+                            timeout.as_secs_f64()
+                        )));
+                    }
+                    (d - now).min(Duration::from_millis(100))
+                }
+                None => Duration::from_millis(100),
+            };
+            removed = rt
+                .removed_cv
+                .wait_timeout(removed, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Removes workers: asks each to exit and has its manager make sure. Waits up to `waitfor`
+/// (`Duration::MAX` for ever) and fails with `Timeout` if they are not all gone; with
+/// `waitfor == Duration::ZERO` returns at once with a handle to wait on.
+///
+/// # Collective
+/// Master only.
+///
+/// # Julia
+/// `rmprocs(pids...; waitfor)`.
+pub fn rmprocs(pids: &[Pid], waitfor: Duration) -> Result<RmProcs> {
+    let rt = master_only("rmprocs")?;
+    let mut todo = Vec::new();
+    for &pid in pids {
+        if pid == 1 {
+            eprintln!("cohort: rmprocs: process 1 not removed");
+            continue;
+        }
+        if rt.is_removed(pid) {
+            continue;
+        }
+        if !records()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&pid)
+        {
+            return Err(Error::NoSuchProcess(pid));
+        }
+        todo.push(pid);
+    }
+    for &pid in &todo {
+        let recs = records().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = recs.get(&pid) {
+            r.manager.manage(pid, &r.config, ManageOp::Deregister);
+            let _ = rt.send(pid, &Msg::Exit, &Body::Owned(Vec::new()));
+            r.manager.kill(pid, &r.config);
+        }
+    }
+    let h = RmProcs { pids: todo };
+    if !waitfor.is_zero() {
+        h.wait(waitfor)?;
+    }
+    Ok(h)
+}
+
+/// Interrupts what each process is running: the callers waiting on those calls get
+/// `Error::Interrupted`, and the processes stay usable. Long-running functions see it through
+/// [`interrupted`](crate::interrupted).
+///
+/// # Julia
+/// `interrupt(pids)`.
+pub fn interrupt(pids: &[Pid]) -> Result<()> {
+    let rt = rt()?;
+    for &pid in pids {
+        if rt.is_master {
+            let recs = records().lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(r) = recs.get(&pid) {
+                r.manager.manage(pid, &r.config, ManageOp::Interrupt);
+            }
+        }
+        rt.send(pid, &Msg::Interrupt, &Body::Owned(Vec::new()))?;
+    }
+    Ok(())
+}
+
+/// This process's id: 1 on the master, 2, 3, ... on workers (0 before `init`).
+///
+/// # Julia
+/// `myid()`.
+pub fn myid() -> Pid {
+    try_rt().map_or(0, |r| r.myid())
+}
+
+/// The workers' pids, ascending; `[1]` when there are none.
+///
+/// # Julia
+/// `workers()`.
+pub fn workers() -> Vec<Pid> {
+    let Some(rt) = try_rt() else { return vec![1] };
+    let removed = rt.removed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let v: Vec<Pid> = if rt.is_master {
+        records()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .filter(|p| !removed.contains(p))
+            .collect()
+    } else {
+        let mut v: Vec<Pid> = rt
+            .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .filter(|&p| p != 1 && !removed.contains(&p))
+            .collect();
+        if !v.contains(&rt.myid()) {
+            v.push(rt.myid());
+            v.sort_unstable();
+        }
+        v
+    };
+    if v.is_empty() {
+        vec![1]
+    } else {
+        v
+    }
+}
+
+/// All pids: the master and the workers.
+///
+/// # Julia
+/// `procs()`.
+pub fn procs() -> Vec<Pid> {
+    let w = workers();
+    if w == [1] {
+        w
+    } else {
+        std::iter::once(1).chain(w).collect()
+    }
+}
+
+/// The pids on the same host as `pid`.
+///
+/// # Julia
+/// `procs(pid)`.
+pub fn procs_on(pid: Pid) -> Result<Vec<Pid>> {
+    let rt = rt()?;
+    let all = procs();
+    let peers = rt.peers.read().unwrap_or_else(|e| e.into_inner());
+    let host_of = |p: Pid| {
+        if p == rt.myid() {
+            Some(rt.host.clone())
+        } else {
+            peers.get(&p).map(|i| i.host.clone())
+        }
+    };
+    let h = host_of(pid).ok_or(Error::NoSuchProcess(pid))?;
+    Ok(all
+        .into_iter()
+        .filter(|&p| host_of(p).as_deref() == Some(h.as_str()))
+        .collect())
+}
+
+/// Number of processes.
+///
+/// # Julia
+/// `nprocs()`.
+pub fn nprocs() -> usize {
+    procs().len()
+}
+
+/// Number of workers (1 when the master is alone, as in Julia).
+///
+/// # Julia
+/// `nworkers()`.
+pub fn nworkers() -> usize {
+    workers().len()
+}
+
+/// The cluster cookie.
+///
+/// # Julia
+/// `cluster_cookie()`.
+pub fn cluster_cookie() -> Result<String> {
+    let c = rt()?.cookie();
+    Ok(String::from_utf8_lossy(&c).trim_end().to_string())
+}
+
+/// Sets the cluster cookie; only before any worker was added.
+///
+/// # Julia
+/// `cluster_cookie(cookie)`.
+pub fn set_cluster_cookie(cookie: &str) -> Result<()> {
+    let rt = master_only("set_cluster_cookie")?;
+    if !records()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_empty()
+    {
+        return Err(Error::invalid(
+            "the cluster cookie can only be changed before workers are added",
+        ));
+    }
+    rt.set_cookie(runtime::cookie_bytes(cookie)?);
+    Ok(())
+}
+
+/// The number of values and channels this process stores for remote references (for tests
+/// and diagnostics of reference counting).
+pub fn live_refs() -> usize {
+    try_rt().map_or(0, |r| r.live_refs())
+}
+
+/// [`live_refs`] of another process.
+pub fn live_refs_on(pid: Pid) -> Result<usize> {
+    let rt = rt()?;
+    if pid == rt.myid() {
+        return Ok(rt.live_refs());
+    }
+    let f = rt.request(
+        pid,
+        &Msg::Query(crate::proto::Query::LiveRefs),
+        &Body::Owned(Vec::new()),
+    )?;
+    let b: [u8; 8] = f
+        .body()
+        .try_into()
+        .map_err(|_| Error::Protocol("bad live_refs reply".into()))?;
+    Ok(u64::from_le_bytes(b) as usize)
+}
+
+/// Removes every worker when dropped; returned by `init` on the master.
+#[must_use = "dropping the guard removes the workers"]
+#[derive(Debug)]
+pub struct Cluster {
+    _p: (),
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let ws = workers();
+        if ws != [1] {
+            if let Err(e) = rmprocs(&ws, Duration::from_secs(10)) {
+                eprintln!("cohort: shutting down: {e}");
+            }
+        }
+    }
+}
+
+/// Starts cohort in this process with `transport` and a default manager.
+///
+/// In a worker (the environment a manager sets) it serves until told to exit and never
+/// returns. In the master it returns a guard that removes the workers when dropped, after
+/// adding `COHORT_PROCS` local workers if that is set.
+pub fn init_with(
+    transport: Arc<dyn Transport>,
+    default_manager: Arc<dyn ClusterManager>,
+) -> Result<Cluster> {
+    if crate::env::is_worker() {
+        runtime::run_worker(transport);
+    }
+    let rt = runtime::start_master(transport)?;
+    let _ = DEFAULT_MANAGER.set(default_manager);
+    rt.on_exit
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Box::new(on_worker_exit));
+    let n = crate::env::procs().map_err(Error::Invalid)?;
+    if n > 0 {
+        addprocs(n)?;
+    }
+    Ok(Cluster { _p: () })
+}

@@ -1,0 +1,71 @@
+//! Every environment variable cohort reads, parsed in one place.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `COHORT_PROCS` | `init` adds this many local workers (Julia's `julia -p N`); `auto` = one per core | 0 |
+//! | `COHORT_WORKER` | set by a manager: this process is a worker | unset |
+//! | `COHORT_WORKER_TIMEOUT` | seconds a worker waits for the master's connection, and the master for a worker's address | 60 |
+//! | `COHORT_BIND` | address a worker binds (`restrict = false` sets `0.0.0.0`) | `127.0.0.1` |
+//! | `COHORT_SPIN_US` | microseconds a thread polls a link before it sleeps | 200 |
+//! | `COHORT_MAX_FRAME` | largest frame payload accepted, in bytes | 4 GiB |
+//! | `COHORT_TOPOLOGY` | `all_to_all` (default) or `master_worker` | `all_to_all` |
+
+use std::time::Duration;
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|s| !s.trim().is_empty())
+}
+
+/// `COHORT_PROCS`: workers to add at `init`.
+pub fn procs() -> Result<usize, String> {
+    match var("COHORT_PROCS") {
+        None => Ok(0),
+        Some(s) if s.trim() == "auto" => {
+            Ok(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        }
+        Some(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| format!("COHORT_PROCS={s:?} is not a number of workers or `auto`")),
+    }
+}
+
+/// `COHORT_WORKER`: this process is a worker.
+pub fn is_worker() -> bool {
+    var("COHORT_WORKER").is_some()
+}
+
+/// `COHORT_WORKER_TIMEOUT`.
+pub fn worker_timeout() -> Duration {
+    let secs = var("COHORT_WORKER_TIMEOUT")
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .unwrap_or(60.0);
+    Duration::from_secs_f64(secs)
+}
+
+/// `COHORT_BIND`.
+pub fn bind_addr() -> String {
+    var("COHORT_BIND").unwrap_or_else(|| "127.0.0.1".into())
+}
+
+/// `COHORT_SPIN_US`.
+pub fn spin() -> Duration {
+    Duration::from_micros(
+        var("COHORT_SPIN_US")
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(200),
+    )
+}
+
+/// `COHORT_MAX_FRAME`.
+pub fn max_frame() -> u64 {
+    var("COHORT_MAX_FRAME")
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(crate::frame::DEFAULT_MAX_FRAME)
+}
+
+/// `COHORT_TOPOLOGY`.
+pub fn topology() -> String {
+    var("COHORT_TOPOLOGY").unwrap_or_else(|| "all_to_all".into())
+}

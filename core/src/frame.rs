@@ -1,0 +1,467 @@
+//! Frames: the unit the core speaks in (DESIGN decision 4).
+//!
+//! Every frame is a fixed 24-byte header followed by `len` payload bytes. The payload is a
+//! small bincode-encoded message (`meta_len` bytes) followed by a body: encoded arguments or a
+//! value, which for plain numeric vectors are raw bytes. The header is validated before anything
+//! is allocated; a bad magic, version or kind, or a length over the limit, is a fatal error for
+//! that link only.
+//!
+//! ```text
+//! offset 0  u16  magic 0x4863 ("ch")
+//!        2  u8   protocol version
+//!        3  u8   kind (1 = message)
+//!        4  u32  meta_len
+//!        8  u64  id (request id)
+//!       16  u64  len (payload bytes)
+//! ```
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// Frame header magic.
+pub const MAGIC: u16 = 0x4863;
+/// The wire protocol version; it is also checked in the handshake.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Frame kind of a message frame (the only kind so far).
+pub const KIND_MESSAGE: u8 = 1;
+/// Size of the fixed header.
+pub const HEADER_LEN: usize = 24;
+/// Default cap on a frame's payload (4 GiB); `COHORT_MAX_FRAME` changes it.
+pub const DEFAULT_MAX_FRAME: u64 = 4 << 30;
+
+/// A decoded frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Request id the frame belongs to (0 when none).
+    pub id: u64,
+    /// Length of the bincode message at the start of the payload.
+    pub meta_len: u32,
+    /// Payload length.
+    pub len: u64,
+}
+
+impl Header {
+    /// Encodes the header.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..2].copy_from_slice(&MAGIC.to_le_bytes());
+        b[2] = PROTOCOL_VERSION;
+        b[3] = KIND_MESSAGE;
+        b[4..8].copy_from_slice(&self.meta_len.to_le_bytes());
+        b[8..16].copy_from_slice(&self.id.to_le_bytes());
+        b[16..24].copy_from_slice(&self.len.to_le_bytes());
+        b
+    }
+
+    /// Decodes and validates a header.
+    pub fn decode(b: &[u8; HEADER_LEN], max_len: u64) -> Result<Header, FrameError> {
+        let magic = u16::from_le_bytes([b[0], b[1]]);
+        if magic != MAGIC {
+            return Err(FrameError::BadMagic(magic));
+        }
+        if b[2] != PROTOCOL_VERSION {
+            return Err(FrameError::BadVersion(b[2]));
+        }
+        if b[3] != KIND_MESSAGE {
+            return Err(FrameError::BadKind(b[3]));
+        }
+        let meta_len = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes"));
+        let id = u64::from_le_bytes(b[8..16].try_into().expect("8 bytes"));
+        let len = u64::from_le_bytes(b[16..24].try_into().expect("8 bytes"));
+        if len > max_len {
+            return Err(FrameError::TooLong { len, max: max_len });
+        }
+        if u64::from(meta_len) > len {
+            return Err(FrameError::BadMetaLen { meta_len, len });
+        }
+        Ok(Header { id, meta_len, len })
+    }
+}
+
+/// Why a byte stream stopped being a valid sequence of frames. Fatal for the link.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The first two bytes are not the magic.
+    #[error("bad frame magic {0:#06x}")]
+    BadMagic(u16),
+    /// The peer speaks another protocol version.
+    #[error("protocol version {0} (this process speaks {PROTOCOL_VERSION})")]
+    BadVersion(u8),
+    /// Unknown frame kind.
+    #[error("unknown frame kind {0}")]
+    BadKind(u8),
+    /// The payload is over the limit.
+    #[error("frame of {len} bytes is over the limit of {max} bytes")]
+    TooLong {
+        /// Announced length.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The message part is longer than the payload.
+    #[error("message length {meta_len} exceeds payload length {len}")]
+    BadMetaLen {
+        /// Announced message length.
+        meta_len: u32,
+        /// Announced payload length.
+        len: u64,
+    },
+    /// The stream ended inside a frame.
+    #[error("stream ended {0} bytes into a frame")]
+    Truncated(usize),
+}
+
+impl From<FrameError> for io::Error {
+    fn from(e: FrameError) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+}
+
+/// A whole frame: header and payload.
+#[derive(Debug)]
+pub struct Frame {
+    /// The header.
+    pub header: Header,
+    /// `len` bytes: message then body.
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// The bincode message at the start of the payload.
+    pub fn meta(&self) -> &[u8] {
+        &self.payload[..self.header.meta_len as usize]
+    }
+    /// The body after the message.
+    pub fn body(&self) -> &[u8] {
+        &self.payload[self.header.meta_len as usize..]
+    }
+}
+
+/// A source of bytes that may answer "would block".
+pub trait ByteSource {
+    /// Like `Read::read`; `ErrorKind::WouldBlock` means no bytes now; `Ok(0)` means end of stream.
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+/// Reads from a non-blocking file descriptor.
+pub struct FdSource<'a>(pub BorrowedFd<'a>);
+
+impl ByteSource for FdSource<'_> {
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match nix::unistd::read(self.0.as_raw_fd(), buf) {
+                Ok(n) => return Ok(n),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(io::Error::from(e)),
+            }
+        }
+    }
+}
+
+impl<T: io::Read> ByteSource for T {
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read(buf)
+    }
+}
+
+const BUF_CAP: usize = 64 * 1024;
+
+enum State {
+    Head,
+    Body {
+        header: Header,
+        payload: Vec<u8>,
+        filled: usize,
+    },
+}
+
+/// Incremental frame decoder (tokio-util's `Head`/`Data` state machine).
+///
+/// `poll` returns `Ok(None)` when it needs more bytes and keeps what it has; small frames are
+/// parsed out of a 64 KiB buffer so that many arrive per system call, large payloads are read
+/// straight into their own allocation.
+pub struct FrameReader {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    state: State,
+    max_len: u64,
+    total: u64,
+}
+
+impl FrameReader {
+    /// A reader that refuses payloads over `max_len` bytes.
+    pub fn new(max_len: u64) -> Self {
+        FrameReader {
+            buf: vec![0u8; BUF_CAP].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            state: State::Head,
+            max_len,
+            total: 0,
+        }
+    }
+
+    /// Bytes read from the source so far (a progress counter).
+    pub fn bytes_read(&self) -> u64 {
+        self.total
+    }
+
+    /// True when no partial frame is buffered.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Head) && self.start == self.end
+    }
+
+    /// Decodes the next frame. `Ok(None)`: the source would block. `Err(UnexpectedEof)`: the
+    /// stream ended cleanly between frames. Any other error is fatal for the stream.
+    pub fn poll<S: ByteSource + ?Sized>(&mut self, src: &mut S) -> io::Result<Option<Frame>> {
+        loop {
+            match &mut self.state {
+                State::Head => {
+                    if self.end - self.start >= HEADER_LEN {
+                        let hb: [u8; HEADER_LEN] = self.buf[self.start..self.start + HEADER_LEN]
+                            .try_into()
+                            .expect("header slice");
+                        let header = Header::decode(&hb, self.max_len)?;
+                        self.start += HEADER_LEN;
+                        let len = header.len as usize;
+                        let avail = self.end - self.start;
+                        if avail >= len {
+                            let payload = self.buf[self.start..self.start + len].to_vec();
+                            self.start += len;
+                            self.compact();
+                            return Ok(Some(Frame { header, payload }));
+                        }
+                        // Zeroed allocation: calloc hands back fresh pages without a memset.
+                        let mut payload = vec![0u8; len];
+                        payload[..avail].copy_from_slice(&self.buf[self.start..self.end]);
+                        self.start = 0;
+                        self.end = 0;
+                        self.state = State::Body {
+                            header,
+                            payload,
+                            filled: avail,
+                        };
+                        continue;
+                    }
+                    self.compact();
+                    match src.read_some(&mut self.buf[self.end..]) {
+                        Ok(0) => {
+                            let have = self.end - self.start;
+                            return Err(if have == 0 {
+                                io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the link")
+                            } else {
+                                FrameError::Truncated(have).into()
+                            });
+                        }
+                        Ok(n) => {
+                            self.end += n;
+                            self.total += n as u64;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                State::Body {
+                    header,
+                    payload,
+                    filled,
+                } => {
+                    if *filled == payload.len() {
+                        let header = *header;
+                        let payload = std::mem::take(payload);
+                        self.state = State::Head;
+                        return Ok(Some(Frame { header, payload }));
+                    }
+                    match src.read_some(&mut payload[*filled..]) {
+                        Ok(0) => return Err(FrameError::Truncated(HEADER_LEN + *filled).into()),
+                        Ok(n) => {
+                            *filled += n;
+                            self.total += n as u64;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    fn compact(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > BUF_CAP / 2 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+}
+
+/// Builds the bytes of a frame whose body is given in parts (the parts are not copied when large).
+pub fn header_for(id: u64, meta_len: usize, body_len: usize) -> Header {
+    Header {
+        id,
+        meta_len: meta_len as u32,
+        len: (meta_len + body_len) as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source that hands out its bytes in given chunk sizes, answering WouldBlock between them.
+    struct Chunked {
+        data: Vec<u8>,
+        pos: usize,
+        chunks: Vec<usize>,
+        next: usize,
+        pending: bool,
+    }
+
+    impl ByteSource for Chunked {
+        fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.pending {
+                self.pending = false;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            if self.pos == self.data.len() {
+                return Ok(0);
+            }
+            let want = self.chunks.get(self.next).copied().unwrap_or(usize::MAX);
+            self.next += 1;
+            self.pending = true;
+            let n = want.min(buf.len()).min(self.data.len() - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    fn frame_bytes(id: u64, meta: &[u8], body: &[u8]) -> Vec<u8> {
+        let h = header_for(id, meta.len(), body.len());
+        let mut v = h.encode().to_vec();
+        v.extend_from_slice(meta);
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn drain(r: &mut FrameReader, src: &mut Chunked) -> io::Result<Vec<Frame>> {
+        let mut out = Vec::new();
+        loop {
+            match r.poll(src) {
+                Ok(Some(f)) => out.push(f),
+                Ok(None) => continue,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(out),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    #[test]
+    fn split_header_and_payload() {
+        let mut data = frame_bytes(7, b"meta", b"body-bytes");
+        data.extend(frame_bytes(8, b"", &[9u8; 200_000]));
+        for chunks in [vec![1; 400_000], vec![3, 5, 23, 1000], vec![24, 4, 10]] {
+            let mut src = Chunked {
+                data: data.clone(),
+                pos: 0,
+                chunks,
+                next: 0,
+                pending: false,
+            };
+            let mut r = FrameReader::new(1 << 20);
+            let frames = drain(&mut r, &mut src).unwrap();
+            assert_eq!(frames.len(), 2);
+            assert_eq!(frames[0].header.id, 7);
+            assert_eq!(frames[0].meta(), b"meta");
+            assert_eq!(frames[0].body(), b"body-bytes");
+            assert_eq!(frames[1].header.id, 8);
+            assert_eq!(frames[1].body().len(), 200_000);
+            assert!(frames[1].body().iter().all(|&b| b == 9));
+            assert!(r.is_idle());
+        }
+    }
+
+    #[test]
+    fn oversize_is_refused_before_allocating() {
+        let mut h = header_for(1, 0, 0);
+        h.len = u64::MAX;
+        let mut src = Chunked {
+            data: h.encode().to_vec(),
+            pos: 0,
+            chunks: vec![],
+            next: 0,
+            pending: false,
+        };
+        let err = drain(&mut FrameReader::new(1 << 20), &mut src).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("over the limit"), "{err}");
+    }
+
+    #[test]
+    fn truncated_frame_is_an_error() {
+        let mut data = frame_bytes(1, b"m", b"0123456789");
+        data.truncate(HEADER_LEN + 5);
+        let mut src = Chunked {
+            data,
+            pos: 0,
+            chunks: vec![2],
+            next: 0,
+            pending: false,
+        };
+        let err = drain(&mut FrameReader::new(1 << 20), &mut src).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            FrameError::Truncated(HEADER_LEN + 5).to_string()
+        );
+        let mut src = Chunked {
+            data: vec![0x63, 0x48, 1],
+            pos: 0,
+            chunks: vec![],
+            next: 0,
+            pending: false,
+        };
+        let err = drain(&mut FrameReader::new(1 << 20), &mut src).unwrap_err();
+        assert_eq!(err.to_string(), FrameError::Truncated(3).to_string());
+    }
+
+    #[test]
+    fn garbage_and_wrong_version() {
+        let mut src = Chunked {
+            data: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            pos: 0,
+            chunks: vec![],
+            next: 0,
+            pending: false,
+        };
+        let err = drain(&mut FrameReader::new(1 << 20), &mut src).unwrap_err();
+        assert!(err.to_string().contains("bad frame magic"), "{err}");
+        let mut b = frame_bytes(1, b"", b"");
+        b[2] = 99;
+        let mut src = Chunked {
+            data: b,
+            pos: 0,
+            chunks: vec![],
+            next: 0,
+            pending: false,
+        };
+        let err = drain(&mut FrameReader::new(1 << 20), &mut src).unwrap_err();
+        assert!(err.to_string().contains("protocol version 99"), "{err}");
+        let mut h = header_for(1, 10, 0);
+        h.meta_len = 10;
+        let mut src = Chunked {
+            data: h.encode().to_vec(),
+            pos: 0,
+            chunks: vec![],
+            next: 0,
+            pending: false,
+        };
+        let err = drain(&mut FrameReader::new(1 << 20), &mut src).unwrap_err();
+        assert!(err.to_string().contains("exceeds payload"), "{err}");
+    }
+}

@@ -1,0 +1,184 @@
+//! The messages inside frames, and the connection handshake.
+
+use crate::refs::Rrid;
+use crate::Pid;
+use serde::{Deserialize, Serialize};
+
+/// What a `Call` does with the function's result.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum Mode {
+    /// Send it back (`remotecall_fetch`).
+    Fetch,
+    /// Keep it under a reference (`remotecall`); with `notify`, acknowledge once stored (`remotecall_wait`).
+    Store { rrid: Rrid, notify: bool },
+    /// Drop it (`remote_do`).
+    Do,
+}
+
+/// Channel operations.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) enum ChanOp {
+    Put,
+    Take,
+    Fetch,
+    IsReady,
+    Wait,
+    Close,
+}
+
+/// What a process knows about another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PeerInfo {
+    pub pid: Pid,
+    /// Listener address ("" for the master, which listens on nothing).
+    pub addr: String,
+    /// Host identity, for `procs(pid)`.
+    pub host: String,
+}
+
+/// Queries for introspection and tests.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum Query {
+    LiveRefs,
+}
+
+/// The message at the start of every frame's payload; the frame body follows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Msg {
+    Call {
+        func: String,
+        mode: Mode,
+    },
+    Reply {
+        ok: bool,
+    },
+    Fetch {
+        rrid: Rrid,
+        release: u64,
+    },
+    Wait {
+        rrid: Rrid,
+    },
+    IsReady {
+        rrid: Rrid,
+    },
+    Put {
+        rrid: Rrid,
+    },
+    NewChan {
+        rrid: Rrid,
+        cap: u64,
+    },
+    NewChanFrom {
+        rrid: Rrid,
+        func: String,
+    },
+    Chan {
+        rrid: Rrid,
+        op: ChanOp,
+        key: Vec<u8>,
+    },
+    AddWeight {
+        rrid: Rrid,
+        weight: u64,
+    },
+    DelRef {
+        rrid: Rrid,
+        weight: u64,
+    },
+    Interrupt,
+    Exit,
+    Config {
+        pid: Pid,
+        peers: Vec<PeerInfo>,
+        topology: String,
+    },
+    PeerAdded(PeerInfo),
+    PeerRemoved(Pid),
+    Query(Query),
+}
+
+/// Handshake: the connecting side sends `HELLO_LEN` bytes, the listening side answers
+/// `WELCOME_LEN` bytes or closes (a wrong cookie gets no answer).
+pub(crate) const HELLO_MAGIC: &[u8; 8] = b"COHORTHS";
+pub(crate) const WELCOME_MAGIC: &[u8; 8] = b"COHORTOK";
+pub(crate) const COOKIE_LEN: usize = 16;
+pub(crate) const HOST_LEN: usize = 64;
+pub(crate) const HELLO_LEN: usize = 8 + 8 + COOKIE_LEN + 8 + 8 + HOST_LEN;
+pub(crate) const WELCOME_LEN: usize = 8 + 8 + 8 + HOST_LEN;
+
+pub(crate) struct Hello {
+    pub version: u8,
+    pub cookie: [u8; COOKIE_LEN],
+    pub from: Pid,
+    /// Non-zero: the master assigns this pid to the listener (first contact).
+    pub assign: Pid,
+    pub host: String,
+}
+
+fn put_host(b: &mut [u8], host: &str) {
+    let h = host.as_bytes();
+    let n = h.len().min(HOST_LEN);
+    b[..n].copy_from_slice(&h[..n]);
+}
+
+fn get_host(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+impl Hello {
+    pub(crate) fn encode(&self) -> [u8; HELLO_LEN] {
+        let mut b = [0u8; HELLO_LEN];
+        b[..8].copy_from_slice(HELLO_MAGIC);
+        b[8] = self.version;
+        b[16..32].copy_from_slice(&self.cookie);
+        b[32..40].copy_from_slice(&(self.from as u64).to_le_bytes());
+        b[40..48].copy_from_slice(&(self.assign as u64).to_le_bytes());
+        put_host(&mut b[48..], &self.host);
+        b
+    }
+    pub(crate) fn decode(b: &[u8; HELLO_LEN]) -> Option<Hello> {
+        if &b[..8] != HELLO_MAGIC {
+            return None;
+        }
+        Some(Hello {
+            version: b[8],
+            cookie: b[16..32].try_into().ok()?,
+            from: u64::from_le_bytes(b[32..40].try_into().ok()?) as Pid,
+            assign: u64::from_le_bytes(b[40..48].try_into().ok()?) as Pid,
+            host: get_host(&b[48..]),
+        })
+    }
+}
+
+pub(crate) struct Welcome {
+    pub version: u8,
+    /// 0 = accepted; 1 = protocol version mismatch.
+    pub status: u8,
+    pub pid: Pid,
+    pub host: String,
+}
+
+impl Welcome {
+    pub(crate) fn encode(&self) -> [u8; WELCOME_LEN] {
+        let mut b = [0u8; WELCOME_LEN];
+        b[..8].copy_from_slice(WELCOME_MAGIC);
+        b[8] = self.version;
+        b[9] = self.status;
+        b[16..24].copy_from_slice(&(self.pid as u64).to_le_bytes());
+        put_host(&mut b[24..], &self.host);
+        b
+    }
+    pub(crate) fn decode(b: &[u8; WELCOME_LEN]) -> Option<Welcome> {
+        if &b[..8] != WELCOME_MAGIC {
+            return None;
+        }
+        Some(Welcome {
+            version: b[8],
+            status: b[9],
+            pid: u64::from_le_bytes(b[16..24].try_into().ok()?) as Pid,
+            host: get_host(&b[24..]),
+        })
+    }
+}

@@ -1,0 +1,193 @@
+//! The registry of remote functions (DESIGN decision 2).
+//!
+//! `#[cohort::remote]` submits one [`RemoteEntry`] per function at link time (with `inventory`).
+//! A function's registered name is its Rust path as the compiler spells it
+//! (`std::any::type_name` of the function item, e.g. `my_app::kernels::step`); since every
+//! process runs the same binary, the caller computes the same name from the function it passes
+//! to `remotecall` and the callee finds it in its own table.
+
+use crate::wire::{self, Body};
+use serde::Serialize;
+use std::any::Any;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::OnceLock;
+
+/// A type-erased value produced or consumed by a registered function.
+pub type AnyBox = Box<dyn Any + Send>;
+/// Encoder of a registered function's result type.
+pub type EncodeFn = for<'a> fn(&'a (dyn Any + Send)) -> Result<Body<'a>, bincode::Error>;
+/// Turns a constructed value into a channel store (for `RemoteChannel::from_fn`).
+pub type AsChannelFn = fn(AnyBox) -> Box<dyn crate::store::ErasedChannel>;
+
+/// How a registered function failed before or while producing a value (panics are caught by
+/// the runtime around the call).
+#[derive(Debug)]
+pub enum CallError {
+    /// The arguments did not decode into the function's parameter types.
+    Args(String),
+    /// The function returned `Err`; its `Display`.
+    Returned(String),
+}
+
+/// One registered function. Built by `#[cohort::remote]`; not meant to be written by hand.
+pub struct RemoteEntry {
+    /// The registered name.
+    pub name: fn() -> &'static str,
+    /// Decodes the arguments and runs the function.
+    pub call: fn(&[u8]) -> Result<AnyBox, CallError>,
+    /// Runs the function on arguments moved in from this process (no serialization).
+    pub call_local: fn(AnyBox) -> Result<AnyBox, CallError>,
+    /// Encoder of the result, when the result type is `Serialize`.
+    pub encoder: fn() -> Option<EncodeFn>,
+    /// Channel conversion, when the result type implements `AbstractChannel`.
+    pub as_channel: fn() -> Option<AsChannelFn>,
+}
+
+inventory::collect!(RemoteEntry);
+
+fn table() -> &'static HashMap<&'static str, &'static RemoteEntry> {
+    static TABLE: OnceLock<HashMap<&'static str, &'static RemoteEntry>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        inventory::iter::<RemoteEntry>
+            .into_iter()
+            .map(|e| ((e.name)(), e))
+            .collect()
+    })
+}
+
+/// The entry registered under `name`.
+pub fn lookup(name: &str) -> Option<&'static RemoteEntry> {
+    table().get(name).copied()
+}
+
+/// Names of every registered function, sorted.
+pub fn registered_names() -> Vec<&'static str> {
+    let mut v: Vec<_> = table().keys().copied().collect();
+    v.sort_unstable();
+    v
+}
+
+/// A function that can be called remotely with the argument tuple `Args`.
+///
+/// Implemented for every `Fn` of up to eight arguments; what makes a call succeed is that the
+/// function was marked `#[cohort::remote]`. A closure or an unmarked function fails with
+/// [`Error::UnknownFunction`](crate::Error::UnknownFunction).
+pub trait RemoteFn<Args>: Copy + Send + Sync + 'static {
+    /// The function's return type.
+    type Output: Send + 'static;
+    /// The registered name of this function.
+    fn name(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
+}
+
+macro_rules! impl_remote_fn {
+    ($($a:ident),*) => {
+        impl<Func, Ret, $($a),*> RemoteFn<($($a,)*)> for Func
+        where
+            Func: Fn($($a),*) -> Ret + Copy + Send + Sync + 'static,
+            Ret: Send + 'static,
+        {
+            type Output = Ret;
+        }
+    };
+}
+impl_remote_fn!();
+impl_remote_fn!(A1);
+impl_remote_fn!(A1, A2);
+impl_remote_fn!(A1, A2, A3);
+impl_remote_fn!(A1, A2, A3, A4);
+impl_remote_fn!(A1, A2, A3, A4, A5);
+impl_remote_fn!(A1, A2, A3, A4, A5, A6);
+impl_remote_fn!(A1, A2, A3, A4, A5, A6, A7);
+impl_remote_fn!(A1, A2, A3, A4, A5, A6, A7, A8);
+
+/// Support for the code `#[cohort::remote]` generates.
+#[doc(hidden)]
+pub mod support {
+    use super::*;
+
+    /// Autoref-specialization probe on a concrete type.
+    pub struct Probe<T>(pub PhantomData<T>);
+
+    fn encode_as<T: Serialize + Send + 'static>(
+        v: &(dyn Any + Send),
+    ) -> Result<Body<'_>, bincode::Error> {
+        let v = v
+            .downcast_ref::<T>()
+            .ok_or_else(|| Box::new(bincode::ErrorKind::Custom("result type mismatch".into())))?;
+        wire::encode(v)
+    }
+
+    /// Chosen when the type is `Serialize`.
+    pub trait EncodeViaSerde {
+        /// The encoder.
+        fn encoder(&self) -> Option<EncodeFn>;
+    }
+    impl<T: Serialize + Send + 'static> EncodeViaSerde for Probe<T> {
+        fn encoder(&self) -> Option<EncodeFn> {
+            Some(encode_as::<T>)
+        }
+    }
+    /// Fallback when it is not.
+    pub trait EncodeNone {
+        /// No encoder.
+        fn encoder(&self) -> Option<EncodeFn>;
+    }
+    impl<T> EncodeNone for &Probe<T> {
+        fn encoder(&self) -> Option<EncodeFn> {
+            None
+        }
+    }
+
+    fn channel_as<C: crate::store::AbstractChannel>(
+        v: AnyBox,
+    ) -> Box<dyn crate::store::ErasedChannel> {
+        let c = v.downcast::<C>().expect("constructor result type");
+        Box::new(crate::store::Typed(*c))
+    }
+    /// Chosen when the type is a channel.
+    pub trait ChannelVia {
+        /// The conversion.
+        fn as_channel(&self) -> Option<AsChannelFn>;
+    }
+    impl<T: crate::store::AbstractChannel> ChannelVia for Probe<T> {
+        fn as_channel(&self) -> Option<AsChannelFn> {
+            Some(channel_as::<T>)
+        }
+    }
+    /// Fallback when it is not.
+    pub trait ChannelNone {
+        /// No conversion.
+        fn as_channel(&self) -> Option<AsChannelFn>;
+    }
+    impl<T> ChannelNone for &Probe<T> {
+        fn as_channel(&self) -> Option<AsChannelFn> {
+            None
+        }
+    }
+
+    /// The error message of a returned `Err`.
+    pub trait ResultLike {
+        /// `Some(message)` for `Err`.
+        fn err_message(&self) -> Option<String>;
+    }
+    impl<T, E: std::fmt::Display> ResultLike for Result<T, E> {
+        fn err_message(&self) -> Option<String> {
+            self.as_ref().err().map(|e| e.to_string())
+        }
+    }
+
+    /// Decodes an argument tuple.
+    pub fn decode_args<T: serde::de::DeserializeOwned + 'static>(b: &[u8]) -> Result<T, CallError> {
+        wire::decode(b).map_err(|e| CallError::Args(e.to_string()))
+    }
+
+    /// Takes a locally moved argument tuple.
+    pub fn local_args<T: 'static>(b: AnyBox) -> Result<T, CallError> {
+        b.downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| CallError::Args("argument types do not match the function".into()))
+    }
+}

@@ -1,0 +1,1220 @@
+//! The per-process runtime: links, the poller, dispatch of incoming frames, requests and their
+//! replies, the owner-side store, and the handshake.
+
+use crate::error::{Error, RemoteException, Result, WireError};
+use crate::exec::{self, JobCtl, SerialQueue};
+use crate::frame::{Frame, PROTOCOL_VERSION};
+use crate::link::{read_exact_until, write_all, FrameSink, Link};
+use crate::proto::*;
+use crate::refs::{RefInner, Rrid, INITIAL_WEIGHT};
+use crate::registry::{self, CallError};
+use crate::store::{Entry, ErasedChannel, Item, ItemChannel, Stored, ValueCell};
+use crate::transport::{Listener, Transport};
+use crate::wire::Body;
+use crate::{env, Pid};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, Weak};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+const LISTENER_TOKEN: u64 = 1;
+const FIRST_LINK_TOKEN: u64 = 16;
+
+/// A reply slot: where the frame answering a request lands.
+pub(crate) struct Slot {
+    done: AtomicBool,
+    val: Mutex<Option<Result<Frame>>>,
+    waiter: Mutex<Option<Thread>>,
+}
+
+impl Slot {
+    fn new() -> Arc<Slot> {
+        Arc::new(Slot {
+            done: AtomicBool::new(false),
+            val: Mutex::new(None),
+            waiter: Mutex::new(None),
+        })
+    }
+    fn complete(&self, r: Result<Frame>) {
+        let mut v = self.val.lock().unwrap_or_else(|e| e.into_inner());
+        if v.is_some() {
+            return;
+        }
+        *v = Some(r);
+        drop(v);
+        self.done.store(true, Ordering::Release);
+        if let Some(t) = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.unpark();
+        }
+    }
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+    fn take(&self) -> Result<Frame> {
+        self.val
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_else(|| Err(Error::Protocol("reply taken twice".into())))
+    }
+}
+
+/// A process's place in the cluster.
+pub(crate) struct Runtime {
+    myid: AtomicUsize,
+    pub(crate) is_master: bool,
+    pub(crate) transport: Arc<dyn Transport>,
+    cookie: Mutex<[u8; COOKIE_LEN]>,
+    pub(crate) host: String,
+    ep: Epoll,
+    links: RwLock<HashMap<Pid, Arc<Link>>>,
+    tokens: RwLock<HashMap<u64, Arc<Link>>>,
+    next_token: AtomicU64,
+    queues: Mutex<HashMap<Pid, Arc<SerialQueue>>>,
+    pub(crate) peers: RwLock<BTreeMap<Pid, PeerInfo>>,
+    pub(crate) removed: Mutex<HashSet<Pid>>,
+    pub(crate) removed_cv: Condvar,
+    pending: Mutex<HashMap<u64, (Pid, Arc<Slot>)>>,
+    next_req: AtomicU64,
+    pub(crate) stores: Mutex<HashMap<Rrid, Arc<Entry>>>,
+    pub(crate) handles: Mutex<HashMap<Rrid, Weak<RefInner>>>,
+    next_rrid: AtomicU64,
+    inflight: Mutex<HashMap<u64, (Pid, u64, Arc<JobCtl>)>>,
+    next_job: AtomicU64,
+    listener: Mutex<Option<Box<dyn Listener>>>,
+    connect_lock: Mutex<()>,
+    pub(crate) spin: Duration,
+    max_frame: u64,
+    pub(crate) topology: RwLock<String>,
+    /// Called on the master when a worker's link goes (pools and the cluster table listen).
+    pub(crate) on_exit: Mutex<Vec<Box<dyn Fn(Pid) + Send + Sync>>>,
+}
+
+static RT: OnceLock<Runtime> = OnceLock::new();
+
+/// The runtime; `None` before `init`.
+pub(crate) fn try_rt() -> Option<&'static Runtime> {
+    RT.get()
+}
+
+/// The runtime, or an error telling the user to call `init`.
+pub(crate) fn rt() -> Result<&'static Runtime> {
+    RT.get()
+        .ok_or_else(|| Error::invalid("cohort is not initialised: call cohort::init() first"))
+}
+
+pub(crate) fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn random_cookie() -> [u8; COOKIE_LEN] {
+    const ALPHA: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut raw = [0u8; COOKIE_LEN];
+    getrandom::getrandom(&mut raw).expect("the OS random source works");
+    raw.map(|b| ALPHA[b as usize % ALPHA.len()])
+}
+
+/// Pads or cuts a cookie to its fixed length, as Julia does.
+pub(crate) fn cookie_bytes(s: &str) -> Result<[u8; COOKIE_LEN]> {
+    if s.is_empty() || !s.is_ascii() || s.contains(char::is_whitespace) {
+        return Err(Error::invalid(
+            "a cluster cookie is 1 to 16 printable ASCII characters without spaces",
+        ));
+    }
+    let mut c = [b' '; COOKIE_LEN];
+    let b = s.as_bytes();
+    let n = b.len().min(COOKIE_LEN);
+    c[..n].copy_from_slice(&b[..n]);
+    Ok(c)
+}
+
+thread_local! {
+    static IN_REMOTE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+fn install_panic_hook() {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let inside = IN_REMOTE.with(|c| c.borrow().is_some());
+        if inside {
+            let bt = std::backtrace::Backtrace::force_capture().to_string();
+            IN_REMOTE.with(|c| *c.borrow_mut() = Some(bt));
+        } else {
+            prev(info);
+        }
+    }));
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        format!("panic: {s}")
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        format!("panic: {s}")
+    } else {
+        "panic with a non-string payload".into()
+    }
+}
+
+/// Runs a registered function, turning panics and returned errors into errors.
+pub(crate) fn run_guarded(
+    func: &str,
+    f: impl FnOnce() -> std::result::Result<registry::AnyBox, CallError>,
+) -> Result<registry::AnyBox> {
+    let me = crate::myid();
+    IN_REMOTE.with(|c| *c.borrow_mut() = Some(String::new()));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let bt = IN_REMOTE
+        .with(|c| c.borrow_mut().take())
+        .unwrap_or_default();
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(CallError::Args(reason))) => Err(Error::Codec {
+            action: "decode",
+            what: format!("arguments of {func}"),
+            pid: me,
+            reason,
+        }),
+        Ok(Err(CallError::Returned(m))) => Err(Error::Remote(RemoteException {
+            pid: me,
+            error: m,
+            backtrace: String::new(),
+        })),
+        Err(p) => Err(Error::Remote(RemoteException {
+            pid: me,
+            error: panic_message(p.as_ref()),
+            backtrace: bt,
+        })),
+    }
+}
+
+fn meta_of(msg: &Msg) -> Vec<u8> {
+    bincode::serialize(msg).expect("messages always encode")
+}
+
+impl Runtime {
+    fn new(is_master: bool, transport: Arc<dyn Transport>) -> io::Result<Runtime> {
+        Ok(Runtime {
+            myid: AtomicUsize::new(if is_master { 1 } else { 0 }),
+            is_master,
+            transport,
+            cookie: Mutex::new(random_cookie()),
+            host: hostname(),
+            ep: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+            links: RwLock::new(HashMap::new()),
+            tokens: RwLock::new(HashMap::new()),
+            next_token: AtomicU64::new(FIRST_LINK_TOKEN),
+            queues: Mutex::new(HashMap::new()),
+            peers: RwLock::new(BTreeMap::new()),
+            removed: Mutex::new(HashSet::new()),
+            removed_cv: Condvar::new(),
+            pending: Mutex::new(HashMap::new()),
+            next_req: AtomicU64::new(1),
+            stores: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_rrid: AtomicU64::new(1),
+            inflight: Mutex::new(HashMap::new()),
+            next_job: AtomicU64::new(1),
+            listener: Mutex::new(None),
+            connect_lock: Mutex::new(()),
+            spin: env::spin(),
+            max_frame: env::max_frame(),
+            topology: RwLock::new(env::topology()),
+            on_exit: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub(crate) fn myid(&self) -> Pid {
+        self.myid.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn cookie(&self) -> [u8; COOKIE_LEN] {
+        *self.cookie.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_cookie(&self, c: [u8; COOKIE_LEN]) {
+        *self.cookie.lock().unwrap_or_else(|e| e.into_inner()) = c;
+    }
+
+    pub(crate) fn next_rrid(&self) -> Rrid {
+        Rrid {
+            whence: self.myid(),
+            id: self.next_rrid.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    // ---------- links ----------
+
+    fn add_link(&self, pid: Pid, fd: OwnedFd) -> io::Result<Arc<Link>> {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let link = Arc::new(Link::new(pid, token, fd, self.max_frame)?);
+        self.tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token, Arc::clone(&link));
+        let chosen = Arc::clone(
+            self.links
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(pid)
+                .and_modify(|l| {
+                    if l.is_dead() {
+                        *l = Arc::clone(&link)
+                    }
+                })
+                .or_insert_with(|| Arc::clone(&link)),
+        );
+        link.register(&self.ep)?;
+        Ok(chosen)
+    }
+
+    pub(crate) fn link_of(&self, pid: Pid) -> Option<Arc<Link>> {
+        self.links
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&pid)
+            .filter(|l| !l.is_dead())
+            .cloned()
+    }
+
+    pub(crate) fn is_removed(&self, pid: Pid) -> bool {
+        self.removed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&pid)
+    }
+
+    /// The link to `pid`, connecting on first use (worker-to-worker links are lazy).
+    pub(crate) fn link_to(&self, pid: Pid) -> Result<Arc<Link>> {
+        if let Some(l) = self.link_of(pid) {
+            return Ok(l);
+        }
+        if self.is_removed(pid) {
+            return Err(Error::ProcessExited(pid));
+        }
+        let info = self
+            .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&pid)
+            .cloned()
+            .ok_or(Error::NoSuchProcess(pid))?;
+        if info.addr.is_empty() {
+            return Err(Error::ProcessExited(pid));
+        }
+        let topo = self
+            .topology
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if topo == "master_worker" && self.myid() != 1 && pid != 1 {
+            return Err(Error::invalid(format!(
+                "worker {} cannot call worker {pid}: the cluster topology is master_worker, which only links the master with each worker",
+                self.myid()
+            )));
+        }
+        let _g = self.connect_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = self.link_of(pid) {
+            return Ok(l);
+        }
+        let fd = self
+            .transport
+            .connect(&info.addr, Duration::from_secs(10))
+            .map_err(|e| Error::io(format!("connecting to pid {pid} at {}", info.addr), e))?;
+        let (_, _) = self.handshake_out(&fd, pid, 0)?;
+        self.add_link(pid, fd)
+            .map_err(|e| Error::io(format!("registering the link to pid {pid}"), e))
+    }
+
+    /// Runs the connecting side of the handshake; returns the peer's pid and host.
+    pub(crate) fn handshake_out(
+        &self,
+        fd: &OwnedFd,
+        expect: Pid,
+        assign: Pid,
+    ) -> Result<(Pid, String)> {
+        crate::link::set_nonblocking(fd).map_err(|e| Error::io("handshake", e))?;
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            cookie: self.cookie(),
+            from: self.myid(),
+            assign,
+            host: self.host.clone(),
+        };
+        write_all(fd, &[&hello.encode()]).map_err(|e| Error::io("sending the handshake", e))?;
+        let mut b = [0u8; WELCOME_LEN];
+        let deadline = Instant::now() + env::worker_timeout();
+        read_exact_until(fd, &mut b, deadline).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                Error::Protocol(format!(
+                    "pid {expect} refused the connection (wrong cluster cookie?)"
+                ))
+            } else {
+                Error::io(format!("handshake with pid {expect}"), e)
+            }
+        })?;
+        let w = Welcome::decode(&b).ok_or_else(|| {
+            Error::Protocol(format!("pid {expect} answered the handshake with garbage"))
+        })?;
+        if w.status == 1 || w.version != PROTOCOL_VERSION {
+            return Err(Error::Protocol(format!(
+                "pid {expect} speaks protocol version {} and this process {PROTOCOL_VERSION}",
+                w.version
+            )));
+        }
+        if expect != 0 && w.pid != expect {
+            return Err(Error::Protocol(format!(
+                "connected to pid {} where pid {expect} was expected",
+                w.pid
+            )));
+        }
+        Ok((w.pid, w.host))
+    }
+
+    /// Runs the listening side of the handshake on an accepted connection.
+    fn handshake_in(&'static self, fd: OwnedFd) {
+        let refuse =
+            |why: String| eprintln!("cohort[pid {}]: refused a connection: {why}", self.myid());
+        if let Err(e) = crate::link::set_nonblocking(&fd) {
+            return refuse(e.to_string());
+        }
+        let mut b = [0u8; HELLO_LEN];
+        if let Err(e) = read_exact_until(&fd, &mut b, Instant::now() + Duration::from_secs(10)) {
+            return refuse(format!("no handshake ({e})"));
+        }
+        let Some(h) = Hello::decode(&b) else {
+            return refuse("not a cohort handshake".into());
+        };
+        if h.version != PROTOCOL_VERSION {
+            let w = Welcome {
+                version: PROTOCOL_VERSION,
+                status: 1,
+                pid: self.myid(),
+                host: self.host.clone(),
+            };
+            let _ = write_all(&fd, &[&w.encode()]);
+            return refuse(format!(
+                "protocol version {} (this process speaks {PROTOCOL_VERSION})",
+                h.version
+            ));
+        }
+        if h.cookie != self.cookie() {
+            return refuse(format!(
+                "wrong cluster cookie from a process claiming pid {}",
+                h.from
+            ));
+        }
+        if h.assign != 0 {
+            if h.from != 1 {
+                return refuse("only the master assigns pids".into());
+            }
+            let _ = self
+                .myid
+                .compare_exchange(0, h.assign, Ordering::AcqRel, Ordering::Acquire);
+            if self.myid() != h.assign {
+                return refuse(format!(
+                    "already pid {}, asked to be {}",
+                    self.myid(),
+                    h.assign
+                ));
+            }
+        } else if self.myid() == 0 {
+            return refuse("not yet part of a cluster".into());
+        }
+        let w = Welcome {
+            version: PROTOCOL_VERSION,
+            status: 0,
+            pid: self.myid(),
+            host: self.host.clone(),
+        };
+        if write_all(&fd, &[&w.encode()]).is_err() {
+            return;
+        }
+        if let Err(e) = self.add_link(h.from, fd) {
+            refuse(format!("cannot register the link: {e}"));
+        }
+    }
+
+    /// Connects to a freshly launched worker, gives it `pid`, and tells it the cluster.
+    pub(crate) fn attach_worker(&self, pid: Pid, fd: OwnedFd, addr: &str) -> Result<String> {
+        let (_, host) = self.handshake_out(&fd, pid, pid)?;
+        let link = self
+            .add_link(pid, fd)
+            .map_err(|e| Error::io(format!("registering the link to pid {pid}"), e))?;
+        let info = PeerInfo {
+            pid,
+            addr: addr.to_string(),
+            host: host.clone(),
+        };
+        let others: Vec<PeerInfo> = self
+            .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let topology = self
+            .topology
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let cfg = Msg::Config {
+            pid,
+            peers: others.clone(),
+            topology,
+        };
+        link.send(0, &meta_of(&cfg), &Body::Owned(Vec::new()))
+            .map_err(|_| Error::ProcessExited(pid))?;
+        self.peers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid, info.clone());
+        let added = meta_of(&Msg::PeerAdded(info));
+        for p in others.iter().filter(|p| p.pid != 1) {
+            if let Some(l) = self.link_of(p.pid) {
+                let _ = l.send(0, &added, &Body::Owned(Vec::new()));
+            }
+        }
+        Ok(host)
+    }
+
+    // ---------- requests ----------
+
+    /// Sends a message without waiting for anything.
+    pub(crate) fn send(&self, pid: Pid, msg: &Msg, body: &Body<'_>) -> Result<()> {
+        let link = self.link_to(pid)?;
+        link.send(0, &meta_of(msg), body)
+            .map_err(|_| Error::ProcessExited(pid))
+    }
+
+    /// Sends a request and waits for its reply; returns the reply's body as a frame.
+    pub(crate) fn request(&self, pid: Pid, msg: &Msg, body: &Body<'_>) -> Result<Frame> {
+        let link = self.link_to(pid)?;
+        let id = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot::new();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, (pid, Arc::clone(&slot)));
+        if link.send(id, &meta_of(msg), body).is_err() || link.is_dead() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return Err(Error::ProcessExited(pid));
+        }
+        if !slot.is_done() {
+            link.spin(&self.ep, self, self.spin, &|| slot.is_done());
+        }
+        if !slot.is_done() {
+            let _b = exec::blocking();
+            *slot.waiter.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
+            while !slot.is_done() {
+                std::thread::park_timeout(Duration::from_millis(100));
+                if exec::interrupted() {
+                    self.pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                    return Err(Error::Interrupted(self.myid()));
+                }
+            }
+        }
+        let frame = slot.take()?;
+        reply_result(frame)
+    }
+
+    fn complete(&self, id: u64, r: Result<Frame>) {
+        let slot = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Some((_, s)) = slot {
+            s.complete(r);
+        }
+    }
+
+    fn reply(&self, to: Pid, id: u64, r: Result<Body<'_>>) {
+        let Some(link) = self.link_of(to).or_else(|| self.link_to(to).ok()) else {
+            return;
+        };
+        let res = match r {
+            Ok(body) => link.send(id, &meta_of(&Msg::Reply { ok: true }), &body),
+            Err(e) => {
+                let we = WireError::from(&e);
+                let b = bincode::serialize(&we).unwrap_or_default();
+                link.send(id, &meta_of(&Msg::Reply { ok: false }), &Body::Owned(b))
+            }
+        };
+        // The caller is gone when this fails; its pending call fails on its side.
+        let _ = res;
+    }
+
+    // ---------- incoming ----------
+
+    fn queue(&'static self, pid: Pid) -> Arc<SerialQueue> {
+        let mut qs = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(qs.entry(pid).or_insert_with(|| {
+            SerialQueue::new(Box::new(move |q: &SerialQueue| {
+                if let Some(link) = self.link_of(pid) {
+                    link.spin(&self.ep, self, self.spin, &|| q.has_jobs());
+                }
+            }))
+        }))
+    }
+
+    fn dispatch(&'static self, from: Pid, frame: Frame) {
+        let msg: Msg = match bincode::deserialize(frame.meta()) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!(
+                    "cohort[pid {}]: malformed message from pid {from}: {e}",
+                    self.myid()
+                );
+                let id = frame.header.id;
+                if id != 0 {
+                    exec::spawn(Box::new(move || {
+                        self.reply(
+                            from,
+                            id,
+                            Err(Error::Protocol(format!("malformed message: {e}"))),
+                        )
+                    }));
+                }
+                return;
+            }
+        };
+        match msg {
+            Msg::Reply { .. } => self.complete(frame.header.id, Ok(frame)),
+            Msg::DelRef { rrid, weight } => self.release(rrid, weight),
+            Msg::Interrupt => self.interrupt_local(),
+            Msg::Exit => {
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                let _ = std::io::stderr().flush();
+                std::process::exit(0);
+            }
+            Msg::Config {
+                pid: _,
+                peers,
+                topology,
+            } => {
+                let mut p = self.peers.write().unwrap_or_else(|e| e.into_inner());
+                for i in peers {
+                    p.insert(i.pid, i);
+                }
+                *self.topology.write().unwrap_or_else(|e| e.into_inner()) = topology;
+            }
+            Msg::PeerAdded(i) => {
+                self.peers
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(i.pid, i);
+            }
+            Msg::PeerRemoved(pid) => self.peer_gone(pid),
+            req => {
+                let id = frame.header.id;
+                let ctl = Arc::new(JobCtl::default());
+                let job_ctl = Arc::clone(&ctl);
+                self.queue(from).push(
+                    ctl,
+                    Box::new(move || self.run_request(from, id, req, frame, job_ctl)),
+                );
+            }
+        }
+    }
+
+    fn run_request(&'static self, from: Pid, id: u64, msg: Msg, frame: Frame, ctl: Arc<JobCtl>) {
+        let job = self.next_job.fetch_add(1, Ordering::Relaxed);
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job, (from, id, Arc::clone(&ctl)));
+        let wants_reply = id != 0;
+        let reply = |r: Result<Body<'_>>| {
+            if wants_reply && ctl.claim_reply() {
+                self.reply(from, id, r);
+            }
+        };
+        match msg {
+            Msg::Call { func, mode } => {
+                let out = match registry::lookup(&func) {
+                    None => Err(Error::UnknownFunction {
+                        name: func.clone(),
+                        pid: self.myid(),
+                    }),
+                    Some(entry) => {
+                        run_guarded(&func, || (entry.call)(frame.body())).map(|v| (entry, v))
+                    }
+                };
+                match mode {
+                    Mode::Fetch => match out {
+                        Ok((entry, v)) => match (entry.encoder)() {
+                            Some(enc) => match enc(v.as_ref()) {
+                                Ok(b) => reply(Ok(b)),
+                                Err(e) => reply(Err(Error::Codec {
+                                    action: "encode",
+                                    what: format!("result of {func}"),
+                                    pid: self.myid(),
+                                    reason: e.to_string(),
+                                })),
+                            },
+                            None => reply(Err(Error::invalid(format!(
+                                "the result of {func} is not serializable"
+                            )))),
+                        },
+                        Err(e) => reply(Err(e)),
+                    },
+                    Mode::Store { rrid, notify } => {
+                        let item = out.map(|(entry, v)| match (entry.encoder)() {
+                            Some(encode) => Item::Local { value: v, encode },
+                            None => Item::Local {
+                                value: v,
+                                encode: |_| {
+                                    Err(Box::new(bincode::ErrorKind::Custom(
+                                        "the result type is not serializable".into(),
+                                    )))
+                                },
+                            },
+                        });
+                        let cell = self.value_entry(rrid, from);
+                        if let Stored::Value(c) = &cell.stored {
+                            let _ = c.set(item);
+                        }
+                        if notify {
+                            reply(Ok(Body::Owned(Vec::new())));
+                        }
+                    }
+                    Mode::Do => {
+                        if let Err(e) = out {
+                            eprintln!(
+                                "cohort: error in remote_do of {func} on worker {}: {e}",
+                                self.myid()
+                            );
+                        }
+                    }
+                }
+            }
+            Msg::Fetch { rrid, release } => {
+                let e = self.value_entry(rrid, from);
+                if let Stored::Value(c) = &e.stored {
+                    let r = c.with(|v| match v {
+                        Ok(item) => item.encode().map(|b| b.into_vec()),
+                        Err(err) => Err(err.clone()),
+                    });
+                    match r {
+                        Ok(Ok(b)) => reply(Ok(Body::Owned(b))),
+                        Ok(Err(err)) | Err(err) => reply(Err(err)),
+                    }
+                } else {
+                    reply(Err(Error::invalid("reference is a channel, not a Future")));
+                }
+                self.release(rrid, release);
+            }
+            Msg::Wait { rrid } => {
+                let e = self.value_entry(rrid, from);
+                match &e.stored {
+                    Stored::Value(c) => match c.with(|_| ()) {
+                        Ok(()) => reply(Ok(Body::Owned(Vec::new()))),
+                        Err(err) => reply(Err(err)),
+                    },
+                    Stored::Channel(ch) => reply(ch.wait().map(|_| Body::Owned(Vec::new()))),
+                }
+            }
+            Msg::IsReady { rrid } => {
+                let e = self.value_entry(rrid, from);
+                let ready = match &e.stored {
+                    Stored::Value(c) => Ok(c.isready()),
+                    Stored::Channel(ch) => ch.isready(Item::Bytes(Vec::new())),
+                };
+                reply(ready.map(|b| Body::Owned(vec![b as u8])));
+            }
+            Msg::Put { rrid } => {
+                let e = self.value_entry(rrid, from);
+                let r = match &e.stored {
+                    Stored::Value(c) => c.set(Ok(Item::Bytes(frame.body().to_vec()))),
+                    Stored::Channel(_) => {
+                        Err(Error::invalid("reference is a channel, not a Future"))
+                    }
+                };
+                reply(r.map(|_| Body::Owned(Vec::new())));
+            }
+            Msg::NewChan { rrid, cap } => {
+                self.insert_entry(
+                    rrid,
+                    Stored::Channel(Box::new(ItemChannel::new(cap as usize))),
+                    from,
+                );
+                reply(Ok(Body::Owned(Vec::new())));
+            }
+            Msg::NewChanFrom { rrid, func } => {
+                let r = self.construct_channel(&func, |entry| (entry.call)(frame.body()));
+                match r {
+                    Ok(ch) => {
+                        self.insert_entry(rrid, Stored::Channel(ch), from);
+                        reply(Ok(Body::Owned(Vec::new())));
+                    }
+                    Err(e) => reply(Err(e)),
+                }
+            }
+            Msg::Chan { rrid, op, key } => {
+                let r = self.chan_op(rrid, op, key, frame.body());
+                match r {
+                    Ok(b) => reply(Ok(Body::Owned(b))),
+                    Err(e) => reply(Err(e)),
+                }
+            }
+            Msg::AddWeight { rrid, weight } => {
+                let e = self.entry(rrid);
+                match e {
+                    Some(e) => {
+                        *e.weight.lock().unwrap_or_else(|e| e.into_inner()) += weight;
+                        reply(Ok(Body::Owned(Vec::new())));
+                    }
+                    None => reply(Err(Error::invalid("reference was already freed"))),
+                }
+            }
+            Msg::Query(Query::LiveRefs) => {
+                let n = self.stores.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
+                reply(Ok(Body::Owned(n.to_le_bytes().to_vec())));
+            }
+            other => eprintln!("cohort: unexpected request {other:?}"),
+        }
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&job);
+    }
+
+    pub(crate) fn construct_channel(
+        &self,
+        func: &str,
+        call: impl FnOnce(
+            &'static registry::RemoteEntry,
+        ) -> std::result::Result<registry::AnyBox, CallError>,
+    ) -> Result<Box<dyn ErasedChannel>> {
+        let entry = registry::lookup(func).ok_or_else(|| Error::UnknownFunction {
+            name: func.to_string(),
+            pid: self.myid(),
+        })?;
+        let conv = (entry.as_channel)().ok_or_else(|| {
+            Error::invalid(format!(
+                "{func} does not return a type implementing AbstractChannel"
+            ))
+        })?;
+        let v = run_guarded(func, || call(entry))?;
+        Ok(conv(v))
+    }
+
+    fn chan_op(&self, rrid: Rrid, op: ChanOp, key: Vec<u8>, body: &[u8]) -> Result<Vec<u8>> {
+        let e = self.entry(rrid).ok_or_else(|| {
+            Error::invalid(format!(
+                "RemoteChannel {rrid:?} does not exist on pid {} (freed?)",
+                self.myid()
+            ))
+        })?;
+        let Stored::Channel(ch) = &e.stored else {
+            return Err(Error::invalid("reference is a Future, not a channel"));
+        };
+        let key = Item::Bytes(key);
+        match op {
+            ChanOp::Put => ch.put(key, Item::Bytes(body.to_vec())).map(|_| Vec::new()),
+            ChanOp::Take => ch.take(key)?.encode().map(|b| b.into_vec()),
+            ChanOp::Fetch => {
+                let mut out = Vec::new();
+                ch.peek(key, &mut |i| {
+                    out = i.encode()?.into_vec();
+                    Ok(())
+                })?;
+                Ok(out)
+            }
+            ChanOp::IsReady => Ok(vec![ch.isready(key)? as u8]),
+            ChanOp::Wait => ch.wait().map(|_| Vec::new()),
+            ChanOp::Close => {
+                ch.close();
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    // ---------- owner-side store ----------
+
+    pub(crate) fn entry(&self, rrid: Rrid) -> Option<Arc<Entry>> {
+        self.stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&rrid)
+            .cloned()
+    }
+
+    pub(crate) fn insert_entry(&self, rrid: Rrid, stored: Stored, creator: Pid) -> Arc<Entry> {
+        let e = Arc::new(Entry {
+            stored,
+            weight: Mutex::new(INITIAL_WEIGHT),
+            creator,
+        });
+        self.stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(rrid, Arc::clone(&e));
+        e
+    }
+
+    /// The value entry under `rrid`, created empty on first mention (a fetch may arrive from a
+    /// third process before the call that fills it).
+    pub(crate) fn value_entry(&self, rrid: Rrid, creator: Pid) -> Arc<Entry> {
+        let mut s = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(s.entry(rrid).or_insert_with(|| {
+            Arc::new(Entry {
+                stored: Stored::Value(ValueCell::default()),
+                weight: Mutex::new(INITIAL_WEIGHT),
+                creator,
+            })
+        }))
+    }
+
+    /// Returns reference weight to the owner's entry; frees it at zero.
+    pub(crate) fn release(&self, rrid: Rrid, weight: u64) {
+        if weight == 0 {
+            return;
+        }
+        let mut s = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        let gone = match s.get(&rrid) {
+            Some(e) => {
+                let mut w = e.weight.lock().unwrap_or_else(|e| e.into_inner());
+                *w = w.saturating_sub(weight);
+                *w == 0
+            }
+            None => {
+                // A release can overtake the call that creates the entry: keep the books.
+                let e = Arc::new(Entry {
+                    stored: Stored::Value(ValueCell::default()),
+                    weight: Mutex::new(INITIAL_WEIGHT - weight.min(INITIAL_WEIGHT)),
+                    creator: rrid.whence,
+                });
+                let zero = *e.weight.lock().unwrap_or_else(|e| e.into_inner()) == 0;
+                s.insert(rrid, e);
+                zero
+            }
+        };
+        if gone {
+            if let Some(e) = s.remove(&rrid) {
+                drop(s);
+                if let Stored::Channel(ch) = &e.stored {
+                    ch.close();
+                }
+            }
+        }
+    }
+
+    /// Sends weight back to `owner` (or releases it here).
+    pub(crate) fn del_ref(&'static self, owner: Pid, rrid: Rrid, weight: u64) {
+        if owner == self.myid() {
+            self.release(rrid, weight);
+            return;
+        }
+        if let Some(l) = self.link_of(owner) {
+            let _ = l.send(
+                0,
+                &meta_of(&Msg::DelRef { rrid, weight }),
+                &Body::Owned(Vec::new()),
+            );
+        } else if !self.is_removed(owner) {
+            exec::spawn(Box::new(move || {
+                let _ = self.send(
+                    owner,
+                    &Msg::DelRef { rrid, weight },
+                    &Body::Owned(Vec::new()),
+                );
+            }));
+        }
+    }
+
+    // ---------- interrupts and exits ----------
+
+    fn interrupt_local(&'static self) {
+        let running: Vec<(Pid, u64, Arc<JobCtl>)> = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|(p, i, c)| (*p, *i, Arc::clone(c)))
+            .collect();
+        let queues: Vec<_> = self
+            .queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for q in queues {
+            q.escape_running();
+        }
+        let me = self.myid();
+        for (from, id, ctl) in running {
+            ctl.interrupt();
+            if id != 0 && ctl.claim_reply() {
+                exec::spawn(Box::new(move || {
+                    self.reply(from, id, Err(Error::Interrupted(me)))
+                }));
+            }
+        }
+    }
+
+    /// Forgets a process: fails what waits on it and marks it removed.
+    pub(crate) fn peer_gone(&self, pid: Pid) {
+        {
+            let mut r = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+            if !r.insert(pid) {
+                return;
+            }
+        }
+        if let Some(l) = self
+            .links
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid)
+        {
+            l.kill(&self.ep);
+        }
+        let failed: Vec<(u64, Arc<Slot>)> = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let ids: Vec<u64> = p
+                .iter()
+                .filter(|(_, (q, _))| *q == pid)
+                .map(|(i, _)| *i)
+                .collect();
+            ids.into_iter()
+                .filter_map(|i| p.remove(&i).map(|(_, s)| (i, s)))
+                .collect()
+        };
+        for (_, s) in failed {
+            s.complete(Err(Error::ProcessExited(pid)));
+        }
+        if let Some(i) = self
+            .peers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&pid)
+        {
+            i.addr.clear();
+        }
+        self.removed_cv.notify_all();
+        if self.is_master {
+            let rm = meta_of(&Msg::PeerRemoved(pid));
+            let links: Vec<_> = self
+                .links
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for l in links {
+                let _ = l.send(0, &rm, &Body::Owned(Vec::new()));
+            }
+            let hooks = self.on_exit.lock().unwrap_or_else(|e| e.into_inner());
+            for h in hooks.iter() {
+                h(pid);
+            }
+        } else if pid == 1 {
+            // The master is gone: a worker has nothing left to serve (as in Julia).
+            std::process::exit(0);
+        }
+    }
+
+    // ---------- poller ----------
+
+    fn accept_all(&'static self) {
+        let guard = self.listener.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(l) = guard.as_ref() else { return };
+        loop {
+            match l.accept() {
+                Ok(fd) => exec::spawn(Box::new(move || self.handshake_in(fd))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    eprintln!("cohort[pid {}]: accept failed: {e}", self.myid());
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn poll_loop(&'static self) {
+        let mut events = vec![EpollEvent::empty(); 64];
+        loop {
+            let n = match self.ep.wait(&mut events, EpollTimeout::from(1000u16)) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    eprintln!("cohort: epoll failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            for ev in &events[..n] {
+                let t = ev.data();
+                if t == LISTENER_TOKEN {
+                    self.accept_all();
+                    continue;
+                }
+                let link = self
+                    .tokens
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&t)
+                    .cloned();
+                if let Some(link) = link {
+                    link.service(&self.ep, self);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn set_listener(&self, l: Box<dyn Listener>) -> io::Result<()> {
+        self.ep
+            .add(l.fd(), EpollEvent::new(EpollFlags::EPOLLIN, LISTENER_TOKEN))
+            .map_err(io::Error::from)?;
+        *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(l);
+        Ok(())
+    }
+
+    pub(crate) fn live_refs(&self) -> usize {
+        self.stores.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl FrameSink for Runtime {
+    fn on_frame(&self, link: &Link, frame: Frame) {
+        // SAFETY-free: the runtime lives in a static; recover the 'static reference.
+        let rt: &'static Runtime = RT.get().expect("runtime initialised");
+        rt.dispatch(link.peer, frame);
+    }
+    fn on_close(&self, link: &Link, why: io::Error) {
+        let rt: &'static Runtime = RT.get().expect("runtime initialised");
+        if why.kind() != io::ErrorKind::UnexpectedEof
+            && why.kind() != io::ErrorKind::ConnectionReset
+        {
+            eprintln!(
+                "cohort[pid {}]: closing the link to pid {}: {why}",
+                rt.myid(),
+                link.peer
+            );
+        }
+        link.kill(&rt.ep);
+        rt.tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&link.token);
+        let other_alive = rt
+            .tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|l| l.peer == link.peer && !l.is_dead());
+        if !other_alive {
+            rt.peer_gone(link.peer);
+        } else {
+            let mut links = rt.links.write().unwrap_or_else(|e| e.into_inner());
+            if links.get(&link.peer).is_some_and(|l| l.token == link.token) {
+                links.remove(&link.peer);
+            }
+        }
+    }
+}
+
+/// The reply's value body, or the error it carries.
+pub(crate) fn reply_result(frame: Frame) -> Result<Frame> {
+    match bincode::deserialize::<Msg>(frame.meta()) {
+        Ok(Msg::Reply { ok: true }) => Ok(frame),
+        Ok(Msg::Reply { ok: false }) => match bincode::deserialize::<WireError>(frame.body()) {
+            Ok(e) => Err(e.into()),
+            Err(e) => Err(Error::Protocol(format!("undecodable error reply: {e}"))),
+        },
+        _ => Err(Error::Protocol("unexpected reply".into())),
+    }
+}
+
+/// Starts the runtime of the master (pid 1).
+pub(crate) fn start_master(transport: Arc<dyn Transport>) -> Result<&'static Runtime> {
+    let rt = Runtime::new(true, transport).map_err(|e| Error::io("creating the runtime", e))?;
+    if RT.set(rt).is_err() {
+        return Err(Error::invalid("cohort::init was already called"));
+    }
+    let rt = RT.get().expect("just set");
+    rt.peers.write().unwrap_or_else(|e| e.into_inner()).insert(
+        1,
+        PeerInfo {
+            pid: 1,
+            addr: String::new(),
+            host: rt.host.clone(),
+        },
+    );
+    install_panic_hook();
+    std::thread::Builder::new()
+        .name("cohort-poller".into())
+        .spawn(move || rt.poll_loop())
+        .map_err(|e| Error::io("starting the poller thread", e))?;
+    Ok(rt)
+}
+
+/// Runs this process as a worker; never returns.
+pub(crate) fn run_worker(transport: Arc<dyn Transport>) -> ! {
+    let fail = |msg: String| -> ! {
+        eprintln!("cohort worker: {msg}");
+        std::process::exit(1)
+    };
+    let rt = Runtime::new(false, transport).unwrap_or_else(|e| fail(format!("cannot start: {e}")));
+    if RT.set(rt).is_err() {
+        fail("runtime started twice".into());
+    }
+    let rt = RT.get().expect("just set");
+    install_panic_hook();
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() || line.trim().is_empty() {
+        fail("no cluster cookie on stdin".into());
+    }
+    match cookie_bytes(line.trim()) {
+        Ok(c) => rt.set_cookie(c),
+        Err(e) => fail(e.to_string()),
+    }
+    let listener = rt
+        .transport
+        .listen(&env::bind_addr())
+        .unwrap_or_else(|e| fail(format!("cannot listen on {}: {e}", env::bind_addr())));
+    let addr = listener.address();
+    if let Err(e) = rt.set_listener(listener) {
+        fail(format!("cannot watch the listener: {e}"));
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{addr}");
+        let _ = out.flush();
+    }
+    std::thread::Builder::new()
+        .name("cohort-poller".into())
+        .spawn(move || rt.poll_loop())
+        .unwrap_or_else(|e| fail(format!("cannot start the poller: {e}")));
+    let deadline = Instant::now() + env::worker_timeout();
+    while rt.myid() == 0 || rt.link_of(1).is_none() {
+        if Instant::now() > deadline {
+            fail(format!(
+                "no master contacted this worker at {addr} within {:?} (COHORT_WORKER_TIMEOUT); exiting",
+                env::worker_timeout()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    loop {
+        std::thread::park();
+    }
+}
