@@ -168,7 +168,9 @@ impl Link {
                     break;
                 }
             }
-            std::hint::spin_loop();
+            // Give the core to a runnable thread (on two cores a pure spin can starve the very
+            // thread that would produce the awaited frame).
+            std::thread::yield_now();
         }
         self.arm(ep, true);
     }
