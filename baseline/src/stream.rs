@@ -74,12 +74,15 @@ pub fn stream_recv_owned<S: Read + ?Sized>(
 }
 
 /// Where [`stream_measure`] puts each message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy)]
 pub enum RecvBuffer {
     /// One buffer allocated up front and reused ([`stream_recv`]).
     Reused,
     /// A fresh `Vec<u8>` per message, dropped before the next ([`stream_recv_owned`]).
     Fresh,
+    /// A fresh buffer per message from the given allocator (e.g. one that asks for huge pages),
+    /// dropped before the next.
+    FreshWith(fn(usize) -> Vec<u8>),
 }
 
 impl RecvBuffer {
@@ -91,6 +94,7 @@ impl RecvBuffer {
         match self {
             RecvBuffer::Reused => "reused",
             RecvBuffer::Fresh => "fresh",
+            RecvBuffer::FreshWith(_) => "fresh-custom",
         }
     }
 }
@@ -137,12 +141,16 @@ pub fn stream_measure<S: Read + ?Sized>(
     }
     let mut buf = match recv {
         RecvBuffer::Reused => vec![0u8; msg],
-        RecvBuffer::Fresh => Vec::new(),
+        RecvBuffer::Fresh | RecvBuffer::FreshWith(_) => Vec::new(),
     };
     let mut receive = |s: &mut S| -> io::Result<()> {
         match recv {
             RecvBuffer::Reused => stream_recv(s, &mut buf).map(drop),
             RecvBuffer::Fresh => stream_recv_owned(s, msg).map(|(v, _)| drop(black_box(v))),
+            RecvBuffer::FreshWith(alloc) => {
+                let mut v = alloc(msg);
+                stream_recv(s, &mut v).map(|_| drop(black_box(v)))
+            }
         }
     };
     receive(s)?;

@@ -117,7 +117,7 @@ where
         },
         &body,
     )?;
-    decode_frame(&frame, &format!("result of {name}"))
+    decode_frame(frame, &format!("result of {name}"))
 }
 
 /// Calls `f(args...)` on `pid`, waits until it has finished, and returns a [`Future`] for the

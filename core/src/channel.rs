@@ -195,7 +195,7 @@ where
                 .expect("owner is local");
         }
         let f = self.remote(ChanOp::Take, &key, &Body::Owned(Vec::new()))?;
-        decode_as(f.body(), "channel value")
+        decode_as(&f.body(), "channel value")
     }
 
     /// A copy of the value under `key`, blocking until there is one.
@@ -217,7 +217,7 @@ where
                 .expect("owner is local");
         }
         let f = self.remote(ChanOp::Fetch, &key, &Body::Owned(Vec::new()))?;
-        decode_as(f.body(), "channel value")
+        decode_as(&f.body(), "channel value")
     }
 
     /// Whether a value under `key` is ready.

@@ -538,6 +538,7 @@ pub fn live_refs_on(pid: Pid) -> Result<usize> {
     )?;
     let b: [u8; 8] = f
         .body()
+        .as_ref()
         .try_into()
         .map_err(|_| Error::Protocol("bad live_refs reply".into()))?;
     Ok(u64::from_le_bytes(b) as usize)

@@ -118,22 +118,102 @@ impl From<FrameError> for io::Error {
 }
 
 /// A whole frame: header and payload.
+///
+/// A large payload (1 MiB or more) is kept in two parts: the message and the first 8 body bytes
+/// (`head`), and the rest in its own 8-byte-aligned allocation (`tail`). A body that is a raw
+/// vector of 8-byte numbers then becomes the caller's `Vec` without a copy
+/// ([`wire::decode_frame`](crate::wire::decode_frame)).
 #[derive(Debug)]
 pub struct Frame {
     /// The header.
     pub header: Header,
-    /// `len` bytes: message then body.
-    pub payload: Vec<u8>,
+    head: Vec<u8>,
+    tail: Option<Vec<u64>>,
+}
+
+/// Payloads from this size on are read in two parts, and their tails recycled when unused.
+pub const LARGE: usize = 1 << 20;
+
+fn recycled() -> &'static std::sync::Mutex<Vec<Vec<u64>>> {
+    static POOL: std::sync::OnceLock<std::sync::Mutex<Vec<Vec<u64>>>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| std::sync::Mutex::new(Vec::new()))
+}
+
+fn tail_buffer(bytes: usize) -> Vec<u64> {
+    let words = bytes.div_ceil(8);
+    let mut pool = recycled().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = pool.iter().position(|b| b.len() == words) {
+        return pool.swap_remove(i);
+    }
+    drop(pool);
+    crate::wire::zeroed_vec::<u64>(words)
+}
+
+impl Drop for Frame {
+    fn drop(&mut self) {
+        if let Some(t) = self.tail.take() {
+            let mut pool = recycled().lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < 2 {
+                pool.push(t);
+            }
+        }
+    }
 }
 
 impl Frame {
+    /// A frame over a contiguous payload of `header.len` bytes.
+    pub fn new(header: Header, payload: Vec<u8>) -> Frame {
+        debug_assert_eq!(payload.len() as u64, header.len);
+        Frame {
+            header,
+            head: payload,
+            tail: None,
+        }
+    }
+    fn tail_len(&self) -> usize {
+        self.header.len as usize - self.head.len()
+    }
     /// The bincode message at the start of the payload.
     pub fn meta(&self) -> &[u8] {
-        &self.payload[..self.header.meta_len as usize]
+        &self.head[..self.header.meta_len as usize]
     }
-    /// The body after the message.
-    pub fn body(&self) -> &[u8] {
-        &self.payload[self.header.meta_len as usize..]
+    /// The body after the message (copied into one piece only for a large two-part frame).
+    pub fn body(&self) -> std::borrow::Cow<'_, [u8]> {
+        let m = self.header.meta_len as usize;
+        match &self.tail {
+            None => std::borrow::Cow::Borrowed(&self.head[m..]),
+            Some(t) => {
+                let mut v = Vec::with_capacity(self.header.len as usize - m);
+                v.extend_from_slice(&self.head[m..]);
+                v.extend_from_slice(&bytemuck::cast_slice::<u64, u8>(t)[..self.tail_len()]);
+                std::borrow::Cow::Owned(v)
+            }
+        }
+    }
+    /// The body as a vector of 8-byte numbers without copying, when it is one in a two-part
+    /// frame (a `u64` count, then exactly that many elements); otherwise the frame back.
+    pub fn into_raw8<T: bytemuck::Pod>(mut self) -> Result<Vec<T>, Frame> {
+        let m = self.header.meta_len as usize;
+        let fits = std::mem::size_of::<T>() == 8 && std::mem::align_of::<T>() == 8;
+        let count = self
+            .head
+            .get(m..)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes);
+        match (&self.tail, count) {
+            (Some(t), Some(n))
+                if fits
+                    && n.checked_mul(8) == Some(self.tail_len() as u64)
+                    && t.len() as u64 == n =>
+            {
+                let t = self.tail.take().expect("checked");
+                bytemuck::allocation::try_cast_vec::<u64, T>(t).map_err(|(_, t)| {
+                    self.tail = Some(t);
+                    self
+                })
+            }
+            _ => Err(self),
+        }
     }
 }
 
@@ -170,7 +250,8 @@ enum State {
     Head,
     Body {
         header: Header,
-        payload: Vec<u8>,
+        head: Vec<u8>,
+        tail: Option<Vec<u64>>,
         filled: usize,
     },
 }
@@ -230,16 +311,28 @@ impl FrameReader {
                             let payload = self.buf[self.start..self.start + len].to_vec();
                             self.start += len;
                             self.compact();
-                            return Ok(Some(Frame { header, payload }));
+                            return Ok(Some(Frame::new(header, payload)));
                         }
-                        // Zeroed allocation: calloc hands back fresh pages without a memset.
-                        let mut payload = vec![0u8; len];
-                        payload[..avail].copy_from_slice(&self.buf[self.start..self.end]);
+                        let head_len = if len >= LARGE {
+                            len.min(header.meta_len as usize + 8)
+                        } else {
+                            len
+                        };
+                        let mut head = vec![0u8; head_len];
+                        let mut tail = (len > head_len).then(|| tail_buffer(len - head_len));
+                        let h = avail.min(head_len);
+                        head[..h].copy_from_slice(&self.buf[self.start..self.start + h]);
+                        if let Some(t) = tail.as_mut() {
+                            let rest = &self.buf[self.start + h..self.end];
+                            bytemuck::cast_slice_mut::<u64, u8>(t)[..rest.len()]
+                                .copy_from_slice(rest);
+                        }
                         self.start = 0;
                         self.end = 0;
                         self.state = State::Body {
                             header,
-                            payload,
+                            head,
+                            tail,
                             filled: avail,
                         };
                         continue;
@@ -265,16 +358,31 @@ impl FrameReader {
                 }
                 State::Body {
                     header,
-                    payload,
+                    head,
+                    tail,
                     filled,
                 } => {
-                    if *filled == payload.len() {
+                    let len = header.len as usize;
+                    if *filled == len {
                         let header = *header;
-                        let payload = std::mem::take(payload);
+                        let head = std::mem::take(head);
+                        let tail = tail.take();
                         self.state = State::Head;
-                        return Ok(Some(Frame { header, payload }));
+                        return Ok(Some(Frame { header, head, tail }));
                     }
-                    match src.read_some(&mut payload[*filled..]) {
+                    let hl = head.len();
+                    // Loopback TCP is ~20% faster read in 256 KiB pieces than in one huge read.
+                    let dst: &mut [u8] = if *filled < hl {
+                        &mut head[*filled..]
+                    } else {
+                        let t = bytemuck::cast_slice_mut::<u64, u8>(
+                            tail.as_mut().expect("tail of a two-part frame"),
+                        );
+                        let from = *filled - hl;
+                        let to = (len - hl).min(from + (256 << 10));
+                        &mut t[from..to]
+                    };
+                    match src.read_some(dst) {
                         Ok(0) => return Err(FrameError::Truncated(HEADER_LEN + *filled).into()),
                         Ok(n) => {
                             *filled += n;

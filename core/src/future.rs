@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::proto::Msg;
 use crate::refs::{RefInner, RefWire};
 use crate::runtime::rt;
-use crate::store::{decode_as, Item, Stored};
+use crate::store::{Item, Stored};
 use crate::wire::{self, Body};
 use crate::Pid;
 use serde::de::DeserializeOwned;
@@ -248,8 +248,13 @@ impl<'de, T> Deserialize<'de> for Future<T> {
 }
 
 pub(crate) fn decode_frame<T: DeserializeOwned + 'static>(
-    f: &crate::frame::Frame,
+    f: crate::frame::Frame,
     what: &str,
 ) -> Result<T> {
-    decode_as(f.body(), what)
+    wire::decode_frame(f).map_err(|e| Error::Codec {
+        action: "decode",
+        what: format!("{what} as {}", std::any::type_name::<T>()),
+        pid: crate::myid(),
+        reason: e.to_string(),
+    })
 }

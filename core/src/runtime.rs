@@ -25,6 +25,12 @@ use std::time::{Duration, Instant};
 const LISTENER_TOKEN: u64 = 1;
 const FIRST_LINK_TOKEN: u64 = 16;
 
+/// What a channel operation answers.
+enum ChanOut {
+    Bytes(Vec<u8>),
+    Item(Item),
+}
+
 /// A reply slot: where the frame answering a request lands.
 pub(crate) struct Slot {
     done: AtomicBool,
@@ -652,7 +658,7 @@ impl Runtime {
                         pid: self.myid(),
                     }),
                     Some(entry) => {
-                        run_guarded(&func, || (entry.call)(frame.body())).map(|v| (entry, v))
+                        run_guarded(&func, || (entry.call)(&frame.body())).map(|v| (entry, v))
                     }
                 };
                 match mode {
@@ -706,13 +712,16 @@ impl Runtime {
             Msg::Fetch { rrid, release } => {
                 let e = self.value_entry(rrid, from);
                 if let Stored::Value(c) = &e.stored {
+                    // Reply from inside the cell: a large value is written from where it lies.
                     let r = c.with(|v| match v {
-                        Ok(item) => item.encode().map(|b| b.into_vec()),
-                        Err(err) => Err(err.clone()),
+                        Ok(item) => match item.encode() {
+                            Ok(b) => reply(Ok(b)),
+                            Err(err) => reply(Err(err)),
+                        },
+                        Err(err) => reply(Err(err.clone())),
                     });
-                    match r {
-                        Ok(Ok(b)) => reply(Ok(Body::Owned(b))),
-                        Ok(Err(err)) | Err(err) => reply(Err(err)),
+                    if let Err(err) = r {
+                        reply(Err(err));
                     }
                 } else {
                     reply(Err(Error::invalid("reference is a channel, not a Future")));
@@ -756,7 +765,7 @@ impl Runtime {
                 reply(Ok(Body::Owned(Vec::new())));
             }
             Msg::NewChanFrom { rrid, func } => {
-                let r = self.construct_channel(&func, |entry| (entry.call)(frame.body()));
+                let r = self.construct_channel(&func, |entry| (entry.call)(&frame.body()));
                 match r {
                     Ok(ch) => {
                         self.insert_entry(rrid, Stored::Channel(ch), from);
@@ -765,13 +774,14 @@ impl Runtime {
                     Err(e) => reply(Err(e)),
                 }
             }
-            Msg::Chan { rrid, op, key } => {
-                let r = self.chan_op(rrid, op, key, frame.body());
-                match r {
-                    Ok(b) => reply(Ok(Body::Owned(b))),
+            Msg::Chan { rrid, op, key } => match self.chan_op(rrid, op, key, &frame.body()) {
+                Ok(ChanOut::Bytes(b)) => reply(Ok(Body::Owned(b))),
+                Ok(ChanOut::Item(i)) => match i.encode() {
+                    Ok(b) => reply(Ok(b)),
                     Err(e) => reply(Err(e)),
-                }
-            }
+                },
+                Err(e) => reply(Err(e)),
+            },
             Msg::AddWeight { rrid, weight } => {
                 let e = self.entry(rrid);
                 match e {
@@ -814,7 +824,7 @@ impl Runtime {
         Ok(conv(v))
     }
 
-    fn chan_op(&self, rrid: Rrid, op: ChanOp, key: Vec<u8>, body: &[u8]) -> Result<Vec<u8>> {
+    fn chan_op(&self, rrid: Rrid, op: ChanOp, key: Vec<u8>, body: &[u8]) -> Result<ChanOut> {
         let e = self.entry(rrid).ok_or_else(|| {
             Error::invalid(format!(
                 "RemoteChannel {rrid:?} does not exist on pid {} (freed?)",
@@ -825,22 +835,25 @@ impl Runtime {
             return Err(Error::invalid("reference is a Future, not a channel"));
         };
         let key = Item::Bytes(key);
+        let bytes = ChanOut::Bytes;
         match op {
-            ChanOp::Put => ch.put(key, Item::Bytes(body.to_vec())).map(|_| Vec::new()),
-            ChanOp::Take => ch.take(key)?.encode().map(|b| b.into_vec()),
+            ChanOp::Put => ch
+                .put(key, Item::Bytes(body.to_vec()))
+                .map(|_| bytes(Vec::new())),
+            ChanOp::Take => ch.take(key).map(ChanOut::Item),
             ChanOp::Fetch => {
                 let mut out = Vec::new();
                 ch.peek(key, &mut |i| {
                     out = i.encode()?.into_vec();
                     Ok(())
                 })?;
-                Ok(out)
+                Ok(bytes(out))
             }
-            ChanOp::IsReady => Ok(vec![ch.isready(key)? as u8]),
-            ChanOp::Wait => ch.wait().map(|_| Vec::new()),
+            ChanOp::IsReady => Ok(bytes(vec![ch.isready(key)? as u8])),
+            ChanOp::Wait => ch.wait().map(|_| bytes(Vec::new())),
             ChanOp::Close => {
                 ch.close();
-                Ok(Vec::new())
+                Ok(bytes(Vec::new()))
             }
         }
     }
@@ -1135,7 +1148,7 @@ impl FrameSink for Runtime {
 pub(crate) fn reply_result(frame: Frame) -> Result<Frame> {
     match bincode::deserialize::<Msg>(frame.meta()) {
         Ok(Msg::Reply { ok: true }) => Ok(frame),
-        Ok(Msg::Reply { ok: false }) => match bincode::deserialize::<WireError>(frame.body()) {
+        Ok(Msg::Reply { ok: false }) => match bincode::deserialize::<WireError>(&frame.body()) {
             Ok(e) => Err(e.into()),
             Err(e) => Err(Error::Protocol(format!("undecodable error reply: {e}"))),
         },

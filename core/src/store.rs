@@ -53,7 +53,7 @@ impl Item {
                 ))
             }),
             Item::Bytes(b) => decode_as(&b, what),
-            Item::Frame(f) => decode_as(f.body(), what),
+            Item::Frame(f) => decode_as(&f.body(), what),
         }
     }
     /// A copy of the value as `T`.
@@ -66,7 +66,7 @@ impl Item {
                 ))
             }),
             Item::Bytes(b) => decode_as(b, what),
-            Item::Frame(f) => decode_as(f.body(), what),
+            Item::Frame(f) => decode_as(&f.body(), what),
         }
     }
     /// The encoded form.
@@ -79,7 +79,10 @@ impl Item {
                 reason: e.to_string(),
             }),
             Item::Bytes(b) => Ok(Body::Borrowed(b)),
-            Item::Frame(f) => Ok(Body::Borrowed(f.body())),
+            Item::Frame(f) => Ok(match f.body() {
+                std::borrow::Cow::Borrowed(b) => Body::Borrowed(b),
+                std::borrow::Cow::Owned(v) => Body::Owned(v),
+            }),
         }
     }
 }

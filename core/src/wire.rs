@@ -119,6 +119,32 @@ pub fn decode<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T, bincode:
         .deserialize(bytes)
 }
 
+/// Decodes the body of a frame, taking a raw vector of 8-byte numbers over without a copy.
+pub fn decode_frame<T: DeserializeOwned + 'static>(
+    frame: crate::frame::Frame,
+) -> Result<T, bincode::Error> {
+    macro_rules! zero_copy {
+        ($t:ty) => {
+            if cfg!(target_endian = "little")
+                && std::any::TypeId::of::<T>() == std::any::TypeId::of::<Vec<$t>>()
+            {
+                let frame = match frame.into_raw8::<$t>() {
+                    Ok(v) => {
+                        let boxed: Box<dyn Any> = Box::new(v);
+                        return Ok(*boxed.downcast::<T>().expect("TypeId matched"));
+                    }
+                    Err(f) => f,
+                };
+                return decode(&frame.body());
+            }
+        };
+    }
+    zero_copy!(f64);
+    zero_copy!(u64);
+    zero_copy!(i64);
+    decode(&frame.body())
+}
+
 fn decode_raw<T: bytemuck::Pod>(bytes: &[u8]) -> Result<Vec<T>, bincode::Error> {
     let bad = |why: String| Box::new(bincode::ErrorKind::Custom(why));
     if bytes.len() < 8 {
@@ -136,9 +162,38 @@ fn decode_raw<T: bytemuck::Pod>(bytes: &[u8]) -> Result<Vec<T>, bincode::Error> 
             data.len()
         )));
     }
-    let mut v = vec![T::zeroed(); n as usize];
+    let mut v = zeroed_vec::<T>(n as usize);
     bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(data);
     Ok(v)
+}
+
+/// A zeroed vector; a large one is backed by transparent huge pages where the kernel offers
+/// them, so that filling it takes one page fault per 2 MiB instead of one per 4 KiB (on these
+/// virtual machines a 4 KiB fault costs ~1.7 µs: 28 ms per 64 MiB).
+pub fn zeroed_vec<T: bytemuck::Pod>(n: usize) -> Vec<T> {
+    let mut v = vec![T::zeroed(); n];
+    advise_huge(bytemuck::cast_slice_mut(&mut v));
+    v
+}
+
+/// Asks for transparent huge pages over the 2 MiB-aligned interior of a large buffer that has
+/// not been touched yet.
+pub fn advise_huge(buf: &mut [u8]) {
+    const HUGE: usize = 2 << 20;
+    if buf.len() < 2 * HUGE {
+        return;
+    }
+    let start = buf.as_mut_ptr() as usize;
+    let first = start.next_multiple_of(HUGE);
+    let end = (start + buf.len()) / HUGE * HUGE;
+    if end <= first {
+        return;
+    }
+    // SAFETY: [first, end) lies inside `buf`, which this function borrows mutably, and
+    // MADV_HUGEPAGE only changes how the kernel backs the pages, never their contents.
+    let r = unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE) };
+    // Advice the kernel does not take (THP disabled) changes nothing.
+    let _ = r;
 }
 
 #[cfg(test)]
