@@ -487,7 +487,7 @@ mod tests {
             assert_eq!(frames.len(), 2);
             assert_eq!(frames[0].header.id, 7);
             assert_eq!(frames[0].meta(), b"meta");
-            assert_eq!(frames[0].body(), b"body-bytes");
+            assert_eq!(&*frames[0].body(), b"body-bytes");
             assert_eq!(frames[1].header.id, 8);
             assert_eq!(frames[1].body().len(), 200_000);
             assert!(frames[1].body().iter().all(|&b| b == 9));
@@ -561,7 +561,7 @@ mod tests {
         let err = drain(&mut FrameReader::new(1 << 20), &mut src).unwrap_err();
         assert!(err.to_string().contains("protocol version 99"), "{err}");
         let mut h = header_for(1, 10, 0);
-        h.meta_len = 10;
+        h.len = 5;
         let mut src = Chunked {
             data: h.encode().to_vec(),
             pos: 0,
