@@ -61,10 +61,10 @@
 pub use cohort_core::{
     addprocs, addprocs_with, blocking, check_interrupt, cluster_cookie, fetch_any, fetchfrom,
     interrupt, interrupted, live_refs, live_refs_on, myid, next_pid, nprocs, nworkers, procs,
-    procs_on, remote_do, remotecall, remotecall_fetch, remotecall_wait, rmprocs,
-    set_cluster_cookie, spawnat, workers, AbstractChannel, AddProcsParams, Cluster, ClusterManager,
-    Count, Error, Future, ManageOp, Pid, RemoteChannel, RemoteException, RemoteFn, Result, RmProcs,
-    Target, WorkerConfig,
+    procs_on, remote_do, remotecall, remotecall_fetch, remotecall_fetch_by_name, remotecall_wait,
+    rmprocs, set_cluster_cookie, spawnat, workers, AbstractChannel, AddProcsParams, Cluster,
+    ClusterManager, Count, Error, Future, ManageOp, Pid, RemoteChannel, RemoteException, RemoteFn,
+    Result, RmProcs, Target, WorkerConfig,
 };
 pub use cohort_macros::remote;
 

@@ -252,3 +252,23 @@ where
 {
     remotecall_fetch(f, pid, args)
 }
+
+/// Calls the function registered under `name` on `pid` and waits for its result. The types are
+/// checked only on arrival: arguments that do not decode come back as `Error::Codec`.
+pub fn remotecall_fetch_by_name<A, R>(name: &str, pid: Pid, args: A) -> Result<R>
+where
+    A: Serialize + Send + 'static,
+    R: DeserializeOwned + 'static,
+{
+    let rt = rt()?;
+    let body = encode_args(&args, name)?;
+    let frame = rt.request(
+        pid,
+        &Msg::Call {
+            func: name.to_string(),
+            mode: Mode::Fetch,
+        },
+        &body,
+    )?;
+    decode_frame(frame, &format!("result of {name}"))
+}

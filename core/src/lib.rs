@@ -27,8 +27,8 @@ pub mod wire;
 pub type Pid = usize;
 
 pub use calls::{
-    fetch_any, fetchfrom, next_pid, remote_do, remotecall, remotecall_fetch, remotecall_wait,
-    spawnat, Target,
+    fetch_any, fetchfrom, next_pid, remote_do, remotecall, remotecall_fetch,
+    remotecall_fetch_by_name, remotecall_wait, spawnat, Target,
 };
 pub use channel::RemoteChannel;
 pub use cluster::{
@@ -49,4 +49,26 @@ pub mod __private {
     pub use crate::registry::support::*;
     pub use crate::registry::{AnyBox, AsChannelFn, CallError, EncodeFn, RemoteEntry};
     pub use inventory;
+
+    /// The listener address this process knows for `pid` (tests, diagnostics).
+    pub fn peer_address(pid: crate::Pid) -> Option<String> {
+        crate::runtime::try_rt()?
+            .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&pid)
+            .map(|i| i.addr.clone())
+            .filter(|a| !a.is_empty())
+    }
+
+    /// Runs the connecting side of a handshake with `cookie` and protocol `version` against a
+    /// listener, as a foreign process would (tests of refusal). Returns the open socket when
+    /// the listener accepted.
+    pub fn raw_handshake(
+        addr: &str,
+        cookie: &str,
+        version: u8,
+    ) -> std::io::Result<std::net::TcpStream> {
+        crate::runtime::raw_handshake(addr, cookie, version)
+    }
 }

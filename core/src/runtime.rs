@@ -90,7 +90,8 @@ pub(crate) struct Runtime {
     pub(crate) stores: Mutex<HashMap<Rrid, Arc<Entry>>>,
     pub(crate) handles: Mutex<HashMap<Rrid, Weak<RefInner>>>,
     next_rrid: AtomicU64,
-    inflight: Mutex<HashMap<u64, (Pid, u64, Arc<JobCtl>)>>,
+    /// Running requests: caller, request id, control, and the Future a `remotecall` fills.
+    inflight: Mutex<HashMap<u64, (Pid, u64, Arc<JobCtl>, Option<Rrid>)>>,
     next_job: AtomicU64,
     listener: Mutex<Option<Box<dyn Listener>>>,
     connect_lock: Mutex<()>,
@@ -643,7 +644,7 @@ impl Runtime {
         self.inflight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(job, (from, id, Arc::clone(&ctl)));
+            .insert(job, (from, id, Arc::clone(&ctl), store_target(&msg)));
         let wants_reply = id != 0;
         let reply = |r: Result<Body<'_>>| {
             if wants_reply && ctl.claim_reply() {
@@ -954,12 +955,12 @@ impl Runtime {
     // ---------- interrupts and exits ----------
 
     fn interrupt_local(&'static self) {
-        let running: Vec<(Pid, u64, Arc<JobCtl>)> = self
+        let running: Vec<(Pid, u64, Arc<JobCtl>, Option<Rrid>)> = self
             .inflight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .map(|(p, i, c)| (*p, *i, Arc::clone(c)))
+            .map(|(p, i, c, r)| (*p, *i, Arc::clone(c), *r))
             .collect();
         let queues: Vec<_> = self
             .queues
@@ -972,8 +973,14 @@ impl Runtime {
             q.escape_running();
         }
         let me = self.myid();
-        for (from, id, ctl) in running {
+        for (from, id, ctl, rrid) in running {
             ctl.interrupt();
+            // The Future of an interrupted `remotecall` holds the interrupt error.
+            if let Some(rrid) = rrid {
+                if let Stored::Value(c) = &self.value_entry(rrid, from).stored {
+                    let _ = c.set(Err(Error::Interrupted(me)));
+                }
+            }
             if id != 0 && ctl.claim_reply() {
                 exec::spawn(Box::new(move || {
                     self.reply(from, id, Err(Error::Interrupted(me)))
@@ -1144,6 +1151,16 @@ impl FrameSink for Runtime {
     }
 }
 
+fn store_target(msg: &Msg) -> Option<Rrid> {
+    match msg {
+        Msg::Call {
+            mode: Mode::Store { rrid, .. },
+            ..
+        } => Some(*rrid),
+        _ => None,
+    }
+}
+
 /// The reply's value body, or the error it carries.
 pub(crate) fn reply_result(frame: Frame) -> Result<Frame> {
     match bincode::deserialize::<Msg>(frame.meta()) {
@@ -1153,6 +1170,41 @@ pub(crate) fn reply_result(frame: Frame) -> Result<Frame> {
             Err(e) => Err(Error::Protocol(format!("undecodable error reply: {e}"))),
         },
         _ => Err(Error::Protocol("unexpected reply".into())),
+    }
+}
+
+/// A handshake as a foreign process would run it (for tests of refusal).
+pub(crate) fn raw_handshake(
+    addr: &str,
+    cookie: &str,
+    version: u8,
+) -> io::Result<std::net::TcpStream> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut c = [b' '; COOKIE_LEN];
+    let n = cookie.len().min(COOKIE_LEN);
+    c[..n].copy_from_slice(&cookie.as_bytes()[..n]);
+    let hello = Hello {
+        version,
+        cookie: c,
+        from: 1,
+        assign: 0,
+        host: hostname(),
+    };
+    s.write_all(&hello.encode())?;
+    let mut b = [0u8; WELCOME_LEN];
+    s.read_exact(&mut b)?;
+    match Welcome::decode(&b) {
+        Some(w) if w.status == 0 => Ok(s),
+        Some(w) => Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("refused with status {}", w.status),
+        )),
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "garbage welcome",
+        )),
     }
 }
 

@@ -90,7 +90,14 @@ pub fn encode<T: Serialize + 'static>(value: &T) -> Result<Body<'_>, bincode::Er
         };
     }
     for_each_number!(raw);
-    bincode::serialize(value).map(Body::Owned)
+    // One pass: `bincode::serialize` sizes the value with a first pass, which would run the
+    // `Serialize` of a remote reference twice (and split its weight twice).
+    use bincode::Options;
+    let mut out = Vec::new();
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .serialize_into(&mut out, value)?;
+    Ok(Body::Owned(out))
 }
 
 /// Encodes a value into owned bytes.

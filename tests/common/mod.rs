@@ -1,0 +1,115 @@
+//! A small harness for integration tests that start real worker processes.
+//!
+//! Every test binary runs with `harness = false`: `main` calls `cohort::init()` first (so that a
+//! worker started from the same binary serves instead of running tests), then runs the listed
+//! tests in order on the one cluster this process can have. Each test is bounded in time; a
+//! test that hangs fails the run, and the watchdog kills every child process by pid before
+//! exiting. After the last test, no child process may remain.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::{Duration, Instant};
+
+/// A named test.
+pub type Test = (&'static str, fn());
+
+/// Children of this process (pids), from `/proc`.
+pub fn child_pids() -> Vec<u32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+fn kill_children() {
+    for p in child_pids() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+/// Runs `tests` (filtered by the first free command-line argument, as libtest does), each
+/// within `per_test`, then removes the workers and checks that no child process is left.
+pub fn run(cluster: cohort::Cluster, tests: &[Test], per_test: Duration) {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let list = std::env::args().any(|a| a == "--list");
+    if list {
+        for (name, _) in tests {
+            println!("{name}: test");
+        }
+        return;
+    }
+    let chosen: Vec<&Test> = tests
+        .iter()
+        .filter(|(n, _)| args.is_empty() || args.iter().any(|a| n.contains(a.as_str())))
+        .collect();
+    println!("\nrunning {} tests", chosen.len());
+    let mut failed = Vec::new();
+    let start = Instant::now();
+    for (name, f) in chosen {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t0 = Instant::now();
+        let f = *f;
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let r = std::panic::catch_unwind(f);
+                let _ = tx.send(r.is_ok());
+            })
+            .expect("spawn test thread");
+        match rx.recv_timeout(per_test) {
+            Ok(true) => println!("test {name} ... ok ({:.2}s)", t0.elapsed().as_secs_f64()),
+            Ok(false) => {
+                println!("test {name} ... FAILED");
+                failed.push(*name);
+            }
+            Err(_) => {
+                println!("test {name} ... FAILED (timed out after {per_test:?}); killing child processes");
+                kill_children();
+                std::process::exit(101);
+            }
+        }
+    }
+    drop(cluster);
+    let left = eventually(Duration::from_secs(10), || child_pids().is_empty());
+    if !left {
+        println!("child processes left behind: {:?}", child_pids());
+        kill_children();
+        failed.push("no child process left behind");
+    }
+    println!(
+        "\ntest result: {}. {} failed; finished in {:.2}s",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        failed.len(),
+        start.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        println!("failures: {failed:?}");
+        std::process::exit(101);
+    }
+}

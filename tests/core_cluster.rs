@@ -1,0 +1,580 @@
+//! The core runtime against real worker processes: remote calls, futures, channels, reference
+//! counting, errors, process control. Runs with `harness = false` (see tests/common).
+
+mod common;
+
+use cohort::prelude::*;
+use cohort::{Error, RemoteException};
+use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const COOKIE: &str = "core-test-cookie";
+
+#[cohort::remote]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[cohort::remote]
+fn whoami() -> usize {
+    myid()
+}
+
+#[cohort::remote]
+fn ospid() -> u32 {
+    std::process::id()
+}
+
+#[cohort::remote]
+fn boom(msg: String) -> i64 {
+    panic!("{msg}")
+}
+
+#[cohort::remote]
+fn fails(x: i64) -> Result<i64, String> {
+    if x < 0 {
+        Err(format!("negative input {x}"))
+    } else {
+        Ok(x * 2)
+    }
+}
+
+#[cohort::remote]
+fn sleep_ms(ms: u64) -> u64 {
+    let _b = cohort::blocking();
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Spins until interrupted (polling, as long loops should).
+#[cohort::remote]
+fn spin_until_interrupted() -> cohort::Result<u64> {
+    let mut n = 0u64;
+    loop {
+        cohort::check_interrupt()?;
+        n = std::hint::black_box(n + 1);
+    }
+}
+
+static LOG: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+#[cohort::remote]
+fn record(i: u64) {
+    LOG.lock().unwrap().push(i);
+}
+
+#[cohort::remote]
+fn take_log() -> Vec<u64> {
+    std::mem::take(&mut *LOG.lock().unwrap())
+}
+
+#[cohort::remote]
+fn call_other(pid: usize, a: i64) -> cohort::Result<(usize, i64)> {
+    Ok((myid(), remotecall_fetch(add, pid, (a, 1))?))
+}
+
+#[cohort::remote]
+fn fetch_sum(f: Future<Vec<i64>>) -> cohort::Result<i64> {
+    Ok(f.fetch()?.iter().sum())
+}
+
+#[cohort::remote]
+fn make_vec(n: i64) -> Vec<i64> {
+    (0..n).collect()
+}
+
+#[cohort::remote]
+fn chan_put_all(c: RemoteChannel<i64>, from: i64, n: i64) -> cohort::Result<()> {
+    for i in from..from + n {
+        c.put(i)?;
+    }
+    Ok(())
+}
+
+#[cohort::remote]
+fn chan_take(c: RemoteChannel<i64>) -> cohort::Result<i64> {
+    c.take()
+}
+
+/// A type whose serialization panics: it can only be passed where nothing is serialized.
+#[derive(Debug, Clone)]
+struct NoWire(i64);
+
+impl Serialize for NoWire {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("NoWire must not be serialized")
+    }
+}
+impl<'de> Deserialize<'de> for NoWire {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("NoWire must not be deserialized")
+    }
+}
+
+#[cohort::remote]
+fn unwrap_nowire(x: NoWire) -> i64 {
+    x.0 + 1
+}
+
+/// Not registered: calls to it must fail by name.
+fn not_registered(x: i64) -> i64 {
+    x
+}
+
+fn basics() {
+    assert_eq!(workers(), vec![2, 3, 4]);
+    assert_eq!(procs(), vec![1, 2, 3, 4]);
+    assert_eq!((nprocs(), nworkers(), myid()), (4, 3, 1));
+    assert_eq!(cohort::procs_on(2).unwrap(), vec![1, 2, 3, 4]);
+    assert_eq!(cohort::cluster_cookie().unwrap(), COOKIE);
+    for p in [2, 3, 4] {
+        assert_eq!(remotecall_fetch(whoami, p, ()).unwrap(), p);
+        assert_eq!(remotecall_fetch(add, p, (40, 2)).unwrap(), 42);
+    }
+    let f = remotecall(add, 3, (1, 2)).unwrap();
+    assert_eq!(f.owner(), 3);
+    assert_eq!(f.fetch().unwrap(), 3);
+    assert!(f.isready().unwrap());
+    assert_eq!(f.fetch().unwrap(), 3, "second fetch comes from the cache");
+    let w = remotecall_wait(add, 4, (5, 5)).unwrap();
+    assert!(w.isready().unwrap());
+    assert_eq!(w.fetch().unwrap(), 10);
+    // spawnat(:any) goes round the workers.
+    let owners: Vec<usize> = (0..6)
+        .map(|_| spawnat(Target::Any, whoami, ()).unwrap())
+        .map(|f| f.fetch().unwrap())
+        .collect();
+    let mut sorted = owners.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![2, 2, 3, 3, 4, 4], "round robin: {owners:?}");
+    assert!([2, 3, 4].contains(&cohort::fetch_any(whoami, ()).unwrap()));
+    assert_eq!(cohort::fetchfrom(2, add, (2, 2)).unwrap(), 4);
+}
+
+fn remote_errors() {
+    let e = remotecall_fetch(boom, 2, ("kaboom".to_string(),)).unwrap_err();
+    match &e {
+        Error::Remote(RemoteException {
+            pid,
+            error,
+            backtrace,
+        }) => {
+            assert_eq!(*pid, 2);
+            assert_eq!(error, "panic: kaboom");
+            assert!(
+                backtrace.contains("boom"),
+                "backtrace names the function: {backtrace}"
+            );
+        }
+        other => panic!("expected RemoteException, got {other:?}"),
+    }
+    let e = remotecall_fetch(fails, 3, (-4,)).unwrap_err();
+    assert_eq!(
+        e.as_remote().map(|r| (r.pid, r.error.as_str())),
+        Some((3, "negative input -4"))
+    );
+    assert_eq!(remotecall_fetch(fails, 3, (4,)).unwrap().unwrap(), 8);
+    // The same through a Future, and the error is cached like a value.
+    let f = remotecall(boom, 4, ("later".to_string(),)).unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            f.fetch().unwrap_err().as_remote().map(|r| r.error.clone()),
+            Some("panic: later".into())
+        );
+    }
+    // Unknown function: named, with the pid.
+    let e = remotecall_fetch(not_registered, 2, (1,)).unwrap_err();
+    match e {
+        Error::UnknownFunction { name, pid } => {
+            assert_eq!(pid, 2);
+            assert!(name.ends_with("not_registered"), "{name}");
+        }
+        other => panic!("expected UnknownFunction, got {other:?}"),
+    }
+    let name = std::any::type_name_of_val(&add);
+    // Arguments that do not decode: an error to this caller, and the link stays usable.
+    let e = cohort::remotecall_fetch_by_name::<_, i64>(
+        name,
+        2,
+        ("not".to_string(), "numbers".to_string()),
+    )
+    .unwrap_err();
+    match e {
+        Error::Codec {
+            action: "decode",
+            what,
+            pid: 2,
+            ..
+        } => assert!(what.contains("arguments of"), "{what}"),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    assert_eq!(
+        cohort::remotecall_fetch_by_name::<_, i64>(name, 2, (1i64, 2i64)).unwrap(),
+        3
+    );
+    // Every worker is still fine.
+    for p in [2, 3, 4] {
+        assert_eq!(remotecall_fetch(add, p, (p as i64, 0)).unwrap(), p as i64);
+    }
+}
+
+fn ordering() {
+    remotecall_fetch(take_log, 3, ()).unwrap();
+    for i in 0..1000 {
+        remote_do(record, 3, (i,)).unwrap();
+    }
+    assert_eq!(
+        remotecall_fetch(take_log, 3, ()).unwrap(),
+        (0..1000).collect::<Vec<u64>>()
+    );
+    let fs: Vec<_> = (0..200)
+        .map(|i| remotecall(record, 3, (i,)).unwrap())
+        .collect();
+    for f in &fs {
+        f.wait().unwrap();
+    }
+    assert_eq!(
+        remotecall_fetch(take_log, 3, ()).unwrap(),
+        (0..200).collect::<Vec<u64>>()
+    );
+}
+
+fn worker_to_worker() {
+    assert_eq!(
+        remotecall_fetch(call_other, 2, (3, 10)).unwrap().unwrap(),
+        (2, 11)
+    );
+    assert_eq!(
+        remotecall_fetch(call_other, 4, (2, 20)).unwrap().unwrap(),
+        (4, 21)
+    );
+    assert_eq!(
+        remotecall_fetch(call_other, 3, (1, 30)).unwrap().unwrap(),
+        (3, 31),
+        "a worker calls the master"
+    );
+    // A Future passed to another worker is fetched from its owner; passed to its owner, in place.
+    let v = remotecall(make_vec, 2, (100,)).unwrap();
+    assert_eq!(
+        remotecall_fetch(fetch_sum, 3, (v.clone(),))
+            .unwrap()
+            .unwrap(),
+        4950
+    );
+    assert_eq!(
+        remotecall_fetch(fetch_sum, 2, (v.clone(),))
+            .unwrap()
+            .unwrap(),
+        4950
+    );
+    assert_eq!(v.fetch().unwrap().len(), 100);
+}
+
+fn local_calls_do_not_serialize() {
+    assert_eq!(
+        remotecall_fetch(unwrap_nowire, 1, (NoWire(41),)).unwrap(),
+        42
+    );
+    let f = remotecall(unwrap_nowire, myid(), (NoWire(1),)).unwrap();
+    assert_eq!(f.fetch().unwrap(), 2);
+    let c: RemoteChannel<i64> = RemoteChannel::new(2, 1).unwrap();
+    c.put(5).unwrap();
+    assert_eq!(c.take().unwrap(), 5);
+}
+
+fn futures() {
+    let f: Future<i64> = Future::new(2).unwrap();
+    assert!(!f.isready().unwrap());
+    f.put(7).unwrap();
+    assert!(matches!(f.put(8), Err(Error::AlreadySet)));
+    assert_eq!(f.fetch().unwrap(), 7);
+    let g: Future<String> = Future::new(1).unwrap();
+    g.put("here".into()).unwrap();
+    assert!(matches!(g.put("again".into()), Err(Error::AlreadySet)));
+    assert_eq!(g.fetch().unwrap(), "here");
+    // A Future whose value another worker fills in.
+    let h: Future<i64> = Future::new(3).unwrap();
+    let hh = h.clone();
+    let t = std::thread::spawn(move || hh.fetch());
+    std::thread::sleep(Duration::from_millis(50));
+    h.put(99).unwrap();
+    assert_eq!(t.join().unwrap().unwrap(), 99);
+}
+
+fn channels() {
+    // Capacity blocks, on a worker.
+    let c: RemoteChannel<i64> = RemoteChannel::new(2, 2).unwrap();
+    c.put(1).unwrap();
+    c.put(2).unwrap();
+    assert!(c.isready().unwrap());
+    assert_eq!(c.fetch().unwrap(), 1, "fetch peeks");
+    let c2 = c.clone();
+    let t0 = Instant::now();
+    let putter = std::thread::spawn(move || {
+        c2.put(3).unwrap();
+        t0.elapsed()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(c.take().unwrap(), 1);
+    assert!(
+        putter.join().unwrap() >= Duration::from_millis(190),
+        "put waited for room"
+    );
+    assert_eq!((c.take().unwrap(), c.take().unwrap()), (2, 3));
+    assert!(!c.isready().unwrap());
+    // Close: drained takes fail, puts fail.
+    c.put(4).unwrap();
+    c.close().unwrap();
+    assert!(matches!(c.put(5), Err(Error::ChannelClosed)));
+    assert_eq!(c.take().unwrap(), 4);
+    assert!(matches!(c.take(), Err(Error::ChannelClosed)));
+    // Several processes see the same store; iteration ends at close.
+    let d: RemoteChannel<i64> = RemoteChannel::new(4, 3).unwrap();
+    let a = remotecall(chan_put_all, 2, (d.clone(), 0, 50)).unwrap();
+    let b = remotecall(chan_put_all, 4, (d.clone(), 100, 50)).unwrap();
+    let mut got: Vec<i64> = (0..100).map(|_| d.take().unwrap()).collect();
+    a.fetch().unwrap().unwrap();
+    b.fetch().unwrap().unwrap();
+    d.put(-1).unwrap();
+    d.close().unwrap();
+    got.extend(d.iter());
+    got.sort_unstable();
+    let mut want: Vec<i64> = (0..50).chain(100..150).collect();
+    want.insert(0, -1);
+    assert_eq!(got, want);
+    // Rendezvous: put returns only once a taker has the value.
+    let r: RemoteChannel<i64> = RemoteChannel::new(0, 4).unwrap();
+    let r2 = r.clone();
+    let t0 = Instant::now();
+    let putter = std::thread::spawn(move || {
+        r2.put(11).unwrap();
+        t0.elapsed()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!putter.is_finished(), "rendezvous put waits for a taker");
+    assert_eq!(
+        remotecall_fetch(chan_take, 2, (r.clone(),))
+            .unwrap()
+            .unwrap(),
+        11
+    );
+    assert!(putter.join().unwrap() >= Duration::from_millis(190));
+}
+
+fn ref_counting() {
+    let live = |p: usize| cohort::live_refs_on(p).unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(5), || live(2) == 0),
+        "start clean: {}",
+        live(2)
+    );
+    // Dropped unfetched: freed.
+    let f = remotecall(make_vec, 2, (10,)).unwrap();
+    f.wait().unwrap();
+    assert_eq!(live(2), 1);
+    drop(f);
+    assert!(common::eventually(Duration::from_secs(5), || live(2) == 0));
+    // Fetch releases the remote store, even while the handle lives.
+    let f = remotecall(make_vec, 2, (10,)).unwrap();
+    assert_eq!(f.fetch().unwrap().len(), 10);
+    assert!(common::eventually(Duration::from_secs(5), || live(2) == 0));
+    assert_eq!(f.fetch().unwrap().len(), 10, "cached");
+    drop(f);
+    // Copies on other processes keep it alive; the last drop anywhere frees it.
+    let f = remotecall(make_vec, 2, (10,)).unwrap();
+    f.wait().unwrap();
+    let keeper: RemoteChannel<Future<Vec<i64>>> = RemoteChannel::new(1, 3).unwrap();
+    keeper.put(f.clone()).unwrap();
+    drop(f);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(live(2), 1, "a copy stored on worker 3 keeps the value");
+    let back = keeper.take().unwrap();
+    assert_eq!(back.fetch().unwrap(), (0..10).collect::<Vec<i64>>());
+    drop(back);
+    assert!(common::eventually(Duration::from_secs(5), || live(2) == 0));
+    // finalize releases at once.
+    let c: RemoteChannel<i64> = RemoteChannel::new(1, 4).unwrap();
+    assert_eq!(live(4), 1);
+    c.finalize();
+    assert!(common::eventually(Duration::from_secs(5), || live(4) == 0));
+    assert!(c.put(1).is_err(), "a finalized channel is unusable");
+    drop(keeper);
+    assert!(common::eventually(Duration::from_secs(5), || live(3) == 0));
+}
+
+fn interrupts() {
+    let f = remotecall(spin_until_interrupted, 3, ()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    cohort::interrupt(&[3]).unwrap();
+    assert!(matches!(f.fetch(), Err(Error::Interrupted(3))));
+    // A call that does not poll: the caller is still answered, and the worker serves on.
+    let t0 = Instant::now();
+    let g = remotecall(sleep_ms, 3, (3000,)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    cohort::interrupt(&[3]).unwrap();
+    assert!(matches!(g.fetch(), Err(Error::Interrupted(3))));
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert_eq!(remotecall_fetch(add, 3, (1, 1)).unwrap(), 2);
+}
+
+fn kill_worker_fails_pending() {
+    let new = addprocs(1).unwrap();
+    let p = new[0];
+    assert_eq!(p, 5, "pids are never reused");
+    let ospid = remotecall_fetch(ospid, p, ()).unwrap();
+    let f = remotecall(sleep_ms, p, (60_000,)).unwrap();
+    let c: RemoteChannel<i64> = RemoteChannel::new(1, p).unwrap();
+    let c2 = c.clone();
+    let taker = std::thread::spawn(move || c2.take());
+    std::thread::sleep(Duration::from_millis(100));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ospid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    assert!(matches!(f.fetch(), Err(Error::ProcessExited(q)) if q == p));
+    assert!(matches!(taker.join().unwrap(), Err(Error::ProcessExited(q)) if q == p));
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "pending calls fail within a second"
+    );
+    assert!(matches!(remotecall_fetch(add, p, (1, 1)), Err(Error::ProcessExited(q)) if q == p));
+    assert!(common::eventually(Duration::from_secs(2), || workers() == vec![2, 3, 4]));
+    for q in [2, 3, 4] {
+        assert_eq!(remotecall_fetch(add, q, (1, 1)).unwrap(), 2);
+    }
+}
+
+fn rmprocs_semantics() {
+    let p = addprocs(2).unwrap();
+    assert_eq!(p, vec![6, 7]);
+    let h = rmprocs(&[6], Duration::ZERO).unwrap();
+    h.wait(Duration::from_secs(10)).unwrap();
+    assert!(matches!(
+        remotecall_fetch(add, 6, (1, 1)),
+        Err(Error::ProcessExited(6))
+    ));
+    rmprocs(&[7], Duration::from_secs(10)).unwrap();
+    assert_eq!(workers(), vec![2, 3, 4]);
+    assert!(matches!(
+        rmprocs(&[42], Duration::from_secs(1)),
+        Err(Error::NoSuchProcess(42))
+    ));
+    assert!(matches!(
+        remotecall_fetch(add, 42, (1, 1)),
+        Err(Error::NoSuchProcess(42))
+    ));
+    // Removing a worker busy in a call that never polls still completes: the manager kills it.
+    let p = addprocs(1).unwrap()[0];
+    let _busy = remotecall(sleep_ms, p, (60_000,)).unwrap();
+    rmprocs(&[p], Duration::from_secs(20)).unwrap();
+}
+
+fn wrong_cookie_refused() {
+    let addr = cohort::__private::peer_address(2).expect("worker 2's address");
+    let e = cohort::__private::raw_handshake(
+        &addr,
+        "not-the-cookie",
+        cohort::core::frame::PROTOCOL_VERSION,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+        ),
+        "{e}"
+    );
+    let e = cohort::__private::raw_handshake(&addr, COOKIE, 99).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    // The right cookie is accepted; garbage on that link closes only it.
+    let mut s =
+        cohort::__private::raw_handshake(&addr, COOKIE, cohort::core::frame::PROTOCOL_VERSION)
+            .unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"this is not a frame at all, not even close")
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        s.read(&mut buf).unwrap_or(0),
+        0,
+        "the worker closes a link that sends garbage"
+    );
+    assert_eq!(remotecall_fetch(add, 2, (2, 3)).unwrap(), 5);
+    assert_eq!(
+        remotecall_fetch(call_other, 3, (2, 1)).unwrap().unwrap(),
+        (3, 2)
+    );
+}
+
+fn worker_timeout_exits() {
+    use std::io::{BufRead, Write};
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("COHORT_WORKER", "1")
+        .env("COHORT_WORKER_TIMEOUT", "0.5")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{COOKIE}").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.trim().starts_with("127.0.0.1:"),
+        "a worker prints its loopback address: {line}"
+    );
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(5) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("worker did not exit on its own");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("no master contacted this worker"), "{err}");
+}
+
+fn cookie_fixed_after_workers() {
+    assert!(
+        matches!(cohort::set_cluster_cookie("x"), Err(Error::Invalid(_))),
+        "cookie changes only before workers"
+    );
+}
+
+fn main() {
+    let cluster = cohort::init().unwrap();
+    cohort::set_cluster_cookie(COOKIE).unwrap();
+    assert_eq!(addprocs(3).unwrap(), vec![2, 3, 4]);
+    common::run(
+        cluster,
+        &[
+            ("basics", basics),
+            ("remote_errors", remote_errors),
+            ("ordering", ordering),
+            ("worker_to_worker", worker_to_worker),
+            ("local_calls_do_not_serialize", local_calls_do_not_serialize),
+            ("futures", futures),
+            ("channels", channels),
+            ("ref_counting", ref_counting),
+            ("interrupts", interrupts),
+            ("wrong_cookie_refused", wrong_cookie_refused),
+            ("worker_timeout_exits", worker_timeout_exits),
+            ("cookie_fixed_after_workers", cookie_fixed_after_workers),
+            ("kill_worker_fails_pending", kill_worker_fails_pending),
+            ("rmprocs_semantics", rmprocs_semantics),
+        ],
+        Duration::from_secs(60),
+    );
+}
