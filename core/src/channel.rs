@@ -151,11 +151,15 @@ where
     }
 
     fn remote(&self, op: ChanOp, key: &K, body: &Body<'_>) -> Result<crate::frame::Frame> {
+        let key = wire::encode_vec(key).map_err(codec("encode", "channel key"))?;
+        self.remote_raw(op, key, body)
+    }
+
+    fn remote_raw(&self, op: ChanOp, key: Vec<u8>, body: &Body<'_>) -> Result<crate::frame::Frame> {
         let rt = rt()?;
         if self.inner.weight() == 0 {
             return Err(Error::invalid("RemoteChannel was finalized"));
         }
-        let key = wire::encode_vec(key).map_err(codec("encode", "channel key"))?;
         rt.request(
             self.owner(),
             &Msg::Chan {
@@ -232,30 +236,24 @@ where
         Ok(f.body().first() == Some(&1))
     }
 
-    /// Blocks until some value is in the channel.
-    pub fn wait(&self) -> Result<()>
-    where
-        K: Default,
-    {
-        if let Some(r) = self.local(|ch| ch.wait()) {
-            return r;
+    /// Blocks until a value under `key` is in the channel.
+    pub fn wait_at(&self, key: K) -> Result<()> {
+        let rt = rt()?;
+        if self.owner() == rt.myid() {
+            return self.local(|ch| ch.wait(Item::local(key))).expect("owner is local");
         }
-        self.remote(ChanOp::Wait, &K::default(), &Body::Owned(Vec::new()))
-            .map(|_| ())
+        self.remote(ChanOp::Wait, &key, &Body::Owned(Vec::new())).map(|_| ())
     }
 
     /// Closes the channel: later `put`s fail, `take`s fail once it is drained.
-    pub fn close(&self) -> Result<()>
-    where
-        K: Default,
-    {
+    pub fn close(&self) -> Result<()> {
         if let Some(r) = self.local(|ch| {
             ch.close();
             Ok(())
         }) {
             return r;
         }
-        self.remote(ChanOp::Close, &K::default(), &Body::Owned(Vec::new()))
+        self.remote_raw(ChanOp::Close, Vec::new(), &Body::Owned(Vec::new()))
             .map(|_| ())
     }
 }
@@ -291,6 +289,13 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> RemoteChannel<T> {
     /// `isready(rr)`.
     pub fn isready(&self) -> Result<bool> {
         self.isready_at(())
+    }
+    /// Blocks until a value is in the channel.
+    ///
+    /// # Julia
+    /// `wait(rr)`.
+    pub fn wait(&self) -> Result<()> {
+        self.wait_at(())
     }
     /// Iterates by `take` until the channel is closed and drained (other errors end it too).
     pub fn iter(&self) -> impl Iterator<Item = T> + '_ {

@@ -736,7 +736,7 @@ impl Runtime {
                         Ok(()) => reply(Ok(Body::Owned(Vec::new()))),
                         Err(err) => reply(Err(err)),
                     },
-                    Stored::Channel(ch) => reply(ch.wait().map(|_| Body::Owned(Vec::new()))),
+                    Stored::Channel(ch) => reply(ch.wait(Item::Bytes(Vec::new())).map(|_| Body::Owned(Vec::new()))),
                 }
             }
             Msg::IsReady { rrid } => {
@@ -851,7 +851,7 @@ impl Runtime {
                 Ok(bytes(out))
             }
             ChanOp::IsReady => Ok(bytes(vec![ch.isready(key)? as u8])),
-            ChanOp::Wait => ch.wait().map(|_| bytes(Vec::new())),
+            ChanOp::Wait => ch.wait(key).map(|_| bytes(Vec::new())),
             ChanOp::Close => {
                 ch.close();
                 Ok(bytes(Vec::new()))

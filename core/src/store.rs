@@ -162,8 +162,8 @@ pub trait AbstractChannel: Send + Sync + 'static {
     fn fetch(&self, key: Self::Key) -> Result<Self::Item>;
     /// Whether `take` would return at once.
     fn isready(&self, key: Self::Key) -> bool;
-    /// Blocks until some value is present.
-    fn wait(&self) -> Result<()>;
+    /// Blocks until a value under `key` is present.
+    fn wait(&self, key: Self::Key) -> Result<()>;
     /// Closes the channel (optional).
     fn close(&self) {}
 }
@@ -178,8 +178,8 @@ pub trait ErasedChannel: Send + Sync {
     fn peek(&self, key: Item, f: &mut dyn FnMut(&Item) -> Result<()>) -> Result<()>;
     /// Whether a value is ready.
     fn isready(&self, key: Item) -> Result<bool>;
-    /// Blocks until a value is ready.
-    fn wait(&self) -> Result<()>;
+    /// Blocks until a value is ready under `key`.
+    fn wait(&self, key: Item) -> Result<()>;
     /// Closes it.
     fn close(&self);
     /// Number of values held, where known.
@@ -209,9 +209,9 @@ impl<C: AbstractChannel> ErasedChannel for Typed<C> {
     fn isready(&self, key: Item) -> Result<bool> {
         Ok(self.0.isready(key.into_typed("channel key")?))
     }
-    fn wait(&self) -> Result<()> {
+    fn wait(&self, key: Item) -> Result<()> {
         let _b = exec::blocking();
-        self.0.wait()
+        self.0.wait(key.into_typed("channel key")?)
     }
     fn close(&self) {
         self.0.close()
@@ -326,7 +326,7 @@ impl ErasedChannel for ItemChannel {
     fn isready(&self, _key: Item) -> Result<bool> {
         Ok(!self.lock().queue.is_empty())
     }
-    fn wait(&self) -> Result<()> {
+    fn wait(&self, _key: Item) -> Result<()> {
         let mut g = self.lock();
         let _b = exec::blocking();
         loop {

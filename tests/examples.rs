@@ -1,0 +1,106 @@
+//! Runs the examples as users do and checks what they print (each within a time bound; the
+//! example's own cluster guard removes its workers, and a killed example's workers exit when
+//! their master link closes).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    dir.join(name)
+}
+
+fn run(name: &str, args: &[&str], limit: Duration) -> String {
+    let path = example(name);
+    assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
+    let mut child = Command::new(&path)
+        .args(args)
+        .env_remove("COHORT_PROCS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{name} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    use std::io::Read;
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "{name} failed: {status}\n{out}\n{err}");
+    out
+}
+
+fn field(line: &str, key: &str) -> f64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn remote_basics() {
+    let out = run("remote_basics", &[], Duration::from_secs(60));
+    assert!(out.contains("procs() = [1, 2, 3]"), "{out}");
+    assert!(out.contains("s = 1 .+ r = ["), "{out}");
+    assert!(out.contains("@spawnat :any: r on 2, s on 3"), "{out}");
+}
+
+#[test]
+fn count_heads() {
+    let out = run("count_heads", &[], Duration::from_secs(60));
+    let heads: u64 = out.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(heads.abs_diff(100_000_000) < 70_000, "{out}");
+    assert!(out.contains("in 200000000 flips on workers 2 and 3"), "{out}");
+}
+
+#[test]
+fn jobs_results() {
+    let out = run("jobs_results", &[], Duration::from_secs(60));
+    let mut jobs: Vec<u32> = Vec::new();
+    for l in out.lines().filter(|l| l.contains(" finished in ")) {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        // "J finished in S seconds on worker P"
+        assert_eq!((w[1], w[2], w[4], w[5], w[6]), ("finished", "in", "seconds", "on", "worker"), "{l}");
+        let s: f64 = w[3].parse().unwrap();
+        assert!((0.0..=1.0).contains(&s), "{l}");
+        assert!((2..=5).contains(&w[7].parse::<usize>().unwrap()), "{l}");
+        jobs.push(w[0].parse().unwrap());
+    }
+    jobs.sort_unstable();
+    assert_eq!(jobs, (1..=12).collect::<Vec<_>>(), "{out}");
+}
+
+#[test]
+fn dict_channel() {
+    let out = run("dict_channel", &[], Duration::from_secs(60));
+    let want = "DictChannel on worker 2\nisready(d, :k) = false\nisready(d, :k) = true\nfetch(d, :k) = v\ntake!(d, :k) = v\nisready(d, :k) = false\ntake!(d, :w) = from worker 3\n";
+    assert_eq!(out, want);
+}
+
+#[test]
+fn bench_remotecall_prints_its_line() {
+    let out = std::process::Command::new(example("bench_remotecall"))
+        .env("ITERS", "300")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = String::from_utf8(out.stdout).unwrap();
+    let last = out.lines().last().unwrap();
+    assert!(last.starts_with("remotecall rtt_us="), "{last}");
+    for k in ["rtt_us", "raw_rtt_us", "rtt_ratio", "fetch_gbs", "raw_gbs", "bw_ratio", "addprocs2_ms", "worker_rss_kib"] {
+        assert!(field(last, k) > 0.0, "{k} in {last}");
+    }
+}
