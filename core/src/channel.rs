@@ -240,9 +240,12 @@ where
     pub fn wait_at(&self, key: K) -> Result<()> {
         let rt = rt()?;
         if self.owner() == rt.myid() {
-            return self.local(|ch| ch.wait(Item::local(key))).expect("owner is local");
+            return self
+                .local(|ch| ch.wait(Item::local(key)))
+                .expect("owner is local");
         }
-        self.remote(ChanOp::Wait, &key, &Body::Owned(Vec::new())).map(|_| ())
+        self.remote(ChanOp::Wait, &key, &Body::Owned(Vec::new()))
+            .map(|_| ())
     }
 
     /// Closes the channel: later `put`s fail, `take`s fail once it is drained.

@@ -70,6 +70,11 @@ impl Slot {
     }
 }
 
+/// A running request: caller, request id, control, and the Future a `remotecall` fills.
+type Inflight = (Pid, u64, Arc<JobCtl>, Option<Rrid>);
+/// Told the pid of each worker that is gone.
+pub(crate) type ExitHook = Box<dyn Fn(Pid) + Send + Sync>;
+
 /// A process's place in the cluster.
 pub(crate) struct Runtime {
     myid: AtomicUsize,
@@ -91,7 +96,7 @@ pub(crate) struct Runtime {
     pub(crate) handles: Mutex<HashMap<Rrid, Weak<RefInner>>>,
     next_rrid: AtomicU64,
     /// Running requests: caller, request id, control, and the Future a `remotecall` fills.
-    inflight: Mutex<HashMap<u64, (Pid, u64, Arc<JobCtl>, Option<Rrid>)>>,
+    inflight: Mutex<HashMap<u64, Inflight>>,
     next_job: AtomicU64,
     listener: Mutex<Option<Box<dyn Listener>>>,
     connect_lock: Mutex<()>,
@@ -99,7 +104,7 @@ pub(crate) struct Runtime {
     max_frame: u64,
     pub(crate) topology: RwLock<String>,
     /// Called on the master when a worker's link goes (pools and the cluster table listen).
-    pub(crate) on_exit: Mutex<Vec<Box<dyn Fn(Pid) + Send + Sync>>>,
+    pub(crate) on_exit: Mutex<Vec<ExitHook>>,
 }
 
 static RT: OnceLock<Runtime> = OnceLock::new();
@@ -736,7 +741,10 @@ impl Runtime {
                         Ok(()) => reply(Ok(Body::Owned(Vec::new()))),
                         Err(err) => reply(Err(err)),
                     },
-                    Stored::Channel(ch) => reply(ch.wait(Item::Bytes(Vec::new())).map(|_| Body::Owned(Vec::new()))),
+                    Stored::Channel(ch) => reply(
+                        ch.wait(Item::Bytes(Vec::new()))
+                            .map(|_| Body::Owned(Vec::new())),
+                    ),
                 }
             }
             Msg::IsReady { rrid } => {
@@ -955,7 +963,7 @@ impl Runtime {
     // ---------- interrupts and exits ----------
 
     fn interrupt_local(&'static self) {
-        let running: Vec<(Pid, u64, Arc<JobCtl>, Option<Rrid>)> = self
+        let running: Vec<Inflight> = self
             .inflight
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -182,10 +182,6 @@ pub trait ErasedChannel: Send + Sync {
     fn wait(&self, key: Item) -> Result<()>;
     /// Closes it.
     fn close(&self);
-    /// Number of values held, where known.
-    fn len(&self) -> Option<usize> {
-        None
-    }
 }
 
 /// Adapter of a user channel to [`ErasedChannel`].
@@ -342,9 +338,6 @@ impl ErasedChannel for ItemChannel {
     fn close(&self) {
         self.lock().closed = true;
         self.cond.notify_all();
-    }
-    fn len(&self) -> Option<usize> {
-        Some(self.lock().queue.len())
     }
 }
 
