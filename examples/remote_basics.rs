@@ -29,6 +29,7 @@ fn rand_matrix(rows: usize, cols: usize) -> Vec<f64> {
 /// `1 .+ fetch(r)`: the fetch happens where this runs; on the owner it reads in place.
 #[cohort::remote]
 fn add_one(r: Future<Vec<f64>>) -> cohort::Result<Vec<f64>> {
+    println!("adding 1 on worker {}", myid());
     Ok(r.fetch()?.iter().map(|x| x + 1.0).collect())
 }
 

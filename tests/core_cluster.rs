@@ -553,6 +553,17 @@ fn cookie_fixed_after_workers() {
     );
 }
 
+fn restrict_false_binds_all_interfaces() {
+    let params = cohort::AddProcsParams { count: 1, restrict: false, ..Default::default() };
+    let p = cohort::addprocs_with(std::sync::Arc::new(cohort::managers::LocalManager::new()), params).unwrap();
+    let addr = cohort::__private::peer_address(p[0]).unwrap();
+    assert!(!addr.starts_with("127.0.0.1:"), "an unrestricted worker advertises its host: {addr}");
+    assert_eq!(remotecall_fetch(add, p[0], (1, 2)).unwrap(), 3);
+    rmprocs(&p, Duration::from_secs(10)).unwrap();
+    // Restricted workers (the default) bind loopback.
+    assert!(cohort::__private::peer_address(2).unwrap().starts_with("127.0.0.1:"));
+}
+
 fn main() {
     let cluster = cohort::init().unwrap();
     cohort::set_cluster_cookie(COOKIE).unwrap();
@@ -574,6 +585,7 @@ fn main() {
             ("cookie_fixed_after_workers", cookie_fixed_after_workers),
             ("kill_worker_fails_pending", kill_worker_fails_pending),
             ("rmprocs_semantics", rmprocs_semantics),
+            ("restrict_false_binds_all_interfaces", restrict_false_binds_all_interfaces),
         ],
         Duration::from_secs(60),
     );

@@ -13,7 +13,11 @@ fn example(name: &str) -> std::path::PathBuf {
 
 fn run(name: &str, args: &[&str], limit: Duration) -> String {
     let path = example(name);
-    assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
+    assert!(
+        path.exists(),
+        "{} not built (cargo test builds examples)",
+        path.display()
+    );
     let mut child = Command::new(&path)
         .args(args)
         .env_remove("COHORT_PROCS")
@@ -36,8 +40,18 @@ fn run(name: &str, args: &[&str], limit: Duration) -> String {
     let mut out = String::new();
     let mut err = String::new();
     use std::io::Read;
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(status.success(), "{name} failed: {status}\n{out}\n{err}");
     out
 }
@@ -56,6 +70,8 @@ fn remote_basics() {
     assert!(out.contains("procs() = [1, 2, 3]"), "{out}");
     assert!(out.contains("s = 1 .+ r = ["), "{out}");
     assert!(out.contains("@spawnat :any: r on 2, s on 3"), "{out}");
+    // A worker's output reaches the master's stdout, labelled.
+    assert!(out.contains("From worker 2:\tadding 1 on worker 2"), "{out}");
 }
 
 #[test]
@@ -63,7 +79,10 @@ fn count_heads() {
     let out = run("count_heads", &[], Duration::from_secs(60));
     let heads: u64 = out.split_whitespace().next().unwrap().parse().unwrap();
     assert!(heads.abs_diff(100_000_000) < 70_000, "{out}");
-    assert!(out.contains("in 200000000 flips on workers 2 and 3"), "{out}");
+    assert!(
+        out.contains("in 200000000 flips on workers 2 and 3"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -73,7 +92,11 @@ fn jobs_results() {
     for l in out.lines().filter(|l| l.contains(" finished in ")) {
         let w: Vec<&str> = l.split_whitespace().collect();
         // "J finished in S seconds on worker P"
-        assert_eq!((w[1], w[2], w[4], w[5], w[6]), ("finished", "in", "seconds", "on", "worker"), "{l}");
+        assert_eq!(
+            (w[1], w[2], w[4], w[5], w[6]),
+            ("finished", "in", "seconds", "on", "worker"),
+            "{l}"
+        );
         let s: f64 = w[3].parse().unwrap();
         assert!((0.0..=1.0).contains(&s), "{l}");
         assert!((2..=5).contains(&w[7].parse::<usize>().unwrap()), "{l}");
@@ -100,7 +123,16 @@ fn bench_remotecall_prints_its_line() {
     let out = String::from_utf8(out.stdout).unwrap();
     let last = out.lines().last().unwrap();
     assert!(last.starts_with("remotecall rtt_us="), "{last}");
-    for k in ["rtt_us", "raw_rtt_us", "rtt_ratio", "fetch_gbs", "raw_gbs", "bw_ratio", "addprocs2_ms", "worker_rss_kib"] {
+    for k in [
+        "rtt_us",
+        "raw_rtt_us",
+        "rtt_ratio",
+        "fetch_gbs",
+        "raw_gbs",
+        "bw_ratio",
+        "addprocs2_ms",
+        "worker_rss_kib",
+    ] {
         assert!(field(last, k) > 0.0, "{k} in {last}");
     }
 }

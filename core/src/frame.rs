@@ -539,6 +539,28 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_panic() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..2000 {
+            let len = (round % 97) + 1;
+            let mut data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            if round % 3 == 0 && data.len() >= 4 {
+                // A valid magic and version, so the rest of the header is exercised.
+                data[..4].copy_from_slice(&[0x63, 0x48, PROTOCOL_VERSION, KIND_MESSAGE]);
+            }
+            let mut src = Chunked { data, pos: 0, chunks: vec![1, 2, 3, 5, 8], next: 0, pending: false };
+            let _ = drain(&mut FrameReader::new(1 << 16), &mut src);
+        }
+    }
+
+    #[test]
     fn garbage_and_wrong_version() {
         let mut src = Chunked {
             data: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),

@@ -23,6 +23,10 @@ pub(crate) trait FrameSink {
     fn on_close(&self, link: &Link, why: io::Error);
 }
 
+/// Bytes of frames this process has handed to its links (headers included); see
+/// `pool::bytes_sent`.
+pub(crate) static BYTES_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub(crate) struct Link {
     pub(crate) peer: Pid,
     pub(crate) token: u64,
@@ -87,6 +91,7 @@ impl Link {
             len: total as u64,
         }
         .encode();
+        BYTES_SENT.fetch_add((header.len() + total) as u64, Ordering::Relaxed);
         let mut buf = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if total <= 64 * 1024 {
             buf.clear();
@@ -142,12 +147,11 @@ impl Link {
             match r.poll(&mut FdSource(self.fd.as_fd())) {
                 Ok(Some(f)) => {
                     sink.on_frame(self, f);
-                    if done() {
-                        break;
-                    }
                     last = Instant::now();
                     continue;
                 }
+                // Nothing more buffered or readable: the reader holds no complete frame, so
+                // stopping here loses nothing (frames still buffered would never wake the poller).
                 Ok(None) => {}
                 Err(e) => {
                     drop(r);

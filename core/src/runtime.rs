@@ -70,6 +70,20 @@ impl Slot {
     }
 }
 
+/// A request sent and not answered yet (`Runtime::request_start`).
+pub(crate) struct PendingReq {
+    id: u64,
+    slot: Arc<Slot>,
+    link: Arc<Link>,
+}
+
+impl PendingReq {
+    /// Whether the reply (or the failure) is there.
+    pub(crate) fn is_done(&self) -> bool {
+        self.slot.is_done()
+    }
+}
+
 /// A running request: caller, request id, control, and the Future a `remotecall` fills.
 type Inflight = (Pid, u64, Arc<JobCtl>, Option<Rrid>);
 /// Told the pid of each worker that is gone.
@@ -508,6 +522,13 @@ impl Runtime {
 
     /// Sends a request and waits for its reply; returns the reply's body as a frame.
     pub(crate) fn request(&self, pid: Pid, msg: &Msg, body: &Body<'_>) -> Result<Frame> {
+        let p = self.request_start(pid, msg, body)?;
+        self.request_finish(p)
+    }
+
+    /// Sends a request without waiting for its reply (pipelined callers such as `pmap` keep
+    /// several in flight); [`Runtime::request_finish`] waits for it.
+    pub(crate) fn request_start(&self, pid: Pid, msg: &Msg, body: &Body<'_>) -> Result<PendingReq> {
         let link = self.link_to(pid)?;
         let id = self.next_req.fetch_add(1, Ordering::Relaxed);
         let slot = Slot::new();
@@ -522,6 +543,12 @@ impl Runtime {
                 .remove(&id);
             return Err(Error::ProcessExited(pid));
         }
+        Ok(PendingReq { id, slot, link })
+    }
+
+    /// Waits for the reply of a request sent with [`Runtime::request_start`].
+    pub(crate) fn request_finish(&self, p: PendingReq) -> Result<Frame> {
+        let PendingReq { id, slot, link } = p;
         if !slot.is_done() {
             link.spin(&self.ep, self, self.spin, &|| slot.is_done());
         }
