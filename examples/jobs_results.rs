@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 /// Takes jobs until the jobs channel is closed, posting a result for each.
 #[cohort::remote]
-fn do_work(jobs: RemoteChannel<u32>, results: RemoteChannel<(u32, f64, usize)>) -> cohort::Result<()> {
+fn do_work(
+    jobs: RemoteChannel<u32>,
+    results: RemoteChannel<(u32, f64, usize)>,
+) -> cohort::Result<()> {
     while let Ok(job_id) = jobs.take() {
         let exec_time: f64 = rand::thread_rng().gen();
         std::thread::sleep(Duration::from_secs_f64(exec_time));

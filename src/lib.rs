@@ -84,6 +84,12 @@ pub mod core {
     pub use cohort_core::{env, error, exec, frame, registry, store, wire};
 }
 
+/// Shared-memory arrays (Julia's `SharedArrays`): [`SharedArray`](shm::SharedArray),
+/// `localindices`, `indexpids`, `myrange`; see the `cohort-shm` crate docs.
+pub mod shm {
+    pub use cohort_shm::*;
+}
+
 /// The names most programs use.
 pub mod prelude {
     pub use crate::{
@@ -91,6 +97,7 @@ pub mod prelude {
         remotecall_fetch, remotecall_wait, rmprocs, spawnat, workers, Future, Pid, RemoteChannel,
         Target,
     };
+    pub use crate::shm::{indexpids, localindices, myrange, SharedArray};
 }
 
 #[doc(hidden)]
@@ -107,10 +114,16 @@ use std::sync::Arc;
 /// # Julia
 /// Starting `julia` (with `-p N`).
 pub fn init() -> Result<Cluster> {
-    init_with(
-        Arc::new(cohort_transports::Tcp),
-        Arc::new(cohort_launcher::LocalManager::new()),
-    )
+    let transport: Arc<dyn transports::Transport> = match cohort_core::env::transport().as_str() {
+        "tcp" => Arc::new(cohort_transports::Tcp),
+        "unix" => Arc::new(cohort_transports::Unix),
+        other => {
+            return Err(Error::Invalid(format!(
+                "COHORT_TRANSPORT={other:?} is not a transport this build has (tcp, unix)"
+            )))
+        }
+    };
+    init_with(transport, Arc::new(cohort_launcher::LocalManager::new()))
 }
 
 /// Like [`init`] with another transport and default manager.

@@ -199,8 +199,12 @@ pub fn addprocs(n: usize) -> Result<Vec<Pid>> {
 ///
 /// # Julia
 /// `addprocs(manager::ClusterManager; kwargs...)`.
-pub fn addprocs_with(manager: Arc<dyn ClusterManager>, params: AddProcsParams) -> Result<Vec<Pid>> {
+pub fn addprocs_with(manager: Arc<dyn ClusterManager>, mut params: AddProcsParams) -> Result<Vec<Pid>> {
     let rt = master_only("addprocs")?;
+    // Workers speak the master's transport.
+    if !params.env.iter().any(|(k, _)| k == "COHORT_TRANSPORT") {
+        params.env.push(("COHORT_TRANSPORT".into(), rt.transport.name().into()));
+    }
     let mut configs = Vec::new();
     let launched = manager.launch(&params, &mut |c| configs.push(c));
     let mut pids = Vec::new();

@@ -8,6 +8,7 @@
 //! | `COHORT_BIND` | address a worker binds (`restrict = false` sets `0.0.0.0`) | `127.0.0.1` |
 //! | `COHORT_SPIN_US` | microseconds a thread polls a link before it sleeps | 200 |
 //! | `COHORT_MAX_FRAME` | largest frame payload accepted, in bytes | 4 GiB |
+//! | `COHORT_TRANSPORT` | `tcp` (default), `unix`, or `mpi` (with the `mpi` feature) | `tcp` |
 //! | `COHORT_TOPOLOGY` | `all_to_all` (default) or `master_worker` | `all_to_all` |
 
 use std::time::Duration;
@@ -68,4 +69,9 @@ pub fn max_frame() -> u64 {
 /// `COHORT_TOPOLOGY`.
 pub fn topology() -> String {
     var("COHORT_TOPOLOGY").unwrap_or_else(|| "all_to_all".into())
+}
+
+/// `COHORT_TRANSPORT`.
+pub fn transport() -> String {
+    var("COHORT_TRANSPORT").unwrap_or_else(|| "tcp".into()).trim().to_ascii_lowercase()
 }

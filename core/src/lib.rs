@@ -50,6 +50,11 @@ pub mod __private {
     pub use crate::registry::{AnyBox, AsChannelFn, CallError, EncodeFn, RemoteEntry};
     pub use inventory;
 
+    /// The name of the transport this process runs over.
+    pub fn transport_name() -> Option<&'static str> {
+        Some(crate::runtime::try_rt()?.transport.name())
+    }
+
     /// The listener address this process knows for `pid` (tests, diagnostics).
     pub fn peer_address(pid: crate::Pid) -> Option<String> {
         crate::runtime::try_rt()?
@@ -64,11 +69,7 @@ pub mod __private {
     /// Runs the connecting side of a handshake with `cookie` and protocol `version` against a
     /// listener, as a foreign process would (tests of refusal). Returns the open socket when
     /// the listener accepted.
-    pub fn raw_handshake(
-        addr: &str,
-        cookie: &str,
-        version: u8,
-    ) -> std::io::Result<std::net::TcpStream> {
+    pub fn raw_handshake(addr: &str, cookie: &str, version: u8) -> std::io::Result<std::fs::File> {
         crate::runtime::raw_handshake(addr, cookie, version)
     }
 }

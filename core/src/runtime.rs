@@ -1209,14 +1209,14 @@ pub(crate) fn reply_result(frame: Frame) -> Result<Frame> {
 }
 
 /// A handshake as a foreign process would run it (for tests of refusal).
-pub(crate) fn raw_handshake(
-    addr: &str,
-    cookie: &str,
-    version: u8,
-) -> io::Result<std::net::TcpStream> {
+pub(crate) fn raw_handshake(addr: &str, cookie: &str, version: u8) -> io::Result<std::fs::File> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let transport = rt().map_err(io::Error::other)?.transport.clone();
+    let fd = transport.connect(addr, Duration::from_secs(5))?;
+    // A plain blocking stream, with a bound on how long the refusing side may take.
+    let tv = nix::sys::time::TimeVal::new(5, 0);
+    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv)?;
+    let mut s = std::fs::File::from(fd);
     let mut c = [b' '; COOKIE_LEN];
     let n = cookie.len().min(COOKIE_LEN);
     c[..n].copy_from_slice(&cookie.as_bytes()[..n]);
