@@ -332,6 +332,11 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
         }
     }
 
+    /// This process's mapping (for the cluster layer's release hook).
+    pub(crate) fn mapping(&self) -> &Arc<Mapping> {
+        &self.map
+    }
+
     fn data(&self) -> *mut T {
         self.map.data().cast::<T>()
     }
@@ -676,10 +681,31 @@ impl<T: Pod, D: Dimension> Serialize for SharedArray<T, D> {
 /// Deserializes a [`ShmHandle`] and [`lookup`](SharedArray::lookup)s this process's mapping:
 /// it fails unless this process attached the array before (as Julia's deserialization of a
 /// `SharedArray` on a worker finds the worker's existing mapping).
+///
+/// So an array sent to a process outside its pids fails to arrive, with
+/// [`ShmError::NotInPids`] naming that pid (with [`ShmError::WrongHost`] from another host); in
+/// a remote call, the caller gets that message back as the call's error.
 impl<'de, T: Pod, D: Dimension> Deserialize<'de> for SharedArray<T, D> {
     fn deserialize<De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
         let handle = ShmHandle::deserialize(deserializer)?;
-        SharedArray::lookup(&handle).map_err(serde::de::Error::custom)
+        SharedArray::lookup(&handle)
+            .map_err(|e| match e {
+                // Not mapped here: say why when the reason is that this pid is not a member
+                // (`myid()` is 0 outside a cohort cluster, where no pid is known).
+                ShmError::NotMapped { .. } => {
+                    let me = cohort_core::myid();
+                    if me != 0 && !handle.pids.contains(&me) {
+                        ShmError::NotInPids {
+                            pid: me,
+                            pids: handle.pids.clone(),
+                        }
+                    } else {
+                        e
+                    }
+                }
+                e => e,
+            })
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -694,6 +720,15 @@ pub struct PendingArray<T: Pod, D: Dimension> {
 }
 
 impl<T: Pod, D: Dimension> PendingArray<T, D> {
+    /// A pending array over an existing mapping (file-backed: finish and drop unlink nothing).
+    pub(crate) fn from_array(array: SharedArray<T, D>) -> Self {
+        let handle = array.handle();
+        PendingArray {
+            array: Some(array),
+            handle,
+        }
+    }
+
     /// The handle to send to every pid.
     pub fn handle(&self) -> &ShmHandle {
         &self.handle

@@ -94,6 +94,7 @@
 #![deny(missing_docs)]
 
 mod array;
+mod cluster;
 mod error;
 mod file;
 mod handle;
@@ -104,6 +105,7 @@ mod registry;
 mod segment;
 
 pub use array::{PendingArray, SharedArray};
+pub use cluster::{indexpids, localindices, myrange, FileMode};
 pub use error::{Access, ShmError};
 pub use handle::{Backing, ElemInfo, HostId, SegmentId, ShmHandle};
 pub use header::MAX_DIMS;
@@ -114,7 +116,5 @@ pub use segment::{sweep_orphans, NAME_PREFIX};
 /// Re-export of the `ndarray` version this crate's views come from.
 pub use ndarray;
 
-/// A process id, as in Julia: the master is 1, workers 2, 3, ...
-///
-/// A local alias for now; it will become cohort-core's pid type.
-pub type Pid = usize;
+/// A process id, as in Julia: the master is 1, workers 2, 3, ... (cohort-core's pid type).
+pub use cohort_core::Pid;

@@ -17,7 +17,7 @@ use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use memmap2::{Advice, MmapOptions, MmapRaw};
 use nix::errno::Errno;
@@ -51,7 +51,13 @@ pub(crate) struct Mapping {
     pub(crate) writable: bool,
     pub(crate) leases: Arc<LeaseTable>,
     unlinked: AtomicBool,
+    /// Runs once when this process's mapping goes away (its last `SharedArray` dropped), or
+    /// earlier if taken by `finalize`. The creator's mapping holds "release every other pid".
+    on_drop: Mutex<Option<DropHook>>,
 }
+
+/// What a mapping runs when it goes away (see [`Mapping::set_on_drop`]).
+pub(crate) type DropHook = Box<dyn FnOnce() + Send>;
 
 pub(crate) struct MappingParts {
     pub(crate) raw: MmapRaw,
@@ -83,7 +89,21 @@ impl Mapping {
             writable: p.writable,
             leases,
             unlinked: AtomicBool::new(false),
+            on_drop: Mutex::new(None),
         })
+    }
+
+    /// Install the hook run when this mapping goes away (replacing any earlier one).
+    pub(crate) fn set_on_drop(&self, hook: DropHook) {
+        *self.on_drop.lock().unwrap_or_else(PoisonError::into_inner) = Some(hook);
+    }
+
+    /// Take the hook out, to run it now (`finalize`); it then does not run at drop.
+    pub(crate) fn take_on_drop(&self) -> Option<DropHook> {
+        self.on_drop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Address of element 0: page-aligned, followed by `len * elem.size` mapped bytes.
@@ -194,6 +214,15 @@ impl Mapping {
 impl Drop for Mapping {
     fn drop(&mut self) {
         registry::forget(&self.key, self);
+        // Outside the registry lock (forget released it): the hook may send messages.
+        let hook = self
+            .on_drop
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(hook) = hook {
+            hook();
+        }
         // `raw` is unmapped when the fields drop.
     }
 }

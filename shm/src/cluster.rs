@@ -1,0 +1,367 @@
+//! Shared arrays in a cohort cluster: construction on every pid (attach, prefault, unlink),
+//! `init` functions run on every pid, and release of every pid's mapping when the creator lets
+//! the array go. See the [crate docs](crate) for the model.
+
+use std::ops::Range;
+use std::path::Path;
+
+use bytemuck::Pod;
+use cohort_core::{Error, Future, Pid, RemoteFn};
+use ndarray::{Axis, Dimension, IntoDimension};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::array::{PendingArray, SharedArray};
+use crate::error::ShmError;
+use crate::handle::{SegmentId, ShmHandle};
+
+/// `ShmError` as a cohort error: a failed system call stays an [`Error::Io`] (its OS error
+/// kept as the source), everything else becomes [`Error::Invalid`] with the same message.
+impl From<ShmError> for Error {
+    fn from(e: ShmError) -> Error {
+        match e {
+            ShmError::Io { op, target, source } => Error::Io {
+                context: format!("{op} failed for {target}"),
+                source,
+            },
+            other => Error::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// Run on every pid of a new array but its creator: map it and fault in this pid's share.
+#[cohort_macros::remote(crate = cohort_core)]
+fn shm_attach(handle: ShmHandle) -> cohort_core::Result<()> {
+    let me = cohort_core::myid();
+    handle.attach(me)?;
+    handle.prefault_local(me)?;
+    Ok(())
+}
+
+/// Run on every pid of an array but its creator when the creator lets it go.
+#[cohort_macros::remote(crate = cohort_core)]
+fn shm_release(id: SegmentId) {
+    crate::registry::release(id);
+}
+
+/// This process's pid, or a clear error before `cohort::init()`.
+fn me() -> cohort_core::Result<Pid> {
+    match cohort_core::myid() {
+        0 => Err(Error::Invalid(
+            "a cluster SharedArray needs cohort::init() first (or use SharedArray::create for \
+             a single process)"
+                .into(),
+        )),
+        p => Ok(p),
+    }
+}
+
+/// The pids of a new array: Julia's default (the processes on this host but the master, or
+/// the master alone), or the given ones after checking that each exists and is on this host.
+fn resolve_pids(pids: Option<&[Pid]>) -> cohort_core::Result<Vec<Pid>> {
+    let me = me()?;
+    let local = cohort_core::procs_on(me)?;
+    let Some(pids) = pids else {
+        return Ok(if local.len() > 1 {
+            local.into_iter().filter(|&p| p != 1).collect()
+        } else {
+            local
+        });
+    };
+    let all = cohort_core::procs();
+    for &p in pids {
+        if !all.contains(&p) {
+            return Err(Error::NoSuchProcess(p));
+        }
+        if !local.contains(&p) {
+            return Err(Error::Invalid(format!(
+                "pid {p} is on another host than pid {me}: a SharedArray is shared only by \
+                 processes of one host (here: {local:?})"
+            )));
+        }
+    }
+    Ok(pids.to_vec())
+}
+
+/// One error for the failures of several pids.
+fn combine(mut errors: Vec<(Pid, Error)>) -> Error {
+    if errors.len() == 1 {
+        errors.pop().expect("one error").1
+    } else {
+        Error::Composite(errors)
+    }
+}
+
+/// Start `f(args(p))` on each of `pids` at once, then wait for all; results in `pids` order,
+/// or every pid's error.
+fn call_each<F, A>(
+    pids: &[Pid],
+    f: F,
+    mut args: impl FnMut(Pid) -> A,
+) -> cohort_core::Result<Vec<F::Output>>
+where
+    F: RemoteFn<A>,
+    A: Serialize + Send + 'static,
+    F::Output: Serialize + DeserializeOwned + Clone,
+{
+    let started: Vec<(Pid, cohort_core::Result<Future<F::Output>>)> = pids
+        .iter()
+        .map(|&p| (p, cohort_core::remotecall(f, p, args(p))))
+        .collect();
+    let mut out = Vec::with_capacity(pids.len());
+    let mut errors = Vec::new();
+    for (p, fut) in started {
+        match fut.and_then(|fut| fut.fetch()) {
+            Ok(v) => out.push(v),
+            Err(e) => errors.push((p, e)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(combine(errors))
+    }
+}
+
+/// Make the array known on every pid of `pending`: attach and prefault on the others (in
+/// parallel), prefault here if this pid is one of them, then unlink the name.
+///
+/// The creator's mapping gets the hook that releases every other pid's mapping when it goes
+/// away; it is installed first, so a failed attach releases the pids that did attach.
+fn distribute<T: Pod, D: Dimension>(
+    pending: PendingArray<T, D>,
+    me: Pid,
+) -> cohort_core::Result<SharedArray<T, D>> {
+    let handle = pending.handle().clone();
+    let others: Vec<Pid> = handle.pids().iter().copied().filter(|&p| p != me).collect();
+    if !others.is_empty() {
+        let (id, to) = (handle.id(), others.clone());
+        pending.array().mapping().set_on_drop(Box::new(move || {
+            for p in to {
+                // A pid that is gone has nothing left to release.
+                let _ = cohort_core::remote_do(shm_release, p, (id,));
+            }
+        }));
+    }
+    let started: Vec<(Pid, cohort_core::Result<Future<cohort_core::Result<()>>>)> = others
+        .iter()
+        .map(|&p| (p, cohort_core::remotecall(shm_attach, p, (handle.clone(),))))
+        .collect();
+    let mut errors = Vec::new();
+    if handle.pids().contains(&me) {
+        if let Err(e) = pending.array().prefault_local(me) {
+            errors.push((me, e.into()));
+        }
+    }
+    for (p, fut) in started {
+        if let Err(e) = fut.and_then(|f| f.fetch()).and_then(|r| r) {
+            errors.push((p, e));
+        }
+    }
+    if !errors.is_empty() {
+        // Dropping `pending` unlinks the name and (last reference) releases the attached pids.
+        drop(pending);
+        return Err(combine(errors));
+    }
+    Ok(pending.finish()?)
+}
+
+/// How [`SharedArray::new_file`] opens its file (Julia's `mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileMode {
+    /// Create the file, or truncate an existing one, zero-filled (Julia's `"w+"`).
+    Create,
+    /// Open an existing array file for reading and writing (Julia's `"r+"`).
+    ReadWrite,
+    /// Open an existing array file read-only (Julia's `"r"`): mutable access is refused.
+    ReadOnly,
+}
+
+impl<T: Pod + Send + Sync, D: Dimension + 'static> SharedArray<T, D> {
+    /// A zero-filled shared array of `dims` mapped by `pids` (default: every process of this
+    /// host but the master, or the master alone when it has no workers): Julia's
+    /// `SharedArray{T,N}(dims; pids)`.
+    ///
+    /// This process (the creator) makes the segment and maps it whether or not it is among the
+    /// pids; every other pid maps it through a remote call, all at once, and faults in its own
+    /// [`localindices`](SharedArray::localindices) share (the creator too if it is a pid); then
+    /// the creator removes the name from `/dev/shm`. From then on the memory belongs to the
+    /// processes that map it: killing any of them leaks nothing. Dropping the creator's last
+    /// handle (or [`finalize`](SharedArray::finalize)) releases every pid's mapping.
+    ///
+    /// # Collective
+    /// Runs a call on every pid; call it on one process (usually the master).
+    ///
+    /// # Errors
+    /// [`Error::NoSuchProcess`] for an unknown pid; [`Error::Invalid`] for a pid on another
+    /// host, an empty or repeated pid list, zero-sized or overflowing dims, or before
+    /// `cohort::init()`; [`Error::Io`] when the segment cannot be made (a full `/dev/shm` says
+    /// so); a pid's failure to attach as its `RemoteException` (several as `Composite`).
+    ///
+    /// # Julia
+    /// `SharedArray{T,N}(dims; pids=Int[])`.
+    pub fn new<Sh>(dims: Sh, pids: Option<&[Pid]>) -> cohort_core::Result<Self>
+    where
+        Sh: IntoDimension<Dim = D>,
+    {
+        let pids = resolve_pids(pids)?;
+        let me = me()?;
+        let pending = SharedArray::create(dims, &pids, me)?;
+        distribute(pending, me)
+    }
+
+    /// [`new`](Self::new), then `init(S)` on every pid of the array at once, waiting for all:
+    /// Julia's `init` keyword. `init` is a `#[cohort::remote]` function taking the array;
+    /// typically each pid fills its own share:
+    ///
+    /// ```no_run
+    /// use cohort::prelude::*;
+    /// use cohort::shm::{ndarray::Ix2, SharedArray};
+    ///
+    /// #[cohort::remote]
+    /// fn fill_mine(s: SharedArray<i64, Ix2>) -> cohort::Result<()> {
+    ///     s.local_chunk_mut(myid())?.fill(myid() as i64);
+    ///     Ok(())
+    /// }
+    ///
+    /// let _c = cohort::init()?;
+    /// addprocs(3)?;
+    /// let s = SharedArray::<i64, Ix2>::with_init((3, 4), None, fill_mine)?;
+    /// assert_eq!(s.view()[[2, 3]], 4);
+    /// # Ok::<(), cohort::Error>(())
+    /// ```
+    ///
+    /// An `init` that fails on some pid fails the construction (the array is released).
+    ///
+    /// # Julia
+    /// `SharedArray{T,N}(dims; init = S -> ..., pids)`.
+    pub fn with_init<Sh, F>(dims: Sh, pids: Option<&[Pid]>, init: F) -> cohort_core::Result<Self>
+    where
+        Sh: IntoDimension<Dim = D>,
+        F: RemoteFn<(SharedArray<T, D>,)>,
+        F::Output: Serialize + DeserializeOwned + Clone,
+    {
+        let s = Self::new(dims, pids)?;
+        s.on_pids(init)?;
+        Ok(s)
+    }
+
+    /// [`with_init`](Self::with_init) with an `init` that takes one more argument, `extra`
+    /// (a tuple for several), sent to every pid.
+    pub fn with_init_args<Sh, F, X>(
+        dims: Sh,
+        pids: Option<&[Pid]>,
+        init: F,
+        extra: X,
+    ) -> cohort_core::Result<Self>
+    where
+        Sh: IntoDimension<Dim = D>,
+        F: RemoteFn<(SharedArray<T, D>, X)>,
+        F::Output: Serialize + DeserializeOwned + Clone,
+        X: Serialize + Clone + Send + 'static,
+    {
+        let s = Self::new(dims, pids)?;
+        s.on_pids_with(init, extra)?;
+        Ok(s)
+    }
+
+    /// A file-backed array mapped by `pids` (default as in [`new`](Self::new)): Julia's
+    /// `SharedArray{T,N}(filename, dims; mode, pids)`.
+    ///
+    /// The creator creates or opens the file (made absolute, so that every pid opens the same
+    /// one), checking on open that its size, header, element type and dims are those asked for;
+    /// every other pid maps it through a remote call. The file persists after the array is
+    /// released. `ReadOnly` arrays refuse mutable access on every pid.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new); a file of the wrong size, or of another element type or dims, is
+    /// [`Error::Invalid`] naming the file; a missing file is [`Error::Io`].
+    ///
+    /// # Julia
+    /// `SharedArray{T,N}(filename, dims; mode="w+" | "r+" | "r", pids)`.
+    pub fn new_file<P, Sh>(
+        path: P,
+        dims: Sh,
+        mode: FileMode,
+        pids: Option<&[Pid]>,
+    ) -> cohort_core::Result<Self>
+    where
+        P: AsRef<Path>,
+        Sh: IntoDimension<Dim = D>,
+    {
+        let pids = resolve_pids(pids)?;
+        let me = me()?;
+        let path = std::path::absolute(path.as_ref()).map_err(|e| Error::Io {
+            context: format!("making {} absolute", path.as_ref().display()),
+            source: e,
+        })?;
+        let array = match mode {
+            FileMode::Create => SharedArray::create_file(&path, dims, &pids)?,
+            FileMode::ReadWrite => SharedArray::open_file(&path, dims, false, &pids)?,
+            FileMode::ReadOnly => SharedArray::open_file(&path, dims, true, &pids)?,
+        };
+        distribute(PendingArray::from_array(array), me)
+    }
+
+    /// Run `f(S)` on every pid of the array at once and wait for all; the results in
+    /// [`pids`](SharedArray::pids) order.
+    ///
+    /// # Errors
+    /// Each failing pid's error (several as [`Error::Composite`]).
+    ///
+    /// # Julia
+    /// `@sync for p in procs(S); @async remotecall_wait(f, p, S); end`.
+    pub fn on_pids<F>(&self, f: F) -> cohort_core::Result<Vec<F::Output>>
+    where
+        F: RemoteFn<(SharedArray<T, D>,)>,
+        F::Output: Serialize + DeserializeOwned + Clone,
+    {
+        call_each(self.pids(), f, |_| (self.clone(),))
+    }
+
+    /// [`on_pids`](Self::on_pids) for an `f(S, extra)`.
+    pub fn on_pids_with<F, X>(&self, f: F, extra: X) -> cohort_core::Result<Vec<F::Output>>
+    where
+        F: RemoteFn<(SharedArray<T, D>, X)>,
+        F::Output: Serialize + DeserializeOwned + Clone,
+        X: Serialize + Clone + Send + 'static,
+    {
+        call_each(self.pids(), f, |_| (self.clone(), extra.clone()))
+    }
+}
+
+impl<T: Pod, D: Dimension> SharedArray<T, D> {
+    /// Release the array on every other pid now instead of when the creator's last handle
+    /// drops (Julia's `finalize(S)`), and drop this handle.
+    ///
+    /// Other pids drop their mapping as soon as none of their own handles uses it; this
+    /// process keeps its mapping while other clones of this handle live here (unmapping memory
+    /// that a live view points into would be unsound). Called on a process other than the
+    /// creator, it only drops the handle.
+    ///
+    /// # Julia
+    /// `finalize(S)`.
+    pub fn finalize(self) {
+        if let Some(hook) = self.mapping().take_on_drop() {
+            hook();
+        }
+    }
+}
+
+/// This process's [`localindices`](SharedArray::localindices) of `s`: Julia's
+/// `localindices(S)` (0-based; empty when this process is not one of its pids).
+pub fn localindices<T: Pod, D: Dimension>(s: &SharedArray<T, D>) -> Range<usize> {
+    s.localindices(cohort_core::myid())
+}
+
+/// This process's 0-based position in `s`'s pids: Julia's `indexpids(S)` minus one (`None`
+/// where Julia returns 0).
+pub fn indexpids<T: Pod, D: Dimension>(s: &SharedArray<T, D>) -> Option<usize> {
+    s.indexpids(cohort_core::myid())
+}
+
+/// This process's range of indices along `axis` of `s` (the manual's `myrange(q)` is
+/// `myrange(&q, Axis(1))`).
+pub fn myrange<T: Pod, D: Dimension>(s: &SharedArray<T, D>, axis: Axis) -> Range<usize> {
+    s.myrange(axis, cohort_core::myid())
+}
