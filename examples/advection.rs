@@ -124,6 +124,12 @@ fn main() -> cohort::Result<()> {
         tw.best_gbs
     );
 
+    if std::env::var("ADVECTION_PIN").is_ok() {
+        for (k, &p) in workers().iter().enumerate() {
+            let n = remotecall_fetch(pin_to_core, p, (k % 2,))?;
+            println!("pinned {n} threads of {p} to core {}", k % 2);
+        }
+    }
     let t0 = Instant::now();
     let (q, u) = make_arrays(n)?;
     println!(

@@ -66,7 +66,20 @@ pub use cohort_core::{
     ClusterManager, Count, Error, Future, ManageOp, Pid, RemoteChannel, RemoteException, RemoteFn,
     Result, RmProcs, Target, WorkerConfig,
 };
+pub use cohort_core::{
+    bytes_sent, default_worker_pool, distributed_for, distributed_reduce, everywhere,
+    everywhere_on, pmap, pmap_args, pmap_with, pmap_zip, pmap_zip_with, set_default_worker_pool,
+    split_range, sync, BatchSize, Cached, CachingPool, ExponentialBackOff, Part, PmapOptions,
+    Reducer, WorkerPool,
+};
+pub use cohort_core::{local, loops};
 pub use cohort_macros::remote;
+
+/// MPI-style collectives over all processes: `barrier`, `broadcast`, `reduce`, `all_reduce`,
+/// `gather`, `scatter`, with built-in and user operations.
+pub mod collective {
+    pub use cohort_core::collective::*;
+}
 
 /// Transports: TCP (the default) and Unix domain sockets.
 pub mod transports {
@@ -97,6 +110,10 @@ pub mod prelude {
         remotecall_fetch, remotecall_wait, rmprocs, spawnat, workers, Future, Pid, RemoteChannel,
         Target,
     };
+    pub use crate::{
+        default_worker_pool, distributed_for, distributed_reduce, everywhere, pmap, pmap_with,
+        sync, BatchSize, Cached, CachingPool, PmapOptions, Part, Reducer, WorkerPool,
+    };
     pub use crate::shm::{indexpids, localindices, myrange, SharedArray};
 }
 
@@ -114,6 +131,9 @@ use std::sync::Arc;
 /// # Julia
 /// Starting `julia` (with `-p N`).
 pub fn init() -> Result<Cluster> {
+    if let Some(c) = init_mpi()? {
+        return Ok(c);
+    }
     let transport: Arc<dyn transports::Transport> = match cohort_core::env::transport().as_str() {
         "tcp" => Arc::new(cohort_transports::Tcp),
         "unix" => Arc::new(cohort_transports::Unix),
@@ -124,6 +144,46 @@ pub fn init() -> Result<Cluster> {
         }
     };
     init_with(transport, Arc::new(cohort_launcher::LocalManager::new()))
+}
+
+/// Whether `mpirun` (OpenMPI, MPICH/Hydra, or a PMIx launcher) started this process.
+pub fn launched_by_mpirun() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+}
+
+#[cfg(feature = "mpi")]
+fn init_mpi() -> Result<Option<Cluster>> {
+    let t = cohort_core::env::transport();
+    let wanted = std::env::var_os("COHORT_TRANSPORT").is_some();
+    if (wanted && t == "mpi") || (!wanted && launched_by_mpirun()) {
+        let w = cohort_transports::MpiWorld::init().map_err(|e| Error::Io {
+            context: "starting MPI".into(),
+            source: e,
+        })?;
+        return cohort_core::init_world(Arc::new(w)).map(Some);
+    }
+    Ok(None)
+}
+
+#[cfg(not(feature = "mpi"))]
+fn init_mpi() -> Result<Option<Cluster>> {
+    if cohort_core::env::transport() == "mpi" {
+        return Err(Error::Invalid(
+            "COHORT_TRANSPORT=mpi, but this program was built without MPI: rebuild with `--features mpi`".into(),
+        ));
+    }
+    let ranks = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok())
+        .and_then(|s| s.parse::<usize>().ok());
+    if ranks.is_some_and(|n| n > 1) {
+        return Err(Error::Invalid(
+            "this program was started by mpirun but built without MPI: rebuild with `--features mpi` (or run it without mpirun)".into(),
+        ));
+    }
+    Ok(None)
 }
 
 /// Like [`init`] with another transport and default manager.

@@ -201,6 +201,12 @@ pub fn addprocs(n: usize) -> Result<Vec<Pid>> {
 /// `addprocs(manager::ClusterManager; kwargs...)`.
 pub fn addprocs_with(manager: Arc<dyn ClusterManager>, mut params: AddProcsParams) -> Result<Vec<Pid>> {
     let rt = master_only("addprocs")?;
+    if let Some(w) = rt.world.get() {
+        return Err(Error::invalid(format!(
+            "addprocs in MPI mode: the processes are the {} ranks mpirun started",
+            w.size()
+        )));
+    }
     // Workers speak the master's transport.
     if !params.env.iter().any(|(k, _)| k == "COHORT_TRANSPORT") {
         params.env.push(("COHORT_TRANSPORT".into(), rt.transport.name().into()));
@@ -346,6 +352,11 @@ impl RmProcs {
 /// `rmprocs(pids...; waitfor)`.
 pub fn rmprocs(pids: &[Pid], waitfor: Duration) -> Result<RmProcs> {
     let rt = master_only("rmprocs")?;
+    if rt.world.get().is_some() {
+        return Err(Error::invalid(
+            "rmprocs in MPI mode: the ranks mpirun started stay until the program ends",
+        ));
+    }
     let mut todo = Vec::new();
     for &pid in pids {
         if pid == 1 {
@@ -414,7 +425,7 @@ pub fn myid() -> Pid {
 pub fn workers() -> Vec<Pid> {
     let Some(rt) = try_rt() else { return vec![1] };
     let removed = rt.removed.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let v: Vec<Pid> = if rt.is_master {
+    let v: Vec<Pid> = if rt.is_master && rt.world.get().is_none() {
         records()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -431,7 +442,7 @@ pub fn workers() -> Vec<Pid> {
             .copied()
             .filter(|&p| p != 1 && !removed.contains(&p))
             .collect();
-        if !v.contains(&rt.myid()) {
+        if rt.myid() != 1 && !v.contains(&rt.myid()) {
             v.push(rt.myid());
             v.sort_unstable();
         }
@@ -557,6 +568,16 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if let Some(rt) = try_rt() {
+            if let Some(w) = rt.world.get() {
+                if std::thread::panicking() {
+                    // Ranks may be blocked in a collective the master will never join.
+                    w.abort(1);
+                }
+                rt.shutdown_world();
+                return;
+            }
+        }
         let ws = workers();
         if ws != [1] {
             if let Err(e) = rmprocs(&ws, Duration::from_secs(10)) {
@@ -564,6 +585,15 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Starts cohort in a message-passing world (MPI mode): rank 0 becomes the master (pid 1) and
+/// returns the guard; ranks 1.. become workers 2.. and never return. All traffic goes through
+/// the world; no listener is opened.
+pub fn init_world(world: Arc<dyn crate::transport::MessageWorld>) -> Result<Cluster> {
+    let rt = runtime::start_world(world)?;
+    rt.on_exit.lock().unwrap_or_else(|e| e.into_inner()).push(Box::new(on_worker_exit));
+    Ok(Cluster { _p: () })
 }
 
 /// Starts cohort in this process with `transport` and a default manager.

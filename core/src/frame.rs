@@ -139,7 +139,8 @@ fn recycled() -> &'static std::sync::Mutex<Vec<Vec<u64>>> {
     POOL.get_or_init(|| std::sync::Mutex::new(Vec::new()))
 }
 
-fn tail_buffer(bytes: usize) -> Vec<u64> {
+/// A buffer for the tail of a large frame: recycled, or fresh with huge-page advice.
+pub fn tail_buffer(bytes: usize) -> Vec<u64> {
     let words = bytes.div_ceil(8);
     let mut pool = recycled().lock().unwrap_or_else(|e| e.into_inner());
     if let Some(i) = pool.iter().position(|b| b.len() == words) {
@@ -169,6 +170,12 @@ impl Frame {
             head: payload,
             tail: None,
         }
+    }
+    /// A frame of a head (message and the first body bytes) and an 8-byte-aligned tail of
+    /// `header.len - head.len()` bytes, as a message-passing transport receives a large frame.
+    pub fn from_parts(header: Header, head: Vec<u8>, tail: Option<Vec<u64>>) -> Frame {
+        debug_assert!(tail.is_some() || head.len() as u64 == header.len);
+        Frame { header, head, tail }
     }
     fn tail_len(&self) -> usize {
         self.header.len as usize - self.head.len()

@@ -8,13 +8,19 @@
 
 pub mod calls;
 pub mod channel;
+pub mod collective;
 pub mod cluster;
 pub mod env;
 pub mod error;
+pub mod everywhere;
 pub mod exec;
 pub mod frame;
 pub mod future;
 mod link;
+pub mod local;
+pub mod loops;
+pub mod pmap;
+pub mod pool;
 mod proto;
 pub mod refs;
 pub mod registry;
@@ -32,16 +38,25 @@ pub use calls::{
 };
 pub use channel::RemoteChannel;
 pub use cluster::{
-    addprocs, addprocs_with, cluster_cookie, init_with, interrupt, live_refs, live_refs_on, myid,
+    addprocs, addprocs_with, cluster_cookie, init_with, init_world, interrupt, live_refs, live_refs_on, myid,
     nprocs, nworkers, procs, procs_on, rmprocs, set_cluster_cookie, workers, AddProcsParams,
     Cluster, ClusterManager, Count, ManageOp, RmProcs, WorkerConfig,
 };
 pub use error::{Error, RemoteException, Result};
+pub use everywhere::{everywhere, everywhere_on};
 pub use exec::{blocking, check_interrupt, interrupted};
 pub use future::Future;
+pub use loops::{distributed_for, distributed_reduce, split_range, sync, Op, Part, Reducer};
+pub use pmap::{
+    pmap, pmap_args, pmap_with, pmap_zip, pmap_zip_with, BatchSize, ExponentialBackOff,
+    PmapOptions,
+};
+pub use pool::{
+    bytes_sent, default_worker_pool, set_default_worker_pool, Cached, CachingPool, WorkerPool,
+};
 pub use registry::RemoteFn;
 pub use store::AbstractChannel;
-pub use transport::{Listener, Transport};
+pub use transport::{DType, Listener, MessageWorld, NativeCollectives, Transport};
 
 /// Paths used by the code `#[cohort::remote]` generates.
 #[doc(hidden)]

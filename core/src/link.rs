@@ -30,7 +30,10 @@ pub(crate) static BYTES_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::
 pub(crate) struct Link {
     pub(crate) peer: Pid,
     pub(crate) token: u64,
-    fd: OwnedFd,
+    /// A byte stream, or `None` for a message link.
+    fd: Option<OwnedFd>,
+    /// A message link: the world and the peer's rank in it.
+    world: Option<(std::sync::Arc<dyn crate::transport::MessageWorld>, usize)>,
     writer: Mutex<Vec<u8>>,
     reader: Mutex<FrameReader>,
     dead: AtomicBool,
@@ -46,23 +49,46 @@ impl Link {
         Ok(Link {
             peer,
             token,
-            fd,
+            fd: Some(fd),
+            world: None,
             writer: Mutex::new(Vec::with_capacity(16 * 1024)),
             reader: Mutex::new(FrameReader::new(max_frame)),
             dead: AtomicBool::new(false),
         })
     }
 
+    /// A link to `rank` of a message-passing world (no descriptor; the world's progress thread
+    /// delivers its frames).
+    pub(crate) fn new_message(
+        peer: Pid,
+        token: u64,
+        world: std::sync::Arc<dyn crate::transport::MessageWorld>,
+        rank: usize,
+    ) -> Link {
+        Link {
+            peer,
+            token,
+            fd: None,
+            world: Some((world, rank)),
+            writer: Mutex::new(Vec::new()),
+            reader: Mutex::new(FrameReader::new(0)),
+            dead: AtomicBool::new(false),
+        }
+    }
+
     pub(crate) fn register(&self, ep: &Epoll) -> io::Result<()> {
-        ep.add(&self.fd, EpollEvent::new(ARMED, self.token))
-            .map_err(io::Error::from)
+        match &self.fd {
+            Some(fd) => ep.add(fd, EpollEvent::new(ARMED, self.token)).map_err(io::Error::from),
+            None => Ok(()),
+        }
     }
 
     fn arm(&self, ep: &Epoll, on: bool) {
+        let Some(fd) = &self.fd else { return };
         let flags = if on { ARMED } else { EpollFlags::EPOLLONESHOT };
         let mut ev = EpollEvent::new(flags, self.token);
         // A failure means the descriptor is already closed and deregistered: nothing to arm.
-        let _ = ep.modify(&self.fd, &mut ev);
+        let _ = ep.modify(fd, &mut ev);
     }
 
     pub(crate) fn is_dead(&self) -> bool {
@@ -72,9 +98,10 @@ impl Link {
     /// Marks the link dead and shuts the socket so that both directions fail fast.
     pub(crate) fn kill(&self, ep: &Epoll) {
         if !self.dead.swap(true, Ordering::AcqRel) {
-            let _ = ep.delete(&self.fd);
-            let _ =
-                nix::sys::socket::shutdown(self.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+            if let Some(fd) = &self.fd {
+                let _ = ep.delete(fd);
+                let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+            }
         }
     }
 
@@ -93,23 +120,28 @@ impl Link {
         .encode();
         BYTES_SENT.fetch_add((header.len() + total) as u64, Ordering::Relaxed);
         let mut buf = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(fd) = &self.fd else {
+            let (w, rank) = self.world.as_ref().expect("a link has a stream or a world");
+            return w.send(*rank, &[&header, meta, b0, b1]);
+        };
         if total <= 64 * 1024 {
             buf.clear();
             buf.extend_from_slice(&header);
             buf.extend_from_slice(meta);
             buf.extend_from_slice(b0);
             buf.extend_from_slice(b1);
-            write_all(&self.fd, &[&buf])
+            write_all(fd, &[&buf])
         } else {
-            write_all(&self.fd, &[&header, meta, b0, b1])
+            write_all(fd, &[&header, meta, b0, b1])
         }
     }
 
     /// Reads and handles every complete frame now available (the poller's path).
     pub(crate) fn service(&self, ep: &Epoll, sink: &dyn FrameSink) {
+        let Some(fd) = &self.fd else { return };
         let mut r = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            match r.poll(&mut FdSource(self.fd.as_fd())) {
+            match r.poll(&mut FdSource(fd.as_fd())) {
                 Ok(Some(f)) => sink.on_frame(self, f),
                 Ok(None) => {
                     self.arm(ep, true);
@@ -136,6 +168,14 @@ impl Link {
         if window.is_zero() || self.is_dead() {
             return;
         }
+        let Some(fd) = &self.fd else {
+            // A message link's frames come from the world's progress thread: just wait.
+            let start = Instant::now();
+            while !done() && start.elapsed() < window {
+                std::thread::yield_now();
+            }
+            return;
+        };
         let Ok(mut r) = self.reader.try_lock() else {
             return;
         };
@@ -144,7 +184,7 @@ impl Link {
         let mut seen = r.bytes_read();
         let mut n = 0u32;
         loop {
-            match r.poll(&mut FdSource(self.fd.as_fd())) {
+            match r.poll(&mut FdSource(fd.as_fd())) {
                 Ok(Some(f)) => {
                     sink.on_frame(self, f);
                     last = Instant::now();

@@ -33,7 +33,7 @@
 //! Global bindings in `Main` on workers (`@everywhere A = ...`, `remotecall_fetch(() -> sum(A), 2)`)
 //! and `clear!(syms, pids)`.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::Pid;
 use std::any::Any;
 use std::collections::HashMap;
@@ -134,17 +134,13 @@ fn clear_here(names: Vec<String>) -> usize {
 
 /// Removes `names` on every process in `pids` (this one included when listed) and frees
 /// their values there. Returns how many names were set on each pid, in the order of `pids`;
-/// failures on several pids come back as one [`Error::Composite`].
+/// failures come back as one [`Error::Composite`](crate::Error::Composite) naming each pid.
 ///
 /// # Julia
 /// `clear!(syms, pids=workers())`.
 pub fn clear(names: &[&str], pids: &[Pid]) -> Result<Vec<usize>> {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let r = crate::everywhere::everywhere_on(pids, clear_here, (names,));
-    match r {
-        Err(Error::Composite(v)) if v.len() == 1 => Err(v.into_iter().next().expect("one").1),
-        other => other,
-    }
+    crate::everywhere::everywhere_on(pids, clear_here, (names,))
 }
 
 #[cfg(test)]

@@ -77,13 +77,6 @@ pub(crate) struct PendingReq {
     link: Arc<Link>,
 }
 
-impl PendingReq {
-    /// Whether the reply (or the failure) is there.
-    pub(crate) fn is_done(&self) -> bool {
-        self.slot.is_done()
-    }
-}
-
 /// A running request: caller, request id, control, and the Future a `remotecall` fills.
 type Inflight = (Pid, u64, Arc<JobCtl>, Option<Rrid>);
 /// Told the pid of each worker that is gone.
@@ -119,6 +112,13 @@ pub(crate) struct Runtime {
     pub(crate) topology: RwLock<String>,
     /// Called on the master when a worker's link goes (pools and the cluster table listen).
     pub(crate) on_exit: Mutex<Vec<ExitHook>>,
+    /// The message-passing world, in MPI mode.
+    pub(crate) world: OnceLock<Arc<dyn crate::transport::MessageWorld>>,
+    /// Set to stop the world's progress thread before the library shuts down.
+    world_stop: AtomicBool,
+    world_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Pieces of collective operations that arrived before they were asked for.
+    pub(crate) coll: crate::collective::Mailbox,
 }
 
 static RT: OnceLock<Runtime> = OnceLock::new();
@@ -195,11 +195,10 @@ pub(crate) fn run_guarded(
     f: impl FnOnce() -> std::result::Result<registry::AnyBox, CallError>,
 ) -> Result<registry::AnyBox> {
     let me = crate::myid();
-    IN_REMOTE.with(|c| *c.borrow_mut() = Some(String::new()));
+    // Nested calls (a remote function calling one on this process) restore the outer mark.
+    let outer = IN_REMOTE.with(|c| c.replace(Some(String::new())));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    let bt = IN_REMOTE
-        .with(|c| c.borrow_mut().take())
-        .unwrap_or_default();
+    let bt = IN_REMOTE.with(|c| c.replace(outer)).unwrap_or_default();
     match r {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(CallError::Args(reason))) => Err(Error::Codec {
@@ -254,6 +253,10 @@ impl Runtime {
             max_frame: env::max_frame(),
             topology: RwLock::new(env::topology()),
             on_exit: Mutex::new(Vec::new()),
+            coll: crate::collective::Mailbox::default(),
+            world: OnceLock::new(),
+            world_stop: AtomicBool::new(false),
+            world_thread: Mutex::new(None),
         })
     }
 
@@ -639,6 +642,10 @@ impl Runtime {
                 use std::io::Write;
                 let _ = std::io::stdout().flush();
                 let _ = std::io::stderr().flush();
+                // In MPI mode this runs on the progress thread, the only one polling the library.
+                if let Some(w) = self.world.get() {
+                    w.finalize();
+                }
                 std::process::exit(0);
             }
             Msg::Config {
@@ -659,6 +666,7 @@ impl Runtime {
                     .insert(i.pid, i);
             }
             Msg::PeerRemoved(pid) => self.peer_gone(pid),
+            Msg::Coll { seq } => self.coll.deposit(seq, from, frame),
             req => {
                 let id = frame.header.id;
                 let ctl = Arc::new(JobCtl::default());
@@ -1063,6 +1071,7 @@ impl Runtime {
             i.addr.clear();
         }
         self.removed_cv.notify_all();
+        self.coll.wake();
         if self.is_master {
             let rm = meta_of(&Msg::PeerRemoved(pid));
             let links: Vec<_> = self
@@ -1241,6 +1250,107 @@ pub(crate) fn raw_handshake(addr: &str, cookie: &str, version: u8) -> io::Result
             "garbage welcome",
         )),
     }
+}
+
+/// A transport for MPI mode, where every link exists from the start and none is a stream.
+struct NoStreams;
+
+impl Transport for NoStreams {
+    fn name(&self) -> &'static str {
+        "mpi"
+    }
+    fn listen(&self, _: &str) -> io::Result<Box<dyn Listener>> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "MPI mode opens no listener"))
+    }
+    fn connect(&self, addr: &str, _: Duration) -> io::Result<OwnedFd> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("MPI mode has no byte-stream links (asked for {addr})"),
+        ))
+    }
+}
+
+impl Runtime {
+    fn world_loop(&'static self, w: Arc<dyn crate::transport::MessageWorld>) {
+        let mut idle = 0u32;
+        while !self.world_stop.load(Ordering::Acquire) {
+            match w.poll() {
+                Ok(Some((rank, frame))) => {
+                    idle = 0;
+                    self.dispatch(rank + 1, frame);
+                }
+                Ok(None) => {
+                    // MPI has nothing to block on: poll hot after traffic, then back off.
+                    idle = idle.saturating_add(1);
+                    if idle < 20_000 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                }
+                Err(e) => {
+                    eprintln!("cohort[pid {}]: {} failed: {e}", self.myid(), w.name());
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    /// MPI mode, on the master: every worker exits, then the library shuts down.
+    pub(crate) fn shutdown_world(&self) {
+        let Some(w) = self.world.get() else { return };
+        let exit = meta_of(&Msg::Exit);
+        let links: Vec<_> = self.links.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for l in links {
+            let _ = l.send(0, &exit, &Body::Owned(Vec::new()));
+        }
+        self.world_stop.store(true, Ordering::Release);
+        if let Some(t) = self.world_thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+        w.finalize();
+    }
+}
+
+/// Starts this process in a message-passing world (MPI mode): rank 0 is the master and
+/// returns; every other rank serves and never returns.
+pub(crate) fn start_world(world: Arc<dyn crate::transport::MessageWorld>) -> Result<&'static Runtime> {
+    let me = world.rank();
+    let rt = Runtime::new(me == 0, Arc::new(NoStreams)).map_err(|e| Error::io("creating the runtime", e))?;
+    rt.myid.store(me + 1, Ordering::Release);
+    if RT.set(rt).is_err() {
+        return Err(Error::invalid("cohort::init was already called"));
+    }
+    let rt = RT.get().expect("just set");
+    let _ = rt.world.set(Arc::clone(&world));
+    let hosts = world.hosts();
+    {
+        let mut peers = rt.peers.write().unwrap_or_else(|e| e.into_inner());
+        for r in 0..world.size() {
+            let host = hosts.get(r).cloned().unwrap_or_default();
+            peers.insert(r + 1, PeerInfo { pid: r + 1, addr: String::new(), host });
+        }
+    }
+    {
+        let mut links = rt.links.write().unwrap_or_else(|e| e.into_inner());
+        for r in (0..world.size()).filter(|&r| r != me) {
+            let token = rt.next_token.fetch_add(1, Ordering::Relaxed);
+            links.insert(r + 1, Arc::new(Link::new_message(r + 1, token, Arc::clone(&world), r)));
+        }
+    }
+    install_panic_hook();
+    let w = Arc::clone(&world);
+    let t = std::thread::Builder::new()
+        .name("cohort-mpi".into())
+        .spawn(move || rt.world_loop(w))
+        .map_err(|e| Error::io("starting the progress thread", e))?;
+    *rt.world_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+    if me != 0 {
+        loop {
+            std::thread::park();
+        }
+    }
+    Ok(rt)
 }
 
 /// Starts the runtime of the master (pid 1).

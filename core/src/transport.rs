@@ -27,3 +27,68 @@ pub trait Transport: Send + Sync + 'static {
     /// Connects to a peer's listener address within `timeout`.
     fn connect(&self, addr: &str, timeout: Duration) -> io::Result<OwnedFd>;
 }
+
+/// A fixed world of processes joined by a message-passing library (MPI): rank `r` is pid
+/// `r + 1`, rank 0 the master. The core sends one frame per message (a large frame as two
+/// messages, its head and its tail, to the same rank in order) and polls for arriving frames.
+pub trait MessageWorld: Send + Sync + 'static {
+    /// Short name (`mpi`).
+    fn name(&self) -> &'static str;
+    /// This process's rank.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn size(&self) -> usize;
+    /// Each rank's host name, by rank.
+    fn hosts(&self) -> Vec<String>;
+    /// Sends one frame (the concatenation of `parts`: header, message, body) to `rank`. Called
+    /// with the link's writer lock held, so frames to one rank never interleave.
+    fn send(&self, rank: usize, parts: &[&[u8]]) -> io::Result<()>;
+    /// The next whole frame from any rank, if one has arrived (never blocks for long).
+    fn poll(&self) -> io::Result<Option<(usize, crate::frame::Frame)>>;
+    /// The library's own collectives, when it has them.
+    fn native(&self) -> Option<&dyn NativeCollectives> {
+        None
+    }
+    /// Shuts the library down; the last call into it.
+    fn finalize(&self);
+    /// Ends every rank at once (`MPI_Abort`), for a master that cannot finish.
+    fn abort(&self, code: i32);
+}
+
+/// Element types a message-passing library reduces natively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    /// `f64`.
+    F64,
+    /// `f32`.
+    F32,
+    /// `i64`.
+    I64,
+    /// `i32`.
+    I32,
+    /// `u64`.
+    U64,
+    /// `u32`.
+    U32,
+    /// `u8`.
+    U8,
+}
+
+/// Collectives a message-passing library runs itself, on raw bytes of `DType` elements.
+pub trait NativeCollectives: Send + Sync {
+    /// `MPI_Barrier`.
+    fn barrier(&self) -> io::Result<()>;
+    /// `MPI_Bcast` of a byte buffer whose length only the root knows; returns it everywhere.
+    fn broadcast(&self, root: usize, data: &[u8]) -> io::Result<Vec<u8>>;
+    /// `MPI_Reduce`: `out` is `Some` on the root.
+    fn reduce(
+        &self,
+        root: usize,
+        dtype: DType,
+        op: crate::collective::OpKind,
+        data: &[u8],
+        out: Option<&mut [u8]>,
+    ) -> io::Result<()>;
+    /// `MPI_Allreduce`.
+    fn all_reduce(&self, dtype: DType, op: crate::collective::OpKind, data: &[u8], out: &mut [u8]) -> io::Result<()>;
+}

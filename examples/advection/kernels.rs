@@ -296,3 +296,19 @@ pub(crate) fn advection_parallel_dbg(q: &Arr, u: &Arr) -> cohort::Result<()> {
     println!("per step: total {:.1} us, setup {:.1} us, compute {:?}", tot / nt, setup / nt / ws.len() as f64, comp.iter().map(|c| c / nt).collect::<Vec<_>>());
     Ok(())
 }
+
+/// EXPERIMENT: pin every thread of this process to `core`.
+#[cohort::remote]
+pub(crate) fn pin_to_core(core: usize) -> usize {
+    let mut n = 0;
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let tid: i32 = t.file_name().to_str().unwrap().parse().unwrap();
+        // SAFETY: experiment.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(core, &mut set);
+            if libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 { n += 1; }
+        }
+    }
+    n
+}

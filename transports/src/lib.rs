@@ -2,11 +2,16 @@
 //!
 //! - [`Tcp`] — the default: TCP with `TCP_NODELAY`, workers bind loopback unless told otherwise.
 //! - [`Unix`] — Unix domain sockets, for processes on one host.
+//! - `MpiWorld` (cargo feature `mpi`) — MPI through rsmpi, for programs started by `mpirun`.
 //!
 //! Each hands the core connected sockets; the core frames and authenticates them.
 
+#[cfg(feature = "mpi")]
+mod mpi;
 mod tcp;
 mod unix;
 
+#[cfg(feature = "mpi")]
+pub use crate::mpi::MpiWorld;
 pub use tcp::Tcp;
 pub use unix::Unix;

@@ -1,0 +1,106 @@
+//! Throughput of the parallel patterns on 2 workers, measured in one run:
+//!
+//! - `pmap` of a trivial function over 100,000 items with `batch_size = 1` (one remote call per
+//!   item; the calls are pipelined) and with automatic batches;
+//! - the same map with rayon in this process, for scale;
+//! - a distributed sum over 200,000,000 items (`@distributed (+) for i = 1:200000000
+//!   Int(rand(Bool)) end`, with a per-index hash for the coin) against the same loop run
+//!   serially here.
+//!
+//! `cargo run --release --example bench_pmap` prints a table, then the line
+//! `pmap items=100000 workers=2 batch1_per_s=X auto_per_s=Y rayon_per_s=Z dsum_speedup=W`.
+use cohort::loops::{mix, Op};
+use cohort::prelude::*;
+use rayon::prelude::*;
+use std::hint::black_box;
+use std::time::Instant;
+
+/// The trivial item function.
+#[cohort::remote]
+fn inc(x: u64) -> u64 {
+    x + 1
+}
+
+/// One part of the coin-flip sum: the per-index body inlined in the worker's loop.
+#[cohort::remote]
+fn coin_flips(part: Part, seed: u64) -> u64 {
+    part.reduce(|i| mix(seed ^ i as u64) & 1)
+}
+
+const ITEMS: u64 = 100_000;
+const LOOP: i64 = 200_000_000;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    v[v.len() / 2]
+}
+
+/// Median wall time of `runs` runs of `f` (after one warm-up run).
+fn time(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn main() -> cohort::Result<()> {
+    let _cluster = cohort::init()?;
+    let have = workers().into_iter().filter(|&p| p != 1).count();
+    if have < 2 {
+        addprocs(2 - have)?;
+    }
+    let nw = nworkers();
+    let expect: Vec<u64> = (1..=ITEMS).collect();
+
+    let batch1 = time(3, || {
+        let v = pmap(inc, 0..ITEMS).expect("pmap");
+        assert_eq!(v, expect);
+    });
+    let auto = PmapOptions::new().batch_size(BatchSize::Auto);
+    let batched = time(5, || {
+        let v = pmap_with(inc, 0..ITEMS, &auto).expect("pmap");
+        assert_eq!(v, expect);
+    });
+    let items: Vec<u64> = (0..ITEMS).collect();
+    let rayon = time(5, || {
+        let v: Vec<u64> = items.par_iter().map(|&x| inc(x)).collect();
+        assert_eq!(v, expect);
+    });
+
+    let mut heads = 0;
+    let dist = time(3, || {
+        heads = distributed_reduce(1..=LOOP, coin_flips, 42, Reducer::sum()).expect("loop");
+    });
+    let mut serial_heads = 0;
+    let serial = time(3, || {
+        serial_heads = coin_flips(Part::whole(1..=LOOP, Op::Sum), black_box(42));
+    });
+    assert_eq!(heads, serial_heads, "the split does not change the sum");
+    assert!(heads.abs_diff(LOOP as u64 / 2) < 100_000, "{heads}");
+
+    let n = ITEMS as f64;
+    let row = |what: &str, secs: f64, per_s: f64| {
+        println!("{what:<44} {:>10.2} ms {per_s:>14.0} /s", secs * 1e3);
+    };
+    println!("{:<44} {:>13} {:>16}", "what (median)", "time", "rate");
+    row("pmap, batch_size=1 (pipelined calls)", batch1, n / batch1);
+    row("pmap, batch_size=auto", batched, n / batched);
+    row("rayon par_iter in-process", rayon, n / rayon);
+    row("distributed_reduce (+), 2e8 coin flips", dist, LOOP as f64 / dist);
+    row("serial loop, 2e8 coin flips", serial, LOOP as f64 / serial);
+    println!("heads: {heads} of {LOOP}");
+    println!(
+        "pmap items={ITEMS} workers={nw} batch1_per_s={:.0} auto_per_s={:.0} rayon_per_s={:.0} dsum_speedup={:.2}",
+        n / batch1,
+        n / batched,
+        n / rayon,
+        serial / dist
+    );
+    Ok(())
+}

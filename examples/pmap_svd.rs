@@ -1,0 +1,60 @@
+//! The seeds' parallel map: the singular values of 10 random matrices, on the workers.
+//!
+//! ```text
+//! M = Matrix{Float64}[rand(1000,1000) for i = 1:10];
+//! pmap(svdvals, M);
+//! ```
+//!
+//! Here 300×300 matrices (nalgebra's SVD), each sent as its column-major elements; each call is
+//! a lot of work, which is what `pmap` with one item per call is for. Prints the largest
+//! singular value of each matrix and the time against a serial map.
+//!
+//! `cargo run --release --example pmap_svd`
+use cohort::prelude::*;
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+
+const N: usize = 300;
+
+/// The singular values of an n×n matrix given by its column-major elements, largest first.
+#[cohort::remote]
+fn svdvals(m: Vec<f64>) -> Vec<f64> {
+    let n = (m.len() as f64).sqrt() as usize;
+    assert_eq!(n * n, m.len(), "a square matrix");
+    let mut s: Vec<f64> = nalgebra::DMatrix::from_vec(n, n, m)
+        .singular_values()
+        .iter()
+        .copied()
+        .collect();
+    s.sort_by(|a, b| b.total_cmp(a));
+    s
+}
+
+fn main() -> cohort::Result<()> {
+    let _cluster = cohort::init()?;
+    if workers() == [1] {
+        addprocs(2)?;
+    }
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+    let m: Vec<Vec<f64>> = (0..10)
+        .map(|_| (0..N * N).map(|_| rng.gen::<f64>()).collect())
+        .collect();
+
+    let t = Instant::now();
+    let par = pmap(svdvals, m.clone())?;
+    let tp = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let ser: Vec<Vec<f64>> = m.into_iter().map(svdvals).collect();
+    let ts = t.elapsed().as_secs_f64();
+
+    for (i, s) in par.iter().enumerate() {
+        println!("matrix {i}: largest singular value {:.6}", s[0]);
+    }
+    assert_eq!(par, ser, "the same values as the serial map");
+    println!(
+        "pmap on {} workers: {tp:.3} s; serial map: {ts:.3} s; speed-up {:.2}",
+        nworkers(),
+        ts / tp
+    );
+    Ok(())
+}

@@ -1,0 +1,548 @@
+//! SharedArray in a real cluster: the master and workers 2, 3, 4 (separate processes) map the
+//! same memory.
+//!
+//! The seeds' 3×4 `init` examples, visibility of writes across processes, partitions of
+//! awkward sizes, errors, cleanup (1,000 create/drop cycles; `kill -9` of the master and of a
+//! worker leave `/dev/shm` as it was), file-backed arrays across processes, and the advection
+//! versions agreeing bit for bit.
+//!
+//! Some tests re-execute this binary as a separate master (`COHORT_SHM_TEST_ROLE` set): one
+//! that is killed with `kill -9` while its workers map an array, one that reads a file-backed
+//! array written by an earlier process.
+
+mod common;
+
+#[path = "../examples/advection/kernels.rs"]
+mod kernels;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cohort::prelude::*;
+use cohort::shm::ndarray::{arr2, Array3, Axis, Ix1, Ix2};
+use cohort::shm::{index, FileMode, SegmentId, SharedArray, NAME_PREFIX};
+use common::eventually;
+
+const ROLE: &str = "COHORT_SHM_TEST_ROLE";
+
+// ---------- remote functions ----------
+
+/// The seeds' `S -> S[localindices(S)] = repeat([myid()], length(localindices(S)))`.
+#[cohort::remote]
+fn fill_localindices(s: SharedArray<i64, Ix2>) -> cohort::Result<()> {
+    s.local_chunk_mut(myid())?.fill(myid() as i64);
+    Ok(())
+}
+
+/// The seeds' `S -> S[indexpids(S):length(procs(S)):length(S)] = myid()`.
+///
+/// With as many pids as rows, the linear indices `idx, idx + np, ...` of a column-major array
+/// are exactly row `idx`, so the write goes through a lease on that row.
+#[cohort::remote]
+fn fill_strided(s: SharedArray<i64, Ix2>) -> cohort::Result<()> {
+    let idx = indexpids(&s).ok_or_else(|| cohort::Error::Invalid("not a pid of S".into()))?;
+    let (np, rows) = (s.pids().len(), s.shape()[0]);
+    let strided: Vec<usize> = (idx..s.len()).step_by(np).collect();
+    let row: Vec<usize> = (0..s.shape()[1]).map(|j| idx + rows * j).collect();
+    assert_eq!(strided, row, "the strided split is a row split here");
+    // SAFETY: each pid leases a different row, and nobody reads S until every init returned.
+    let mut mine = unsafe { s.axis_chunk_mut(Axis(0), idx..idx + 1) }?;
+    mine.view_mut().fill(myid() as i64);
+    Ok(())
+}
+
+/// Writes `v` at linear index `k`.
+#[cohort::remote]
+fn set_elem(s: SharedArray<i64, Ix1>, k: usize, v: i64) -> cohort::Result<()> {
+    // SAFETY: the test has no other process touch element k during this call.
+    let mut e = unsafe { s.chunk_mut(k..k + 1) }?;
+    e[0] = v;
+    Ok(())
+}
+
+/// Reads linear index `k`.
+#[cohort::remote]
+fn get_elem(s: SharedArray<i64, Ix1>, k: usize) -> cohort::Result<i64> {
+    Ok(s.try_as_slice()?[k])
+}
+
+/// This pid's `localindices` of a 1-D array.
+#[cohort::remote]
+fn my_localindices(s: SharedArray<u8, Ix1>) -> Range<usize> {
+    localindices(&s)
+}
+
+/// This pid's `myrange` along axis 1 of a 2-D array.
+#[cohort::remote]
+fn my_axis1_range(s: SharedArray<u8, Ix2>) -> Range<usize> {
+    myrange(&s, Axis(1))
+}
+
+/// The segments this process maps.
+#[cohort::remote]
+fn mapped() -> Vec<SegmentId> {
+    cohort::shm::mapped_segments()
+}
+
+/// This process's OS pid.
+#[cohort::remote]
+fn ospid() -> u32 {
+    std::process::id()
+}
+
+/// An `init` that fails on pid 3.
+#[cohort::remote]
+fn init_fails_on_3(s: SharedArray<i64, Ix1>) -> cohort::Result<()> {
+    if myid() == 3 {
+        return Err(cohort::Error::Invalid("init refused on pid 3".into()));
+    }
+    s.local_chunk_mut(myid())?.fill(1);
+    Ok(())
+}
+
+/// `init` with an extra argument: fills this pid's share with `base + myid()`.
+#[cohort::remote]
+fn fill_plus(s: SharedArray<f64, Ix2>, base: f64) -> cohort::Result<()> {
+    s.local_chunk_mut(myid())?.fill(base + myid() as f64);
+    Ok(())
+}
+
+// ---------- helpers ----------
+
+/// `/dev/shm` names made by the OS process `pid` (`cohort-<pid>-...`).
+fn shm_names_of(pid: u32) -> BTreeSet<String> {
+    let prefix = format!("{NAME_PREFIX}{pid}-");
+    std::fs::read_dir("/dev/shm")
+        .expect("/dev/shm")
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+/// Names made by this process.
+fn own_names() -> BTreeSet<String> {
+    shm_names_of(std::process::id())
+}
+
+/// Whether an OS process is alive (a zombie counts as dead).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+fn kill9(pid: u32) {
+    use nix::sys::signal::{kill, Signal};
+    let _ = kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+/// The segments mapped on each of `pids`.
+fn mapped_on(pids: &[Pid]) -> Vec<Vec<SegmentId>> {
+    pids.iter()
+        .map(|&p| remotecall_fetch(mapped, p, ()).expect("mapped"))
+        .collect()
+}
+
+/// A temporary file path, removed on drop.
+struct TempPath(PathBuf);
+
+impl TempPath {
+    fn new(tag: &str) -> TempPath {
+        TempPath(std::env::temp_dir().join(format!(
+            "cohort-shm-test-{}-{tag}.bin",
+            std::process::id()
+        )))
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs this binary again as a separate master in `role`.
+fn child(role: &str, arg: &str) -> Command {
+    let mut c = Command::new(std::env::current_exe().expect("current_exe"));
+    c.env(ROLE, role)
+        .env("COHORT_SHM_TEST_ARG", arg)
+        .env_remove("COHORT_PROCS")
+        .stdin(Stdio::null());
+    c
+}
+
+fn matrix(s: &SharedArray<i64, Ix2>) -> cohort::shm::ndarray::Array2<i64> {
+    s.view().view().to_owned()
+}
+
+// ---------- tests ----------
+
+fn seeds_localindices_init() {
+    let s = SharedArray::<i64, Ix2>::with_init((3, 4), None, fill_localindices).unwrap();
+    assert_eq!(s.pids(), [2, 3, 4]);
+    assert_eq!(
+        matrix(&s),
+        arr2(&[[2, 2, 3, 4], [2, 3, 3, 4], [2, 3, 4, 4]])
+    );
+    // S[3,2] = 7 (Julia's 1-based indices).
+    {
+        // SAFETY: the workers are idle; only the master touches S now.
+        let mut v = unsafe { s.view_mut() }.unwrap();
+        v[[2, 1]] = 7;
+    }
+    assert_eq!(
+        matrix(&s),
+        arr2(&[[2, 2, 3, 4], [2, 3, 3, 4], [2, 7, 4, 4]])
+    );
+    // Each worker sees the master's write too.
+    assert_eq!(
+        remotecall_fetch(get_sum_2d, 3, (s.clone(),)).unwrap(),
+        matrix(&s).sum()
+    );
+}
+
+/// Sum of a 2-D array, read where it runs.
+#[cohort::remote]
+fn get_sum_2d(s: SharedArray<i64, Ix2>) -> i64 {
+    s.view().view().iter().sum()
+}
+
+fn seeds_strided_init() {
+    let s = SharedArray::<i64, Ix2>::with_init((3, 4), None, fill_strided).unwrap();
+    assert_eq!(
+        matrix(&s),
+        arr2(&[[2, 2, 2, 2], [3, 3, 3, 3], [4, 4, 4, 4]])
+    );
+}
+
+fn init_with_extra_argument() {
+    let s = SharedArray::<f64, Ix2>::with_init_args((5, 2), None, fill_plus, 0.5).unwrap();
+    let want: Vec<f64> = [2.5, 2.5, 2.5, 2.5, 3.5, 3.5, 3.5, 4.5, 4.5, 4.5].to_vec();
+    assert_eq!(s.as_slice().to_vec(), want);
+}
+
+fn write_on_worker_visible_on_master_and_other_worker() {
+    let s = SharedArray::<i64, Ix1>::new(10, None).unwrap();
+    assert_eq!(s.as_slice().iter().sum::<i64>(), 0, "zero-filled");
+    remotecall_fetch(set_elem, 2, (s.clone(), 7, 42)).unwrap().unwrap();
+    // The value was not sent anywhere: the master and worker 4 read the shared memory.
+    assert_eq!(s.as_slice()[7], 42);
+    assert_eq!(remotecall_fetch(get_elem, 4, (s.clone(), 7)).unwrap().unwrap(), 42);
+    // And the other way: the master writes, a worker reads.
+    {
+        // SAFETY: no worker runs anything on S meanwhile.
+        let mut e = unsafe { s.chunk_mut(3..4) }.unwrap();
+        e[0] = -5;
+    }
+    assert_eq!(remotecall_fetch(get_elem, 3, (s.clone(), 3)).unwrap().unwrap(), -5);
+}
+
+fn pid_outside_pids_is_an_error() {
+    let s = SharedArray::<i64, Ix1>::new(6, Some(&[2, 3])).unwrap();
+    let e = remotecall_fetch(get_elem, 4, (s.clone(), 0)).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("pid 4 is not among the pids [2, 3]"),
+        "unclear error: {msg}"
+    );
+    assert!(matches!(e, cohort::Error::Codec { pid: 4, .. }), "{e:?}");
+    // Nothing is broken: the members still work, worker 4 too.
+    assert_eq!(remotecall_fetch(get_elem, 3, (s.clone(), 0)).unwrap().unwrap(), 0);
+    assert_eq!(remotecall_fetch(ospid, 4, ()).unwrap(), remotecall_fetch(ospid, 4, ()).unwrap());
+    // Pids that do not exist.
+    let e = SharedArray::<i64, Ix1>::new(6, Some(&[2, 99])).unwrap_err();
+    assert!(matches!(e, cohort::Error::NoSuchProcess(99)), "{e:?}");
+}
+
+fn partitions_of_awkward_sizes() {
+    let pids = [2, 3, 4];
+    for len in [1usize, 2, 3, 5, 13, 97, 1009] {
+        let s = SharedArray::<u8, Ix1>::new(len, Some(&pids)).unwrap();
+        let got = s.on_pids(my_localindices).unwrap();
+        assert_eq!(got, index::split(len, 3), "len {len}");
+        // Contiguous, in pid order, covering 0..len, sizes within one.
+        assert_eq!(got[0].start, 0);
+        assert_eq!(got[2].end, len);
+        assert!(got.windows(2).all(|w| w[0].end == w[1].start));
+        let sizes: Vec<usize> = got.iter().map(|r| r.len()).collect();
+        assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
+        // The master is not a pid: nothing is its own.
+        assert_eq!(localindices(&s), 0..0);
+    }
+    for cols in [1usize, 2, 7, 11] {
+        let s = SharedArray::<u8, Ix2>::new((3, cols), Some(&pids)).unwrap();
+        let got = s.on_pids(my_axis1_range).unwrap();
+        assert_eq!(got, index::split(cols, 3), "cols {cols}");
+        assert_eq!(got.iter().map(|r| r.len()).sum::<usize>(), cols);
+    }
+}
+
+fn thousand_create_drop_cycles_leave_nothing() {
+    let ws = workers();
+    let before = own_names();
+    let mapped_before = mapped_on(&ws);
+    let mapped_here = cohort::shm::mapped_segments();
+    for i in 0..1000usize {
+        match i % 3 {
+            0 => drop(SharedArray::<f64, Ix2>::new((16, 16), None).unwrap()),
+            1 => drop(SharedArray::<i64, Ix1>::with_init(40, None, fill_localindices_1d).unwrap()),
+            _ => SharedArray::<u8, Ix1>::new(4096 * 3, Some(&[3])).unwrap().finalize(),
+        }
+    }
+    assert_eq!(own_names(), before, "/dev/shm changed");
+    assert!(
+        eventually(Duration::from_secs(10), || mapped_on(&ws) == mapped_before),
+        "workers still map {:?} (before: {mapped_before:?})",
+        mapped_on(&ws)
+    );
+    assert_eq!(cohort::shm::mapped_segments(), mapped_here);
+}
+
+#[cohort::remote]
+fn fill_localindices_1d(s: SharedArray<i64, Ix1>) -> cohort::Result<()> {
+    s.local_chunk_mut(myid())?.fill(myid() as i64);
+    Ok(())
+}
+
+fn drop_and_finalize_release_every_pid() {
+    let ws = workers();
+    let s = SharedArray::<f64, Ix1>::new(1000, None).unwrap();
+    let id = s.id();
+    assert!(mapped_on(&ws).iter().all(|m| m.contains(&id)));
+    let keep = s.clone();
+    drop(s);
+    // A clone on the creator keeps it alive everywhere.
+    assert!(mapped_on(&ws).iter().all(|m| m.contains(&id)));
+    keep.finalize();
+    assert!(eventually(Duration::from_secs(5), || mapped_on(&ws)
+        .iter()
+        .all(|m| !m.contains(&id))));
+    assert!(!cohort::shm::mapped_segments().contains(&id));
+}
+
+fn errors_are_clear() {
+    let before = own_names();
+    let msg = |e: cohort::Error| e.to_string();
+    // Dims whose product overflows.
+    let e = msg(SharedArray::<f64, Ix2>::new((usize::MAX / 2, 3), None).unwrap_err());
+    assert!(e.contains("too large"), "{e}");
+    let e = msg(SharedArray::<u8, Ix2>::new((1 << 62, 1 << 3), None).unwrap_err());
+    assert!(e.contains("too large"), "{e}");
+    // Zero-sized dims.
+    let e = msg(SharedArray::<f64, Ix2>::new((0, 3), None).unwrap_err());
+    assert!(e.contains("holds no bytes"), "{e}");
+    // Bad pid lists.
+    let e = msg(SharedArray::<f64, Ix1>::new(3, Some(&[2, 2])).unwrap_err());
+    assert!(e.contains("must be non-empty and distinct"), "{e}");
+    let e = msg(SharedArray::<f64, Ix1>::new(3, Some(&[])).unwrap_err());
+    assert!(e.contains("must be non-empty and distinct"), "{e}");
+    // An init that fails on one pid fails the construction, and leaves nothing mapped.
+    let ws = workers();
+    let mapped_before = mapped_on(&ws);
+    let e = SharedArray::<i64, Ix1>::with_init(9, None, init_fails_on_3).unwrap_err();
+    assert!(e.to_string().contains("init refused on pid 3"), "{e}");
+    assert!(matches!(&e, cohort::Error::Remote(r) if r.pid == 3), "{e:?}");
+    assert!(eventually(Duration::from_secs(5), || mapped_on(&ws) == mapped_before));
+    // A file of the wrong size.
+    let f = TempPath::new("wrong-size");
+    drop(SharedArray::<f64, Ix2>::new_file(&f.0, (4, 4), FileMode::Create, None).unwrap());
+    let e = msg(
+        SharedArray::<f64, Ix2>::new_file(&f.0, (4, 5), FileMode::ReadOnly, None).unwrap_err(),
+    );
+    assert!(e.contains("bytes, expected") && e.contains(&f.0.display().to_string()), "{e}");
+    let len = std::fs::metadata(&f.0).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f.0)
+        .unwrap()
+        .set_len(len - 8)
+        .unwrap();
+    let e = msg(
+        SharedArray::<f64, Ix2>::new_file(&f.0, (4, 4), FileMode::ReadWrite, None).unwrap_err(),
+    );
+    assert!(e.contains("bytes, expected"), "{e}");
+    // A file that does not exist.
+    let missing = TempPath::new("missing");
+    let e = SharedArray::<f64, Ix1>::new_file(&missing.0, 4, FileMode::ReadOnly, None).unwrap_err();
+    assert!(matches!(e, cohort::Error::Io { .. }), "{e:?}");
+    assert_eq!(own_names(), before);
+}
+
+fn file_backed_array_persists_across_processes() {
+    let f = TempPath::new("persist");
+    {
+        let s = SharedArray::<f64, Ix2>::new_file(&f.0, (5, 2), FileMode::Create, None).unwrap();
+        s.on_pids_with(fill_plus, 0.25).unwrap();
+        s.flush().unwrap();
+    }
+    // Reopened here, by path, with its pids reading it.
+    let s = SharedArray::<f64, Ix2>::new_file(&f.0, (5, 2), FileMode::ReadOnly, None).unwrap();
+    assert!(s.is_read_only());
+    let want = [2.25, 2.25, 2.25, 2.25, 3.25, 3.25, 3.25, 4.25, 4.25, 4.25];
+    assert_eq!(s.as_slice().to_vec(), want);
+    assert!(s.on_pids_with(fill_plus, 1.0).is_err(), "read-only on every pid");
+    drop(s);
+    // And read by another program run.
+    let out = child("read_file", f.0.to_str().unwrap())
+        .output()
+        .expect("run the reader");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "reader failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("VALUES {want:?}")), "{stdout}");
+}
+
+/// The child that reads the file written by the test above.
+fn role_read_file(path: &Path) {
+    let s = SharedArray::<f64, Ix2>::new_file(path, (5, 2), FileMode::ReadOnly, None).unwrap();
+    assert_eq!(s.pids(), [1]);
+    println!("VALUES {:?}", s.as_slice().to_vec());
+}
+
+fn kill_master_leaves_nothing() {
+    // The child master's workers become our children when it dies, so we can reap them.
+    nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+    let mut c = child("doomed_master", "")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the child master");
+    let child_pid = c.id();
+    let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
+    let ready = loop {
+        let line = lines
+            .next()
+            .expect("child master exited early")
+            .expect("read");
+        if let Some(rest) = line.strip_prefix("READY ") {
+            break rest.to_owned();
+        }
+    };
+    let worker_pids: Vec<u32> = ready.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    assert_eq!(worker_pids.len(), 2);
+    assert!(worker_pids.iter().all(|&p| alive(p)));
+    // The array is mapped by three live processes, and already has no name.
+    assert!(shm_names_of(child_pid).is_empty());
+    kill9(child_pid);
+    c.wait().unwrap();
+    drop(lines);
+    assert!(
+        eventually(Duration::from_secs(10), || worker_pids.iter().all(|&p| !alive(p))),
+        "the dead master's workers still run: {worker_pids:?}"
+    );
+    for &p in &worker_pids {
+        // Reap the orphans (ECHILD if init was quicker).
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p as i32), None);
+    }
+    nix::sys::prctl::set_child_subreaper(false).expect("PR_SET_CHILD_SUBREAPER");
+    assert!(shm_names_of(child_pid).is_empty());
+}
+
+/// The child master killed by the test above: two workers map an array it created.
+fn role_doomed_master() {
+    let ws = addprocs(2).unwrap();
+    let s = SharedArray::<i64, Ix2>::with_init((64, 64), None, fill_localindices).unwrap();
+    assert_eq!(s.pids(), ws);
+    let pids: Vec<String> = ws
+        .iter()
+        .map(|&p| remotecall_fetch(ospid, p, ()).unwrap().to_string())
+        .collect();
+    println!("READY {}", pids.join(" "));
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn kill_worker_leaves_nothing() {
+    let before = own_names();
+    let new = addprocs(1).unwrap();
+    let p = new[0];
+    let os = remotecall_fetch(ospid, p, ()).unwrap();
+    let s = SharedArray::<i64, Ix1>::with_init(1000, Some(&[2, p]), fill_localindices_1d).unwrap();
+    assert_eq!(s.as_slice()[999], p as i64);
+    kill9(os);
+    assert!(eventually(Duration::from_secs(5), || !workers().contains(&p)));
+    // The survivors keep the memory; the dead worker's writes are still there.
+    assert_eq!(s.as_slice()[0], 2);
+    assert_eq!(s.as_slice()[999], p as i64);
+    assert_eq!(own_names(), before);
+    drop(s); // releasing on a dead pid is harmless
+    assert_eq!(own_names(), before);
+    // A new array without the dead pid works; with it, it is refused.
+    assert!(SharedArray::<i64, Ix1>::new(10, Some(&[p])).is_err());
+    drop(SharedArray::<i64, Ix1>::new(10, None).unwrap());
+}
+
+fn advection_versions_agree_bit_for_bit() {
+    use kernels::*;
+    let n = 24;
+    let (q, u) = make_arrays(n).unwrap();
+    assert_eq!(q.pids(), workers());
+    // The seeds' loop, indexed, on private copies.
+    let mut qr = Array3::from_shape_vec((n, n, n).f(), q.as_slice().to_vec()).unwrap();
+    let ur = Array3::from_shape_vec((n, n, n).f(), u.as_slice().to_vec()).unwrap();
+    advection_reference(&mut qr, &ur);
+    let want: Vec<u64> = qr.as_slice_memory_order().unwrap().iter().map(|x| x.to_bits()).collect();
+    assert!(want.iter().all(|b| !f64::from_bits(*b).is_nan()));
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    let versions: [(&str, &dyn Fn() -> cohort::Result<()>); 4] = [
+        ("serial", &|| advection_serial(&q, &u)),
+        ("parallel", &|| advection_parallel(&q, &u)),
+        ("shared", &|| advection_shared(&q, &u)),
+        ("threads", &|| advection_threads(&q, &u, &pool)),
+    ];
+    for (name, run) in versions {
+        poison(&q).unwrap();
+        run().unwrap();
+        let got: Vec<u64> = q.as_slice().iter().map(|x| x.to_bits()).collect();
+        assert!(got == want, "{name} differs from the seeds' loop");
+    }
+}
+
+use cohort::shm::ndarray::ShapeBuilder;
+
+fn main() {
+    let cluster = cohort::init().unwrap();
+    if let Ok(role) = std::env::var(ROLE) {
+        let arg = std::env::var("COHORT_SHM_TEST_ARG").unwrap_or_default();
+        match role.as_str() {
+            "read_file" => role_read_file(Path::new(&arg)),
+            "doomed_master" => role_doomed_master(),
+            other => panic!("unknown role {other}"),
+        }
+        drop(cluster);
+        return;
+    }
+    assert_eq!(addprocs(3).unwrap(), [2, 3, 4]);
+    common::run(
+        cluster,
+        &[
+            ("seeds_localindices_init", seeds_localindices_init),
+            ("seeds_strided_init", seeds_strided_init),
+            ("init_with_extra_argument", init_with_extra_argument),
+            (
+                "write_on_worker_visible_on_master_and_other_worker",
+                write_on_worker_visible_on_master_and_other_worker,
+            ),
+            ("pid_outside_pids_is_an_error", pid_outside_pids_is_an_error),
+            ("partitions_of_awkward_sizes", partitions_of_awkward_sizes),
+            ("drop_and_finalize_release_every_pid", drop_and_finalize_release_every_pid),
+            ("thousand_create_drop_cycles_leave_nothing", thousand_create_drop_cycles_leave_nothing),
+            ("errors_are_clear", errors_are_clear),
+            ("file_backed_array_persists_across_processes", file_backed_array_persists_across_processes),
+            ("advection_versions_agree_bit_for_bit", advection_versions_agree_bit_for_bit),
+            ("kill_master_leaves_nothing", kill_master_leaves_nothing),
+            // Last: it removes a worker (by killing it) from this cluster.
+            ("kill_worker_leaves_nothing", kill_worker_leaves_nothing),
+        ],
+        Duration::from_secs(60),
+        None,
+    );
+}
