@@ -266,7 +266,10 @@ fn pmap_on_error() {
     // A value placed inline (Julia: on_error = ex -> 0).
     for b in [1, 3] {
         let opts = PmapOptions::new().batch_size(b).on_error(|_| Ok(0));
-        assert_eq!(pmap_with(fail_even, 1..=4, &opts).unwrap(), vec![1, 0, 3, 0]);
+        assert_eq!(
+            pmap_with(fail_even, 1..=4, &opts).unwrap(),
+            vec![1, 0, 3, 0]
+        );
     }
     // The error inline (Julia: on_error = identity), for a function returning Result.
     let opts = PmapOptions::new().on_error(|e| Ok(Err(e.to_string())));
@@ -278,7 +281,10 @@ fn pmap_on_error() {
     // Re-raising stops the map with that error.
     let opts = PmapOptions::new().on_error(Err);
     let e = pmap_with(fail_even, 1..=4, &opts).unwrap_err();
-    assert!(matches!(&e, Error::Remote(r) if r.error.contains("foo")), "{e}");
+    assert!(
+        matches!(&e, Error::Remote(r) if r.error.contains("foo")),
+        "{e}"
+    );
     // Selective: a value for one kind, re-raise the others.
     let opts = PmapOptions::new().on_error(|e| {
         if e.to_string().contains("foo 2") {
@@ -287,7 +293,10 @@ fn pmap_on_error() {
             Err(e)
         }
     });
-    assert_eq!(pmap_with(fail_even, [1, 2, 3], &opts).unwrap(), vec![1, -2, 3]);
+    assert_eq!(
+        pmap_with(fail_even, [1, 2, 3], &opts).unwrap(),
+        vec![1, -2, 3]
+    );
     assert!(pmap_with(fail_even, [1, 2, 4], &opts).is_err());
 }
 
@@ -382,7 +391,10 @@ fn pmap_not_distributed() {
         (0..100).map(|x| x * x).collect::<Vec<_>>()
     );
     let opts = opts.on_error(|_| Ok(0));
-    assert_eq!(pmap_with(fail_even, 1..=4, &opts).unwrap(), vec![1, 0, 3, 0]);
+    assert_eq!(
+        pmap_with(fail_even, 1..=4, &opts).unwrap(),
+        vec![1, 0, 3, 0]
+    );
     let tag = "local-retry";
     let opts = PmapOptions::new()
         .distributed(false)
@@ -446,7 +458,10 @@ fn pmap_worker_killed() {
     let opts = PmapOptions::new().on_error(|_| Ok(-1));
     let t0 = Instant::now();
     let e = pmap_args(die_once, (0..40).map(|x| (tag.to_string(), x, 13)), &opts).unwrap_err();
-    assert!(matches!(e, Error::ProcessExited(p) if ws.contains(&p)), "{e}");
+    assert!(
+        matches!(e, Error::ProcessExited(p) if ws.contains(&p)),
+        "{e}"
+    );
     assert!(t0.elapsed() < Duration::from_secs(10));
     // Batched, without retries.
     restore_workers();
@@ -581,7 +596,10 @@ fn worker_local_state() {
         remotecall_fetch(bump_local, ws[1], ("calls".to_string(),)).unwrap(),
         1
     );
-    assert_eq!(local::clear(&["A", "nothing-here"], &ws).unwrap(), vec![1, 1]);
+    assert_eq!(
+        local::clear(&["A", "nothing-here"], &ws).unwrap(),
+        vec![1, 1]
+    );
     for &w in &ws {
         assert_eq!(
             remotecall_fetch(sum_of, w, ("A".to_string(),)).unwrap(),
@@ -619,7 +637,10 @@ fn pool_take_put() {
     assert_eq!(pool.len(), 2);
     let r = WorkerPool::new(ws[0]..=ws[1]);
     assert_eq!(r.workers(), ws);
-    assert!(WorkerPool::new([]).take().is_err(), "an empty pool does not wait");
+    assert!(
+        WorkerPool::new([]).take().is_err(),
+        "an empty pool does not wait"
+    );
     // The default pool holds every worker.
     assert_eq!(default_worker_pool().workers(), workers());
 }
@@ -630,7 +651,10 @@ fn pool_calls_when_busy() {
     let f1 = pool.remotecall(sleep_ms, (400,)).unwrap();
     let f2 = pool.remotecall(sleep_ms, (400,)).unwrap();
     assert_ne!(f1.owner(), f2.owner());
-    assert!(!pool.isready(), "remotecall keeps its worker until the call finishes");
+    assert!(
+        !pool.isready(),
+        "remotecall keeps its worker until the call finishes"
+    );
     let t0 = Instant::now();
     let who = pool.remotecall_fetch(whoami_item, (0,)).unwrap();
     let waited = t0.elapsed();
@@ -638,7 +662,9 @@ fn pool_calls_when_busy() {
     assert!(waited >= Duration::from_millis(250), "{waited:?}");
     assert_eq!(f1.fetch().unwrap(), 400);
     assert_eq!(f2.fetch().unwrap(), 400);
-    assert!(common::eventually(Duration::from_secs(2), || pool.idle_count() == 2));
+    assert!(common::eventually(Duration::from_secs(2), || pool
+        .idle_count()
+        == 2));
     let f = pool.remotecall_wait(square, (9,)).unwrap();
     assert_eq!(f.fetch().unwrap(), 81);
     pool.remote_do(sleep_ms, (1,)).unwrap();
@@ -653,11 +679,13 @@ fn caching_pool_ships_once() {
     let ws = two_workers();
     let n = 500_000; // 4 MB
     let mb4 = (n * 8) as u64;
-    let foo = Cached::new(vec![1.0f64; n]);
+    let payload = Cached::new(vec![1.0f64; n]);
     let cp = CachingPool::new(ws.clone());
     let b0 = cohort::bytes_sent();
     for i in 0..10 {
-        let r = cp.remotecall_fetch(cached_sum, (foo.clone(), i)).unwrap();
+        let r = cp
+            .remotecall_fetch(cached_sum, (payload.clone(), i))
+            .unwrap();
         assert_eq!(r, n as f64 + i as f64);
     }
     let cached = cohort::bytes_sent() - b0;
@@ -668,7 +696,7 @@ fn caching_pool_ships_once() {
     // pmap through the caching pool ships nothing more.
     let b1 = cohort::bytes_sent();
     let opts = PmapOptions::new().pool(&cp);
-    let v = pmap_args(cached_sum, (0..20).map(|i| (foo.clone(), i)), &opts).unwrap();
+    let v = pmap_args(cached_sum, (0..20).map(|i| (payload.clone(), i)), &opts).unwrap();
     assert_eq!(v, (0..20).map(|i| n as f64 + i as f64).collect::<Vec<_>>());
     let more = cohort::bytes_sent() - b1;
     let copies2: usize = ws.iter().map(|&w| cp.cached_on(w)).sum();
@@ -678,7 +706,8 @@ fn caching_pool_ships_once() {
     let b2 = cohort::bytes_sent();
     for i in 0..10 {
         assert_eq!(
-            wp.remotecall_fetch(cached_sum, (foo.clone(), i)).unwrap(),
+            wp.remotecall_fetch(cached_sum, (payload.clone(), i))
+                .unwrap(),
             n as f64 + i as f64
         );
     }
@@ -693,11 +722,15 @@ fn caching_pool_ships_once() {
     cp.clear().unwrap();
     assert_eq!(ws.iter().map(|&w| cp.cached_on(w)).sum::<usize>(), 0);
     for &w in &ws {
-        assert_eq!(remotecall_fetch(names_with, w, (prefix.clone(),)).unwrap(), 0);
+        assert_eq!(
+            remotecall_fetch(names_with, w, (prefix.clone(),)).unwrap(),
+            0
+        );
     }
     let b3 = cohort::bytes_sent();
     assert_eq!(
-        cp.remotecall_fetch(cached_sum, (foo.clone(), 1)).unwrap(),
+        cp.remotecall_fetch(cached_sum, (payload.clone(), 1))
+            .unwrap(),
         n as f64 + 1.0
     );
     assert!(cohort::bytes_sent() - b3 >= mb4);
@@ -712,7 +745,7 @@ fn caching_pool_ships_once() {
     }));
     // Without a caching pool, Cached travels in full and nothing is kept.
     assert_eq!(
-        remotecall_fetch(cached_sum, ws[0], (foo.clone(), 2)).unwrap(),
+        remotecall_fetch(cached_sum, ws[0], (payload.clone(), 2)).unwrap(),
         n as f64 + 2.0
     );
     assert_eq!(

@@ -165,6 +165,17 @@ fn records() -> &'static Mutex<BTreeMap<Pid, WorkerRecord>> {
 static NEXT_PID: AtomicUsize = AtomicUsize::new(2);
 static DEFAULT_MANAGER: OnceLock<Arc<dyn ClusterManager>> = OnceLock::new();
 
+/// In MPI mode the processes are the ranks `mpirun` started, from start to end.
+fn fixed_world(what: &str) -> Result<()> {
+    match try_rt().and_then(|r| r.world.get()) {
+        Some(w) => Err(Error::invalid(format!(
+            "{what} in MPI mode: the processes are the {} ranks mpirun started, fixed until the program ends",
+            w.size()
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn master_only(what: &str) -> Result<&'static runtime::Runtime> {
     let rt = rt()?;
     if !rt.is_master {
@@ -184,6 +195,7 @@ fn master_only(what: &str) -> Result<&'static runtime::Runtime> {
 /// # Julia
 /// `addprocs(n)`.
 pub fn addprocs(n: usize) -> Result<Vec<Pid>> {
+    fixed_world("addprocs")?;
     let m = DEFAULT_MANAGER
         .get()
         .cloned()
@@ -200,13 +212,8 @@ pub fn addprocs(n: usize) -> Result<Vec<Pid>> {
 /// # Julia
 /// `addprocs(manager::ClusterManager; kwargs...)`.
 pub fn addprocs_with(manager: Arc<dyn ClusterManager>, mut params: AddProcsParams) -> Result<Vec<Pid>> {
+    fixed_world("addprocs")?;
     let rt = master_only("addprocs")?;
-    if let Some(w) = rt.world.get() {
-        return Err(Error::invalid(format!(
-            "addprocs in MPI mode: the processes are the {} ranks mpirun started",
-            w.size()
-        )));
-    }
     // Workers speak the master's transport.
     if !params.env.iter().any(|(k, _)| k == "COHORT_TRANSPORT") {
         params.env.push(("COHORT_TRANSPORT".into(), rt.transport.name().into()));
@@ -351,12 +358,8 @@ impl RmProcs {
 /// # Julia
 /// `rmprocs(pids...; waitfor)`.
 pub fn rmprocs(pids: &[Pid], waitfor: Duration) -> Result<RmProcs> {
+    fixed_world("rmprocs")?;
     let rt = master_only("rmprocs")?;
-    if rt.world.get().is_some() {
-        return Err(Error::invalid(
-            "rmprocs in MPI mode: the ranks mpirun started stay until the program ends",
-        ));
-    }
     let mut todo = Vec::new();
     for &pid in pids {
         if pid == 1 {

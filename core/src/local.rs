@@ -116,7 +116,11 @@ pub fn names() -> Vec<String> {
 pub(crate) fn remove_prefix(prefix: &str) -> usize {
     let old: Vec<Value> = {
         let mut s = store();
-        let keys: Vec<String> = s.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        let keys: Vec<String> = s
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
         keys.iter().filter_map(|k| s.remove(k)).collect()
     };
     old.len()
@@ -152,10 +156,14 @@ mod tests {
         set("local-test-a", vec![1u8, 2, 3]);
         assert_eq!(*get::<Vec<u8>>("local-test-a").unwrap(), vec![1, 2, 3]);
         assert!(get::<String>("local-test-a").is_none());
-        let n = update("local-test-n", || 0u64, |n| {
-            *n += 5;
-            *n
-        });
+        let n = update(
+            "local-test-n",
+            || 0u64,
+            |n| {
+                *n += 5;
+                *n
+            },
+        );
         assert_eq!(n, 5);
         assert_eq!(update("local-test-n", || 0u64, |n| *n), 5);
         assert!(names().contains(&"local-test-a".to_string()));

@@ -467,6 +467,9 @@ mod tests {
         assert_eq!(p(Op::Product).reduce(|i| i), 120);
         assert_eq!(p(Op::Min).reduce(|i| (i - 3).abs()), 0);
         assert_eq!(p(Op::Max).reduce(|i| i * 2), 10);
-        assert_eq!(p(Op::Custom).fold(|i| i.to_string(), |a, b| a + &b), "12345");
+        assert_eq!(
+            p(Op::Custom).fold(|i| i.to_string(), |a, b| a + &b),
+            "12345"
+        );
     }
 }

@@ -141,7 +141,8 @@ impl Drop for Inner {
             let held = std::mem::take(&mut *c.lock().unwrap_or_else(|e| e.into_inner()));
             for (pid, ids) in held {
                 if !ids.is_empty() {
-                    let _ = crate::calls::remote_do(cache_clear_here, pid, (cache_prefix(self.id),));
+                    let _ =
+                        crate::calls::remote_do(cache_clear_here, pid, (cache_prefix(self.id),));
                 }
             }
         }

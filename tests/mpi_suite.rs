@@ -1,0 +1,171 @@
+//! The core suite in MPI mode: under `mpirun -np 4` (which this test starts itself when built
+//! with `--features mpi`), rank 0 is the master and ranks 1..3 are workers 2..4.
+//!
+//! Without the `mpi` feature it only checks that `mpirun` with a non-MPI build is refused
+//! clearly.
+
+mod common;
+
+#[cfg(feature = "mpi")]
+mod suite {
+    use super::common;
+    use cohort::collective::{self, Op};
+    use cohort::prelude::*;
+    use cohort::Error;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    #[cohort::remote]
+    fn add(a: i64, b: i64) -> i64 {
+        a + b
+    }
+
+    #[cohort::remote]
+    fn whoami() -> (usize, usize) {
+        (myid(), collective::rank().unwrap())
+    }
+
+    #[cohort::remote]
+    fn boom() -> i64 {
+        panic!("mpi boom")
+    }
+
+    static LOG: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+    #[cohort::remote]
+    fn record(i: u64) {
+        LOG.lock().unwrap().push(i);
+    }
+
+    #[cohort::remote]
+    fn take_log() -> Vec<u64> {
+        std::mem::take(&mut *LOG.lock().unwrap())
+    }
+
+    #[cohort::remote]
+    fn call_other(pid: usize) -> cohort::Result<(usize, usize)> {
+        Ok((myid(), remotecall_fetch(whoami, pid, ())?.0))
+    }
+
+    #[cohort::remote]
+    fn big(n: usize) -> Vec<f64> {
+        (0..n).map(|i| i as f64).collect()
+    }
+
+    #[cohort::remote]
+    fn chan_take(c: RemoteChannel<i64>) -> cohort::Result<i64> {
+        c.take()
+    }
+
+    #[cohort::remote]
+    fn allsum(n: usize) -> cohort::Result<Vec<f64>> {
+        let r = collective::rank()? as f64;
+        collective::all_reduce(&vec![r; n], Op::sum())
+    }
+
+    fn world() {
+        assert_eq!(workers(), vec![2, 3, 4]);
+        assert_eq!(procs(), vec![1, 2, 3, 4]);
+        for p in 2..=4 {
+            assert_eq!(remotecall_fetch(whoami, p, ()).unwrap(), (p, p - 1));
+            assert_eq!(remotecall_fetch(add, p, (p as i64, 1)).unwrap(), p as i64 + 1);
+        }
+        assert!(cohort::__private::peer_address(2).is_none(), "MPI mode opens no listener");
+        assert!(matches!(addprocs(1), Err(Error::Invalid(m)) if m.contains("MPI mode")));
+        assert!(matches!(rmprocs(&[2], Duration::from_secs(1)), Err(Error::Invalid(m)) if m.contains("MPI mode")));
+    }
+
+    fn calls_futures_channels() {
+        let f = remotecall(add, 3, (20, 22)).unwrap();
+        assert_eq!(f.fetch().unwrap(), 42);
+        let e = remotecall_fetch(boom, 4, ()).unwrap_err();
+        assert_eq!(e.as_remote().map(|r| (r.pid, r.error.clone())), Some((4, "panic: mpi boom".into())));
+        let v = remotecall_fetch(big, 2, (3 << 20,)).unwrap();
+        assert_eq!((v.len(), v[(3 << 20) - 1]), (3 << 20, ((3 << 20) - 1) as f64));
+        let c: RemoteChannel<i64> = RemoteChannel::new(0, 2).unwrap();
+        let t = remotecall(chan_take, 3, (c.clone(),)).unwrap();
+        c.put(9).unwrap();
+        assert_eq!(t.fetch().unwrap().unwrap(), 9);
+    }
+
+    fn ordering_and_worker_to_worker() {
+        for i in 0..1000 {
+            remote_do(record, 2, (i,)).unwrap();
+        }
+        assert_eq!(remotecall_fetch(take_log, 2, ()).unwrap(), (0..1000).collect::<Vec<u64>>());
+        assert_eq!(remotecall_fetch(call_other, 2, (4,)).unwrap().unwrap(), (2, 4));
+        assert_eq!(remotecall_fetch(call_other, 3, (1,)).unwrap().unwrap(), (3, 1));
+    }
+
+    fn collectives_use_mpi() {
+        for n in [1, 1 << 20] {
+            let fs: Vec<_> = (2..=4).map(|p| remotecall(allsum, p, (n,)).unwrap()).collect();
+            let mine = allsum(n).unwrap();
+            assert_eq!(mine, vec![6.0; n]);
+            for f in fs {
+                assert_eq!(f.fetch().unwrap().unwrap(), vec![6.0; n]);
+            }
+        }
+    }
+
+    pub(super) fn main() {
+        let cluster = cohort::init().unwrap();
+        if cohort::__private::transport_name() != Some("mpi") {
+            // Not under mpirun: run this same binary under it, and report its result.
+            drop(cluster);
+            let st = std::process::Command::new("mpirun")
+                .args(["--oversubscribe", "-np", "4"])
+                .arg(std::env::current_exe().unwrap())
+                .args(std::env::args().skip(1))
+                .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+                .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+                .status();
+            match st {
+                Ok(s) if s.success() => return,
+                Ok(s) => panic!("the MPI suite failed under mpirun: {s}"),
+                Err(e) => panic!("cannot run mpirun (install OpenMPI: openmpi-bin): {e}"),
+            }
+        }
+        common::run(
+            cluster,
+            &[
+                ("world", world),
+                ("calls_futures_channels", calls_futures_channels),
+                ("ordering_and_worker_to_worker", ordering_and_worker_to_worker),
+                ("collectives_use_mpi", collectives_use_mpi),
+            ],
+            Duration::from_secs(60),
+            None,
+        );
+    }
+}
+
+#[cfg(feature = "mpi")]
+fn main() {
+    suite::main();
+}
+
+#[cfg(not(feature = "mpi"))]
+fn main() {
+    // A build without MPI, started as rank 1 of 4 by mpirun, refuses clearly.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("OMPI_COMM_WORLD_SIZE", "4")
+        .env("OMPI_COMM_WORLD_RANK", "1")
+        .env("COHORT_MPI_PROBE", "1")
+        .output()
+        .unwrap();
+    if std::env::var_os("COHORT_MPI_PROBE").is_some() {
+        match cohort::init() {
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(3)
+            }
+            Ok(_) => std::process::exit(0),
+        }
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("built without MPI: rebuild with `--features mpi`"), "{err}");
+    let _ = common::child_pids;
+    println!("test result: ok. (MPI suite needs --features mpi; non-MPI build refuses mpirun clearly)");
+}
