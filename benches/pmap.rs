@@ -2,9 +2,11 @@
 //! 10,000 items one call per item and with automatic batches, the same map with rayon in this
 //! process, and a distributed sum against the serial loop. `cargo bench --bench pmap`;
 //! `examples/bench_pmap.rs` prints the figures in one line.
-use cohort::loops::{mix, Op};
+use cohort::loops::Op;
 use cohort::prelude::*;
 use criterion::{black_box, Criterion, Throughput};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use std::time::Duration;
 
@@ -13,9 +15,11 @@ fn inc(x: u64) -> u64 {
     x + 1
 }
 
+/// One part of the coin-flip sum (`Int(rand(Bool))` with a generator seeded for the part).
 #[cohort::remote]
 fn coin_flips(part: Part, seed: u64) -> u64 {
-    part.reduce(|i| mix(seed ^ i as u64) & 1)
+    let mut rng = SmallRng::seed_from_u64(seed ^ part.start as u64);
+    part.reduce(|_| u64::from(rng.gen::<bool>()))
 }
 
 const ITEMS: u64 = 10_000;

@@ -59,6 +59,7 @@
 //! re-exports them and wires the defaults: TCP and the local manager.
 
 pub use cohort_core::{
+    current_topology, link_count, set_topology, Topology,
     addprocs, addprocs_with, blocking, check_interrupt, cluster_cookie, fetch_any, fetchfrom,
     interrupt, interrupted, live_refs, live_refs_on, myid, next_pid, nprocs, nworkers, procs,
     procs_on, remote_do, remotecall, remotecall_fetch, remotecall_fetch_by_name, remotecall_wait,

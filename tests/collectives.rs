@@ -89,6 +89,6 @@ fn main() {
         cluster,
         &[("one_process", one_process), ("two_three_four_processes", two_three_four_processes), ("errors", errors)],
         Duration::from_secs(60),
-        None,
+        Vec::new(),
     );
 }

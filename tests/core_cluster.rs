@@ -611,6 +611,6 @@ fn main() {
             ("restrict_false_binds_all_interfaces", restrict_false_binds_all_interfaces),
         ],
         Duration::from_secs(60),
-        other,
+        other.into_iter().collect(),
     );
 }

@@ -135,7 +135,7 @@ mod suite {
                 ("collectives_use_mpi", collectives_use_mpi),
             ],
             Duration::from_secs(60),
-            None,
+            Vec::new(),
         );
     }
 }

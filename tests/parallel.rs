@@ -817,6 +817,6 @@ fn main() {
             ("pool_after_worker_dies", pool_after_worker_dies),
         ],
         Duration::from_secs(60),
-        None,
+        Vec::new(),
     );
 }

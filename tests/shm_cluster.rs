@@ -543,6 +543,6 @@ fn main() {
             ("kill_worker_leaves_nothing", kill_worker_leaves_nothing),
         ],
         Duration::from_secs(60),
-        None,
+        Vec::new(),
     );
 }

@@ -236,8 +236,9 @@ pub fn addprocs_with(manager: Arc<dyn ClusterManager>, mut params: AddProcsParam
                 .connect(&addr, params.worker_timeout)
                 .map_err(|e| Error::io(format!("connecting to worker at {addr}"), e)),
         };
+        let allowed = (current_topology() == Topology::Custom).then(|| custom_peers(&config));
         let joined =
-            fd.and_then(|fd| rt.attach_worker(pid, fd, config.address.as_deref().unwrap_or(&addr)));
+            fd.and_then(|fd| rt.attach_worker(pid, fd, config.address.as_deref().unwrap_or(&addr), allowed));
         match joined {
             Ok(host) => {
                 if config.host.is_none() {
@@ -270,6 +271,82 @@ pub fn addprocs_with(manager: Arc<dyn ClusterManager>, mut params: AddProcsParam
         return Err(Error::Composite(errors));
     }
     Ok(pids)
+}
+
+/// How workers connect to each other.
+///
+/// # Julia
+/// `addprocs(...; topology = :all_to_all | :master_worker | :custom)`, `lazy = true | false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// Every process may call every other; worker links open on first use (the default).
+    AllToAll,
+    /// Every process may call every other; each new worker connects to the others at once.
+    AllToAllEager,
+    /// Only the master and each worker are linked; a worker-to-worker call is an error.
+    MasterWorker,
+    /// A worker connects to the workers named by its `WorkerConfig::connect_idents` (and those
+    /// that name it); other worker-to-worker calls are errors.
+    Custom,
+}
+
+impl Topology {
+    fn name(self) -> &'static str {
+        match self {
+            Topology::AllToAll => "all_to_all",
+            Topology::AllToAllEager => "all_to_all_eager",
+            Topology::MasterWorker => "master_worker",
+            Topology::Custom => "custom",
+        }
+    }
+    /// Parses `all_to_all`, `all_to_all_eager`, `master_worker`, `custom`.
+    pub fn parse(s: &str) -> Result<Topology> {
+        Ok(match s {
+            "all_to_all" => Topology::AllToAll,
+            "all_to_all_eager" => Topology::AllToAllEager,
+            "master_worker" => Topology::MasterWorker,
+            "custom" => Topology::Custom,
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown topology {other:?} (all_to_all, all_to_all_eager, master_worker, custom)"
+                )))
+            }
+        })
+    }
+}
+
+/// The cluster's topology (`COHORT_TOPOLOGY` at start, or [`set_topology`]).
+pub fn current_topology() -> Topology {
+    try_rt()
+        .and_then(|r| Topology::parse(&r.topology.read().unwrap_or_else(|e| e.into_inner())).ok())
+        .unwrap_or(Topology::AllToAll)
+}
+
+/// Sets the topology; only on the master and before any worker is added.
+pub fn set_topology(t: Topology) -> Result<()> {
+    let rt = master_only("set_topology")?;
+    if !records().lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+        return Err(Error::invalid("the topology can only be set before workers are added"));
+    }
+    *rt.topology.write().unwrap_or_else(|e| e.into_inner()) = t.name().to_string();
+    Ok(())
+}
+
+/// Custom topology: the pids of the workers `config` names, and of those that name it.
+fn custom_peers(config: &WorkerConfig) -> Vec<Pid> {
+    let recs = records().lock().unwrap_or_else(|e| e.into_inner());
+    recs.iter()
+        .filter(|(_, r)| {
+            r.config.ident.as_ref().is_some_and(|i| config.connect_idents.contains(i))
+                || config.ident.as_ref().is_some_and(|i| r.config.connect_idents.contains(i))
+        })
+        .map(|(p, _)| *p)
+        .collect()
+}
+
+/// The number of open links from this process to others.
+pub fn link_count() -> usize {
+    try_rt().map_or(0, |r| r.link_count())
 }
 
 fn forward_output(pid: Pid, io: Box<dyn Read + Send>) {
@@ -611,6 +688,7 @@ pub fn init_with(
     if crate::env::is_worker() {
         runtime::run_worker(transport);
     }
+    Topology::parse(&crate::env::topology()).map_err(|e| Error::invalid(format!("COHORT_TOPOLOGY: {e}")))?;
     let rt = runtime::start_master(transport)?;
     let _ = DEFAULT_MANAGER.set(default_manager);
     rt.on_exit

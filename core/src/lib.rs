@@ -40,7 +40,7 @@ pub use channel::RemoteChannel;
 pub use cluster::{
     addprocs, addprocs_with, cluster_cookie, init_with, init_world, interrupt, live_refs, live_refs_on, myid,
     nprocs, nworkers, procs, procs_on, rmprocs, set_cluster_cookie, workers, AddProcsParams,
-    Cluster, ClusterManager, Count, ManageOp, RmProcs, WorkerConfig,
+    Cluster, ClusterManager, Count, ManageOp, RmProcs, WorkerConfig, Topology, set_topology, current_topology, link_count,
 };
 pub use error::{Error, RemoteException, Result};
 pub use everywhere::{everywhere, everywhere_on};

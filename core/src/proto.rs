@@ -92,7 +92,11 @@ pub(crate) enum Msg {
         pid: Pid,
         peers: Vec<PeerInfo>,
         topology: String,
+        /// Custom topology: the workers this one may talk to.
+        allowed: Option<Vec<Pid>>,
     },
+    /// Custom topology: these workers may now be talked to.
+    Allow(Vec<Pid>),
     PeerAdded(PeerInfo),
     PeerRemoved(Pid),
     Query(Query),

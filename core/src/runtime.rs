@@ -110,6 +110,8 @@ pub(crate) struct Runtime {
     pub(crate) spin: Duration,
     max_frame: u64,
     pub(crate) topology: RwLock<String>,
+    /// Custom topology, on a worker: the workers it may talk to.
+    allowed: RwLock<Option<HashSet<Pid>>>,
     /// Called on the master when a worker's link goes (pools and the cluster table listen).
     pub(crate) on_exit: Mutex<Vec<ExitHook>>,
     /// The message-passing world, in MPI mode.
@@ -252,6 +254,7 @@ impl Runtime {
             spin: env::spin(),
             max_frame: env::max_frame(),
             topology: RwLock::new(env::topology()),
+            allowed: RwLock::new(None),
             on_exit: Mutex::new(Vec::new()),
             coll: crate::collective::Mailbox::default(),
             world: OnceLock::new(),
@@ -348,6 +351,20 @@ impl Runtime {
                 "worker {} cannot call worker {pid}: the cluster topology is master_worker, which only links the master with each worker",
                 self.myid()
             )));
+        }
+        if topo == "custom" && self.myid() != 1 && pid != 1 {
+            let ok = self
+                .allowed
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|a| a.contains(&pid));
+            if !ok {
+                return Err(Error::invalid(format!(
+                    "worker {} cannot call worker {pid}: the custom cluster topology does not connect them (see WorkerConfig::connect_idents)",
+                    self.myid()
+                )));
+            }
         }
         let _g = self.connect_lock.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(l) = self.link_of(pid) {
@@ -472,7 +489,13 @@ impl Runtime {
     }
 
     /// Connects to a freshly launched worker, gives it `pid`, and tells it the cluster.
-    pub(crate) fn attach_worker(&self, pid: Pid, fd: OwnedFd, addr: &str) -> Result<String> {
+    pub(crate) fn attach_worker(
+        &self,
+        pid: Pid,
+        fd: OwnedFd,
+        addr: &str,
+        allowed: Option<Vec<Pid>>,
+    ) -> Result<String> {
         let (_, host) = self.handshake_out(&fd, pid, pid)?;
         let link = self
             .add_link(pid, fd)
@@ -498,6 +521,7 @@ impl Runtime {
             pid,
             peers: others.clone(),
             topology,
+            allowed: allowed.clone(),
         };
         link.send(0, &meta_of(&cfg), &Body::Owned(Vec::new()))
             .map_err(|_| Error::ProcessExited(pid))?;
@@ -506,9 +530,13 @@ impl Runtime {
             .unwrap_or_else(|e| e.into_inner())
             .insert(pid, info.clone());
         let added = meta_of(&Msg::PeerAdded(info));
+        let allow = meta_of(&Msg::Allow(vec![pid]));
         for p in others.iter().filter(|p| p.pid != 1) {
             if let Some(l) = self.link_of(p.pid) {
                 let _ = l.send(0, &added, &Body::Owned(Vec::new()));
+                if allowed.as_ref().is_some_and(|a| a.contains(&p.pid)) {
+                    let _ = l.send(0, &allow, &Body::Owned(Vec::new()));
+                }
             }
         }
         Ok(host)
@@ -648,16 +676,37 @@ impl Runtime {
                 }
                 std::process::exit(0);
             }
-            Msg::Config {
-                pid: _,
-                peers,
-                topology,
-            } => {
+            Msg::Config { pid: _, peers, topology, allowed } => {
                 let mut p = self.peers.write().unwrap_or_else(|e| e.into_inner());
+                let existing: Vec<Pid> = peers.iter().map(|i| i.pid).filter(|&q| q != 1).collect();
                 for i in peers {
                     p.insert(i.pid, i);
                 }
+                drop(p);
+                let eager = match topology.as_str() {
+                    "all_to_all_eager" => existing,
+                    "custom" => allowed.clone().unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                *self.allowed.write().unwrap_or_else(|e| e.into_inner()) = allowed.map(|a| a.into_iter().collect());
                 *self.topology.write().unwrap_or_else(|e| e.into_inner()) = topology;
+                // Eager topologies: the newcomer connects to the workers it will talk to.
+                if !eager.is_empty() {
+                    exec::spawn(Box::new(move || {
+                        for q in eager {
+                            if let Err(e) = self.link_to(q) {
+                                eprintln!("cohort[pid {}]: cannot connect to worker {q}: {e}", self.myid());
+                            }
+                        }
+                    }));
+                }
+            }
+            Msg::Allow(pids) => {
+                self.allowed
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert_with(HashSet::new)
+                    .extend(pids);
             }
             Msg::PeerAdded(i) => {
                 self.peers
@@ -1149,6 +1198,11 @@ impl Runtime {
             .map_err(io::Error::from)?;
         *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(l);
         Ok(())
+    }
+
+    /// The number of live links to other processes (for tests of topologies).
+    pub(crate) fn link_count(&self) -> usize {
+        self.links.read().unwrap_or_else(|e| e.into_inner()).values().filter(|l| !l.is_dead()).count()
     }
 
     pub(crate) fn live_refs(&self) -> usize {

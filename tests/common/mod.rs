@@ -52,9 +52,9 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 /// Runs `tests` (filtered by the first free command-line argument, as libtest does), each
 /// within `per_test`, then removes the workers and checks that no child process is left.
-/// `other`, when given, is a child process running the same suite another way (another
-/// transport); its failure fails this run too.
-pub fn run(cluster: cohort::Cluster, tests: &[Test], per_test: Duration, other: Option<std::process::Child>) {
+/// `others` are child processes running the same suite another way (another transport,
+/// another topology); their failure fails this run too.
+pub fn run(cluster: cohort::Cluster, tests: &[Test], per_test: Duration, others: Vec<std::process::Child>) {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -98,21 +98,21 @@ pub fn run(cluster: cohort::Cluster, tests: &[Test], per_test: Duration, other: 
         }
     }
     drop(cluster);
-    if let Some(mut c) = other {
+    for mut c in others {
         let deadline = Instant::now() + per_test * tests.len() as u32;
         loop {
             match c.try_wait() {
                 Ok(Some(s)) if s.success() => break,
                 Ok(Some(s)) => {
-                    println!("the suite over the other transport failed: {s}");
-                    failed.push("other transport");
+                    println!("a child suite (another transport or topology) failed: {s}");
+                    failed.push("child suite");
                     break;
                 }
                 Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                 _ => {
                     let _ = c.kill();
                     let _ = c.wait();
-                    failed.push("other transport (timed out)");
+                    failed.push("child suite (timed out)");
                     break;
                 }
             }
