@@ -51,6 +51,59 @@
 //! | `RemoteChannel(()->Channel{Int}(10), 3)` | `RemoteChannel::<i64>::new(10, 3)?` |
 //! | `put!(c, v)`, `take!(c)` | `c.put(v)?`, `c.take()?` |
 //! | `rmprocs(2, waitfor=0)` | `rmprocs(&[2], Duration::ZERO)?` |
+//! | `pmap(f, c)`, `pmap(f, c1, c2)` | `pmap(f, c)?`, `pmap_zip(f, c1, c2)?` |
+//! | `pmap(f, wp, c; batch_size=10, on_error=e->0, retry_delays=zeros(3))` | `pmap_with(f, c, &PmapOptions::new().pool(&wp).batch_size(10).on_error(\|_\| Ok(0)).retry_delays([Duration::ZERO; 3]))?` |
+//! | `@distributed (+) for i = 1:n body end` | `distributed_reduce(1..=n, part_fn, args, Reducer::sum())?` |
+//! | `@sync @distributed for i = 1:n body end` | `sync(&distributed_for(1..=n, part_fn, args)?)?` |
+//! | `@everywhere f(x)` | `everywhere(f, (x,))?` |
+//! | `global A` on workers, `clear!(:A, workers())` | `local::set("A", a)`, `local::clear(&["A"], &workers())?` |
+//! | `WorkerPool([2, 3])`, `CachingPool(workers())` | `WorkerPool::new([2, 3])`, `CachingPool::new(workers())` |
+//! | `remotecall_fetch(f, wp, x)` | `wp.remotecall_fetch(f, (x,))?` |
+//! | `default_worker_pool()` | `default_worker_pool()` |
+//!
+//! ## Parallel patterns
+//!
+//! ```no_run
+//! use cohort::prelude::*;
+//! use cohort::local;
+//!
+//! #[cohort::remote]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! /// The body of `@distributed (+) for i = 1:n; i * k; end`, one worker's part of it.
+//! #[cohort::remote]
+//! fn scaled(part: Part, k: i64) -> i64 {
+//!     part.reduce(|i| i * k)
+//! }
+//!
+//! #[cohort::remote]
+//! fn keep(v: Vec<f64>) {
+//!     local::set("v", v); // a worker-local global
+//! }
+//!
+//! #[cohort::remote]
+//! fn sum_with(data: Cached<Vec<f64>>, i: u64) -> f64 {
+//!     data.iter().sum::<f64>() + i as f64
+//! }
+//!
+//! fn main() -> cohort::Result<()> {
+//!     let _cluster = cohort::init()?;
+//!     addprocs(2)?;
+//!     assert_eq!(pmap(square, 1..=4)?, [1, 4, 9, 16]);
+//!     let opts = PmapOptions::new().batch_size(BatchSize::Auto).on_error(|_| Ok(0));
+//!     let _v = pmap_with(square, 0..100_000, &opts)?;
+//!     assert_eq!(distributed_reduce(1..=100, scaled, 2, Reducer::sum())?, 10_100);
+//!     everywhere(keep, (vec![1.0; 1000],))?;
+//!     local::clear(&["v"], &workers())?;
+//!     let data = Cached::new(vec![1.0; 1_000_000]);
+//!     let cp = CachingPool::new(workers()); // ships `data` once per worker
+//!     let opts = PmapOptions::new().pool(&cp);
+//!     let _s = cohort::pmap_args(sum_with, (0..100).map(|i| (data.clone(), i)), &opts)?;
+//!     Ok(())
+//! }
+//! ```
 //!
 //! ## Crates
 //!

@@ -524,7 +524,7 @@ fn worker_timeout_exits() {
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let printed_ok = if tcp() { line.trim().starts_with("127.0.0.1:") } else { line.trim().ends_with(".sock") };
+    let printed_ok = if tcp() { line.trim().starts_with("127.0.0.1:") } else { line.trim().starts_with("@cohort-") };
     if !printed_ok {
         let _ = child.kill();
         let _ = child.wait();

@@ -136,3 +136,25 @@ fn bench_remotecall_prints_its_line() {
         assert!(field(last, k) > 0.0, "{k} in {last}");
     }
 }
+
+#[test]
+fn custom_manager() {
+    let out = run("custom_manager", &[], Duration::from_secs(60));
+    for want in [
+        "manage(pid 2, Register)\nmanage(pid 3, Register)\nworkers: [2, 3]\n",
+        "worker 2 (os pid ",
+        "worker 3 (os pid ",
+        "greets worker 2\n",
+        "manage(pid 2, Deregister)\nmanage(pid 3, Deregister)\n",
+        "removed; workers() = [1]\n",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    assert_eq!(out.matches("listening on @cohort-").count(), 2, "{out}");
+}
+
+#[test]
+fn mpi_sum_over_tcp() {
+    let out = run("mpi_sum", &[], Duration::from_secs(60));
+    assert_eq!(out, "sum of ranks: 6\n");
+}

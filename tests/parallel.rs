@@ -96,6 +96,15 @@ fn die_once(tag: String, x: i64, die_at: i64) -> i64 {
     x * 10
 }
 
+/// Kills any worker that reaches an item from `from` on; runs on the master.
+#[cohort::remote]
+fn die_on_workers(x: i64, from: i64) -> i64 {
+    if x >= from && myid() != 1 {
+        std::process::exit(9);
+    }
+    x * 10
+}
+
 #[cohort::remote]
 fn sleep_ms(ms: u64) -> u64 {
     let _b = cohort::blocking();
@@ -482,6 +491,18 @@ fn pmap_worker_killed() {
     restore_workers();
 }
 
+fn pmap_all_workers_die() {
+    two_workers();
+    // Every worker dies; the default pool falls back to the master, which finishes the map.
+    let opts = PmapOptions::new().retry_delays([Duration::ZERO; 3]);
+    let v = pmap_args(die_on_workers, (0..30).map(|x| (x, 10)), &opts).unwrap();
+    assert_eq!(v, (0..30).map(|x| x * 10).collect::<Vec<_>>());
+    assert_eq!(workers(), vec![1]);
+    assert_eq!(default_worker_pool().workers(), vec![1]);
+    restore_workers();
+    assert!(!default_worker_pool().workers().contains(&1));
+}
+
 // ---------- distributed loops ----------
 
 fn loops_with_reducers() {
@@ -815,6 +836,7 @@ fn main() {
             ),
             ("pmap_worker_killed", pmap_worker_killed),
             ("pool_after_worker_dies", pool_after_worker_dies),
+            ("pmap_all_workers_die", pmap_all_workers_die),
         ],
         Duration::from_secs(60),
         Vec::new(),

@@ -12,7 +12,7 @@
 //! arguments; inside, [`Part::reduce`] runs the per-index body — an ordinary Rust closure of
 //! the index, inlined into the loop — under the loop's reducer:
 //!
-//! ```no_run
+//! ```ignore
 //! use cohort::{distributed_reduce, Part, Reducer};
 //!
 //! /// The body of `@distributed (+) for i = 1:N; Int(rand(Bool)); end`, one part of it.

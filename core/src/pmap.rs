@@ -1,6 +1,6 @@
 //! `pmap`: a parallel map over the workers of a pool.
 //!
-//! ```no_run
+//! ```ignore
 //! use cohort::{pmap, pmap_with, PmapOptions, BatchSize};
 //!
 //! #[cohort::remote]
@@ -531,13 +531,13 @@ where
                             self.active.fetch_add(1, Ordering::AcqRel);
                             let me = self.me;
                             let this = &self;
-                            s.spawn(move || this.driver(me, true));
+                            s.spawn(move || this.driver(me, false));
                         }
                     } else {
                         while let Some(pid) = self.pool.try_take() {
                             self.active.fetch_add(1, Ordering::AcqRel);
                             let this = &self;
-                            s.spawn(move || this.driver(pid, false));
+                            s.spawn(move || this.driver(pid, true));
                         }
                     }
                     st = self.lock();
@@ -593,8 +593,11 @@ where
         st.queue.pop_front()
     }
 
-    /// One worker's driver: sends it jobs, keeping up to `window` calls in flight.
-    fn driver(&self, pid: Pid, local: bool) {
+    /// One worker's driver: sends it jobs, keeping up to `window` calls in flight (or runs
+    /// them here when the worker is this process). A worker taken from the pool goes back to
+    /// it at the end, unless it died.
+    fn driver(&self, pid: Pid, from_pool: bool) {
+        let local = pid == self.me;
         let mut inflight: VecDeque<(Job, Result<PendingReq>)> = VecDeque::new();
         let mut dead = false;
         let mut window = self.window;
@@ -643,7 +646,7 @@ where
             }
             self.settle(job, out, pid);
         }
-        if !local && !dead {
+        if from_pool && !dead {
             self.pool.put(pid);
         }
         self.active.fetch_sub(1, Ordering::AcqRel);

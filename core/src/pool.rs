@@ -22,7 +22,7 @@
 //! a worker the first time and as a 16-byte id afterwards; sent any other way it always
 //! travels in full.
 //!
-//! ```no_run
+//! ```ignore
 //! use cohort::{Cached, CachingPool};
 //!
 //! #[cohort::remote]
