@@ -119,7 +119,7 @@ fn main() -> cohort::Result<()> {
     let tw = triad(TRIAD_DEFAULT_ELEMS, w, 10);
     println!(
         "STREAM triad ({} MiB per array, best of 10): 1 thread {:.2} GB/s, {w} threads {:.2} GB/s",
-        TRIAD_DEFAULT_ELEMS * 8 >> 20,
+        (TRIAD_DEFAULT_ELEMS * 8) >> 20,
         t1.best_gbs,
         tw.best_gbs
     );

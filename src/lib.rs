@@ -141,6 +141,10 @@ pub mod transports {
     pub use cohort_transports::{Tcp, Unix};
 }
 
+/// rsmpi, for calling MPI directly next to cohort (feature `mpi`).
+#[cfg(feature = "mpi")]
+pub use cohort_transports::rsmpi as mpi;
+
 /// Cluster managers.
 pub mod managers {
     pub use cohort_launcher::LocalManager;

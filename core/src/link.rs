@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 /// What the reader of a link does with each frame and with the link's end.
 pub(crate) trait FrameSink {
     fn on_frame(&self, link: &Link, frame: Frame);
+    /// A frame that came from `from` by way of a message-passing world.
+    fn on_world_frame(&self, from: Pid, frame: Frame);
     fn on_close(&self, link: &Link, why: io::Error);
 }
 
@@ -169,9 +171,16 @@ impl Link {
             return;
         }
         let Some(fd) = &self.fd else {
-            // A message link's frames come from the world's progress thread: just wait.
-            let start = Instant::now();
-            while !done() && start.elapsed() < window {
+            // A message link: poll the world on this thread (whoever holds the poll token
+            // reads; the progress thread is the fallback), as a stream spinner reads its socket.
+            let (w, _) = self.world.as_ref().expect("a link has a stream or a world");
+            let mut last = Instant::now();
+            while !done() && last.elapsed() < window {
+                if let Some((rank, f)) = poll_world(w.as_ref()) {
+                    sink.on_world_frame(rank + 1, f);
+                    last = Instant::now();
+                    continue;
+                }
                 std::thread::yield_now();
             }
             return;
@@ -217,6 +226,22 @@ impl Link {
             std::thread::yield_now();
         }
         self.arm(ep, true);
+    }
+}
+
+/// Who may poll the message-passing world now: one thread at a time, so that the two messages
+/// of a large frame are received together.
+static WORLD_POLL: Mutex<()> = Mutex::new(());
+
+/// Polls the world once if no other thread is polling it.
+pub(crate) fn poll_world(w: &dyn crate::transport::MessageWorld) -> Option<(usize, Frame)> {
+    let _g = WORLD_POLL.try_lock().ok()?;
+    match w.poll() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cohort: {} failed: {e}", w.name());
+            None
+        }
     }
 }
 

@@ -1211,6 +1211,10 @@ impl Runtime {
 }
 
 impl FrameSink for Runtime {
+    fn on_world_frame(&self, from: Pid, frame: Frame) {
+        let rt: &'static Runtime = RT.get().expect("runtime initialised");
+        rt.dispatch(from, frame);
+    }
     fn on_frame(&self, link: &Link, frame: Frame) {
         // SAFETY-free: the runtime lives in a static; recover the 'static reference.
         let rt: &'static Runtime = RT.get().expect("runtime initialised");
@@ -1328,12 +1332,12 @@ impl Runtime {
     fn world_loop(&'static self, w: Arc<dyn crate::transport::MessageWorld>) {
         let mut idle = 0u32;
         while !self.world_stop.load(Ordering::Acquire) {
-            match w.poll() {
-                Ok(Some((rank, frame))) => {
+            match crate::link::poll_world(w.as_ref()) {
+                Some((rank, frame)) => {
                     idle = 0;
                     self.dispatch(rank + 1, frame);
                 }
-                Ok(None) => {
+                None => {
                     // MPI has nothing to block on: poll hot after traffic, then back off.
                     idle = idle.saturating_add(1);
                     if idle < 20_000 {
@@ -1341,10 +1345,6 @@ impl Runtime {
                     } else {
                         std::thread::sleep(Duration::from_micros(50));
                     }
-                }
-                Err(e) => {
-                    eprintln!("cohort[pid {}]: {} failed: {e}", self.myid(), w.name());
-                    std::thread::sleep(Duration::from_millis(10));
                 }
             }
         }

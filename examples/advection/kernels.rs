@@ -262,38 +262,50 @@ pub(crate) fn advection_threads_step(q: &Arr, u: &Arr, pool: &rayon::ThreadPool)
     Ok(())
 }
 
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: experiment.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// EXPERIMENT
 #[cohort::remote]
-pub(crate) fn advection_step_timed(q: Arr, u: Arr, jr: Range<usize>, t: usize) -> cohort::Result<(f64, f64)> {
-    let t0 = std::time::Instant::now();
+pub(crate) fn advection_step_timed(q: Arr, u: Arr, jr: Range<usize>, t: usize) -> cohort::Result<(u64, u64)> {
+    let t0 = mono_ns();
     // SAFETY: experiment.
     let mut qv = unsafe { q.axis_chunk_mut(Axis(1), jr.clone()) }?;
     let uv = u.axis_chunk(Axis(1), jr)?;
-    let t1 = std::time::Instant::now();
     advection_chunk(qv.view_mut(), uv.view(), t..t + 1);
-    Ok((t1.duration_since(t0).as_secs_f64() * 1e6, t1.elapsed().as_secs_f64() * 1e6))
+    Ok((t0, mono_ns()))
 }
 
 /// EXPERIMENT
 pub(crate) fn advection_parallel_dbg(q: &Arr, u: &Arr) -> cohort::Result<()> {
     let ws = q.pids();
     let parts = index::split(q.shape()[1], ws.len());
-    let mut tot = 0.0; let mut setup = 0.0; let mut comp = vec![0.0; ws.len()];
-    for t in 0..q.shape()[2] - 1 {
-        let t0 = std::time::Instant::now();
+    let nt = q.shape()[2] - 1;
+    let (mut tot, mut start_lat, mut comp, mut end_lat, mut slow) = (0.0, 0.0, 0.0, 0.0, 0);
+    for t in 0..nt {
+        let t0 = mono_ns();
         let calls = ws
             .iter()
             .zip(&parts)
             .map(|(&p, jr)| remotecall(advection_step_timed, p, (q.clone(), u.clone(), jr.clone(), t)))
             .collect::<cohort::Result<Vec<_>>>()?;
-        for (k, c) in calls.into_iter().enumerate() {
-            let (s, x) = c.fetch()??;
-            setup += s; comp[k] += x;
-        }
-        tot += t0.elapsed().as_secs_f64() * 1e6;
+        let mut r = vec![];
+        for c in calls { r.push(c.fetch()??); }
+        let t1 = mono_ns();
+        let first_start = r.iter().map(|x| x.0).min().unwrap();
+        let last_start = r.iter().map(|x| x.0).max().unwrap();
+        let last_end = r.iter().map(|x| x.1).max().unwrap();
+        tot += (t1 - t0) as f64; start_lat += (last_start - t0) as f64; end_lat += (t1 - last_end) as f64;
+        comp += r.iter().map(|x| (x.1 - x.0) as f64).sum::<f64>() / r.len() as f64;
+        if t1 - t0 > 400_000 { slow += 1; }
+        let _ = first_start;
     }
-    let nt = (q.shape()[2] - 1) as f64;
-    println!("per step: total {:.1} us, setup {:.1} us, compute {:?}", tot / nt, setup / nt / ws.len() as f64, comp.iter().map(|c| c / nt).collect::<Vec<_>>());
+    let k = nt as f64 * 1e3;
+    println!("per step us: total {:.1}, last start after send {:.1}, mean compute {:.1}, reply seen after last end {:.1}; steps > 400us: {slow}", tot / k, start_lat / k, comp / k, end_lat / k);
     Ok(())
 }
 

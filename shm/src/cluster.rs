@@ -212,9 +212,9 @@ impl<T: Pod + Send + Sync, D: Dimension + 'static> SharedArray<T, D> {
 
     /// [`new`](Self::new), then `init(S)` on every pid of the array at once, waiting for all:
     /// Julia's `init` keyword. `init` is a `#[cohort::remote]` function taking the array;
-    /// typically each pid fills its own share:
+    /// typically each pid fills its own share (through the `cohort` facade; not compiled here):
     ///
-    /// ```no_run
+    /// ```ignore
     /// use cohort::prelude::*;
     /// use cohort::shm::{ndarray::Ix2, SharedArray};
     ///

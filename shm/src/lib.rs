@@ -2,23 +2,84 @@
 //!
 //! A [`SharedArray<T, D>`](SharedArray) is an N-dimensional array whose memory is mapped by
 //! several processes (pids) of one node, so that each can read and write it without messages.
-//! This crate is the node-local half: segments, mappings, views and index arithmetic. Running
-//! the attach and `init` functions on other pids is cohort-core's remote-call layer.
+//! Users reach this crate as `cohort::shm` (and `SharedArray`, `localindices`, `indexpids`,
+//! `myrange` are in `cohort::prelude`).
 //!
-//! # For a Julia user
+//! # The model, for Julia users
+//!
+//! (Through the `cohort` facade, which this crate cannot depend on, so the example is not
+//! compiled here; `tests/shm_cluster.rs` runs the same code.)
+//!
+//! ```ignore
+//! use cohort::prelude::*;
+//! use cohort::shm::ndarray::Ix2;
+//!
+//! /// Julia: `S -> S[localindices(S)] = repeat([myid()], length(localindices(S)))`.
+//! #[cohort::remote]
+//! fn fill_mine(s: SharedArray<i64, Ix2>) -> cohort::Result<()> {
+//!     s.local_chunk_mut(myid())?.fill(myid() as i64);
+//!     Ok(())
+//! }
+//!
+//! /// Runs on a worker: the array arrives as a handle to the worker's own mapping.
+//! #[cohort::remote]
+//! fn total(s: SharedArray<i64, Ix2>) -> i64 {
+//!     s.as_slice().iter().sum()
+//! }
+//!
+//! fn main() -> cohort::Result<()> {
+//!     let _c = cohort::init()?;
+//!     addprocs(3)?; // pids 2, 3, 4
+//!     let s = SharedArray::<i64, Ix2>::with_init((3, 4), None, fill_mine)?;
+//!     assert_eq!(s.pids(), [2, 3, 4]); // the master is not a pid when there are workers
+//!     assert_eq!(s.view()[[0, 1]], 2); // [2 2 3 4; 2 3 3 4; 2 3 4 4]
+//!     assert_eq!(remotecall_fetch(total, 3, (s.clone(),))?, 36); // no data is sent
+//!     Ok(())
+//! } // dropping the master's last handle releases the array on every pid
+//! ```
+//!
+//! * **Construction is collective, from one process** (the *creator*, usually the master):
+//!   [`SharedArray::new`] (Julia's `SharedArray{T,N}(dims; pids)`), [`SharedArray::with_init`]
+//!   (the `init` keyword: a `#[cohort::remote]` function run on every pid at once, waited for),
+//!   [`SharedArray::new_file`] (a file-backed array). Default pids: Julia's — every process of
+//!   this host but the master, or the master alone when it has no workers. The creator always
+//!   maps the array, pid or not.
+//! * **Passing it around:** a `SharedArray` argument of a remote call, or a value in a channel,
+//!   travels as its [`ShmHandle`] (a few hundred bytes); the receiver gets its own mapping of the
+//!   same memory. A process outside the array's pids (or on another host) cannot receive it: the
+//!   call fails with an error naming that pid ([`ShmError::NotInPids`],
+//!   [`ShmError::WrongHost`]). Explicit pids on another host are refused at construction.
+//! * **Lifetime, as Julia's finalizer:** the creator's handles own the array. When the last one
+//!   is dropped there, or at [`SharedArray::finalize`], every other pid is told to release its
+//!   mapping, which it unmaps once its own handles are gone; the memory is then freed. Keep the
+//!   creator's handle alive while other processes use the array.
+//! * **Nothing outlives the processes:** the name in `/dev/shm` is removed as soon as every
+//!   pid has mapped the array, during construction. From then on the memory is owned by the
+//!   mappings alone, so even `kill -9` of the master or of a worker leaves nothing behind.
+//! * **Pages are faulted in at construction**, each pid its own `localindices` share, in
+//!   parallel, so a first kernel pass runs as fast as later ones.
+//! * **Errors** are `cohort::Error`s: [`ShmError`] converts (a failed system call stays
+//!   `Error::Io`, the rest is `Error::Invalid` with the same message).
 //!
 //! | Julia | here |
 //! |---|---|
-//! | `SharedArray{Float64,2}((m, n); pids)` | [`SharedArray::<f64, Ix2>::create((m, n), &pids, myid)`](SharedArray::create) then attach on each pid |
+//! | `SharedArray{Float64,2}((m, n); pids)` | [`SharedArray::<f64, Ix2>::new((m, n), Some(&pids))`](SharedArray::new) (`None`: default pids) |
+//! | `SharedArray{T,N}(dims; init = f)` | [`SharedArray::with_init(dims, None, f)`](SharedArray::with_init), [`with_init_args`](SharedArray::with_init_args) |
+//! | `@sync for p in procs(S) @async remotecall_wait(f, p, S) end` | [`S.on_pids(f)`](SharedArray::on_pids) |
+//! | `finalize(S)` | [`S.finalize()`](SharedArray::finalize) |
 //! | `isbitstype(T)` | `T: bytemuck::Pod` (checked at compile time) |
 //! | `procs(S)` | [`S.pids()`](SharedArray::pids) |
-//! | `indexpids(S)` | [`S.indexpids(myid)`](SharedArray::indexpids) → `Option<usize>`, 0-based |
-//! | `localindices(S)` | [`S.localindices(myid)`](SharedArray::localindices) → `Range<usize>`, 0-based |
-//! | `S[localindices(S)] .= x` | [`S.local_chunk_mut(myid)?.fill(x)`](SharedArray::local_chunk_mut) |
-//! | the manual's `myrange(q)` (2nd dim) | [`S.myrange(Axis(1), myid)`](SharedArray::myrange), [`local_axis_chunk_mut`](SharedArray::local_axis_chunk_mut) |
+//! | `indexpids(S)` | [`indexpids(&S)`](indexpids) → `Option<usize>`, 0-based ([`S.indexpids(pid)`](SharedArray::indexpids) for another pid) |
+//! | `localindices(S)` | [`localindices(&S)`](localindices) → `Range<usize>`, 0-based |
+//! | `S[localindices(S)] .= x` | [`S.local_chunk_mut(myid())?.fill(x)`](SharedArray::local_chunk_mut) |
+//! | the manual's `myrange(q)` (2nd dim) | [`myrange(&q, Axis(1))`](myrange), [`q.local_axis_chunk_mut(Axis(1), myid())`](SharedArray::local_axis_chunk_mut) |
 //! | `sdata(S)` | [`S.as_slice()`](SharedArray::as_slice) / [`S.view()`](SharedArray::view) |
 //! | `S[i, j]` | `S.view()[[i, j]]` (0-based) |
-//! | `SharedArray{T}(filename, dims)` | [`SharedArray::create_file`] / [`SharedArray::open_file`] |
+//! | `SharedArray{T}(filename, dims; mode)` | [`SharedArray::new_file(path, dims, FileMode::…, pids)`](SharedArray::new_file) |
+//!
+//! Underneath, the node-local layer works without a cluster and takes pids explicitly:
+//! [`SharedArray::create`] / [`attach`](SharedArray::attach) / [`PendingArray::finish`] /
+//! [`release`], [`create_file`](SharedArray::create_file) / [`open_file`](SharedArray::open_file).
 //!
 //! **Column-major, like Julia.** The first index runs fastest: element `[i, j]` of an `m × n`
 //! array is linear element `i + m * j`. Views are `ndarray` views with Fortran-order strides

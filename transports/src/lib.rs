@@ -13,5 +13,9 @@ mod unix;
 
 #[cfg(feature = "mpi")]
 pub use crate::mpi::MpiWorld;
+/// rsmpi, for programs that also call MPI directly (on `MPI_COMM_WORLD`; cohort's own traffic
+/// uses private duplicates of it).
+#[cfg(feature = "mpi")]
+pub use ::mpi as rsmpi;
 pub use tcp::Tcp;
 pub use unix::Unix;

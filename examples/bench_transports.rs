@@ -1,0 +1,283 @@
+//! Every transport measured against its own raw floor, in one run.
+//!
+//! `cargo run --release --features mpi --example bench_transports`
+//!
+//! For TCP and Unix sockets it starts itself as a master with one worker per transport; for
+//! MPI it starts itself under `mpirun -np 2` (two ranks: these machines have two cores, and
+//! MPI ranks busy-poll). Each part measures, between the same two processes:
+//! - `remotecall_fetch` of a no-op beside the transport's raw ping-pong of a same-size message
+//!   (TCP/Unix: the faster of a blocking and a busy-polling receiver; MPI: rsmpi send/receive);
+//! - the fetch of a 64 MiB `Vec<f64>` beside raw streaming of 64 MiB messages into fresh buffers;
+//! - `all_reduce` of 1 and of 1 Mi `f64` (under MPI this is MPI's own `MPI_Allreduce`).
+//!
+//! It prints a table per transport, one `transport ...` line each, and an `allreduce` line
+//! comparing ours over TCP with MPI's.
+use cohort::collective::{self, Op};
+use cohort::prelude::*;
+use cohort_baseline::{echo_serve, pingpong, stream_measure, stream_send_msgs, PollMode, RecvBuffer};
+use std::time::Instant;
+
+const FRAME: usize = 70;
+const BIG: usize = 64 << 20;
+
+#[cohort::remote]
+fn noop() {}
+
+static STASH: std::sync::Mutex<Vec<Vec<f64>>> = std::sync::Mutex::new(Vec::new());
+
+#[cohort::remote]
+fn stash_vecs(n: usize, k: usize) {
+    let mut s = STASH.lock().unwrap();
+    s.clear();
+    s.extend((0..k).map(|_| vec![1.5; n]));
+}
+
+#[cohort::remote]
+fn take_vec() -> Vec<f64> {
+    STASH.lock().unwrap().pop().unwrap_or_default()
+}
+
+fn io(e: std::io::Error) -> cohort::Error {
+    cohort::Error::Invalid(e.to_string())
+}
+
+#[cohort::remote]
+fn raw_echo(kind: String, addr: String, busy: bool) -> cohort::Result<u64> {
+    let mode = if busy { PollMode::BusyPoll } else { PollMode::Blocking };
+    if kind == "tcp" {
+        let s = cohort_baseline::tcp_connect(addr.parse().map_err(|e| cohort::Error::Invalid(format!("{e}")))?).map_err(io)?;
+        echo_serve(s, FRAME, mode).map_err(io)
+    } else {
+        let s = std::os::unix::net::UnixStream::connect(&addr).map_err(io)?;
+        echo_serve(s, FRAME, mode).map_err(io)
+    }
+}
+
+#[cohort::remote]
+fn raw_stream(kind: String, addr: String, msgs: usize) -> cohort::Result<()> {
+    if kind == "tcp" {
+        let mut s = cohort_baseline::tcp_connect(addr.parse().map_err(|e| cohort::Error::Invalid(format!("{e}")))?).map_err(io)?;
+        stream_send_msgs(&mut s, BIG, msgs).map_err(io)
+    } else {
+        let mut s = std::os::unix::net::UnixStream::connect(&addr).map_err(io)?;
+        stream_send_msgs(&mut s, BIG, msgs).map_err(io)
+    }
+}
+
+/// `k` all_reduces of `n` f64, timed on this process; every process runs it.
+#[cohort::remote]
+fn allreduce_loop(n: usize, k: usize) -> cohort::Result<f64> {
+    let data = vec![1.0f64; n];
+    collective::barrier()?;
+    let t = Instant::now();
+    for _ in 0..k {
+        let r = collective::all_reduce(&data, Op::sum())?;
+        assert_eq!(r[n - 1], collective::size() as f64);
+    }
+    Ok(t.elapsed().as_secs_f64() / k as f64 * 1e6)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    v[v.len() / 2]
+}
+
+struct Raw {
+    rtt_us: f64,
+    gbs: f64,
+}
+
+fn raw_stream_socket(kind: &str) -> cohort::Result<Raw> {
+    let fresh = RecvBuffer::FreshWith(cohort::core::wire::zeroed_vec::<u8>);
+    let mut rtts = Vec::new();
+    for busy in [false, true] {
+        let r = if kind == "tcp" {
+            let (l, addr) = cohort_baseline::tcp_listener_loopback().map_err(io)?;
+            let f = remotecall(raw_echo, 2, (kind.to_string(), addr.to_string(), busy))?;
+            let mut s = cohort_baseline::tcp_accept(&l).map_err(io)?;
+            let r = pingpong(&mut s, FRAME, 20_000, 2_000, if busy { PollMode::BusyPoll } else { PollMode::Blocking }).map_err(io)?;
+            drop(s);
+            f.fetch()??;
+            r
+        } else {
+            let (l, path) = cohort_baseline::unix_listener_tmp().map_err(io)?;
+            let f = remotecall(raw_echo, 2, (kind.to_string(), path.path().display().to_string(), busy))?;
+            let (mut s, _) = l.accept().map_err(io)?;
+            let r = pingpong(&mut s, FRAME, 20_000, 2_000, if busy { PollMode::BusyPoll } else { PollMode::Blocking }).map_err(io)?;
+            drop(s);
+            f.fetch()??;
+            r
+        };
+        rtts.push(r.median_us);
+    }
+    let gbs = if kind == "tcp" {
+        let (l, addr) = cohort_baseline::tcp_listener_loopback().map_err(io)?;
+        let f = remotecall(raw_stream, 2, (kind.to_string(), addr.to_string(), 9))?;
+        let mut s = cohort_baseline::tcp_accept(&l).map_err(io)?;
+        let r = stream_measure(&mut s, BIG, 9, fresh).map_err(io)?;
+        f.fetch()??;
+        r.median_gbs
+    } else {
+        let (l, path) = cohort_baseline::unix_listener_tmp().map_err(io)?;
+        let f = remotecall(raw_stream, 2, (kind.to_string(), path.path().display().to_string(), 9))?;
+        let (mut s, _) = l.accept().map_err(io)?;
+        let r = stream_measure(&mut s, BIG, 9, fresh).map_err(io)?;
+        f.fetch()??;
+        r.median_gbs
+    };
+    Ok(Raw { rtt_us: rtts[0].min(rtts[1]), gbs })
+}
+
+#[cfg(feature = "mpi")]
+mod rawmpi {
+    use cohort::mpi::point_to_point::{Destination, Source};
+    use cohort::mpi::topology::{Communicator, SimpleCommunicator};
+
+    const TAG: i32 = 99;
+
+    /// Rank 1's half of the raw ping-pong and stream, on MPI_COMM_WORLD.
+    #[cohort::remote]
+    pub(super) fn mpi_peer(iters: usize, msgs: usize) {
+        let w = SimpleCommunicator::world();
+        let p = w.process_at_rank(0);
+        let mut buf = vec![0u8; super::FRAME];
+        for _ in 0..iters {
+            p.receive_into_with_tag(&mut buf[..], TAG);
+            p.send_with_tag(&buf[..], TAG);
+        }
+        let big = vec![7u8; super::BIG];
+        for _ in 0..msgs {
+            p.send_with_tag(&big[..], TAG);
+        }
+    }
+
+    pub(super) fn measure(iters: usize, msgs: usize) -> cohort::Result<super::Raw> {
+        let w = SimpleCommunicator::world();
+        let p = w.process_at_rank(1);
+        cohort::remote_do(mpi_peer, 2, (iters, msgs))?;
+        let mut buf = vec![0u8; super::FRAME];
+        let mut t = Vec::with_capacity(iters);
+        for _ in 0..iters {
+            let t0 = std::time::Instant::now();
+            p.send_with_tag(&buf[..], TAG);
+            p.receive_into_with_tag(&mut buf[..], TAG);
+            t.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+        let mut g = Vec::new();
+        for _ in 0..msgs {
+            let t0 = std::time::Instant::now();
+            let mut v = cohort::core::wire::zeroed_vec::<u8>(super::BIG);
+            p.receive_into_with_tag(&mut v[..], TAG);
+            g.push(super::BIG as f64 / t0.elapsed().as_secs_f64() / 1e9);
+        }
+        Ok(super::Raw { rtt_us: super::median(t[iters / 10..].to_vec()), gbs: super::median(g[1..].to_vec()) })
+    }
+}
+
+fn part(name: &str) -> cohort::Result<()> {
+    if workers() == [1] {
+        addprocs(1)?;
+    }
+    let iters = 20_000;
+    for _ in 0..2_000 {
+        remotecall_fetch(noop, 2, ())?;
+    }
+    let mut t = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t0 = Instant::now();
+        remotecall_fetch(noop, 2, ())?;
+        t.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    let rtt = median(t);
+    remotecall_fetch(stash_vecs, 2, (BIG / 8, 10))?;
+    let mut g = Vec::new();
+    for round in 0..10 {
+        let t0 = Instant::now();
+        let v = remotecall_fetch(take_vec, 2, ())?;
+        let dt = t0.elapsed().as_secs_f64();
+        assert_eq!(v.len(), BIG / 8);
+        if round > 0 {
+            g.push(BIG as f64 / dt / 1e9);
+        }
+    }
+    let fetch_gbs = median(g);
+    let raw = match name {
+        #[cfg(feature = "mpi")]
+        "mpi" => rawmpi::measure(iters, 10)?,
+        other => raw_stream_socket(other)?,
+    };
+    let mut ar = Vec::new();
+    for (n, k) in [(1usize, 2000usize), (1 << 20, 20)] {
+        let f = remotecall(allreduce_loop, 2, (n, k))?;
+        let mine = allreduce_loop(n, k)?;
+        let theirs = f.fetch()??;
+        ar.push(mine.max(theirs));
+    }
+    println!("[{name}] {:<44} {:>10.2} us", "remotecall_fetch(noop), median", rtt);
+    println!("[{name}] {:<44} {:>10.2} us", "raw ping-pong, median", raw.rtt_us);
+    println!("[{name}] {:<44} {:>10.2} GB/s", "fetch of 64 MiB Vec<f64>, median", fetch_gbs);
+    println!("[{name}] {:<44} {:>10.2} GB/s", "raw stream of 64 MiB into fresh buffers", raw.gbs);
+    println!("[{name}] {:<44} {:>10.2} us", "all_reduce of 1 f64", ar[0]);
+    println!("[{name}] {:<44} {:>10.2} us", "all_reduce of 1 Mi f64", ar[1]);
+    println!("allreduce name={name} one_us={:.2} mi_us={:.2}", ar[0], ar[1]);
+    println!(
+        "transport name={name} rtt_us={rtt:.2} raw_rtt_us={:.2} rtt_ratio={:.2} fetch_gbs={fetch_gbs:.2} raw_gbs={:.2} bw_ratio={:.2}",
+        raw.rtt_us,
+        rtt / raw.rtt_us,
+        raw.gbs,
+        fetch_gbs / raw.gbs
+    );
+    Ok(())
+}
+
+fn field(out: &str, prefix: &str, key: &str) -> Option<f64> {
+    let line = out.lines().find(|l| l.starts_with(prefix))?;
+    line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{key}=")))?.parse().ok()
+}
+
+fn main() -> cohort::Result<()> {
+    let _cluster = cohort::init()?;
+    let me = cohort::__private::transport_name().unwrap_or("tcp");
+    if me == "mpi" || std::env::var_os("BENCH_PART").is_some() {
+        return part(me);
+    }
+    let exe = std::env::current_exe().map_err(io)?;
+    let mut outs = Vec::new();
+    for t in ["tcp", "unix"] {
+        let o = std::process::Command::new(&exe).env("COHORT_TRANSPORT", t).env("BENCH_PART", "1").output().map_err(io)?;
+        let s = String::from_utf8_lossy(&o.stdout).into_owned();
+        if !o.status.success() {
+            return Err(cohort::Error::Invalid(format!("the {t} part failed: {s}{}", String::from_utf8_lossy(&o.stderr))));
+        }
+        outs.push(s);
+    }
+    if cfg!(feature = "mpi") {
+        let o = std::process::Command::new("mpirun")
+            .args(["--oversubscribe", "-np", "2"])
+            .arg(&exe)
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .output()
+            .map_err(|e| cohort::Error::Invalid(format!("cannot run mpirun (install OpenMPI: openmpi-bin): {e}")))?;
+        let s = String::from_utf8_lossy(&o.stdout).into_owned();
+        if !o.status.success() {
+            return Err(cohort::Error::Invalid(format!("the MPI part failed: {s}{}", String::from_utf8_lossy(&o.stderr))));
+        }
+        outs.push(s);
+    }
+    for o in &outs {
+        for l in o.lines().filter(|l| l.starts_with('[')) {
+            println!("{l}");
+        }
+    }
+    let all = outs.concat();
+    if let (Some(tcp), Some(mpi)) = (field(&all, "allreduce name=tcp", "mi_us"), field(&all, "allreduce name=mpi", "mi_us")) {
+        println!("allreduce n=1048576 tcp_us={tcp:.1} mpi_us={mpi:.1} ratio={:.2}", tcp / mpi);
+    } else {
+        println!("(MPI part not run: build with --features mpi)");
+    }
+    for l in all.lines().filter(|l| l.starts_with("transport ")) {
+        println!("{l}");
+    }
+    Ok(())
+}
