@@ -14,7 +14,9 @@
 //! comparing ours over TCP with MPI's.
 use cohort::collective::{self, Op};
 use cohort::prelude::*;
-use cohort_baseline::{echo_serve, pingpong, stream_measure, stream_send_msgs, PollMode, RecvBuffer};
+use cohort_baseline::{
+    echo_serve, pingpong, stream_measure, stream_send_msgs, PollMode, RecvBuffer,
+};
 use std::time::Instant;
 
 const FRAME: usize = 70;
@@ -43,9 +45,17 @@ fn io(e: std::io::Error) -> cohort::Error {
 
 #[cohort::remote]
 fn raw_echo(kind: String, addr: String, busy: bool) -> cohort::Result<u64> {
-    let mode = if busy { PollMode::BusyPoll } else { PollMode::Blocking };
+    let mode = if busy {
+        PollMode::BusyPoll
+    } else {
+        PollMode::Blocking
+    };
     if kind == "tcp" {
-        let s = cohort_baseline::tcp_connect(addr.parse().map_err(|e| cohort::Error::Invalid(format!("{e}")))?).map_err(io)?;
+        let s = cohort_baseline::tcp_connect(
+            addr.parse()
+                .map_err(|e| cohort::Error::Invalid(format!("{e}")))?,
+        )
+        .map_err(io)?;
         echo_serve(s, FRAME, mode).map_err(io)
     } else {
         let s = std::os::unix::net::UnixStream::connect(&addr).map_err(io)?;
@@ -56,7 +66,11 @@ fn raw_echo(kind: String, addr: String, busy: bool) -> cohort::Result<u64> {
 #[cohort::remote]
 fn raw_stream(kind: String, addr: String, msgs: usize) -> cohort::Result<()> {
     if kind == "tcp" {
-        let mut s = cohort_baseline::tcp_connect(addr.parse().map_err(|e| cohort::Error::Invalid(format!("{e}")))?).map_err(io)?;
+        let mut s = cohort_baseline::tcp_connect(
+            addr.parse()
+                .map_err(|e| cohort::Error::Invalid(format!("{e}")))?,
+        )
+        .map_err(io)?;
         stream_send_msgs(&mut s, BIG, msgs).map_err(io)
     } else {
         let mut s = std::os::unix::net::UnixStream::connect(&addr).map_err(io)?;
@@ -95,15 +109,41 @@ fn raw_stream_socket(kind: &str) -> cohort::Result<Raw> {
             let (l, addr) = cohort_baseline::tcp_listener_loopback().map_err(io)?;
             let f = remotecall(raw_echo, 2, (kind.to_string(), addr.to_string(), busy))?;
             let mut s = cohort_baseline::tcp_accept(&l).map_err(io)?;
-            let r = pingpong(&mut s, FRAME, 20_000, 2_000, if busy { PollMode::BusyPoll } else { PollMode::Blocking }).map_err(io)?;
+            let r = pingpong(
+                &mut s,
+                FRAME,
+                20_000,
+                2_000,
+                if busy {
+                    PollMode::BusyPoll
+                } else {
+                    PollMode::Blocking
+                },
+            )
+            .map_err(io)?;
             drop(s);
             f.fetch()??;
             r
         } else {
             let (l, path) = cohort_baseline::unix_listener_tmp().map_err(io)?;
-            let f = remotecall(raw_echo, 2, (kind.to_string(), path.path().display().to_string(), busy))?;
+            let f = remotecall(
+                raw_echo,
+                2,
+                (kind.to_string(), path.path().display().to_string(), busy),
+            )?;
             let (mut s, _) = l.accept().map_err(io)?;
-            let r = pingpong(&mut s, FRAME, 20_000, 2_000, if busy { PollMode::BusyPoll } else { PollMode::Blocking }).map_err(io)?;
+            let r = pingpong(
+                &mut s,
+                FRAME,
+                20_000,
+                2_000,
+                if busy {
+                    PollMode::BusyPoll
+                } else {
+                    PollMode::Blocking
+                },
+            )
+            .map_err(io)?;
             drop(s);
             f.fetch()??;
             r
@@ -119,13 +159,20 @@ fn raw_stream_socket(kind: &str) -> cohort::Result<Raw> {
         r.median_gbs
     } else {
         let (l, path) = cohort_baseline::unix_listener_tmp().map_err(io)?;
-        let f = remotecall(raw_stream, 2, (kind.to_string(), path.path().display().to_string(), 9))?;
+        let f = remotecall(
+            raw_stream,
+            2,
+            (kind.to_string(), path.path().display().to_string(), 9),
+        )?;
         let (mut s, _) = l.accept().map_err(io)?;
         let r = stream_measure(&mut s, BIG, 9, fresh).map_err(io)?;
         f.fetch()??;
         r.median_gbs
     };
-    Ok(Raw { rtt_us: rtts[0].min(rtts[1]), gbs })
+    Ok(Raw {
+        rtt_us: rtts[0].min(rtts[1]),
+        gbs,
+    })
 }
 
 #[cfg(feature = "mpi")]
@@ -170,7 +217,10 @@ mod rawmpi {
             p.receive_into_with_tag(&mut v[..], TAG);
             g.push(super::BIG as f64 / t0.elapsed().as_secs_f64() / 1e9);
         }
-        Ok(super::Raw { rtt_us: super::median(t[iters / 10..].to_vec()), gbs: super::median(g[1..].to_vec()) })
+        Ok(super::Raw {
+            rtt_us: super::median(t[iters / 10..].to_vec()),
+            gbs: super::median(g[1..].to_vec()),
+        })
     }
 }
 
@@ -213,13 +263,31 @@ fn part(name: &str) -> cohort::Result<()> {
         let theirs = f.fetch()??;
         ar.push(mine.max(theirs));
     }
-    println!("[{name}] {:<44} {:>10.2} us", "remotecall_fetch(noop), median", rtt);
-    println!("[{name}] {:<44} {:>10.2} us", "raw ping-pong, median", raw.rtt_us);
-    println!("[{name}] {:<44} {:>10.2} GB/s", "fetch of 64 MiB Vec<f64>, median", fetch_gbs);
-    println!("[{name}] {:<44} {:>10.2} GB/s", "raw stream of 64 MiB into fresh buffers", raw.gbs);
+    println!(
+        "[{name}] {:<44} {:>10.2} us",
+        "remotecall_fetch(noop), median", rtt
+    );
+    println!(
+        "[{name}] {:<44} {:>10.2} us",
+        "raw ping-pong, median", raw.rtt_us
+    );
+    println!(
+        "[{name}] {:<44} {:>10.2} GB/s",
+        "fetch of 64 MiB Vec<f64>, median", fetch_gbs
+    );
+    println!(
+        "[{name}] {:<44} {:>10.2} GB/s",
+        "raw stream of 64 MiB into fresh buffers", raw.gbs
+    );
     println!("[{name}] {:<44} {:>10.2} us", "all_reduce of 1 f64", ar[0]);
-    println!("[{name}] {:<44} {:>10.2} us", "all_reduce of 1 Mi f64", ar[1]);
-    println!("allreduce name={name} one_us={:.2} mi_us={:.2}", ar[0], ar[1]);
+    println!(
+        "[{name}] {:<44} {:>10.2} us",
+        "all_reduce of 1 Mi f64", ar[1]
+    );
+    println!(
+        "allreduce name={name} one_us={:.2} mi_us={:.2}",
+        ar[0], ar[1]
+    );
     println!(
         "transport name={name} rtt_us={rtt:.2} raw_rtt_us={:.2} rtt_ratio={:.2} fetch_gbs={fetch_gbs:.2} raw_gbs={:.2} bw_ratio={:.2}",
         raw.rtt_us,
@@ -232,7 +300,10 @@ fn part(name: &str) -> cohort::Result<()> {
 
 fn field(out: &str, prefix: &str, key: &str) -> Option<f64> {
     let line = out.lines().find(|l| l.starts_with(prefix))?;
-    line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{key}=")))?.parse().ok()
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))?
+        .parse()
+        .ok()
 }
 
 fn main() -> cohort::Result<()> {
@@ -244,10 +315,17 @@ fn main() -> cohort::Result<()> {
     let exe = std::env::current_exe().map_err(io)?;
     let mut outs = Vec::new();
     for t in ["tcp", "unix"] {
-        let o = std::process::Command::new(&exe).env("COHORT_TRANSPORT", t).env("BENCH_PART", "1").output().map_err(io)?;
+        let o = std::process::Command::new(&exe)
+            .env("COHORT_TRANSPORT", t)
+            .env("BENCH_PART", "1")
+            .output()
+            .map_err(io)?;
         let s = String::from_utf8_lossy(&o.stdout).into_owned();
         if !o.status.success() {
-            return Err(cohort::Error::Invalid(format!("the {t} part failed: {s}{}", String::from_utf8_lossy(&o.stderr))));
+            return Err(cohort::Error::Invalid(format!(
+                "the {t} part failed: {s}{}",
+                String::from_utf8_lossy(&o.stderr)
+            )));
         }
         outs.push(s);
     }
@@ -258,10 +336,17 @@ fn main() -> cohort::Result<()> {
             .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
             .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
             .output()
-            .map_err(|e| cohort::Error::Invalid(format!("cannot run mpirun (install OpenMPI: openmpi-bin): {e}")))?;
+            .map_err(|e| {
+                cohort::Error::Invalid(format!(
+                    "cannot run mpirun (install OpenMPI: openmpi-bin): {e}"
+                ))
+            })?;
         let s = String::from_utf8_lossy(&o.stdout).into_owned();
         if !o.status.success() {
-            return Err(cohort::Error::Invalid(format!("the MPI part failed: {s}{}", String::from_utf8_lossy(&o.stderr))));
+            return Err(cohort::Error::Invalid(format!(
+                "the MPI part failed: {s}{}",
+                String::from_utf8_lossy(&o.stderr)
+            )));
         }
         outs.push(s);
     }
@@ -271,8 +356,14 @@ fn main() -> cohort::Result<()> {
         }
     }
     let all = outs.concat();
-    if let (Some(tcp), Some(mpi)) = (field(&all, "allreduce name=tcp", "mi_us"), field(&all, "allreduce name=mpi", "mi_us")) {
-        println!("allreduce n=1048576 tcp_us={tcp:.1} mpi_us={mpi:.1} ratio={:.2}", tcp / mpi);
+    if let (Some(tcp), Some(mpi)) = (
+        field(&all, "allreduce name=tcp", "mi_us"),
+        field(&all, "allreduce name=mpi", "mi_us"),
+    ) {
+        println!(
+            "allreduce n=1048576 tcp_us={tcp:.1} mpi_us={mpi:.1} ratio={:.2}",
+            tcp / mpi
+        );
     } else {
         println!("(MPI part not run: build with --features mpi)");
     }

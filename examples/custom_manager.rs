@@ -20,7 +20,11 @@ use std::time::Duration;
 
 #[cohort::remote]
 fn hello(from: String) -> String {
-    format!("worker {} (os pid {}) greets {from}", myid(), std::process::id())
+    format!(
+        "worker {} (os pid {}) greets {from}",
+        myid(),
+        std::process::id()
+    )
 }
 
 #[cohort::remote]
@@ -35,7 +39,11 @@ struct UnixSocketManager {
 }
 
 impl ClusterManager for UnixSocketManager {
-    fn launch(&self, params: &AddProcsParams, launched: &mut dyn FnMut(WorkerConfig)) -> cohort::Result<()> {
+    fn launch(
+        &self,
+        params: &AddProcsParams,
+        launched: &mut dyn FnMut(WorkerConfig),
+    ) -> cohort::Result<()> {
         let cookie = cohort::cluster_cookie()?;
         let io = |e| cohort::Error::Invalid(format!("starting a worker: {e}"));
         for _ in 0..params.count {
@@ -43,7 +51,10 @@ impl ClusterManager for UnixSocketManager {
                 .env("COHORT_WORKER", "1")
                 // The workers listen on Unix sockets, and talk to each other that way too.
                 .env("COHORT_TRANSPORT", "unix")
-                .env("COHORT_WORKER_TIMEOUT", params.worker_timeout.as_secs_f64().to_string())
+                .env(
+                    "COHORT_WORKER_TIMEOUT",
+                    params.worker_timeout.as_secs_f64().to_string(),
+                )
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
@@ -52,7 +63,11 @@ impl ClusterManager for UnixSocketManager {
             let mut out = BufReader::new(child.stdout.take().expect("piped"));
             let mut path = String::new();
             out.read_line(&mut path).map_err(io)?;
-            println!("launched worker os pid {} listening on {}", child.id(), path.trim());
+            println!(
+                "launched worker os pid {} listening on {}",
+                child.id(),
+                path.trim()
+            );
             launched(WorkerConfig {
                 address: Some(path.trim().to_string()),
                 ospid: Some(child.id()),
@@ -73,7 +88,9 @@ impl ClusterManager for UnixSocketManager {
             std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
                 .and_then(|a| std::os::unix::net::UnixStream::connect_addr(&a))
                 .map(OwnedFd::from)
-                .map_err(|e| cohort::Error::Invalid(format!("connecting to worker {pid} at {path}: {e}"))),
+                .map_err(|e| {
+                    cohort::Error::Invalid(format!("connecting to worker {pid} at {path}: {e}"))
+                }),
         )
     }
 
@@ -100,10 +117,19 @@ impl ClusterManager for UnixSocketManager {
 fn main() -> cohort::Result<()> {
     let _cluster = cohort::init()?;
     let manager = Arc::new(UnixSocketManager::default());
-    let pids = cohort::addprocs_with(manager, AddProcsParams { count: 2, ..Default::default() })?;
+    let pids = cohort::addprocs_with(
+        manager,
+        AddProcsParams {
+            count: 2,
+            ..Default::default()
+        },
+    )?;
     println!("workers: {pids:?}");
     for &p in &pids {
-        println!("{}", remotecall_fetch(hello, p, ("the master".to_string(),))?);
+        println!(
+            "{}",
+            remotecall_fetch(hello, p, ("the master".to_string(),))?
+        );
     }
     println!("{}", remotecall_fetch(relay, pids[0], (pids[1],))??);
     rmprocs(&pids, Duration::from_secs(10))?;

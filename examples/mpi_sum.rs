@@ -30,7 +30,10 @@ fn main() -> cohort::Result<()> {
     if workers() == [1] {
         addprocs(3)?;
     }
-    let others: Vec<_> = workers().into_iter().map(|p| remotecall(sum_of_ranks, p, ())).collect::<cohort::Result<_>>()?;
+    let others: Vec<_> = workers()
+        .into_iter()
+        .map(|p| remotecall(sum_of_ranks, p, ()))
+        .collect::<cohort::Result<_>>()?;
     let mine = sum_of_ranks()?;
     for f in others {
         assert_eq!(f.fetch()??, None, "only the root gets the sum");

@@ -112,13 +112,13 @@
 //! re-exports them and wires the defaults: TCP and the local manager.
 
 pub use cohort_core::{
-    current_topology, link_count, set_topology, Topology,
-    addprocs, addprocs_with, blocking, check_interrupt, cluster_cookie, fetch_any, fetchfrom,
-    interrupt, interrupted, live_refs, live_refs_on, myid, next_pid, nprocs, nworkers, procs,
-    procs_on, remote_do, remotecall, remotecall_fetch, remotecall_fetch_by_name, remotecall_wait,
-    rmprocs, set_cluster_cookie, spawnat, workers, AbstractChannel, AddProcsParams, Cluster,
-    ClusterManager, Count, Error, Future, ManageOp, Pid, RemoteChannel, RemoteException, RemoteFn,
-    Result, RmProcs, Target, WorkerConfig,
+    addprocs, addprocs_with, blocking, check_interrupt, cluster_cookie, current_topology,
+    fetch_any, fetchfrom, interrupt, interrupted, link_count, live_refs, live_refs_on, myid,
+    next_pid, nprocs, nworkers, procs, procs_on, remote_do, remotecall, remotecall_fetch,
+    remotecall_fetch_by_name, remotecall_wait, rmprocs, set_cluster_cookie, set_topology, spawnat,
+    workers, AbstractChannel, AddProcsParams, Cluster, ClusterManager, Count, Error, Future,
+    ManageOp, Pid, RemoteChannel, RemoteException, RemoteFn, Result, RmProcs, Target, Topology,
+    WorkerConfig,
 };
 pub use cohort_core::{
     bytes_sent, default_worker_pool, distributed_for, distributed_reduce, everywhere,
@@ -163,6 +163,7 @@ pub mod shm {
 
 /// The names most programs use.
 pub mod prelude {
+    pub use crate::shm::{indexpids, localindices, myrange, SharedArray};
     pub use crate::{
         addprocs, fetch_any, interrupt, myid, nprocs, nworkers, procs, remote_do, remotecall,
         remotecall_fetch, remotecall_wait, rmprocs, spawnat, workers, Future, Pid, RemoteChannel,
@@ -170,9 +171,8 @@ pub mod prelude {
     };
     pub use crate::{
         default_worker_pool, distributed_for, distributed_reduce, everywhere, pmap, pmap_with,
-        sync, BatchSize, Cached, CachingPool, PmapOptions, Part, Reducer, WorkerPool,
+        sync, BatchSize, Cached, CachingPool, Part, PmapOptions, Reducer, WorkerPool,
     };
-    pub use crate::shm::{indexpids, localindices, myrange, SharedArray};
 }
 
 #[doc(hidden)]
@@ -206,9 +206,14 @@ pub fn init() -> Result<Cluster> {
 
 /// Whether `mpirun` (OpenMPI, MPICH/Hydra, or a PMIx launcher) started this process.
 pub fn launched_by_mpirun() -> bool {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some())
+    [
+        "OMPI_COMM_WORLD_SIZE",
+        "PMI_SIZE",
+        "PMIX_RANK",
+        "MPI_LOCALNRANKS",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some())
 }
 
 #[cfg(feature = "mpi")]

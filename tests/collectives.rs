@@ -29,19 +29,38 @@ fn spmd() -> cohort::Result<Seen> {
     let sum = collective::reduce(0, &[rank as i64, 10 * rank as i64, 1], Op::sum())?;
     let all_max = collective::all_reduce(&[rank as f64, -(rank as f64)], Op::max())?;
     // A user operation that is associative but not commutative: keeps the leftmost non-zero.
-    let all_custom = collective::all_reduce(&[rank as u32 + 1], Op::custom(|a, b| if *a != 0 { *a } else { *b }))?;
+    let all_custom = collective::all_reduce(
+        &[rank as u32 + 1],
+        Op::custom(|a, b| if *a != 0 { *a } else { *b }),
+    )?;
     let prod = collective::reduce(size - 1, &[rank as i64 + 1], Op::prod())?.map(|v| v[0]);
     let mine: Vec<u16> = (0..rank as u16 + 1).collect();
     let gathered = collective::gather(0, &mine)?;
-    let parts: Vec<Vec<i32>> = (0..size as i32).map(|r| vec![r * 100; r as usize]).collect();
+    let parts: Vec<Vec<i32>> = (0..size as i32)
+        .map(|r| vec![r * 100; r as usize])
+        .collect();
     let scattered = collective::scatter(size / 2, (rank == size / 2).then_some(parts.as_slice()))?;
     collective::barrier()?;
-    Ok(Seen { rank, size, bcast, sum, all_max, all_custom, prod, gathered, scattered })
+    Ok(Seen {
+        rank,
+        size,
+        bcast,
+        sum,
+        all_max,
+        all_custom,
+        prod,
+        gathered,
+        scattered,
+    })
 }
 
 /// Runs `spmd` on every process (the master's part here) and returns each rank's view.
 fn run_everywhere() -> Vec<Seen> {
-    let fs: Vec<_> = workers().into_iter().filter(|&p| p != 1).map(|p| remotecall(spmd, p, ()).unwrap()).collect();
+    let fs: Vec<_> = workers()
+        .into_iter()
+        .filter(|&p| p != 1)
+        .map(|p| remotecall(spmd, p, ()).unwrap())
+        .collect();
     let mut all = vec![spmd().unwrap()];
     for f in fs {
         all.push(f.fetch().unwrap().unwrap());
@@ -79,15 +98,25 @@ fn two_three_four_processes() {
 }
 
 fn errors() {
-    assert!(matches!(collective::reduce(9, &[1i32], Op::sum()), Err(cohort::Error::Invalid(_))));
-    assert!(collective::scatter::<i32>(0, None).is_err(), "the root must pass the parts");
+    assert!(matches!(
+        collective::reduce(9, &[1i32], Op::sum()),
+        Err(cohort::Error::Invalid(_))
+    ));
+    assert!(
+        collective::scatter::<i32>(0, None).is_err(),
+        "the root must pass the parts"
+    );
 }
 
 fn main() {
     let cluster = cohort::init().unwrap();
     common::run(
         cluster,
-        &[("one_process", one_process), ("two_three_four_processes", two_three_four_processes), ("errors", errors)],
+        &[
+            ("one_process", one_process),
+            ("two_three_four_processes", two_three_four_processes),
+            ("errors", errors),
+        ],
         Duration::from_secs(60),
         Vec::new(),
     );

@@ -524,7 +524,11 @@ fn worker_timeout_exits() {
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let printed_ok = if tcp() { line.trim().starts_with("127.0.0.1:") } else { line.trim().starts_with("@cohort-") };
+    let printed_ok = if tcp() {
+        line.trim().starts_with("127.0.0.1:")
+    } else {
+        line.trim().starts_with("@cohort-")
+    };
     if !printed_ok {
         let _ = child.kill();
         let _ = child.wait();
@@ -561,17 +565,33 @@ fn tcp() -> bool {
 
 fn restrict_false_binds_all_interfaces() {
     if !tcp() {
-        println!("(binding interfaces is a TCP matter; skipped over {:?})", cohort::__private::transport_name());
+        println!(
+            "(binding interfaces is a TCP matter; skipped over {:?})",
+            cohort::__private::transport_name()
+        );
         return;
     }
-    let params = cohort::AddProcsParams { count: 1, restrict: false, ..Default::default() };
-    let p = cohort::addprocs_with(std::sync::Arc::new(cohort::managers::LocalManager::new()), params).unwrap();
+    let params = cohort::AddProcsParams {
+        count: 1,
+        restrict: false,
+        ..Default::default()
+    };
+    let p = cohort::addprocs_with(
+        std::sync::Arc::new(cohort::managers::LocalManager::new()),
+        params,
+    )
+    .unwrap();
     let addr = cohort::__private::peer_address(p[0]).unwrap();
-    assert!(!addr.starts_with("127.0.0.1:"), "an unrestricted worker advertises its host: {addr}");
+    assert!(
+        !addr.starts_with("127.0.0.1:"),
+        "an unrestricted worker advertises its host: {addr}"
+    );
     assert_eq!(remotecall_fetch(add, p[0], (1, 2)).unwrap(), 3);
     rmprocs(&p, Duration::from_secs(10)).unwrap();
     // Restricted workers (the default) bind loopback.
-    assert!(cohort::__private::peer_address(2).unwrap().starts_with("127.0.0.1:"));
+    assert!(cohort::__private::peer_address(2)
+        .unwrap()
+        .starts_with("127.0.0.1:"));
 }
 
 fn main() {
@@ -588,7 +608,10 @@ fn main() {
     } else {
         None
     };
-    println!("transport: {}", cohort::__private::transport_name().unwrap());
+    println!(
+        "transport: {}",
+        cohort::__private::transport_name().unwrap()
+    );
     cohort::set_cluster_cookie(COOKIE).unwrap();
     assert_eq!(addprocs(3).unwrap(), vec![2, 3, 4]);
     common::run(
@@ -608,7 +631,10 @@ fn main() {
             ("cookie_fixed_after_workers", cookie_fixed_after_workers),
             ("kill_worker_fails_pending", kill_worker_fails_pending),
             ("rmprocs_semantics", rmprocs_semantics),
-            ("restrict_false_binds_all_interfaces", restrict_false_binds_all_interfaces),
+            (
+                "restrict_false_binds_all_interfaces",
+                restrict_false_binds_all_interfaces,
+            ),
         ],
         Duration::from_secs(60),
         other.into_iter().collect(),

@@ -71,7 +71,10 @@ fn remote_basics() {
     assert!(out.contains("s = 1 .+ r = ["), "{out}");
     assert!(out.contains("@spawnat :any: r on 2, s on 3"), "{out}");
     // A worker's output reaches the master's stdout, labelled.
-    assert!(out.contains("From worker 2:\tadding 1 on worker 2"), "{out}");
+    assert!(
+        out.contains("From worker 2:\tadding 1 on worker 2"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -32,7 +32,11 @@ struct Recording {
 }
 
 impl ClusterManager for Recording {
-    fn launch(&self, params: &AddProcsParams, launched: &mut dyn FnMut(WorkerConfig)) -> cohort::Result<()> {
+    fn launch(
+        &self,
+        params: &AddProcsParams,
+        launched: &mut dyn FnMut(WorkerConfig),
+    ) -> cohort::Result<()> {
         let mut idents = self.idents.lock().unwrap();
         self.inner.launch(params, &mut |mut c| {
             if !idents.is_empty() {
@@ -62,11 +66,23 @@ fn recording() -> Arc<Recording> {
 
 fn manage_calls_in_order() {
     let m = recording();
-    let pids = cohort::addprocs_with(m.clone(), AddProcsParams { count: 2, ..Default::default() }).unwrap();
+    let pids = cohort::addprocs_with(
+        m.clone(),
+        AddProcsParams {
+            count: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(remotecall_fetch(add, pids[1], (2, 3)).unwrap(), 5);
     cohort::interrupt(&[pids[0]]).unwrap();
     rmprocs(&pids, Duration::from_secs(10)).unwrap();
-    assert!(common::eventually(Duration::from_secs(5), || m.log.lock().unwrap().len() == 7));
+    assert!(common::eventually(Duration::from_secs(5), || m
+        .log
+        .lock()
+        .unwrap()
+        .len()
+        == 7));
     let (a, b) = (pids[0], pids[1]);
     assert_eq!(
         m.log.lock().unwrap()[..5],
@@ -88,9 +104,20 @@ fn manage_calls_in_order() {
 struct Unreachable;
 
 impl ClusterManager for Unreachable {
-    fn launch(&self, _: &AddProcsParams, launched: &mut dyn FnMut(WorkerConfig)) -> cohort::Result<()> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        launched(WorkerConfig { address: Some(format!("127.0.0.1:{port}")), ..Default::default() });
+    fn launch(
+        &self,
+        _: &AddProcsParams,
+        launched: &mut dyn FnMut(WorkerConfig),
+    ) -> cohort::Result<()> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        launched(WorkerConfig {
+            address: Some(format!("127.0.0.1:{port}")),
+            ..Default::default()
+        });
         Ok(())
     }
 }
@@ -100,7 +127,10 @@ fn transport_that_cannot_connect() {
     let e = cohort::addprocs_with(Arc::new(Unreachable), AddProcsParams::default()).unwrap_err();
     match &e {
         Error::Io { context, source } => {
-            assert!(context.starts_with("connecting to worker at 127.0.0.1:"), "{context}");
+            assert!(
+                context.starts_with("connecting to worker at 127.0.0.1:"),
+                "{context}"
+            );
             assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused);
         }
         other => panic!("expected a connection error, got {other:?}"),
@@ -114,9 +144,22 @@ fn transport_that_cannot_connect() {
 fn default_all_to_all_is_lazy() {
     assert_eq!(cohort::current_topology(), Topology::AllToAll);
     let p = addprocs(3).unwrap();
-    assert_eq!(remotecall_fetch(links, p[0], ()).unwrap(), 1, "only the master link until used");
-    assert_eq!(remotecall_fetch(call_worker, p[0], (p[2],)).unwrap().unwrap(), 2);
-    assert_eq!(remotecall_fetch(links, p[0], ()).unwrap(), 2, "a link opened on first use");
+    assert_eq!(
+        remotecall_fetch(links, p[0], ()).unwrap(),
+        1,
+        "only the master link until used"
+    );
+    assert_eq!(
+        remotecall_fetch(call_worker, p[0], (p[2],))
+            .unwrap()
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        remotecall_fetch(links, p[0], ()).unwrap(),
+        2,
+        "a link opened on first use"
+    );
     rmprocs(&p, Duration::from_secs(10)).unwrap();
 }
 
@@ -126,15 +169,27 @@ fn topology_child(t: &str) {
     match t {
         "master_worker" => {
             let e = remotecall_fetch(call_worker, a, (b,)).unwrap_err();
-            let r = e.as_remote().expect("the worker's error comes back as a RemoteException");
+            let r = e
+                .as_remote()
+                .expect("the worker's error comes back as a RemoteException");
             assert_eq!(r.pid, a);
-            assert!(r.error.contains("the cluster topology is master_worker"), "{e}");
+            assert!(
+                r.error.contains("the cluster topology is master_worker"),
+                "{e}"
+            );
             assert_eq!(remotecall_fetch(add, b, (1, 1)).unwrap(), 2);
-            assert_eq!(remotecall_fetch(call_worker, c, (1,)).unwrap().unwrap(), 2, "a worker calls the master");
+            assert_eq!(
+                remotecall_fetch(call_worker, c, (1,)).unwrap().unwrap(),
+                2,
+                "a worker calls the master"
+            );
         }
         "all_to_all_eager" => {
             // The last worker connected to the two before it as it joined.
-            assert!(common::eventually(Duration::from_secs(5), || remotecall_fetch(links, c, ()).unwrap() == 3));
+            assert!(common::eventually(
+                Duration::from_secs(5),
+                || remotecall_fetch(links, c, ()).unwrap() == 3
+            ));
             assert_eq!(remotecall_fetch(call_worker, a, (c,)).unwrap().unwrap(), 2);
         }
         other => panic!("no scenario for {other}"),
@@ -150,12 +205,28 @@ fn custom_topology() {
         (Some("y".into()), vec!["x".into()]),
         (Some("z".into()), vec![]),
     ];
-    let p = cohort::addprocs_with(m, AddProcsParams { count: 3, ..Default::default() }).unwrap();
+    let p = cohort::addprocs_with(
+        m,
+        AddProcsParams {
+            count: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let (x, y, z) = (p[0], p[1], p[2]);
     assert_eq!(remotecall_fetch(call_worker, y, (x,)).unwrap().unwrap(), 2);
-    assert_eq!(remotecall_fetch(call_worker, x, (y,)).unwrap().unwrap(), 2, "x may answer y's way back");
+    assert_eq!(
+        remotecall_fetch(call_worker, x, (y,)).unwrap().unwrap(),
+        2,
+        "x may answer y's way back"
+    );
     let e = remotecall_fetch(call_worker, z, (x,)).unwrap_err();
-    assert!(e.as_remote().is_some_and(|r| r.error.contains("custom cluster topology does not connect them")), "{e}");
+    assert!(
+        e.as_remote().is_some_and(|r| r
+            .error
+            .contains("custom cluster topology does not connect them")),
+        "{e}"
+    );
     rmprocs(&p, Duration::from_secs(10)).unwrap();
 }
 
@@ -178,23 +249,34 @@ fn main() {
                 cluster,
                 &[
                     ("manage_calls_in_order", manage_calls_in_order),
-                    ("transport_that_cannot_connect", transport_that_cannot_connect),
+                    (
+                        "transport_that_cannot_connect",
+                        transport_that_cannot_connect,
+                    ),
                     ("default_all_to_all_is_lazy", default_all_to_all_is_lazy),
                 ],
                 Duration::from_secs(60),
                 children,
             );
         }
-        Some("master_worker") => {
-            common::run(cluster, &[("master_worker", || topology_child("master_worker"))], Duration::from_secs(60), Vec::new())
-        }
+        Some("master_worker") => common::run(
+            cluster,
+            &[("master_worker", || topology_child("master_worker"))],
+            Duration::from_secs(60),
+            Vec::new(),
+        ),
         Some("all_to_all_eager") => common::run(
             cluster,
             &[("all_to_all_eager", || topology_child("all_to_all_eager"))],
             Duration::from_secs(60),
             Vec::new(),
         ),
-        Some("custom") => common::run(cluster, &[("custom", custom_topology)], Duration::from_secs(60), Vec::new()),
+        Some("custom") => common::run(
+            cluster,
+            &[("custom", custom_topology)],
+            Duration::from_secs(60),
+            Vec::new(),
+        ),
         Some(other) => panic!("unexpected COHORT_TOPOLOGY={other}"),
     }
 }

@@ -68,20 +68,34 @@ mod suite {
         assert_eq!(procs(), vec![1, 2, 3, 4]);
         for p in 2..=4 {
             assert_eq!(remotecall_fetch(whoami, p, ()).unwrap(), (p, p - 1));
-            assert_eq!(remotecall_fetch(add, p, (p as i64, 1)).unwrap(), p as i64 + 1);
+            assert_eq!(
+                remotecall_fetch(add, p, (p as i64, 1)).unwrap(),
+                p as i64 + 1
+            );
         }
-        assert!(cohort::__private::peer_address(2).is_none(), "MPI mode opens no listener");
+        assert!(
+            cohort::__private::peer_address(2).is_none(),
+            "MPI mode opens no listener"
+        );
         assert!(matches!(addprocs(1), Err(Error::Invalid(m)) if m.contains("MPI mode")));
-        assert!(matches!(rmprocs(&[2], Duration::from_secs(1)), Err(Error::Invalid(m)) if m.contains("MPI mode")));
+        assert!(
+            matches!(rmprocs(&[2], Duration::from_secs(1)), Err(Error::Invalid(m)) if m.contains("MPI mode"))
+        );
     }
 
     fn calls_futures_channels() {
         let f = remotecall(add, 3, (20, 22)).unwrap();
         assert_eq!(f.fetch().unwrap(), 42);
         let e = remotecall_fetch(boom, 4, ()).unwrap_err();
-        assert_eq!(e.as_remote().map(|r| (r.pid, r.error.clone())), Some((4, "panic: mpi boom".into())));
+        assert_eq!(
+            e.as_remote().map(|r| (r.pid, r.error.clone())),
+            Some((4, "panic: mpi boom".into()))
+        );
         let v = remotecall_fetch(big, 2, (3 << 20,)).unwrap();
-        assert_eq!((v.len(), v[(3 << 20) - 1]), (3 << 20, ((3 << 20) - 1) as f64));
+        assert_eq!(
+            (v.len(), v[(3 << 20) - 1]),
+            (3 << 20, ((3 << 20) - 1) as f64)
+        );
         let c: RemoteChannel<i64> = RemoteChannel::new(0, 2).unwrap();
         let t = remotecall(chan_take, 3, (c.clone(),)).unwrap();
         c.put(9).unwrap();
@@ -92,14 +106,25 @@ mod suite {
         for i in 0..1000 {
             remote_do(record, 2, (i,)).unwrap();
         }
-        assert_eq!(remotecall_fetch(take_log, 2, ()).unwrap(), (0..1000).collect::<Vec<u64>>());
-        assert_eq!(remotecall_fetch(call_other, 2, (4,)).unwrap().unwrap(), (2, 4));
-        assert_eq!(remotecall_fetch(call_other, 3, (1,)).unwrap().unwrap(), (3, 1));
+        assert_eq!(
+            remotecall_fetch(take_log, 2, ()).unwrap(),
+            (0..1000).collect::<Vec<u64>>()
+        );
+        assert_eq!(
+            remotecall_fetch(call_other, 2, (4,)).unwrap().unwrap(),
+            (2, 4)
+        );
+        assert_eq!(
+            remotecall_fetch(call_other, 3, (1,)).unwrap().unwrap(),
+            (3, 1)
+        );
     }
 
     fn collectives_use_mpi() {
         for n in [1, 1 << 20] {
-            let fs: Vec<_> = (2..=4).map(|p| remotecall(allsum, p, (n,)).unwrap()).collect();
+            let fs: Vec<_> = (2..=4)
+                .map(|p| remotecall(allsum, p, (n,)).unwrap())
+                .collect();
             let mine = allsum(n).unwrap();
             assert_eq!(mine, vec![6.0; n]);
             for f in fs {
@@ -131,7 +156,10 @@ mod suite {
             &[
                 ("world", world),
                 ("calls_futures_channels", calls_futures_channels),
-                ("ordering_and_worker_to_worker", ordering_and_worker_to_worker),
+                (
+                    "ordering_and_worker_to_worker",
+                    ordering_and_worker_to_worker,
+                ),
                 ("collectives_use_mpi", collectives_use_mpi),
             ],
             Duration::from_secs(60),
@@ -165,7 +193,12 @@ fn main() {
     }
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("built without MPI: rebuild with `--features mpi`"), "{err}");
+    assert!(
+        err.contains("built without MPI: rebuild with `--features mpi`"),
+        "{err}"
+    );
     let _ = common::child_pids;
-    println!("test result: ok. (MPI suite needs --features mpi; non-MPI build refuses mpirun clearly)");
+    println!(
+        "test result: ok. (MPI suite needs --features mpi; non-MPI build refuses mpirun clearly)"
+    );
 }

@@ -211,12 +211,17 @@ pub fn addprocs(n: usize) -> Result<Vec<Pid>> {
 ///
 /// # Julia
 /// `addprocs(manager::ClusterManager; kwargs...)`.
-pub fn addprocs_with(manager: Arc<dyn ClusterManager>, mut params: AddProcsParams) -> Result<Vec<Pid>> {
+pub fn addprocs_with(
+    manager: Arc<dyn ClusterManager>,
+    mut params: AddProcsParams,
+) -> Result<Vec<Pid>> {
     fixed_world("addprocs")?;
     let rt = master_only("addprocs")?;
     // Workers speak the master's transport.
     if !params.env.iter().any(|(k, _)| k == "COHORT_TRANSPORT") {
-        params.env.push(("COHORT_TRANSPORT".into(), rt.transport.name().into()));
+        params
+            .env
+            .push(("COHORT_TRANSPORT".into(), rt.transport.name().into()));
     }
     let mut configs = Vec::new();
     let launched = manager.launch(&params, &mut |c| configs.push(c));
@@ -237,8 +242,9 @@ pub fn addprocs_with(manager: Arc<dyn ClusterManager>, mut params: AddProcsParam
                 .map_err(|e| Error::io(format!("connecting to worker at {addr}"), e)),
         };
         let allowed = (current_topology() == Topology::Custom).then(|| custom_peers(&config));
-        let joined =
-            fd.and_then(|fd| rt.attach_worker(pid, fd, config.address.as_deref().unwrap_or(&addr), allowed));
+        let joined = fd.and_then(|fd| {
+            rt.attach_worker(pid, fd, config.address.as_deref().unwrap_or(&addr), allowed)
+        });
         match joined {
             Ok(host) => {
                 if config.host.is_none() {
@@ -306,11 +312,9 @@ impl Topology {
             "all_to_all_eager" => Topology::AllToAllEager,
             "master_worker" => Topology::MasterWorker,
             "custom" => Topology::Custom,
-            other => {
-                return Err(Error::invalid(format!(
-                    "unknown topology {other:?} (all_to_all, all_to_all_eager, master_worker, custom)"
-                )))
-            }
+            other => return Err(Error::invalid(format!(
+                "unknown topology {other:?} (all_to_all, all_to_all_eager, master_worker, custom)"
+            ))),
         })
     }
 }
@@ -325,8 +329,14 @@ pub fn current_topology() -> Topology {
 /// Sets the topology; only on the master and before any worker is added.
 pub fn set_topology(t: Topology) -> Result<()> {
     let rt = master_only("set_topology")?;
-    if !records().lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
-        return Err(Error::invalid("the topology can only be set before workers are added"));
+    if !records()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_empty()
+    {
+        return Err(Error::invalid(
+            "the topology can only be set before workers are added",
+        ));
     }
     *rt.topology.write().unwrap_or_else(|e| e.into_inner()) = t.name().to_string();
     Ok(())
@@ -337,8 +347,14 @@ fn custom_peers(config: &WorkerConfig) -> Vec<Pid> {
     let recs = records().lock().unwrap_or_else(|e| e.into_inner());
     recs.iter()
         .filter(|(_, r)| {
-            r.config.ident.as_ref().is_some_and(|i| config.connect_idents.contains(i))
-                || config.ident.as_ref().is_some_and(|i| r.config.connect_idents.contains(i))
+            r.config
+                .ident
+                .as_ref()
+                .is_some_and(|i| config.connect_idents.contains(i))
+                || config
+                    .ident
+                    .as_ref()
+                    .is_some_and(|i| r.config.connect_idents.contains(i))
         })
         .map(|(p, _)| *p)
         .collect()
@@ -672,7 +688,10 @@ impl Drop for Cluster {
 /// the world; no listener is opened.
 pub fn init_world(world: Arc<dyn crate::transport::MessageWorld>) -> Result<Cluster> {
     let rt = runtime::start_world(world)?;
-    rt.on_exit.lock().unwrap_or_else(|e| e.into_inner()).push(Box::new(on_worker_exit));
+    rt.on_exit
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Box::new(on_worker_exit));
     Ok(Cluster { _p: () })
 }
 
@@ -688,7 +707,8 @@ pub fn init_with(
     if crate::env::is_worker() {
         runtime::run_worker(transport);
     }
-    Topology::parse(&crate::env::topology()).map_err(|e| Error::invalid(format!("COHORT_TOPOLOGY: {e}")))?;
+    Topology::parse(&crate::env::topology())
+        .map_err(|e| Error::invalid(format!("COHORT_TOPOLOGY: {e}")))?;
     let rt = runtime::start_master(transport)?;
     let _ = DEFAULT_MANAGER.set(default_manager);
     rt.on_exit

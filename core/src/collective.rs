@@ -30,7 +30,10 @@ pub(crate) struct Mailbox {
 
 impl Mailbox {
     pub(crate) fn deposit(&self, seq: u64, from: Pid, f: Frame) {
-        self.m.lock().unwrap_or_else(|e| e.into_inner()).insert((seq, from), f);
+        self.m
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((seq, from), f);
         self.cv.notify_all();
     }
     pub(crate) fn wake(&self) {
@@ -48,7 +51,11 @@ impl Mailbox {
                 return Err(Error::ProcessExited(from));
             }
             exec::check_interrupt()?;
-            m = self.cv.wait_timeout(m, Duration::from_millis(50)).unwrap_or_else(|e| e.into_inner()).0;
+            m = self
+                .cv
+                .wait_timeout(m, Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 }
@@ -82,32 +89,53 @@ pub enum OpKind {
 }
 
 /// Numbers the built-in operations apply to.
-pub trait Number: Pod + PartialOrd + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + Send + Sync {}
-impl<T: Pod + PartialOrd + std::ops::Add<Output = T> + std::ops::Mul<Output = T> + Send + Sync> Number for T {}
+pub trait Number:
+    Pod + PartialOrd + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + Send + Sync
+{
+}
+impl<T: Pod + PartialOrd + std::ops::Add<Output = T> + std::ops::Mul<Output = T> + Send + Sync>
+    Number for T
+{
+}
 
 impl<T: Number> Op<T> {
     /// `+`.
     pub fn sum() -> Self {
-        Op { f: |a, b| *a + *b, kind: OpKind::Sum }
+        Op {
+            f: |a, b| *a + *b,
+            kind: OpKind::Sum,
+        }
     }
     /// `*`.
     pub fn prod() -> Self {
-        Op { f: |a, b| *a * *b, kind: OpKind::Prod }
+        Op {
+            f: |a, b| *a * *b,
+            kind: OpKind::Prod,
+        }
     }
     /// `min` (the first of equals).
     pub fn min() -> Self {
-        Op { f: |a, b| if *b < *a { *b } else { *a }, kind: OpKind::Min }
+        Op {
+            f: |a, b| if *b < *a { *b } else { *a },
+            kind: OpKind::Min,
+        }
     }
     /// `max` (the first of equals).
     pub fn max() -> Self {
-        Op { f: |a, b| if *b > *a { *b } else { *a }, kind: OpKind::Max }
+        Op {
+            f: |a, b| if *b > *a { *b } else { *a },
+            kind: OpKind::Max,
+        }
     }
 }
 
 impl<T> Op<T> {
     /// A user operation; it must be associative (`f(f(a, b), c) == f(a, f(b, c))`).
     pub fn custom(f: fn(&T, &T) -> T) -> Self {
-        Op { f, kind: OpKind::Custom }
+        Op {
+            f,
+            kind: OpKind::Custom,
+        }
     }
     /// Which operation this is.
     pub fn kind(&self) -> OpKind {
@@ -188,7 +216,10 @@ fn next_seq(g: &[Pid]) -> Result<u64> {
 }
 
 fn send<T: Pod>(to: Pid, seq: u64, data: &[T]) -> Result<()> {
-    let body = Body::Raw { prefix: (data.len() as u64).to_le_bytes(), bytes: bytemuck::cast_slice(data) };
+    let body = Body::Raw {
+        prefix: (data.len() as u64).to_le_bytes(),
+        bytes: bytemuck::cast_slice(data),
+    };
     rt()?.send(to, &Msg::Coll { seq }, &body)
 }
 
@@ -244,9 +275,13 @@ pub fn broadcast<T: Pod>(root: usize, data: &[T]) -> Result<Vec<T>> {
     check_root(root, n)?;
     if let Some(nc) = native() {
         let _b = exec::blocking();
-        let b = nc.broadcast(root, bytemuck::cast_slice(data)).map_err(mpi_err("broadcast"))?;
+        let b = nc
+            .broadcast(root, bytemuck::cast_slice(data))
+            .map_err(mpi_err("broadcast"))?;
         if b.len() % std::mem::size_of::<T>().max(1) != 0 {
-            return Err(Error::Protocol("broadcast: length is not a whole number of elements".into()));
+            return Err(Error::Protocol(
+                "broadcast: length is not a whole number of elements".into(),
+            ));
         }
         return Ok(bytemuck::pod_collect_to_vec(&b));
     }
@@ -285,8 +320,14 @@ pub fn reduce<T: Pod + 'static>(root: usize, data: &[T], op: Op<T>) -> Result<Op
     if let (Some(nc), Some(dt), true) = (native(), dtype_of::<T>(), op.kind != OpKind::Custom) {
         let _b = exec::blocking();
         let mut out = (r == root).then(|| data.to_vec());
-        nc.reduce(root, dt, op.kind, bytemuck::cast_slice(data), out.as_deref_mut().map(bytemuck::cast_slice_mut))
-            .map_err(mpi_err("reduce"))?;
+        nc.reduce(
+            root,
+            dt,
+            op.kind,
+            bytemuck::cast_slice(data),
+            out.as_deref_mut().map(bytemuck::cast_slice_mut),
+        )
+        .map_err(mpi_err("reduce"))?;
         return Ok(out);
     }
     let seq = next_seq(&g)?;
@@ -326,8 +367,13 @@ pub fn all_reduce<T: Pod + 'static>(data: &[T], op: Op<T>) -> Result<Vec<T>> {
     if let (Some(nc), Some(dt), true) = (native(), dtype_of::<T>(), op.kind != OpKind::Custom) {
         let _b = exec::blocking();
         let mut out = data.to_vec();
-        nc.all_reduce(dt, op.kind, bytemuck::cast_slice(data), bytemuck::cast_slice_mut(&mut out))
-            .map_err(mpi_err("all_reduce"))?;
+        nc.all_reduce(
+            dt,
+            op.kind,
+            bytemuck::cast_slice(data),
+            bytemuck::cast_slice_mut(&mut out),
+        )
+        .map_err(mpi_err("all_reduce"))?;
         return Ok(out);
     }
     let r = reduce(0, data, op)?;
@@ -353,8 +399,8 @@ pub fn gather<T: Pod>(root: usize, data: &[T]) -> Result<Option<Vec<Vec<T>>>> {
             let src = v | mask;
             if src < n {
                 let b = recv_bytes(abs(src), seq)?;
-                let sub: Vec<(u64, Vec<u8>)> =
-                    bincode::deserialize(&b).map_err(|e| Error::Protocol(format!("gather: {e}")))?;
+                let sub: Vec<(u64, Vec<u8>)> = bincode::deserialize(&b)
+                    .map_err(|e| Error::Protocol(format!("gather: {e}")))?;
                 parts.extend(sub);
             }
         } else {
@@ -365,7 +411,12 @@ pub fn gather<T: Pod>(root: usize, data: &[T]) -> Result<Option<Vec<Vec<T>>>> {
         mask <<= 1;
     }
     parts.sort_by_key(|(rel, _)| (*rel as usize + root) % n);
-    Ok(Some(parts.into_iter().map(|(_, b)| bytemuck::pod_collect_to_vec(&b)).collect()))
+    Ok(Some(
+        parts
+            .into_iter()
+            .map(|(_, b)| bytemuck::pod_collect_to_vec(&b))
+            .collect(),
+    ))
 }
 
 /// Sends part `i` of the root's `parts` to rank `i`; returns this process's part. Only the
@@ -384,15 +435,26 @@ pub fn scatter<T: Pod>(root: usize, parts: Option<&[Vec<T>]>) -> Result<Vec<T>> 
     let mut mine: Vec<(u64, Vec<u8>)> = if v == 0 {
         let p = parts.ok_or_else(|| Error::invalid("scatter: the root must pass the parts"))?;
         if p.len() != n {
-            return Err(Error::invalid(format!("scatter: {} parts for {n} processes", p.len())));
+            return Err(Error::invalid(format!(
+                "scatter: {} parts for {n} processes",
+                p.len()
+            )));
         }
-        (0..n).map(|rel| (rel as u64, bytemuck::cast_slice(&p[(rel + root) % n]).to_vec())).collect()
+        (0..n)
+            .map(|rel| {
+                (
+                    rel as u64,
+                    bytemuck::cast_slice(&p[(rel + root) % n]).to_vec(),
+                )
+            })
+            .collect()
     } else {
         let mut mask = 1;
         loop {
             if v & mask != 0 {
                 let b = recv_bytes(abs(v - mask), seq)?;
-                break bincode::deserialize(&b).map_err(|e| Error::Protocol(format!("scatter: {e}")))?;
+                break bincode::deserialize(&b)
+                    .map_err(|e| Error::Protocol(format!("scatter: {e}")))?;
             }
             mask <<= 1;
         }
@@ -406,21 +468,28 @@ pub fn scatter<T: Pod>(root: usize, parts: Option<&[Vec<T>]>) -> Result<Vec<T>> 
     while mask > 0 {
         let child = v + mask;
         if child < n {
-            let (theirs, keep): (Vec<_>, Vec<_>) =
-                mine.into_iter().partition(|(rel, _)| (*rel as usize) >= child && (*rel as usize) < child + mask);
+            let (theirs, keep): (Vec<_>, Vec<_>) = mine
+                .into_iter()
+                .partition(|(rel, _)| (*rel as usize) >= child && (*rel as usize) < child + mask);
             mine = keep;
             let b = bincode::serialize(&theirs).map_err(|e| Error::Protocol(e.to_string()))?;
             send_bytes(abs(child), seq, b)?;
         }
         mask >>= 1;
     }
-    let own = mine.into_iter().find(|(rel, _)| *rel as usize == v).map(|(_, b)| b).unwrap_or_default();
+    let own = mine
+        .into_iter()
+        .find(|(rel, _)| *rel as usize == v)
+        .map(|(_, b)| b)
+        .unwrap_or_default();
     Ok(bytemuck::pod_collect_to_vec(&own))
 }
 
 fn check_root(root: usize, n: usize) -> Result<()> {
     if root >= n {
-        return Err(Error::invalid(format!("root rank {root} is not below the group size {n}")));
+        return Err(Error::invalid(format!(
+            "root rank {root} is not below the group size {n}"
+        )));
     }
     Ok(())
 }

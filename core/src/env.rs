@@ -73,5 +73,8 @@ pub fn topology() -> String {
 
 /// `COHORT_TRANSPORT`.
 pub fn transport() -> String {
-    var("COHORT_TRANSPORT").unwrap_or_else(|| "tcp".into()).trim().to_ascii_lowercase()
+    var("COHORT_TRANSPORT")
+        .unwrap_or_else(|| "tcp".into())
+        .trim()
+        .to_ascii_lowercase()
 }

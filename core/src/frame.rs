@@ -562,7 +562,13 @@ mod tests {
                 // A valid magic and version, so the rest of the header is exercised.
                 data[..4].copy_from_slice(&[0x63, 0x48, PROTOCOL_VERSION, KIND_MESSAGE]);
             }
-            let mut src = Chunked { data, pos: 0, chunks: vec![1, 2, 3, 5, 8], next: 0, pending: false };
+            let mut src = Chunked {
+                data,
+                pos: 0,
+                chunks: vec![1, 2, 3, 5, 8],
+                next: 0,
+                pending: false,
+            };
             let _ = drain(&mut FrameReader::new(1 << 16), &mut src);
         }
     }

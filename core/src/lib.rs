@@ -8,8 +8,8 @@
 
 pub mod calls;
 pub mod channel;
-pub mod collective;
 pub mod cluster;
+pub mod collective;
 pub mod env;
 pub mod error;
 pub mod everywhere;
@@ -38,9 +38,10 @@ pub use calls::{
 };
 pub use channel::RemoteChannel;
 pub use cluster::{
-    addprocs, addprocs_with, cluster_cookie, init_with, init_world, interrupt, live_refs, live_refs_on, myid,
-    nprocs, nworkers, procs, procs_on, rmprocs, set_cluster_cookie, workers, AddProcsParams,
-    Cluster, ClusterManager, Count, ManageOp, RmProcs, WorkerConfig, Topology, set_topology, current_topology, link_count,
+    addprocs, addprocs_with, cluster_cookie, current_topology, init_with, init_world, interrupt,
+    link_count, live_refs, live_refs_on, myid, nprocs, nworkers, procs, procs_on, rmprocs,
+    set_cluster_cookie, set_topology, workers, AddProcsParams, Cluster, ClusterManager, Count,
+    ManageOp, RmProcs, Topology, WorkerConfig,
 };
 pub use error::{Error, RemoteException, Result};
 pub use everywhere::{everywhere, everywhere_on};
@@ -48,8 +49,7 @@ pub use exec::{blocking, check_interrupt, interrupted};
 pub use future::Future;
 pub use loops::{distributed_for, distributed_reduce, split_range, sync, Op, Part, Reducer};
 pub use pmap::{
-    pmap, pmap_args, pmap_with, pmap_zip, pmap_zip_with, BatchSize, ExponentialBackOff,
-    PmapOptions,
+    pmap, pmap_args, pmap_with, pmap_zip, pmap_zip_with, BatchSize, ExponentialBackOff, PmapOptions,
 };
 pub use pool::{
     bytes_sent, default_worker_pool, set_default_worker_pool, Cached, CachingPool, WorkerPool,

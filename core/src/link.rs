@@ -80,7 +80,9 @@ impl Link {
 
     pub(crate) fn register(&self, ep: &Epoll) -> io::Result<()> {
         match &self.fd {
-            Some(fd) => ep.add(fd, EpollEvent::new(ARMED, self.token)).map_err(io::Error::from),
+            Some(fd) => ep
+                .add(fd, EpollEvent::new(ARMED, self.token))
+                .map_err(io::Error::from),
             None => Ok(()),
         }
     }
@@ -102,7 +104,8 @@ impl Link {
         if !self.dead.swap(true, Ordering::AcqRel) {
             if let Some(fd) = &self.fd {
                 let _ = ep.delete(fd);
-                let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+                let _ =
+                    nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
             }
         }
     }
@@ -212,7 +215,7 @@ impl Link {
                 break;
             }
             n = n.wrapping_add(1);
-            if n % 32 == 0 {
+            if n.is_multiple_of(32) {
                 let b = r.bytes_read();
                 if b != seen {
                     seen = b;

@@ -79,7 +79,8 @@ pub fn get_cloned<T: Any + Send + Sync + Clone>(name: &str) -> Option<T> {
 
 /// Runs `f` on the value under `name` (created with `init` when absent or of another type) and
 /// returns what `f` returns. The value is updated in place when no other handle to it exists
-/// (from [`get`]), otherwise copied first.
+/// (from [`get`]), otherwise copied first. The update is atomic: the store is locked while `f`
+/// runs, so `f` must not use the store itself.
 pub fn update<T, R>(name: &str, init: impl FnOnce() -> T, f: impl FnOnce(&mut T) -> R) -> R
 where
     T: Any + Send + Sync + Clone,

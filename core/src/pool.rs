@@ -228,7 +228,10 @@ impl WorkerPool {
             cache: caching.then(|| Mutex::new(HashMap::new())),
         });
         ensure_hook();
-        pools().push(Arc::downgrade(&inner));
+        let mut ps = pools();
+        ps.retain(|w| w.strong_count() > 0);
+        ps.push(Arc::downgrade(&inner));
+        drop(ps);
         WorkerPool { inner }
     }
 
@@ -319,6 +322,7 @@ impl WorkerPool {
 
     /// Checks an idle worker out if one is idle now.
     pub fn try_take(&self) -> Option<Pid> {
+        ensure_hook();
         let mut st = self.inner.lock();
         self.inner.sync(&mut st);
         while let Some(p) = st.idle.pop_front() {

@@ -101,7 +101,9 @@ pub(crate) enum Msg {
     PeerRemoved(Pid),
     Query(Query),
     /// A piece of a collective operation: the `seq`-th collective of the sender.
-    Coll { seq: u64 },
+    Coll {
+        seq: u64,
+    },
 }
 
 /// Handshake: the connecting side sends `HELLO_LEN` bytes, the listening side answers

@@ -676,7 +676,12 @@ impl Runtime {
                 }
                 std::process::exit(0);
             }
-            Msg::Config { pid: _, peers, topology, allowed } => {
+            Msg::Config {
+                pid: _,
+                peers,
+                topology,
+                allowed,
+            } => {
                 let mut p = self.peers.write().unwrap_or_else(|e| e.into_inner());
                 let existing: Vec<Pid> = peers.iter().map(|i| i.pid).filter(|&q| q != 1).collect();
                 for i in peers {
@@ -688,14 +693,18 @@ impl Runtime {
                     "custom" => allowed.clone().unwrap_or_default(),
                     _ => Vec::new(),
                 };
-                *self.allowed.write().unwrap_or_else(|e| e.into_inner()) = allowed.map(|a| a.into_iter().collect());
+                *self.allowed.write().unwrap_or_else(|e| e.into_inner()) =
+                    allowed.map(|a| a.into_iter().collect());
                 *self.topology.write().unwrap_or_else(|e| e.into_inner()) = topology;
                 // Eager topologies: the newcomer connects to the workers it will talk to.
                 if !eager.is_empty() {
                     exec::spawn(Box::new(move || {
                         for q in eager {
                             if let Err(e) = self.link_to(q) {
-                                eprintln!("cohort[pid {}]: cannot connect to worker {q}: {e}", self.myid());
+                                eprintln!(
+                                    "cohort[pid {}]: cannot connect to worker {q}: {e}",
+                                    self.myid()
+                                );
                             }
                         }
                     }));
@@ -1202,7 +1211,12 @@ impl Runtime {
 
     /// The number of live links to other processes (for tests of topologies).
     pub(crate) fn link_count(&self) -> usize {
-        self.links.read().unwrap_or_else(|e| e.into_inner()).values().filter(|l| !l.is_dead()).count()
+        self.links
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|l| !l.is_dead())
+            .count()
     }
 
     pub(crate) fn live_refs(&self) -> usize {
@@ -1318,7 +1332,10 @@ impl Transport for NoStreams {
         "mpi"
     }
     fn listen(&self, _: &str) -> io::Result<Box<dyn Listener>> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "MPI mode opens no listener"))
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "MPI mode opens no listener",
+        ))
     }
     fn connect(&self, addr: &str, _: Duration) -> io::Result<OwnedFd> {
         Err(io::Error::new(
@@ -1354,12 +1371,23 @@ impl Runtime {
     pub(crate) fn shutdown_world(&self) {
         let Some(w) = self.world.get() else { return };
         let exit = meta_of(&Msg::Exit);
-        let links: Vec<_> = self.links.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let links: Vec<_> = self
+            .links
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
         for l in links {
             let _ = l.send(0, &exit, &Body::Owned(Vec::new()));
         }
         self.world_stop.store(true, Ordering::Release);
-        if let Some(t) = self.world_thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(t) = self
+            .world_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let _ = t.join();
         }
         w.finalize();
@@ -1368,9 +1396,12 @@ impl Runtime {
 
 /// Starts this process in a message-passing world (MPI mode): rank 0 is the master and
 /// returns; every other rank serves and never returns.
-pub(crate) fn start_world(world: Arc<dyn crate::transport::MessageWorld>) -> Result<&'static Runtime> {
+pub(crate) fn start_world(
+    world: Arc<dyn crate::transport::MessageWorld>,
+) -> Result<&'static Runtime> {
     let me = world.rank();
-    let rt = Runtime::new(me == 0, Arc::new(NoStreams)).map_err(|e| Error::io("creating the runtime", e))?;
+    let rt = Runtime::new(me == 0, Arc::new(NoStreams))
+        .map_err(|e| Error::io("creating the runtime", e))?;
     rt.myid.store(me + 1, Ordering::Release);
     if RT.set(rt).is_err() {
         return Err(Error::invalid("cohort::init was already called"));
@@ -1382,14 +1413,24 @@ pub(crate) fn start_world(world: Arc<dyn crate::transport::MessageWorld>) -> Res
         let mut peers = rt.peers.write().unwrap_or_else(|e| e.into_inner());
         for r in 0..world.size() {
             let host = hosts.get(r).cloned().unwrap_or_default();
-            peers.insert(r + 1, PeerInfo { pid: r + 1, addr: String::new(), host });
+            peers.insert(
+                r + 1,
+                PeerInfo {
+                    pid: r + 1,
+                    addr: String::new(),
+                    host,
+                },
+            );
         }
     }
     {
         let mut links = rt.links.write().unwrap_or_else(|e| e.into_inner());
         for r in (0..world.size()).filter(|&r| r != me) {
             let token = rt.next_token.fetch_add(1, Ordering::Relaxed);
-            links.insert(r + 1, Arc::new(Link::new_message(r + 1, token, Arc::clone(&world), r)));
+            links.insert(
+                r + 1,
+                Arc::new(Link::new_message(r + 1, token, Arc::clone(&world), r)),
+            );
         }
     }
     install_panic_hook();

@@ -90,5 +90,11 @@ pub trait NativeCollectives: Send + Sync {
         out: Option<&mut [u8]>,
     ) -> io::Result<()>;
     /// `MPI_Allreduce`.
-    fn all_reduce(&self, dtype: DType, op: crate::collective::OpKind, data: &[u8], out: &mut [u8]) -> io::Result<()>;
+    fn all_reduce(
+        &self,
+        dtype: DType,
+        op: crate::collective::OpKind,
+        data: &[u8],
+        out: &mut [u8],
+    ) -> io::Result<()>;
 }

@@ -54,7 +54,12 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// within `per_test`, then removes the workers and checks that no child process is left.
 /// `others` are child processes running the same suite another way (another transport,
 /// another topology); their failure fails this run too.
-pub fn run(cluster: cohort::Cluster, tests: &[Test], per_test: Duration, others: Vec<std::process::Child>) {
+pub fn run(
+    cluster: cohort::Cluster,
+    tests: &[Test],
+    per_test: Duration,
+    others: Vec<std::process::Child>,
+) {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -108,7 +113,9 @@ pub fn run(cluster: cohort::Cluster, tests: &[Test], per_test: Duration, others:
                     failed.push("child suite");
                     break;
                 }
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 _ => {
                     let _ = c.kill();
                     let _ = c.wait();

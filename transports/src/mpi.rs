@@ -74,8 +74,17 @@ impl MpiWorld {
                 String::from_utf8_lossy(&c[..end]).into_owned()
             })
             .collect();
-        let comms = Comms { p2p: world.duplicate(), coll: world.duplicate() };
-        Ok(MpiWorld { rank, size, hosts, comms: RwLock::new(Some(comms)), universe: Mutex::new(Some(universe)) })
+        let comms = Comms {
+            p2p: world.duplicate(),
+            coll: world.duplicate(),
+        };
+        Ok(MpiWorld {
+            rank,
+            size,
+            hosts,
+            comms: RwLock::new(Some(comms)),
+            universe: Mutex::new(Some(universe)),
+        })
     }
 
     fn with<R>(&self, f: impl FnOnce(&Comms) -> io::Result<R>) -> io::Result<R> {
@@ -89,7 +98,10 @@ impl MpiWorld {
 
 fn check_count(n: usize) -> io::Result<()> {
     if n > i32::MAX as usize {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("a {n}-byte MPI message is over 2 GiB")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a {n}-byte MPI message is over 2 GiB"),
+        ));
     }
     Ok(())
 }
@@ -127,7 +139,10 @@ impl MessageWorld for MpiWorld {
             let (head, tail): (Vec<u8>, &[u8]) = if parts.len() == 4 && parts[2].len() == 8 {
                 ([parts[0], parts[1], parts[2]].concat(), parts[3])
             } else if parts.len() == 4 && parts[3].is_empty() && parts[2].len() >= 8 {
-                ([parts[0], parts[1], &parts[2][..8]].concat(), &parts[2][8..])
+                (
+                    [parts[0], parts[1], &parts[2][..8]].concat(),
+                    &parts[2][8..],
+                )
             } else {
                 flat = parts.concat();
                 (flat[..head_len].to_vec(), &flat[head_len..])
@@ -141,30 +156,44 @@ impl MessageWorld for MpiWorld {
 
     fn poll(&self) -> io::Result<Option<(usize, Frame)>> {
         self.with(|c| {
-            let Some((msg, status)) = c.p2p.any_process().immediate_matched_probe_with_tag(TAG) else {
+            let Some((msg, status)) = c.p2p.any_process().immediate_matched_probe_with_tag(TAG)
+            else {
                 return Ok(None);
             };
             let src = status.source_rank();
             let (data, _) = (msg, status).matched_receive_vec::<u8>();
             if data.len() < HEADER_LEN {
-                return Err(err(format!("a {}-byte message from rank {src} is not a frame", data.len())));
+                return Err(err(format!(
+                    "a {}-byte message from rank {src} is not a frame",
+                    data.len()
+                )));
             }
             let header = Header::decode(data[..HEADER_LEN].try_into().expect("24 bytes"), u64::MAX)
                 .map_err(|e| err(format!("from rank {src}: {e}")))?;
             let have = data.len() - HEADER_LEN;
             if have as u64 == header.len {
-                return Ok(Some((src as usize, Frame::new(header, data[HEADER_LEN..].to_vec()))));
+                return Ok(Some((
+                    src as usize,
+                    Frame::new(header, data[HEADER_LEN..].to_vec()),
+                )));
             }
             // The tail follows from the same rank: receive it into an aligned buffer.
             let (msg, status) = c.p2p.process_at_rank(src).matched_probe_with_tag(TAG);
             let n = status.count(u8::equivalent_datatype()) as usize;
             if have as u64 + n as u64 != header.len {
-                return Err(err(format!("frame from rank {src} announced {} bytes, got {}", header.len, have + n)));
+                return Err(err(format!(
+                    "frame from rank {src} announced {} bytes, got {}",
+                    header.len,
+                    have + n
+                )));
             }
             let mut tail = frame::tail_buffer(n);
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut tail);
             msg.matched_receive_into(&mut bytes[..n]);
-            Ok(Some((src as usize, Frame::from_parts(header, data[HEADER_LEN..].to_vec(), Some(tail)))))
+            Ok(Some((
+                src as usize,
+                Frame::from_parts(header, data[HEADER_LEN..].to_vec(), Some(tail)),
+            )))
         })
     }
 
@@ -173,7 +202,12 @@ impl MessageWorld for MpiWorld {
     }
 
     fn abort(&self, code: i32) {
-        if let Some(c) = self.comms.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(c) = self
+            .comms
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             c.p2p.abort(code);
         }
     }
@@ -181,20 +215,51 @@ impl MessageWorld for MpiWorld {
     fn finalize(&self) {
         self.comms.write().unwrap_or_else(|e| e.into_inner()).take();
         // Dropping the universe calls MPI_Finalize.
-        self.universe.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.universe
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 }
 
 macro_rules! with_typed {
     ($dtype:expr, $bytes:expr, |$v:ident: $t:ident| $body:expr) => {
         match $dtype {
-            DType::F64 => { type $t = f64; let $v: &[f64] = bytemuck::cast_slice($bytes); $body }
-            DType::F32 => { type $t = f32; let $v: &[f32] = bytemuck::cast_slice($bytes); $body }
-            DType::I64 => { type $t = i64; let $v: &[i64] = bytemuck::cast_slice($bytes); $body }
-            DType::I32 => { type $t = i32; let $v: &[i32] = bytemuck::cast_slice($bytes); $body }
-            DType::U64 => { type $t = u64; let $v: &[u64] = bytemuck::cast_slice($bytes); $body }
-            DType::U32 => { type $t = u32; let $v: &[u32] = bytemuck::cast_slice($bytes); $body }
-            DType::U8 => { type $t = u8; let $v: &[u8] = bytemuck::cast_slice($bytes); $body }
+            DType::F64 => {
+                type $t = f64;
+                let $v: &[f64] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            DType::F32 => {
+                type $t = f32;
+                let $v: &[f32] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            DType::I64 => {
+                type $t = i64;
+                let $v: &[i64] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            DType::I32 => {
+                type $t = i32;
+                let $v: &[i32] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            DType::U64 => {
+                type $t = u64;
+                let $v: &[u64] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            DType::U32 => {
+                type $t = u32;
+                let $v: &[u32] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            DType::U8 => {
+                type $t = u8;
+                let $v: &[u8] = bytemuck::cast_slice($bytes);
+                $body
+            }
         }
     };
 }
@@ -222,14 +287,25 @@ impl NativeCollectives for MpiWorld {
             let p = c.coll.process_at_rank(root as i32);
             let mut len = data.len() as u64;
             p.broadcast_into(&mut len);
-            let mut buf = if self.rank == root { data.to_vec() } else { vec![0u8; len as usize] };
+            let mut buf = if self.rank == root {
+                data.to_vec()
+            } else {
+                vec![0u8; len as usize]
+            };
             check_count(buf.len())?;
             p.broadcast_into(&mut buf[..]);
             Ok(buf)
         })
     }
 
-    fn reduce(&self, root: usize, dtype: DType, op: OpKind, data: &[u8], out: Option<&mut [u8]>) -> io::Result<()> {
+    fn reduce(
+        &self,
+        root: usize,
+        dtype: DType,
+        op: OpKind,
+        data: &[u8],
+        out: Option<&mut [u8]>,
+    ) -> io::Result<()> {
         let sop = sys_op(op)?;
         self.with(|c| {
             let p = c.coll.process_at_rank(root as i32);

@@ -53,7 +53,11 @@ impl Transport for Unix {
     fn listen(&self, bind: &str) -> io::Result<Box<dyn Listener>> {
         let mut r = [0u8; 16];
         getrandom::getrandom(&mut r).map_err(io::Error::other)?;
-        let name = format!("cohort-{}-{:032x}", std::process::id(), u128::from_le_bytes(r));
+        let name = format!(
+            "cohort-{}-{:032x}",
+            std::process::id(),
+            u128::from_le_bytes(r)
+        );
         let (l, path, address) = match bind {
             "" | "127.0.0.1" | "0.0.0.0" | "localhost" => {
                 let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
@@ -74,7 +78,9 @@ impl Transport for Unix {
         let deadline = Instant::now() + timeout;
         loop {
             let r = match addr.strip_prefix('@') {
-                Some(name) => UnixStream::connect_addr(&SocketAddr::from_abstract_name(name.as_bytes())?),
+                Some(name) => {
+                    UnixStream::connect_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)
+                }
                 None => UnixStream::connect(addr),
             };
             match r {
