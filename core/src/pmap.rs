@@ -758,7 +758,10 @@ where
                 e
             };
             let again = job.attempt < delays.len()
-                && self.opts.retry_check.as_ref().map_or(true, |c| c(&e));
+                && match &self.opts.retry_check {
+                    Some(check) => check(&e),
+                    None => true,
+                };
             if again {
                 retry.push(i);
             } else if fatal.is_none() {

@@ -672,6 +672,7 @@ impl Runtime {
                 let _ = std::io::stderr().flush();
                 // In MPI mode this runs on the progress thread, the only one polling the library.
                 if let Some(w) = self.world.get() {
+                    self.world_stop.store(true, Ordering::Release);
                     w.finalize();
                 }
                 std::process::exit(0);

@@ -155,6 +155,10 @@ impl MessageWorld for MpiWorld {
     }
 
     fn poll(&self) -> io::Result<Option<(usize, Frame)>> {
+        if self.comms.read().unwrap_or_else(|e| e.into_inner()).is_none() {
+            // Finalised: the process is on its way out.
+            return Ok(None);
+        }
         self.with(|c| {
             let Some((msg, status)) = c.p2p.any_process().immediate_matched_probe_with_tag(TAG)
             else {
