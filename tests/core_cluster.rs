@@ -434,7 +434,8 @@ fn kill_worker_fails_pending() {
     )
     .unwrap();
     let t0 = Instant::now();
-    assert!(matches!(f.fetch(), Err(Error::ProcessExited(q)) if q == p));
+    let r = f.fetch();
+    assert!(matches!(r, Err(Error::ProcessExited(q)) if q == p), "{r:?}");
     assert!(matches!(taker.join().unwrap(), Err(Error::ProcessExited(q)) if q == p));
     assert!(
         t0.elapsed() < Duration::from_secs(1),
@@ -449,14 +450,12 @@ fn kill_worker_fails_pending() {
 
 fn rmprocs_semantics() {
     let p = addprocs(2).unwrap();
-    assert_eq!(p, vec![6, 7]);
-    let h = rmprocs(&[6], Duration::ZERO).unwrap();
+    let (a, b) = (p[0], p[1]);
+    assert!(a > 4 && b == a + 1, "new pids follow the old ones: {p:?}");
+    let h = rmprocs(&[a], Duration::ZERO).unwrap();
     h.wait(Duration::from_secs(10)).unwrap();
-    assert!(matches!(
-        remotecall_fetch(add, 6, (1, 1)),
-        Err(Error::ProcessExited(6))
-    ));
-    rmprocs(&[7], Duration::from_secs(10)).unwrap();
+    assert!(matches!(remotecall_fetch(add, a, (1, 1)), Err(Error::ProcessExited(q)) if q == a));
+    rmprocs(&[b], Duration::from_secs(10)).unwrap();
     assert_eq!(workers(), vec![2, 3, 4]);
     assert!(matches!(
         rmprocs(&[42], Duration::from_secs(1)),
@@ -466,6 +465,21 @@ fn rmprocs_semantics() {
         remotecall_fetch(add, 42, (1, 1)),
         Err(Error::NoSuchProcess(42))
     ));
+    // A worker that cannot answer (stopped) makes rmprocs time out with an error naming it.
+    let p = addprocs(1).unwrap()[0];
+    let os = remotecall_fetch(ospid, p, ()).unwrap() as i32;
+    let pid_t = nix::unistd::Pid::from_raw(os);
+    nix::sys::signal::kill(pid_t, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let stopped = || {
+        std::fs::read_to_string(format!("/proc/{os}/stat"))
+            .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('T'))
+            .unwrap_or(false)
+    };
+    assert!(common::eventually(Duration::from_secs(5), stopped), "the worker stops");
+    let e = rmprocs(&[p], Duration::from_millis(300)).unwrap_err();
+    assert!(matches!(&e, Error::Timeout(m) if m == &format!("rmprocs: pids [{p}] not terminated after 0.3 seconds")), "{e}");
+    nix::sys::signal::kill(pid_t, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(common::eventually(Duration::from_secs(10), || !workers().contains(&p)));
     // Removing a worker busy in a call that never polls still completes: the manager kills it.
     let p = addprocs(1).unwrap()[0];
     let _busy = remotecall(sleep_ms, p, (60_000,)).unwrap();
