@@ -5,16 +5,14 @@
 //! pmap(svdvals, M);
 //! ```
 //!
-//! Here 300×300 matrices (nalgebra's SVD), each sent as its column-major elements; each call is
+//! Here 300×300 matrices (by default) (nalgebra's SVD), each sent as its column-major elements; each call is
 //! a lot of work, which is what `pmap` with one item per call is for. Prints the largest
 //! singular value of each matrix and the time against a serial map.
 //!
-//! `cargo run --release --example pmap_svd`
+//! `cargo run --release --example pmap_svd [-- --size 300]`
 use cohort::prelude::*;
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
-
-const N: usize = 300;
 
 /// The singular values of an n×n matrix given by its column-major elements, largest first.
 #[cohort::remote]
@@ -35,9 +33,16 @@ fn main() -> cohort::Result<()> {
     if workers() == [1] {
         addprocs(2)?;
     }
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args
+        .iter()
+        .position(|a| a == "--size")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
     let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
     let m: Vec<Vec<f64>> = (0..10)
-        .map(|_| (0..N * N).map(|_| rng.gen::<f64>()).collect())
+        .map(|_| (0..n * n).map(|_| rng.gen::<f64>()).collect())
         .collect();
 
     let t = Instant::now();

@@ -161,3 +161,40 @@ fn mpi_sum_over_tcp() {
     let out = run("mpi_sum", &[], Duration::from_secs(60));
     assert_eq!(out, "sum of ranks: 6\n");
 }
+
+#[test]
+fn pmap_svd() {
+    let out = run("pmap_svd", &["--size", "60"], Duration::from_secs(120));
+    assert_eq!(out.matches("largest singular value").count(), 10, "{out}");
+    assert!(out.contains("pmap on 2 workers:"), "{out}");
+}
+
+#[test]
+fn caching_pool_ships_once() {
+    let out = run("caching_pool", &["--mb", "8", "--calls", "20"], Duration::from_secs(120));
+    assert!(out.contains("CachingPool:      16.0 MB shipped (2 copies of foo)"), "{out}");
+    assert!(out.contains("WorkerPool:      160.0 MB shipped (foo with every call)"), "{out}");
+}
+
+#[test]
+fn distributed_sum() {
+    let out = run("distributed_sum", &["--n", "2000000"], Duration::from_secs(120));
+    let heads: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(heads.len(), 3, "{out}");
+    for h in heads {
+        assert!(h.abs_diff(1_000_000) < 10_000, "{out}");
+    }
+}
+
+#[test]
+fn bench_pmap_prints_its_line() {
+    let out = run("bench_pmap", &["--items", "2000", "--loop", "2000000"], Duration::from_secs(120));
+    let last = out.lines().last().unwrap();
+    assert!(last.starts_with("pmap items=2000 workers=2 batch1_per_s="), "{last}");
+    for k in ["batch1_per_s", "auto_per_s", "rayon_per_s", "dsum_speedup"] {
+        assert!(field(last, k) > 0.0, "{k} in {last}");
+    }
+}
