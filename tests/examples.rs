@@ -198,3 +198,9 @@ fn bench_pmap_prints_its_line() {
         assert!(field(last, k) > 0.0, "{k} in {last}");
     }
 }
+
+#[test]
+fn readme_programs_run() {
+    run("first_program", &[], Duration::from_secs(60));
+    assert_eq!(run("readme_patterns", &[], Duration::from_secs(60)), "[5.0, 10.0] 500000\n");
+}
