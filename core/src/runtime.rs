@@ -1132,17 +1132,7 @@ impl Runtime {
         self.removed_cv.notify_all();
         self.coll.wake();
         if self.is_master {
-            let rm = meta_of(&Msg::PeerRemoved(pid));
-            let links: Vec<_> = self
-                .links
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .cloned()
-                .collect();
-            for l in links {
-                let _ = l.send(0, &rm, &Body::Owned(Vec::new()));
-            }
+            self.tell_all(&Msg::PeerRemoved(pid));
             let hooks = self.on_exit.lock().unwrap_or_else(|e| e.into_inner());
             for h in hooks.iter() {
                 h(pid);
@@ -1208,6 +1198,15 @@ impl Runtime {
             .map_err(io::Error::from)?;
         *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(l);
         Ok(())
+    }
+
+    /// Sends a bodiless message on every link (best effort: a dead peer is skipped).
+    fn tell_all(&self, msg: &Msg) {
+        let meta = meta_of(msg);
+        let links: Vec<_> = self.links.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for l in links {
+            let _ = l.send(0, &meta, &Body::Owned(Vec::new()));
+        }
     }
 
     /// The number of live links to other processes (for tests of topologies).
@@ -1371,17 +1370,7 @@ impl Runtime {
     /// MPI mode, on the master: every worker exits, then the library shuts down.
     pub(crate) fn shutdown_world(&self) {
         let Some(w) = self.world.get() else { return };
-        let exit = meta_of(&Msg::Exit);
-        let links: Vec<_> = self
-            .links
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for l in links {
-            let _ = l.send(0, &exit, &Body::Owned(Vec::new()));
-        }
+        self.tell_all(&Msg::Exit);
         self.world_stop.store(true, Ordering::Release);
         if let Some(t) = self
             .world_thread
