@@ -187,7 +187,7 @@ mod rawmpi {
     pub(super) fn mpi_peer(iters: usize, msgs: usize) {
         let w = SimpleCommunicator::world();
         let p = w.process_at_rank(0);
-        let mut buf = vec![0u8; super::FRAME];
+        let mut buf = [0u8; super::FRAME];
         for _ in 0..iters {
             p.receive_into_with_tag(&mut buf[..], TAG);
             p.send_with_tag(&buf[..], TAG);
@@ -202,7 +202,7 @@ mod rawmpi {
         let w = SimpleCommunicator::world();
         let p = w.process_at_rank(1);
         cohort::remote_do(mpi_peer, 2, (iters, msgs))?;
-        let mut buf = vec![0u8; super::FRAME];
+        let mut buf = [0u8; super::FRAME];
         let mut t = Vec::with_capacity(iters);
         for _ in 0..iters {
             let t0 = std::time::Instant::now();

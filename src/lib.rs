@@ -145,10 +145,16 @@ pub mod transports {
 #[cfg(feature = "mpi")]
 pub use cohort_transports::rsmpi as mpi;
 
-/// Cluster managers.
+/// Cluster managers: local workers, and workers on other hosts through ssh.
 pub mod managers {
-    pub use cohort_launcher::LocalManager;
+    pub use cohort_launcher::machines;
+    pub use cohort_launcher::{
+        addprocs_machine_file, addprocs_machines, parse_machine_file, read_machine_file,
+        IntoMachine, LocalManager, Machine, SpecError, SshManager, SshOptions,
+    };
 }
+
+pub use cohort_launcher::{addprocs_machines, Machine, SshOptions};
 
 /// Lower-level pieces: frames, the wire format, the registry.
 pub mod core {
@@ -184,7 +190,8 @@ use std::sync::Arc;
 ///
 /// Call it first in `main`. In a worker it serves until told to exit and never returns. In
 /// the master it returns a guard that removes all workers when dropped, after adding
-/// `COHORT_PROCS` workers when that variable is set.
+/// `COHORT_PROCS` workers when that variable is set, and SSH workers on the hosts of the
+/// machine file `COHORT_MACHINE_FILE` when that is set (both set by the `cohort` command).
 ///
 /// # Julia
 /// Starting `julia` (with `-p N`).
@@ -201,7 +208,15 @@ pub fn init() -> Result<Cluster> {
             )))
         }
     };
-    init_with(transport, Arc::new(cohort_launcher::LocalManager::new()))
+    let cluster = init_with(transport, Arc::new(cohort_launcher::LocalManager::new()))?;
+    // `cohort --machine-file FILE`: workers on the hosts of the file.
+    if let Some(file) = cohort_core::env::machine_file() {
+        cohort_launcher::addprocs_machine_file(
+            std::path::Path::new(&file),
+            cohort_launcher::SshOptions::from_env(),
+        )?;
+    }
+    Ok(cluster)
 }
 
 /// Whether `mpirun` (OpenMPI, MPICH/Hydra, or a PMIx launcher) started this process.

@@ -472,12 +472,24 @@ fn rmprocs_semantics() {
     nix::sys::signal::kill(pid_t, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let stopped = || {
         std::fs::read_to_string(format!("/proc/{os}/stat"))
-            .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('T'))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('T')
+            })
             .unwrap_or(false)
     };
-    assert!(common::eventually(Duration::from_secs(5), stopped), "the worker stops");
+    assert!(
+        common::eventually(Duration::from_secs(5), stopped),
+        "the worker stops"
+    );
     let e = rmprocs(&[p], Duration::from_millis(300)).unwrap_err();
-    assert!(matches!(&e, Error::Timeout(m) if m == &format!("rmprocs: pids [{p}] not terminated after 0.3 seconds")), "{e}");
+    assert!(
+        matches!(&e, Error::Timeout(m) if m == &format!("rmprocs: pids [{p}] not terminated after 0.3 seconds")),
+        "{e}"
+    );
     nix::sys::signal::kill(pid_t, nix::sys::signal::Signal::SIGCONT).unwrap();
     assert!(common::eventually(Duration::from_secs(10), || !workers().contains(&p)));
     // Removing a worker busy in a call that never polls still completes: the manager kills it.

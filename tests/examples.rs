@@ -171,17 +171,38 @@ fn pmap_svd() {
 
 #[test]
 fn caching_pool_ships_once() {
-    let out = run("caching_pool", &["--mb", "8", "--calls", "20"], Duration::from_secs(120));
-    assert!(out.contains("CachingPool:      16.0 MB shipped (2 copies of foo)"), "{out}");
-    assert!(out.contains("WorkerPool:      160.0 MB shipped (foo with every call)"), "{out}");
+    let out = run(
+        "caching_pool",
+        &["--mb", "8", "--calls", "20"],
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.contains("CachingPool:      16.0 MB shipped (2 copies of foo)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("WorkerPool:      160.0 MB shipped (foo with every call)"),
+        "{out}"
+    );
 }
 
 #[test]
 fn distributed_sum() {
-    let out = run("distributed_sum", &["--n", "2000000"], Duration::from_secs(120));
+    let out = run(
+        "distributed_sum",
+        &["--n", "2000000"],
+        Duration::from_secs(120),
+    );
     let heads: Vec<u64> = out
         .lines()
-        .filter_map(|l| l.split(": ").nth(1)?.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| {
+            l.split(": ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .collect();
     assert_eq!(heads.len(), 3, "{out}");
     for h in heads {
@@ -191,9 +212,16 @@ fn distributed_sum() {
 
 #[test]
 fn bench_pmap_prints_its_line() {
-    let out = run("bench_pmap", &["--items", "2000", "--loop", "2000000"], Duration::from_secs(120));
+    let out = run(
+        "bench_pmap",
+        &["--items", "2000", "--loop", "2000000"],
+        Duration::from_secs(120),
+    );
     let last = out.lines().last().unwrap();
-    assert!(last.starts_with("pmap items=2000 workers=2 batch1_per_s="), "{last}");
+    assert!(
+        last.starts_with("pmap items=2000 workers=2 batch1_per_s="),
+        "{last}"
+    );
     for k in ["batch1_per_s", "auto_per_s", "rayon_per_s", "dsum_speedup"] {
         assert!(field(last, k) > 0.0, "{k} in {last}");
     }
@@ -202,5 +230,8 @@ fn bench_pmap_prints_its_line() {
 #[test]
 fn readme_programs_run() {
     run("first_program", &[], Duration::from_secs(60));
-    assert_eq!(run("readme_patterns", &[], Duration::from_secs(60)), "[5.0, 10.0] 500000\n");
+    assert_eq!(
+        run("readme_patterns", &[], Duration::from_secs(60)),
+        "[5.0, 10.0] 500000\n"
+    );
 }

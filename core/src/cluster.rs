@@ -312,9 +312,11 @@ impl Topology {
             "all_to_all_eager" => Topology::AllToAllEager,
             "master_worker" => Topology::MasterWorker,
             "custom" => Topology::Custom,
-            other => return Err(Error::invalid(format!(
+            other => {
+                return Err(Error::invalid(format!(
                 "unknown topology {other:?} (all_to_all, all_to_all_eager, master_worker, custom)"
-            ))),
+            )))
+            }
         })
     }
 }

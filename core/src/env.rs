@@ -10,6 +10,9 @@
 //! | `COHORT_MAX_FRAME` | largest frame payload accepted, in bytes | 4 GiB |
 //! | `COHORT_TRANSPORT` | `tcp` (default), `unix`, or `mpi` (with the `mpi` feature) | `tcp` |
 //! | `COHORT_TOPOLOGY` | `all_to_all` (default) or `master_worker` | `all_to_all` |
+//! | `COHORT_MACHINE_FILE` | the facade's `init` adds SSH workers on the hosts of this machine file (`cohort --machine-file`) | unset |
+//! | `COHORT_SSHFLAGS` | extra ssh arguments for those workers, split at whitespace | empty |
+//! | `COHORT_SSH_TUNNEL` | `1`: those workers are reached through ssh tunnels | unset |
 
 use std::time::Duration;
 
@@ -77,4 +80,21 @@ pub fn transport() -> String {
         .unwrap_or_else(|| "tcp".into())
         .trim()
         .to_ascii_lowercase()
+}
+
+/// `COHORT_MACHINE_FILE`.
+pub fn machine_file() -> Option<String> {
+    var("COHORT_MACHINE_FILE")
+}
+
+/// `COHORT_SSHFLAGS`, split at whitespace.
+pub fn ssh_flags() -> Vec<String> {
+    var("COHORT_SSHFLAGS")
+        .map(|s| s.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
+}
+
+/// `COHORT_SSH_TUNNEL`: set and not `0`/`false`/`no`.
+pub fn ssh_tunnel() -> bool {
+    var("COHORT_SSH_TUNNEL").is_some_and(|s| !matches!(s.trim(), "0" | "false" | "no"))
 }

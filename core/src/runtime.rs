@@ -1203,7 +1203,13 @@ impl Runtime {
     /// Sends a bodiless message on every link (best effort: a dead peer is skipped).
     fn tell_all(&self, msg: &Msg) {
         let meta = meta_of(msg);
-        let links: Vec<_> = self.links.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let links: Vec<_> = self
+            .links
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
         for l in links {
             let _ = l.send(0, &meta, &Body::Owned(Vec::new()));
         }

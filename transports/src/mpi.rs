@@ -155,7 +155,12 @@ impl MessageWorld for MpiWorld {
     }
 
     fn poll(&self) -> io::Result<Option<(usize, Frame)>> {
-        if self.comms.read().unwrap_or_else(|e| e.into_inner()).is_none() {
+        if self
+            .comms
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
             // Finalised: the process is on its way out.
             return Ok(None);
         }

@@ -1,0 +1,5 @@
+//! `cohort`: runs a cohort program with local or SSH workers (`cohort --help`).
+
+fn main() {
+    std::process::exit(cohort_launcher::cli::run(std::env::args_os().skip(1)));
+}

@@ -1,0 +1,82 @@
+//! The `cohort` binary: its help, its usage errors, and the environment it gives the program
+//! it runs (checked with `sh`, so no cohort program is needed here; tests/ssh_machines.rs runs
+//! real cohort programs under it).
+
+use std::process::{Command, Output};
+
+fn cohort(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(args)
+        .env_remove("COHORT_PROCS")
+        .output()
+        .expect("run cohort")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_documents_every_flag() {
+    for flag in ["--help", "-h"] {
+        let o = cohort(&[flag]);
+        assert!(o.status.success());
+        assert_eq!(text(&o.stdout), cohort_launcher::cli::HELP);
+    }
+    let o = cohort(&["--version"]);
+    assert_eq!(
+        text(&o.stdout).trim(),
+        format!("cohort {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &[][..],
+        &["-p", "lots", "true"],
+        &["--topology", "ring", "true"],
+        &["--worker-timeout", "-3", "true"],
+        &["--no-such-flag", "true"],
+        &["--machine-file", "/nonexistent/hosts", "true"],
+    ] {
+        let o = cohort(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(text(&o.stderr).contains("cohort --help"), "{args:?}");
+    }
+    let o = cohort(&["/nonexistent/program"]);
+    assert_eq!(o.status.code(), Some(127));
+}
+
+#[test]
+fn sets_the_environment_and_runs_the_program() {
+    let dir = std::env::temp_dir().join(format!("cohort-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, "2*node1\nalice@node2:2222 10.0.0.2\n").unwrap();
+    let o = cohort(&[
+        "-p",
+        "3",
+        "--worker-timeout",
+        "9",
+        "--topology",
+        "master_worker",
+        "--bind-to",
+        "0.0.0.0",
+        "--machine-file",
+        hosts.to_str().unwrap(),
+        "--tunnel",
+        "--sshflags",
+        "-i /k",
+        "sh",
+        "-c",
+        "echo $COHORT_PROCS $COHORT_WORKER_TIMEOUT $COHORT_TOPOLOGY $COHORT_BIND \
+         $COHORT_MACHINE_FILE $COHORT_SSH_TUNNEL $COHORT_SSHFLAGS; exit 3",
+    ]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(o.status.code(), Some(3), "the program's exit status");
+    assert_eq!(
+        text(&o.stdout).trim(),
+        format!("3 9 master_worker 0.0.0.0 {} 1 -i /k", hosts.display())
+    );
+}
