@@ -148,12 +148,22 @@ fn custom_manager() {
         "worker 2 (os pid ",
         "worker 3 (os pid ",
         "greets worker 2\n",
-        "manage(pid 2, Deregister)\nmanage(pid 3, Deregister)\n",
         "removed; workers() = [1]\n",
     ] {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
     assert_eq!(out.matches("listening on @cohort-").count(), 2, "{out}");
+    // Each worker's life, in order (the two workers' events may interleave).
+    for p in [2, 3] {
+        let at = |op: &str| {
+            out.find(&format!("manage(pid {p}, {op})"))
+                .unwrap_or_else(|| panic!("no {op} for {p}: {out}"))
+        };
+        assert!(
+            at("Register") < at("Deregister") && at("Deregister") < at("Finalize"),
+            "{out}"
+        );
+    }
 }
 
 #[test]

@@ -179,8 +179,7 @@ impl Link {
             let (w, _) = self.world.as_ref().expect("a link has a stream or a world");
             let mut last = Instant::now();
             while !done() && last.elapsed() < window {
-                if let Some((rank, f)) = poll_world(w.as_ref()) {
-                    sink.on_world_frame(rank + 1, f);
+                if poll_world(w.as_ref(), &mut |rank, f| sink.on_world_frame(rank + 1, f)) {
                     last = Instant::now();
                     continue;
                 }
@@ -236,14 +235,22 @@ impl Link {
 /// of a large frame are received together.
 static WORLD_POLL: Mutex<()> = Mutex::new(());
 
-/// Polls the world once if no other thread is polling it.
-pub(crate) fn poll_world(w: &dyn crate::transport::MessageWorld) -> Option<(usize, Frame)> {
-    let _g = WORLD_POLL.try_lock().ok()?;
+/// Polls the world once if no other thread is polling it, and hands a frame that arrived to
+/// `deliver` before letting go: frames from one rank are then dispatched in the order they
+/// arrived, whichever thread reads them.
+pub(crate) fn poll_world(w: &dyn crate::transport::MessageWorld, deliver: &mut dyn FnMut(usize, Frame)) -> bool {
+    let Ok(_g) = WORLD_POLL.try_lock() else {
+        return false;
+    };
     match w.poll() {
-        Ok(f) => f,
+        Ok(Some((rank, f))) => {
+            deliver(rank, f);
+            true
+        }
+        Ok(None) => false,
         Err(e) => {
             eprintln!("cohort: {} failed: {e}", w.name());
-            None
+            false
         }
     }
 }

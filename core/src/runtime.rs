@@ -1355,12 +1355,9 @@ impl Runtime {
     fn world_loop(&'static self, w: Arc<dyn crate::transport::MessageWorld>) {
         let mut idle = 0u32;
         while !self.world_stop.load(Ordering::Acquire) {
-            match crate::link::poll_world(w.as_ref()) {
-                Some((rank, frame)) => {
-                    idle = 0;
-                    self.dispatch(rank + 1, frame);
-                }
-                None => {
+            match crate::link::poll_world(w.as_ref(), &mut |rank, frame| self.dispatch(rank + 1, frame)) {
+                true => idle = 0,
+                false => {
                     // MPI has nothing to block on: poll hot after traffic, then back off.
                     idle = idle.saturating_add(1);
                     if idle < 20_000 {
