@@ -157,10 +157,9 @@ struct TempPath(PathBuf);
 
 impl TempPath {
     fn new(tag: &str) -> TempPath {
-        TempPath(std::env::temp_dir().join(format!(
-            "cohort-shm-test-{}-{tag}.bin",
-            std::process::id()
-        )))
+        TempPath(
+            std::env::temp_dir().join(format!("cohort-shm-test-{}-{tag}.bin", std::process::id())),
+        )
     }
 }
 
@@ -233,17 +232,29 @@ fn init_with_extra_argument() {
 fn write_on_worker_visible_on_master_and_other_worker() {
     let s = SharedArray::<i64, Ix1>::new(10, None).unwrap();
     assert_eq!(s.as_slice().iter().sum::<i64>(), 0, "zero-filled");
-    remotecall_fetch(set_elem, 2, (s.clone(), 7, 42)).unwrap().unwrap();
+    remotecall_fetch(set_elem, 2, (s.clone(), 7, 42))
+        .unwrap()
+        .unwrap();
     // The value was not sent anywhere: the master and worker 4 read the shared memory.
     assert_eq!(s.as_slice()[7], 42);
-    assert_eq!(remotecall_fetch(get_elem, 4, (s.clone(), 7)).unwrap().unwrap(), 42);
+    assert_eq!(
+        remotecall_fetch(get_elem, 4, (s.clone(), 7))
+            .unwrap()
+            .unwrap(),
+        42
+    );
     // And the other way: the master writes, a worker reads.
     {
         // SAFETY: no worker runs anything on S meanwhile.
         let mut e = unsafe { s.chunk_mut(3..4) }.unwrap();
         e[0] = -5;
     }
-    assert_eq!(remotecall_fetch(get_elem, 3, (s.clone(), 3)).unwrap().unwrap(), -5);
+    assert_eq!(
+        remotecall_fetch(get_elem, 3, (s.clone(), 3))
+            .unwrap()
+            .unwrap(),
+        -5
+    );
 }
 
 fn pid_outside_pids_is_an_error() {
@@ -256,8 +267,16 @@ fn pid_outside_pids_is_an_error() {
     );
     assert!(matches!(e, cohort::Error::Codec { pid: 4, .. }), "{e:?}");
     // Nothing is broken: the members still work, worker 4 too.
-    assert_eq!(remotecall_fetch(get_elem, 3, (s.clone(), 0)).unwrap().unwrap(), 0);
-    assert_eq!(remotecall_fetch(ospid, 4, ()).unwrap(), remotecall_fetch(ospid, 4, ()).unwrap());
+    assert_eq!(
+        remotecall_fetch(get_elem, 3, (s.clone(), 0))
+            .unwrap()
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        remotecall_fetch(ospid, 4, ()).unwrap(),
+        remotecall_fetch(ospid, 4, ()).unwrap()
+    );
     // Pids that do not exist.
     let e = SharedArray::<i64, Ix1>::new(6, Some(&[2, 99])).unwrap_err();
     assert!(matches!(e, cohort::Error::NoSuchProcess(99)), "{e:?}");
@@ -295,7 +314,9 @@ fn thousand_create_drop_cycles_leave_nothing() {
         match i % 3 {
             0 => drop(SharedArray::<f64, Ix2>::new((16, 16), None).unwrap()),
             1 => drop(SharedArray::<i64, Ix1>::with_init(40, None, fill_localindices_1d).unwrap()),
-            _ => SharedArray::<u8, Ix1>::new(4096 * 3, Some(&[3])).unwrap().finalize(),
+            _ => SharedArray::<u8, Ix1>::new(4096 * 3, Some(&[3]))
+                .unwrap()
+                .finalize(),
         }
     }
     assert_eq!(own_names(), before, "/dev/shm changed");
@@ -350,15 +371,20 @@ fn errors_are_clear() {
     let mapped_before = mapped_on(&ws);
     let e = SharedArray::<i64, Ix1>::with_init(9, None, init_fails_on_3).unwrap_err();
     assert!(e.to_string().contains("init refused on pid 3"), "{e}");
-    assert!(matches!(&e, cohort::Error::Remote(r) if r.pid == 3), "{e:?}");
+    assert!(
+        matches!(&e, cohort::Error::Remote(r) if r.pid == 3),
+        "{e:?}"
+    );
     assert!(eventually(Duration::from_secs(5), || mapped_on(&ws) == mapped_before));
     // A file of the wrong size.
     let f = TempPath::new("wrong-size");
     drop(SharedArray::<f64, Ix2>::new_file(&f.0, (4, 4), FileMode::Create, None).unwrap());
-    let e = msg(
-        SharedArray::<f64, Ix2>::new_file(&f.0, (4, 5), FileMode::ReadOnly, None).unwrap_err(),
+    let e =
+        msg(SharedArray::<f64, Ix2>::new_file(&f.0, (4, 5), FileMode::ReadOnly, None).unwrap_err());
+    assert!(
+        e.contains("bytes, expected") && e.contains(&f.0.display().to_string()),
+        "{e}"
     );
-    assert!(e.contains("bytes, expected") && e.contains(&f.0.display().to_string()), "{e}");
     let len = std::fs::metadata(&f.0).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -389,14 +415,21 @@ fn file_backed_array_persists_across_processes() {
     assert!(s.is_read_only());
     let want = [2.25, 2.25, 2.25, 2.25, 3.25, 3.25, 3.25, 4.25, 4.25, 4.25];
     assert_eq!(s.as_slice().to_vec(), want);
-    assert!(s.on_pids_with(fill_plus, 1.0).is_err(), "read-only on every pid");
+    assert!(
+        s.on_pids_with(fill_plus, 1.0).is_err(),
+        "read-only on every pid"
+    );
     drop(s);
     // And read by another program run.
     let out = child("read_file", f.0.to_str().unwrap())
         .output()
         .expect("run the reader");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "reader failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "reader failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains(&format!("VALUES {want:?}")), "{stdout}");
 }
 
@@ -425,7 +458,10 @@ fn kill_master_leaves_nothing() {
             break rest.to_owned();
         }
     };
-    let worker_pids: Vec<u32> = ready.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    let worker_pids: Vec<u32> = ready
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
     assert_eq!(worker_pids.len(), 2);
     assert!(worker_pids.iter().all(|&p| alive(p)));
     // The array is mapped by three live processes, and already has no name.
@@ -434,7 +470,9 @@ fn kill_master_leaves_nothing() {
     c.wait().unwrap();
     drop(lines);
     assert!(
-        eventually(Duration::from_secs(10), || worker_pids.iter().all(|&p| !alive(p))),
+        eventually(Duration::from_secs(10), || worker_pids
+            .iter()
+            .all(|&p| !alive(p))),
         "the dead master's workers still run: {worker_pids:?}"
     );
     for &p in &worker_pids {
@@ -489,14 +527,23 @@ fn advection_versions_agree_bit_for_bit() {
     let mut qr = Array3::from_shape_vec((n, n, n).f(), q.as_slice().to_vec()).unwrap();
     let ur = Array3::from_shape_vec((n, n, n).f(), u.as_slice().to_vec()).unwrap();
     advection_reference(&mut qr, &ur);
-    let want: Vec<u64> = qr.as_slice_memory_order().unwrap().iter().map(|x| x.to_bits()).collect();
+    let want: Vec<u64> = qr
+        .as_slice_memory_order()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_bits())
+        .collect();
     assert!(want.iter().all(|b| !f64::from_bits(*b).is_nan()));
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
-    let versions: [(&str, &dyn Fn() -> cohort::Result<()>); 4] = [
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    let versions: [(&str, &dyn Fn() -> cohort::Result<()>); 5] = [
         ("serial", &|| advection_serial(&q, &u)),
         ("parallel", &|| advection_parallel(&q, &u)),
         ("shared", &|| advection_shared(&q, &u)),
         ("threads", &|| advection_threads(&q, &u, &pool)),
+        ("threads_step", &|| advection_threads_step(&q, &u, &pool)),
     ];
     for (name, run) in versions {
         poison(&q).unwrap();
@@ -509,6 +556,9 @@ fn advection_versions_agree_bit_for_bit() {
 use cohort::shm::ndarray::ShapeBuilder;
 
 fn main() {
+    // Small cache blocks, so that the advection check at n = 24 runs several blocks per
+    // worker, the last one partial. (Set before anything starts a thread; workers inherit it.)
+    std::env::set_var("ADVECTION_BLOCK_KIB", "1");
     let cluster = cohort::init().unwrap();
     if let Ok(role) = std::env::var(ROLE) {
         let arg = std::env::var("COHORT_SHM_TEST_ARG").unwrap_or_default();
@@ -533,11 +583,23 @@ fn main() {
             ),
             ("pid_outside_pids_is_an_error", pid_outside_pids_is_an_error),
             ("partitions_of_awkward_sizes", partitions_of_awkward_sizes),
-            ("drop_and_finalize_release_every_pid", drop_and_finalize_release_every_pid),
-            ("thousand_create_drop_cycles_leave_nothing", thousand_create_drop_cycles_leave_nothing),
+            (
+                "drop_and_finalize_release_every_pid",
+                drop_and_finalize_release_every_pid,
+            ),
+            (
+                "thousand_create_drop_cycles_leave_nothing",
+                thousand_create_drop_cycles_leave_nothing,
+            ),
             ("errors_are_clear", errors_are_clear),
-            ("file_backed_array_persists_across_processes", file_backed_array_persists_across_processes),
-            ("advection_versions_agree_bit_for_bit", advection_versions_agree_bit_for_bit),
+            (
+                "file_backed_array_persists_across_processes",
+                file_backed_array_persists_across_processes,
+            ),
+            (
+                "advection_versions_agree_bit_for_bit",
+                advection_versions_agree_bit_for_bit,
+            ),
             ("kill_master_leaves_nothing", kill_master_leaves_nothing),
             // Last: it removes a worker (by killing it) from this cluster.
             ("kill_worker_leaves_nothing", kill_worker_leaves_nothing),

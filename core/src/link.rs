@@ -177,14 +177,23 @@ impl Link {
             // A message link: poll the world on this thread (whoever holds the poll token
             // reads; the progress thread is the fallback), as a stream spinner reads its socket.
             let (w, _) = self.world.as_ref().expect("a link has a stream or a world");
+            WORLD_SPINNERS.fetch_add(1, Ordering::AcqRel);
             let mut last = Instant::now();
+            let mut n = 0u32;
             while !done() && last.elapsed() < window {
                 if poll_world(w.as_ref(), &mut |rank, f| sink.on_world_frame(rank + 1, f)) {
                     last = Instant::now();
                     continue;
                 }
-                std::thread::yield_now();
+                // Poll hot for a while (as MPI itself does), then leave the core to others.
+                n = n.wrapping_add(1);
+                if n.is_multiple_of(64) {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
             }
+            WORLD_SPINNERS.fetch_sub(1, Ordering::AcqRel);
             return;
         };
         let Ok(mut r) = self.reader.try_lock() else {
@@ -231,6 +240,11 @@ impl Link {
     }
 }
 
+/// Threads polling the world for a frame they wait for; while there are any, the progress
+/// thread stands back (on two cores its polling would take the core they need).
+pub(crate) static WORLD_SPINNERS: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
 /// Who may poll the message-passing world now: one thread at a time, so that the two messages
 /// of a large frame are received together.
 static WORLD_POLL: Mutex<()> = Mutex::new(());
@@ -238,7 +252,10 @@ static WORLD_POLL: Mutex<()> = Mutex::new(());
 /// Polls the world once if no other thread is polling it, and hands a frame that arrived to
 /// `deliver` before letting go: frames from one rank are then dispatched in the order they
 /// arrived, whichever thread reads them.
-pub(crate) fn poll_world(w: &dyn crate::transport::MessageWorld, deliver: &mut dyn FnMut(usize, Frame)) -> bool {
+pub(crate) fn poll_world(
+    w: &dyn crate::transport::MessageWorld,
+    deliver: &mut dyn FnMut(usize, Frame),
+) -> bool {
     let Ok(_g) = WORLD_POLL.try_lock() else {
         return false;
     };

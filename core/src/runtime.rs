@@ -1355,7 +1355,13 @@ impl Runtime {
     fn world_loop(&'static self, w: Arc<dyn crate::transport::MessageWorld>) {
         let mut idle = 0u32;
         while !self.world_stop.load(Ordering::Acquire) {
-            match crate::link::poll_world(w.as_ref(), &mut |rank, frame| self.dispatch(rank + 1, frame)) {
+            if crate::link::WORLD_SPINNERS.load(Ordering::Acquire) > 0 {
+                std::thread::sleep(Duration::from_micros(20));
+                continue;
+            }
+            match crate::link::poll_world(w.as_ref(), &mut |rank, frame| {
+                self.dispatch(rank + 1, frame)
+            }) {
                 true => idle = 0,
                 false => {
                     // MPI has nothing to block on: poll hot after traffic, then back off.

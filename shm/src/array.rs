@@ -640,6 +640,33 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
         self.map.prefault(self.localindices(myid))
     }
 
+    /// [`prefault`](Self::prefault) the elements with indices `range` along `axis` (all
+    /// indices of the other axes): what a pid that works on its [`myrange`](Self::myrange)
+    /// rather than its `localindices` runs once, so that its first pass does not take the page
+    /// faults. Construction prefaults each pid's `localindices` only, since it cannot know the
+    /// split a kernel will use.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`](ShmError::OutOfBounds) for a bad axis or range; [`Io`](ShmError::Io).
+    pub fn prefault_axis(&self, axis: Axis, range: Range<usize>) -> Result<(), ShmError> {
+        self.check_axis(axis, &range)?;
+        let shape = self.shape();
+        let k = axis.index();
+        // Column-major: an index along `axis` is a run of `inner` elements, repeated `outer`
+        // times `span` apart.
+        let inner: usize = shape[..k].iter().product();
+        let outer: usize = shape[k + 1..].iter().product();
+        let span = inner * shape[k];
+        if range.is_empty() {
+            return Ok(());
+        }
+        for o in 0..outer {
+            let start = o * span + range.start * inner;
+            self.map.prefault(start..start + range.len() * inner)?;
+        }
+        Ok(())
+    }
+
     /// Write a file-backed array's changes to disk now (`msync`); no effect on shared memory.
     pub fn flush(&self) -> Result<(), ShmError> {
         self.map.flush()

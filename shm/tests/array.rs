@@ -490,6 +490,34 @@ fn prefault_runs() {
 }
 
 #[test]
+fn prefault_axis_runs_and_checks_its_region() {
+    let s = SharedArray::<f64, Ix3>::create((70, 50, 9), &[1, 2], 1)
+        .unwrap()
+        .finish()
+        .unwrap();
+    s.local_chunk_mut(1).unwrap().fill(1.5);
+    for axis in 0..3 {
+        let n = s.shape()[axis];
+        s.prefault_axis(Axis(axis), 0..n).unwrap();
+        s.prefault_axis(Axis(axis), n / 3..n / 2).unwrap();
+        s.prefault_axis(Axis(axis), n..n).unwrap();
+        s.prefault_axis(Axis(axis), s.myrange(Axis(axis), 2))
+            .unwrap();
+    }
+    assert!(matches!(
+        s.prefault_axis(Axis(3), 0..1),
+        Err(ShmError::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        s.prefault_axis(Axis(1), 10..51),
+        Err(ShmError::OutOfBounds { .. })
+    ));
+    let half = s.localindices(1).end;
+    let data = s.as_slice();
+    assert!(data[..half].iter().all(|&x| x == 1.5) && data[half..].iter().all(|&x| x == 0.0));
+}
+
+#[test]
 fn handles_and_arrays_serialize() {
     let pending = SharedArray::<i16, Ix2>::create((2, 2), &[1, 2], 1).unwrap();
     let h = pending.handle();
