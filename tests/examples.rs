@@ -245,3 +245,11 @@ fn readme_programs_run() {
         "[5.0, 10.0] 500000\n"
     );
 }
+
+#[test]
+fn readme_shared_array() {
+    assert_eq!(
+        run("readme_shared", &[], Duration::from_secs(60)),
+        "2 2 3 4\n2 3 3 4\n2 3 4 4\n"
+    );
+}
