@@ -170,7 +170,7 @@ impl MessageWorld for MpiWorld {
                 return Ok(None);
             };
             let src = status.source_rank();
-            let (data, _) = (msg, status).matched_receive_vec::<u8>();
+            let (mut data, _) = (msg, status).matched_receive_vec::<u8>();
             if data.len() < HEADER_LEN {
                 return Err(err(format!(
                     "a {}-byte message from rank {src} is not a frame",
@@ -181,10 +181,8 @@ impl MessageWorld for MpiWorld {
                 .map_err(|e| err(format!("from rank {src}: {e}")))?;
             let have = data.len() - HEADER_LEN;
             if have as u64 == header.len {
-                return Ok(Some((
-                    src as usize,
-                    Frame::new(header, data[HEADER_LEN..].to_vec()),
-                )));
+                data.drain(..HEADER_LEN);
+                return Ok(Some((src as usize, Frame::new(header, data))));
             }
             // The tail follows from the same rank: receive it into an aligned buffer.
             let (msg, status) = c.p2p.process_at_rank(src).matched_probe_with_tag(TAG);
