@@ -151,6 +151,11 @@
 //! # Platform
 //!
 //! Linux (`/dev/shm`, `posix_fallocate`, `MADV_POPULATE_*` with a fallback before 5.14).
+//!
+//! Dependencies: `memmap2` (the mappings), `bytemuck` (the `Pod` bound and byte views),
+//! `ndarray` (column-major views), `nix` (`shm_open`, `posix_fallocate`, host names),
+//! `getrandom` (unguessable segment names), `serde` (handles), `thiserror` (`ShmError`), and
+//! cohort-core/cohort-macros for the remote calls that attach and release on every pid.
 
 #![deny(missing_docs)]
 

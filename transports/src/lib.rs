@@ -5,6 +5,10 @@
 //! - `MpiWorld` (cargo feature `mpi`) — MPI through rsmpi, for programs started by `mpirun`.
 //!
 //! Each hands the core connected sockets; the core frames and authenticates them.
+//!
+//! Dependencies: `nix` (host names, sockets), `getrandom` (unguessable socket names), and, with
+//! the `mpi` feature, rsmpi (`mpi`, the maintained MPI binding) plus `bytemuck` to view frames
+//! as the element types MPI reduces.
 
 #[cfg(feature = "mpi")]
 mod mpi;
