@@ -1356,7 +1356,7 @@ impl Runtime {
         let mut idle = 0u32;
         while !self.world_stop.load(Ordering::Acquire) {
             if crate::link::WORLD_SPINNERS.load(Ordering::Acquire) > 0 {
-                std::thread::sleep(Duration::from_micros(20));
+                std::thread::sleep(Duration::from_micros(200));
                 continue;
             }
             match crate::link::poll_world(w.as_ref(), &mut |rank, frame| {
