@@ -8,22 +8,9 @@ use criterion::{black_box, Criterion, Throughput};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-#[cohort::remote]
-fn noop() {}
-
-static STASH: std::sync::Mutex<Vec<Vec<f64>>> = std::sync::Mutex::new(Vec::new());
-
-#[cohort::remote]
-fn stash_vecs(n: usize, k: usize) {
-    let mut s = STASH.lock().unwrap();
-    s.clear();
-    s.extend((0..k).map(|_| vec![1.5; n]));
-}
-
-#[cohort::remote]
-fn take_vec() -> Vec<f64> {
-    STASH.lock().unwrap().pop().unwrap_or_default()
-}
+#[path = "../examples/shared/stash.rs"]
+mod stash;
+use stash::{noop, stash_vecs, take_vec};
 
 #[cohort::remote]
 fn raw_echo(addr: String, frame: usize) -> u64 {

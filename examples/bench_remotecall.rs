@@ -16,24 +16,9 @@ use cohort_baseline::{
 };
 use std::time::{Duration, Instant};
 
-#[cohort::remote]
-fn noop() {}
-
-static STASH: std::sync::Mutex<Vec<Vec<f64>>> = std::sync::Mutex::new(Vec::new());
-
-/// Prepares `k` vectors of `n` elements on this worker, outside the timed fetches.
-#[cohort::remote]
-fn stash_vecs(n: usize, k: usize) {
-    let mut s = STASH.lock().unwrap();
-    s.clear();
-    s.extend((0..k).map(|_| vec![1.5; n]));
-}
-
-/// Hands one prepared vector over: the fetch moves it, nothing is computed or copied here.
-#[cohort::remote]
-fn take_vec() -> Vec<f64> {
-    STASH.lock().unwrap().pop().unwrap_or_default()
-}
+#[path = "shared/stash.rs"]
+mod stash;
+use stash::{noop, stash_vecs, take_vec};
 
 #[cohort::remote]
 fn ospid() -> u32 {

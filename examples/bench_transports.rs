@@ -19,25 +19,12 @@ use cohort_baseline::{
 };
 use std::time::Instant;
 
+#[path = "shared/stash.rs"]
+mod stash;
+use stash::{noop, stash_vecs, take_vec};
+
 const FRAME: usize = 70;
 const BIG: usize = 64 << 20;
-
-#[cohort::remote]
-fn noop() {}
-
-static STASH: std::sync::Mutex<Vec<Vec<f64>>> = std::sync::Mutex::new(Vec::new());
-
-#[cohort::remote]
-fn stash_vecs(n: usize, k: usize) {
-    let mut s = STASH.lock().unwrap();
-    s.clear();
-    s.extend((0..k).map(|_| vec![1.5; n]));
-}
-
-#[cohort::remote]
-fn take_vec() -> Vec<f64> {
-    STASH.lock().unwrap().pop().unwrap_or_default()
-}
 
 fn io(e: std::io::Error) -> cohort::Error {
     cohort::Error::Invalid(e.to_string())

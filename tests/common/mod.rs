@@ -29,7 +29,8 @@ pub fn child_pids() -> Vec<u32> {
     out
 }
 
-fn kill_children() {
+/// Kills every child process of this one, by pid.
+pub fn kill_children() {
     for p in child_pids() {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(p as i32),

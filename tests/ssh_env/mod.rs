@@ -17,6 +17,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+#[path = "../common/mod.rs"]
+mod common;
+pub use common::{child_pids, eventually, kill_children};
 use std::time::{Duration, Instant};
 
 /// A named test.
@@ -278,48 +281,11 @@ pub fn free_port(ip: &str) -> u16 {
         .expect("a free port")
 }
 
-/// Children of this process (pids), from `/proc`.
-pub fn child_pids() -> Vec<u32> {
-    let me = std::process::id();
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) {
-        for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
-                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-            }
-        }
-    }
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
 /// The command line of process `pid`.
 pub fn cmdline(pid: u32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
         .unwrap_or_default()
-}
-
-fn kill_children() {
-    for p in child_pids() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-}
-
-/// Polls `cond` until it holds or `timeout` passes.
-pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
 }
 
 type Teardown = Box<dyn FnOnce() -> Vec<String> + Send>;
