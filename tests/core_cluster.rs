@@ -302,6 +302,35 @@ fn futures() {
     assert_eq!(t.join().unwrap().unwrap(), 99);
 }
 
+fn fetch_all_pipelines() {
+    let fs: Vec<_> = [2, 3, 4]
+        .iter()
+        .map(|&p| remotecall(add, p, (p as i64, 1)).unwrap())
+        .collect();
+    let got: Vec<i64> = cohort::fetch_all(&fs)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(got, vec![3, 4, 5]);
+    assert_eq!(fs[1].fetch().unwrap(), 4, "fetched values are cached");
+    // Each future keeps its own outcome; a local one is read in place.
+    let mixed = vec![
+        remotecall(fails, 2, (-1,)).unwrap(),
+        remotecall(fails, 3, (2,)).unwrap(),
+        remotecall(fails, 1, (5,)).unwrap(),
+    ];
+    let r = cohort::fetch_all(&mixed);
+    assert_eq!(
+        r[0].as_ref()
+            .unwrap_err()
+            .as_remote()
+            .map(|e| e.error.as_str()),
+        Some("negative input -1")
+    );
+    assert_eq!(r[1].as_ref().unwrap().as_ref().unwrap(), &4);
+    assert_eq!(r[2].as_ref().unwrap().as_ref().unwrap(), &10);
+}
+
 fn channels() {
     // Capacity blocks, on a worker.
     let c: RemoteChannel<i64> = RemoteChannel::new(2, 2).unwrap();
@@ -649,6 +678,7 @@ fn main() {
             ("worker_to_worker", worker_to_worker),
             ("local_calls_do_not_serialize", local_calls_do_not_serialize),
             ("futures", futures),
+            ("fetch_all_pipelines", fetch_all_pipelines),
             ("channels", channels),
             ("ref_counting", ref_counting),
             ("interrupts", interrupts),

@@ -215,6 +215,15 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Future<T> {
             },
             &Body::Owned(Vec::new()),
         );
+        self.keep(r)
+    }
+
+    /// Caches what a Fetch brought back (a value, or the call's error) and returns a copy. A
+    /// lost owner or an interrupt is not cached: it is about this fetch, not the value.
+    fn keep(&self, r: Result<crate::frame::Frame>) -> Result<T>
+    where
+        T: Clone,
+    {
         let cached = match r {
             Ok(frame) => Ok(Item::Frame(frame)),
             Err(Error::ProcessExited(p)) => return Err(Error::ProcessExited(p)),
@@ -228,6 +237,44 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Future<T> {
         *self.inner.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(cached);
         out
     }
+
+    fn is_cached(&self) -> bool {
+        self.inner.cache.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+}
+
+/// Fetches several Futures at once: every request goes out before any reply is awaited, so
+/// the wait is that of the slowest, not the sum of round trips. Results come in order.
+///
+/// # Julia
+/// `fetch.(futures)` inside `@sync` (one task per future).
+pub fn fetch_all<T>(futures: &[Future<T>]) -> Vec<Result<T>>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + 'static,
+{
+    let Ok(rt) = rt() else {
+        return futures.iter().map(|f| f.fetch()).collect();
+    };
+    let started: Vec<Option<Result<crate::runtime::PendingReq>>> = futures
+        .iter()
+        .map(|f| {
+            if f.is_cached() || f.owner() == rt.myid() {
+                return None;
+            }
+            let release = f.inner.take_weight();
+            let msg = Msg::Fetch { rrid: f.inner.rrid, release };
+            Some(rt.request_start(f.owner(), &msg, &Body::Owned(Vec::new())))
+        })
+        .collect();
+    futures
+        .iter()
+        .zip(started)
+        .map(|(f, p)| match p {
+            None => f.fetch(),
+            Some(Ok(p)) => f.keep(rt.request_finish(p)),
+            Some(Err(e)) => f.keep(Err(e)),
+        })
+        .collect()
 }
 
 impl<T: Serialize + Send + 'static> Serialize for Future<T> {

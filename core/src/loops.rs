@@ -424,8 +424,8 @@ where
     T: Serialize + DeserializeOwned + Clone + Send + 'static,
 {
     let mut errors = Vec::new();
-    for f in futures {
-        if let Err(e) = f.fetch() {
+    for (f, r) in futures.iter().zip(crate::future::fetch_all(futures)) {
+        if let Err(e) = r {
             errors.push((f.owner(), e));
         }
     }
