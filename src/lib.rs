@@ -113,8 +113,8 @@
 
 pub use cohort_core::{
     addprocs, addprocs_with, blocking, check_interrupt, cluster_cookie, current_topology,
-    fetch_all, fetch_any, fetchfrom, interrupt, interrupted, link_count, live_refs, live_refs_on, myid,
-    next_pid, nprocs, nworkers, procs, procs_on, remote_do, remotecall, remotecall_fetch,
+    fetch_all, fetch_any, fetchfrom, interrupt, interrupted, link_count, live_refs, live_refs_on,
+    myid, next_pid, nprocs, nworkers, procs, procs_on, remote_do, remotecall, remotecall_fetch,
     remotecall_fetch_by_name, remotecall_wait, rmprocs, set_cluster_cookie, set_topology, spawnat,
     workers, AbstractChannel, AddProcsParams, Cluster, ClusterManager, Count, Error, Future,
     ManageOp, Pid, RemoteChannel, RemoteException, RemoteFn, Result, RmProcs, Target, Topology,

@@ -239,7 +239,11 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Future<T> {
     }
 
     fn is_cached(&self) -> bool {
-        self.inner.cache.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+        self.inner
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 }
 
@@ -262,7 +266,10 @@ where
                 return None;
             }
             let release = f.inner.take_weight();
-            let msg = Msg::Fetch { rrid: f.inner.rrid, release };
+            let msg = Msg::Fetch {
+                rrid: f.inner.rrid,
+                release,
+            };
             Some(rt.request_start(f.owner(), &msg, &Body::Owned(Vec::new())))
         })
         .collect();
