@@ -370,10 +370,22 @@ impl Runtime {
         if let Some(l) = self.link_of(pid) {
             return Ok(l);
         }
-        let fd = self
-            .transport
-            .connect(&info.addr, Duration::from_secs(10))
-            .map_err(|e| Error::io(format!("connecting to pid {pid} at {}", info.addr), e))?;
+        let fd = match self.transport.connect(&info.addr, Duration::from_secs(10)) {
+            Ok(fd) => fd,
+            Err(e) => {
+                // A peer that just died refuses connections before its death is recorded.
+                for _ in 0..20 {
+                    if self.is_removed(pid) {
+                        return Err(Error::ProcessExited(pid));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                return Err(Error::io(
+                    format!("connecting to pid {pid} at {}", info.addr),
+                    e,
+                ));
+            }
+        };
         let (_, _) = self.handshake_out(&fd, pid, 0)?;
         self.add_link(pid, fd)
             .map_err(|e| Error::io(format!("registering the link to pid {pid}"), e))
@@ -1251,20 +1263,23 @@ impl FrameSink for Runtime {
                 link.peer
             );
         }
-        link.kill(&rt.ep);
-        rt.tokens
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&link.token);
+        // Mark the peer gone before its link reads as dead, so that nobody sees a dead link
+        // of a live peer and tries to reconnect to a process that no longer exists.
         let other_alive = rt
             .tokens
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .any(|l| l.peer == link.peer && !l.is_dead());
+            .any(|l| l.peer == link.peer && l.token != link.token && !l.is_dead());
         if !other_alive {
             rt.peer_gone(link.peer);
-        } else {
+        }
+        link.kill(&rt.ep);
+        rt.tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&link.token);
+        if other_alive {
             let mut links = rt.links.write().unwrap_or_else(|e| e.into_inner());
             if links.get(&link.peer).is_some_and(|l| l.token == link.token) {
                 links.remove(&link.peer);
