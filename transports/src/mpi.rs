@@ -125,8 +125,16 @@ impl MessageWorld for MpiWorld {
         self.with(|c| {
             let dest = c.p2p.process_at_rank(rank as i32);
             if total <= SMALL {
-                let buf = parts.concat();
-                dest.send_with_tag(&buf[..], TAG);
+                // One reused buffer per thread: small frames are the latency path.
+                thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
+                BUF.with(|b| {
+                    let mut b = b.borrow_mut();
+                    b.clear();
+                    for p in parts {
+                        b.extend_from_slice(p);
+                    }
+                    dest.send_with_tag(&b[..], TAG);
+                });
                 return Ok(());
             }
             // Head: header, message, and the first 8 body bytes; tail: the rest, sent in place
@@ -155,16 +163,12 @@ impl MessageWorld for MpiWorld {
     }
 
     fn poll(&self) -> io::Result<Option<(usize, Frame)>> {
-        if self
-            .comms
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-        {
-            // Finalised: the process is on its way out.
+        let g = self.comms.read().unwrap_or_else(|e| e.into_inner());
+        // Finalised: the process is on its way out.
+        let Some(c) = g.as_ref() else {
             return Ok(None);
-        }
-        self.with(|c| {
+        };
+        (|| {
             let Some((msg, status)) = c.p2p.any_process().immediate_matched_probe_with_tag(TAG)
             else {
                 return Ok(None);
@@ -201,7 +205,7 @@ impl MessageWorld for MpiWorld {
                 src as usize,
                 Frame::from_parts(header, data[HEADER_LEN..].to_vec(), Some(tail)),
             )))
-        })
+        })()
     }
 
     fn native(&self) -> Option<&dyn NativeCollectives> {
