@@ -17,6 +17,8 @@ use cohort::prelude::*;
 use cohort_baseline::{
     echo_serve, pingpong, stream_measure, stream_send_msgs, PollMode, RecvBuffer,
 };
+use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 #[path = "shared/stash.rs"]
@@ -30,39 +32,69 @@ fn io(e: std::io::Error) -> cohort::Error {
     cohort::Error::Invalid(e.to_string())
 }
 
-#[cohort::remote]
-fn raw_echo(kind: String, addr: String, busy: bool) -> cohort::Result<u64> {
-    let mode = if busy {
+/// A connected raw socket of either kind, as a plain file: the baselines only read and write.
+fn connect_raw(kind: &str, addr: &str) -> cohort::Result<File> {
+    let fd = if kind == "tcp" {
+        let a = addr
+            .parse()
+            .map_err(|e| cohort::Error::Invalid(format!("{e}")))?;
+        OwnedFd::from(cohort_baseline::tcp_connect(a).map_err(io)?)
+    } else {
+        OwnedFd::from(std::os::unix::net::UnixStream::connect(addr).map_err(io)?)
+    };
+    Ok(File::from(fd))
+}
+
+/// A listener of either kind on this process; the Unix socket file goes with it.
+enum RawListener {
+    Tcp(std::net::TcpListener, String),
+    Unix(
+        std::os::unix::net::UnixListener,
+        cohort_baseline::SocketFile,
+    ),
+}
+
+impl RawListener {
+    fn new(kind: &str) -> cohort::Result<Self> {
+        Ok(if kind == "tcp" {
+            let (l, a) = cohort_baseline::tcp_listener_loopback().map_err(io)?;
+            RawListener::Tcp(l, a.to_string())
+        } else {
+            let (l, f) = cohort_baseline::unix_listener_tmp().map_err(io)?;
+            RawListener::Unix(l, f)
+        })
+    }
+    fn address(&self) -> String {
+        match self {
+            RawListener::Tcp(_, a) => a.clone(),
+            RawListener::Unix(_, f) => f.path().display().to_string(),
+        }
+    }
+    fn accept(&self) -> cohort::Result<File> {
+        let fd = match self {
+            RawListener::Tcp(l, _) => OwnedFd::from(cohort_baseline::tcp_accept(l).map_err(io)?),
+            RawListener::Unix(l, _) => OwnedFd::from(l.accept().map_err(io)?.0),
+        };
+        Ok(File::from(fd))
+    }
+}
+
+fn mode(busy: bool) -> PollMode {
+    if busy {
         PollMode::BusyPoll
     } else {
         PollMode::Blocking
-    };
-    if kind == "tcp" {
-        let s = cohort_baseline::tcp_connect(
-            addr.parse()
-                .map_err(|e| cohort::Error::Invalid(format!("{e}")))?,
-        )
-        .map_err(io)?;
-        echo_serve(s, FRAME, mode).map_err(io)
-    } else {
-        let s = std::os::unix::net::UnixStream::connect(&addr).map_err(io)?;
-        echo_serve(s, FRAME, mode).map_err(io)
     }
 }
 
 #[cohort::remote]
+fn raw_echo(kind: String, addr: String, busy: bool) -> cohort::Result<u64> {
+    echo_serve(connect_raw(&kind, &addr)?, FRAME, mode(busy)).map_err(io)
+}
+
+#[cohort::remote]
 fn raw_stream(kind: String, addr: String, msgs: usize) -> cohort::Result<()> {
-    if kind == "tcp" {
-        let mut s = cohort_baseline::tcp_connect(
-            addr.parse()
-                .map_err(|e| cohort::Error::Invalid(format!("{e}")))?,
-        )
-        .map_err(io)?;
-        stream_send_msgs(&mut s, BIG, msgs).map_err(io)
-    } else {
-        let mut s = std::os::unix::net::UnixStream::connect(&addr).map_err(io)?;
-        stream_send_msgs(&mut s, BIG, msgs).map_err(io)
-    }
+    stream_send_msgs(&mut connect_raw(&kind, &addr)?, BIG, msgs).map_err(io)
 }
 
 /// `k` all_reduces of `n` f64, timed on this process; every process runs it.
@@ -89,73 +121,24 @@ struct Raw {
 }
 
 fn raw_stream_socket(kind: &str) -> cohort::Result<Raw> {
-    let fresh = RecvBuffer::FreshWith(cohort::core::wire::zeroed_vec::<u8>);
     let mut rtts = Vec::new();
     for busy in [false, true] {
-        let r = if kind == "tcp" {
-            let (l, addr) = cohort_baseline::tcp_listener_loopback().map_err(io)?;
-            let f = remotecall(raw_echo, 2, (kind.to_string(), addr.to_string(), busy))?;
-            let mut s = cohort_baseline::tcp_accept(&l).map_err(io)?;
-            let r = pingpong(
-                &mut s,
-                FRAME,
-                20_000,
-                2_000,
-                if busy {
-                    PollMode::BusyPoll
-                } else {
-                    PollMode::Blocking
-                },
-            )
-            .map_err(io)?;
-            drop(s);
-            f.fetch()??;
-            r
-        } else {
-            let (l, path) = cohort_baseline::unix_listener_tmp().map_err(io)?;
-            let f = remotecall(
-                raw_echo,
-                2,
-                (kind.to_string(), path.path().display().to_string(), busy),
-            )?;
-            let (mut s, _) = l.accept().map_err(io)?;
-            let r = pingpong(
-                &mut s,
-                FRAME,
-                20_000,
-                2_000,
-                if busy {
-                    PollMode::BusyPoll
-                } else {
-                    PollMode::Blocking
-                },
-            )
-            .map_err(io)?;
-            drop(s);
-            f.fetch()??;
-            r
-        };
+        let l = RawListener::new(kind)?;
+        let f = remotecall(raw_echo, 2, (kind.to_string(), l.address(), busy))?;
+        let mut s = l.accept()?;
+        let r = pingpong(&mut s, FRAME, 20_000, 2_000, mode(busy)).map_err(io)?;
+        drop(s);
+        f.fetch()??;
         rtts.push(r.median_us);
     }
-    let gbs = if kind == "tcp" {
-        let (l, addr) = cohort_baseline::tcp_listener_loopback().map_err(io)?;
-        let f = remotecall(raw_stream, 2, (kind.to_string(), addr.to_string(), 9))?;
-        let mut s = cohort_baseline::tcp_accept(&l).map_err(io)?;
-        let r = stream_measure(&mut s, BIG, 9, fresh).map_err(io)?;
-        f.fetch()??;
-        r.median_gbs
-    } else {
-        let (l, path) = cohort_baseline::unix_listener_tmp().map_err(io)?;
-        let f = remotecall(
-            raw_stream,
-            2,
-            (kind.to_string(), path.path().display().to_string(), 9),
-        )?;
-        let (mut s, _) = l.accept().map_err(io)?;
-        let r = stream_measure(&mut s, BIG, 9, fresh).map_err(io)?;
-        f.fetch()??;
-        r.median_gbs
-    };
+    let l = RawListener::new(kind)?;
+    let f = remotecall(raw_stream, 2, (kind.to_string(), l.address(), 9))?;
+    let mut s = l.accept()?;
+    let fresh = RecvBuffer::FreshWith(cohort::core::wire::zeroed_vec::<u8>);
+    let gbs = stream_measure(&mut s, BIG, 9, fresh)
+        .map_err(io)?
+        .median_gbs;
+    f.fetch()??;
     Ok(Raw {
         rtt_us: rtts[0].min(rtts[1]),
         gbs,

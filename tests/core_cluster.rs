@@ -213,6 +213,11 @@ fn remote_errors() {
         cohort::remotecall_fetch_by_name::<_, i64>(name, 2, (1i64, 2i64)).unwrap(),
         3
     );
+    assert_eq!(
+        cohort::remotecall_fetch_by_name::<_, i64>(name, 1, (1i64, 2i64)).unwrap(),
+        3,
+        "by name on this process"
+    );
     // Every worker is still fine.
     for p in [2, 3, 4] {
         assert_eq!(remotecall_fetch(add, p, (p as i64, 0)).unwrap(), p as i64);

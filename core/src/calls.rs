@@ -103,21 +103,10 @@ where
     A: Serialize + Send + 'static,
     F::Output: DeserializeOwned,
 {
-    let rt = rt()?;
-    if pid == rt.myid() {
+    if pid == rt()?.myid() {
         return call_here(f, args);
     }
-    let name = f.name();
-    let body = encode_args(&args, name)?;
-    let frame = rt.request(
-        pid,
-        &Msg::Call {
-            func: name.to_string(),
-            mode: Mode::Fetch,
-        },
-        &body,
-    )?;
-    decode_frame(frame, &format!("result of {name}"))
+    remotecall_fetch_by_name(f.name(), pid, args)
 }
 
 /// Calls `f(args...)` on `pid`, waits until it has finished, and returns a [`Future`] for the
@@ -262,6 +251,17 @@ where
 {
     let rt = rt()?;
     let body = encode_args(&args, name)?;
+    if pid == rt.myid() {
+        // Here too the arguments are checked against the registered types, as on arrival.
+        let entry = entry_for(name)?;
+        let out = run_guarded(name, || (entry.call)(&body.into_vec()))?;
+        return out.downcast::<R>().map(|b| *b).map_err(|_| Error::Codec {
+            action: "decode",
+            what: format!("result of {name} as {}", std::any::type_name::<R>()),
+            pid,
+            reason: "the function returns another type".into(),
+        });
+    }
     let frame = rt.request(
         pid,
         &Msg::Call {
