@@ -300,17 +300,9 @@ fn main() -> cohort::Result<()> {
         outs.push(s);
     }
     if cfg!(feature = "mpi") {
-        let o = std::process::Command::new("mpirun")
-            .args(["--oversubscribe", "-np", "2"])
-            .arg(&exe)
-            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        let o = cohort::managers::mpirun_command(2, &exe)?
             .output()
-            .map_err(|e| {
-                cohort::Error::Invalid(format!(
-                    "cannot run mpirun (install OpenMPI: openmpi-bin): {e}"
-                ))
-            })?;
+            .map_err(io)?;
         let s = String::from_utf8_lossy(&o.stdout).into_owned();
         if !o.status.success() {
             return Err(cohort::Error::Invalid(format!(

@@ -148,6 +148,7 @@ pub use cohort_transports::rsmpi as mpi;
 /// Cluster managers: local workers, and workers on other hosts through ssh.
 pub mod managers {
     pub use cohort_launcher::machines;
+    pub use cohort_launcher::mpirun::{find_mpirun, mpirun_command};
     pub use cohort_launcher::{
         addprocs_machine_file, addprocs_machines, parse_machine_file, read_machine_file,
         IntoMachine, LocalManager, Machine, SpecError, SshManager, SshOptions,

@@ -138,12 +138,9 @@ mod suite {
         if cohort::__private::transport_name() != Some("mpi") {
             // Not under mpirun: run this same binary under it, and report its result.
             drop(cluster);
-            let st = std::process::Command::new("mpirun")
-                .args(["--oversubscribe", "-np", "4"])
-                .arg(std::env::current_exe().unwrap())
+            let st = cohort::managers::mpirun_command(4, std::env::current_exe().unwrap())
+                .unwrap_or_else(|e| panic!("{e}"))
                 .args(std::env::args().skip(1))
-                .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-                .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
                 .status();
             match st {
                 Ok(s) if s.success() => return,

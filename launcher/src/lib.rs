@@ -9,6 +9,7 @@
 pub mod cli;
 mod local;
 pub mod machines;
+pub mod mpirun;
 pub mod ssh;
 
 pub use local::LocalManager;
