@@ -10,6 +10,7 @@
 //! | `COHORT_MAX_FRAME` | largest frame payload accepted, in bytes | 4 GiB |
 //! | `COHORT_TRANSPORT` | `tcp` (default), `unix`, or `mpi` (with the `mpi` feature) | `tcp` |
 //! | `COHORT_TOPOLOGY` | `all_to_all` (default) or `master_worker` | `all_to_all` |
+//! | `COHORT_MPIRUN` | the MPI launcher `cohort::managers::mpirun_command` starts (read by the launcher crate) | `mpirun` |
 //! | `COHORT_MACHINE_FILE` | the facade's `init` adds SSH workers on the hosts of this machine file (`cohort --machine-file`) | unset |
 //! | `COHORT_SSHFLAGS` | extra ssh arguments for those workers, split at whitespace | empty |
 //! | `COHORT_SSH_TUNNEL` | `1`: those workers are reached through ssh tunnels | unset |
