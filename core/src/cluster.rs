@@ -689,7 +689,7 @@ impl Drop for Cluster {
 /// returns the guard; ranks 1.. become workers 2.. and never return. All traffic goes through
 /// the world; no listener is opened.
 pub fn init_world(world: Arc<dyn crate::transport::MessageWorld>) -> Result<Cluster> {
-    let rt = runtime::start_world(world)?;
+    let rt = crate::world::start_world(world)?;
     rt.on_exit
         .lock()
         .unwrap_or_else(|e| e.into_inner())

@@ -29,6 +29,7 @@ mod runtime;
 pub mod store;
 pub mod transport;
 pub mod wire;
+mod world;
 
 /// A process id: 1 is the master, workers are 2, 3, ... in order of joining, never reused.
 pub type Pid = usize;

@@ -84,15 +84,15 @@ pub(crate) type ExitHook = Box<dyn Fn(Pid) + Send + Sync>;
 
 /// A process's place in the cluster.
 pub(crate) struct Runtime {
-    myid: AtomicUsize,
+    pub(crate) myid: AtomicUsize,
     pub(crate) is_master: bool,
     pub(crate) transport: Arc<dyn Transport>,
     cookie: Mutex<[u8; COOKIE_LEN]>,
     pub(crate) host: String,
     ep: Epoll,
-    links: RwLock<HashMap<Pid, Arc<Link>>>,
+    pub(crate) links: RwLock<HashMap<Pid, Arc<Link>>>,
     tokens: RwLock<HashMap<u64, Arc<Link>>>,
-    next_token: AtomicU64,
+    pub(crate) next_token: AtomicU64,
     queues: Mutex<HashMap<Pid, Arc<SerialQueue>>>,
     pub(crate) peers: RwLock<BTreeMap<Pid, PeerInfo>>,
     pub(crate) removed: Mutex<HashSet<Pid>>,
@@ -117,13 +117,13 @@ pub(crate) struct Runtime {
     /// The message-passing world, in MPI mode.
     pub(crate) world: OnceLock<Arc<dyn crate::transport::MessageWorld>>,
     /// Set to stop the world's progress thread before the library shuts down.
-    world_stop: AtomicBool,
-    world_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub(crate) world_stop: AtomicBool,
+    pub(crate) world_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Pieces of collective operations that arrived before they were asked for.
     pub(crate) coll: crate::collective::Mailbox,
 }
 
-static RT: OnceLock<Runtime> = OnceLock::new();
+pub(crate) static RT: OnceLock<Runtime> = OnceLock::new();
 
 /// The runtime; `None` before `init`.
 pub(crate) fn try_rt() -> Option<&'static Runtime> {
@@ -168,7 +168,7 @@ thread_local! {
     static IN_REMOTE: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-fn install_panic_hook() {
+pub(crate) fn install_panic_hook() {
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let inside = IN_REMOTE.with(|c| c.borrow().is_some());
@@ -227,7 +227,7 @@ fn meta_of(msg: &Msg) -> Vec<u8> {
 }
 
 impl Runtime {
-    fn new(is_master: bool, transport: Arc<dyn Transport>) -> io::Result<Runtime> {
+    pub(crate) fn new(is_master: bool, transport: Arc<dyn Transport>) -> io::Result<Runtime> {
         Ok(Runtime {
             myid: AtomicUsize::new(if is_master { 1 } else { 0 }),
             is_master,
@@ -653,7 +653,7 @@ impl Runtime {
         }))
     }
 
-    fn dispatch(&'static self, from: Pid, frame: Frame) {
+    pub(crate) fn dispatch(&'static self, from: Pid, frame: Frame) {
         let msg: Msg = match bincode::deserialize(frame.meta()) {
             Ok(m) => m,
             Err(e) => {
@@ -1213,7 +1213,7 @@ impl Runtime {
     }
 
     /// Sends a bodiless message on every link (best effort: a dead peer is skipped).
-    fn tell_all(&self, msg: &Msg) {
+    pub(crate) fn tell_all(&self, msg: &Msg) {
         let meta = meta_of(msg);
         let links: Vec<_> = self
             .links
@@ -1343,123 +1343,6 @@ pub(crate) fn raw_handshake(addr: &str, cookie: &str, version: u8) -> io::Result
             "garbage welcome",
         )),
     }
-}
-
-/// A transport for MPI mode, where every link exists from the start and none is a stream.
-struct NoStreams;
-
-impl Transport for NoStreams {
-    fn name(&self) -> &'static str {
-        "mpi"
-    }
-    fn listen(&self, _: &str) -> io::Result<Box<dyn Listener>> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "MPI mode opens no listener",
-        ))
-    }
-    fn connect(&self, addr: &str, _: Duration) -> io::Result<OwnedFd> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!("MPI mode has no byte-stream links (asked for {addr})"),
-        ))
-    }
-}
-
-impl Runtime {
-    fn world_loop(&'static self, w: Arc<dyn crate::transport::MessageWorld>) {
-        let mut idle = 0u32;
-        while !self.world_stop.load(Ordering::Acquire) {
-            if crate::link::WORLD_SPINNERS.load(Ordering::Acquire) > 0 {
-                std::thread::sleep(Duration::from_micros(200));
-                continue;
-            }
-            match crate::link::poll_world(w.as_ref(), &mut |rank, frame| {
-                self.dispatch(rank + 1, frame)
-            }) {
-                true => idle = 0,
-                false => {
-                    // MPI has nothing to block on: poll hot after traffic, then back off.
-                    idle = idle.saturating_add(1);
-                    if idle < 20_000 {
-                        std::thread::yield_now();
-                    } else {
-                        std::thread::sleep(Duration::from_micros(50));
-                    }
-                }
-            }
-        }
-    }
-
-    /// MPI mode, on the master: every worker exits, then the library shuts down.
-    pub(crate) fn shutdown_world(&self) {
-        let Some(w) = self.world.get() else { return };
-        self.tell_all(&Msg::Exit);
-        self.world_stop.store(true, Ordering::Release);
-        if let Some(t) = self
-            .world_thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            let _ = t.join();
-        }
-        w.finalize();
-    }
-}
-
-/// Starts this process in a message-passing world (MPI mode): rank 0 is the master and
-/// returns; every other rank serves and never returns.
-pub(crate) fn start_world(
-    world: Arc<dyn crate::transport::MessageWorld>,
-) -> Result<&'static Runtime> {
-    let me = world.rank();
-    let rt = Runtime::new(me == 0, Arc::new(NoStreams))
-        .map_err(|e| Error::io("creating the runtime", e))?;
-    rt.myid.store(me + 1, Ordering::Release);
-    if RT.set(rt).is_err() {
-        return Err(Error::invalid("cohort::init was already called"));
-    }
-    let rt = RT.get().expect("just set");
-    let _ = rt.world.set(Arc::clone(&world));
-    let hosts = world.hosts();
-    {
-        let mut peers = rt.peers.write().unwrap_or_else(|e| e.into_inner());
-        for r in 0..world.size() {
-            let host = hosts.get(r).cloned().unwrap_or_default();
-            peers.insert(
-                r + 1,
-                PeerInfo {
-                    pid: r + 1,
-                    addr: String::new(),
-                    host,
-                },
-            );
-        }
-    }
-    {
-        let mut links = rt.links.write().unwrap_or_else(|e| e.into_inner());
-        for r in (0..world.size()).filter(|&r| r != me) {
-            let token = rt.next_token.fetch_add(1, Ordering::Relaxed);
-            links.insert(
-                r + 1,
-                Arc::new(Link::new_message(r + 1, token, Arc::clone(&world), r)),
-            );
-        }
-    }
-    install_panic_hook();
-    let w = Arc::clone(&world);
-    let t = std::thread::Builder::new()
-        .name("cohort-mpi".into())
-        .spawn(move || rt.world_loop(w))
-        .map_err(|e| Error::io("starting the progress thread", e))?;
-    *rt.world_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
-    if me != 0 {
-        loop {
-            std::thread::park();
-        }
-    }
-    Ok(rt)
 }
 
 /// Starts the runtime of the master (pid 1).
