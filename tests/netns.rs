@@ -626,20 +626,12 @@ fn launch_errors_name_the_host() {
 
 /// Runs examples/cluster_tour.rs (built by `cargo test`) on hosts a and c.
 fn cluster_tour_example() {
-    let exe = std::env::current_exe().unwrap();
-    let tour = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/cluster_tour");
-    if !tour.is_file() {
+    let Some(tour) = ssh_env::example("cluster_tour") else {
         println!(
-            "  skipped: {} is not built (`cargo test` builds the examples)",
-            tour.display()
+            "  skipped: examples/cluster_tour is not built (`cargo test` builds the examples)"
         );
         return;
-    }
+    };
     let dir = ssh_env::private_dir("cohort-netns-tour").unwrap();
     let hosts = dir.join("hosts");
     let u = ssh_env::user();

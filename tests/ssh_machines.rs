@@ -943,20 +943,12 @@ fn cli_machine_file() {
 
 /// examples/cluster_tour.rs (built by `cargo test`): local workers, a machine file, the CLI.
 fn cluster_tour_example() {
-    let exe = std::env::current_exe().unwrap();
-    let tour = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/cluster_tour");
-    if !tour.is_file() {
+    let Some(tour) = ssh_env::example("cluster_tour") else {
         println!(
-            "  skipped: {} is not built (`cargo test` builds the examples)",
-            tour.display()
+            "  skipped: examples/cluster_tour is not built (`cargo test` builds the examples)"
         );
         return;
-    }
+    };
     let run = |c: &mut Command| {
         let out = c
             .env_remove("COHORT_PROCS")

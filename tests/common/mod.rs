@@ -61,24 +61,65 @@ pub fn run(
     per_test: Duration,
     others: Vec<std::process::Child>,
 ) {
+    let start = Instant::now();
+    let Some(mut failed) = run_each(tests, per_test, &|| {
+        println!("killing child processes");
+        kill_children();
+    }) else {
+        return;
+    };
+    drop(cluster);
+    for mut c in others {
+        let deadline = Instant::now() + per_test * tests.len() as u32;
+        loop {
+            match c.try_wait() {
+                Ok(Some(s)) if s.success() => break,
+                Ok(Some(s)) => {
+                    println!("a child suite (another transport or topology) failed: {s}");
+                    failed.push("child suite".into());
+                    break;
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    failed.push("child suite (timed out)".into());
+                    break;
+                }
+            }
+        }
+    }
+    let left = eventually(Duration::from_secs(10), || child_pids().is_empty());
+    if !left {
+        println!("child processes left behind: {:?}", child_pids());
+        kill_children();
+        failed.push("no child process left behind".into());
+    }
+    finish(&failed, start);
+}
+
+/// Runs the tests chosen by the free command-line arguments (as libtest filters), in order,
+/// each within `per_test`; a test that hangs calls `on_timeout` and ends the process with 101.
+/// Returns the failed tests' names, or `None` after answering `--list`.
+pub fn run_each(tests: &[Test], per_test: Duration, on_timeout: &dyn Fn()) -> Option<Vec<String>> {
+    if std::env::args().any(|a| a == "--list") {
+        for (name, _) in tests {
+            println!("{name}: test");
+        }
+        return None;
+    }
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let list = std::env::args().any(|a| a == "--list");
-    if list {
-        for (name, _) in tests {
-            println!("{name}: test");
-        }
-        return;
-    }
     let chosen: Vec<&Test> = tests
         .iter()
         .filter(|(n, _)| args.is_empty() || args.iter().any(|a| n.contains(a.as_str())))
         .collect();
     println!("\nrunning {} tests", chosen.len());
     let mut failed = Vec::new();
-    let start = Instant::now();
     for (name, f) in chosen {
         let (tx, rx) = std::sync::mpsc::channel();
         let t0 = Instant::now();
@@ -94,44 +135,21 @@ pub fn run(
             Ok(true) => println!("test {name} ... ok ({:.2}s)", t0.elapsed().as_secs_f64()),
             Ok(false) => {
                 println!("test {name} ... FAILED");
-                failed.push(*name);
+                failed.push(name.to_string());
             }
             Err(_) => {
-                println!("test {name} ... FAILED (timed out after {per_test:?}); killing child processes");
-                kill_children();
+                println!("test {name} ... FAILED (timed out after {per_test:?})");
+                on_timeout();
+                let _ = std::io::Write::flush(&mut std::io::stdout());
                 std::process::exit(101);
             }
         }
     }
-    drop(cluster);
-    for mut c in others {
-        let deadline = Instant::now() + per_test * tests.len() as u32;
-        loop {
-            match c.try_wait() {
-                Ok(Some(s)) if s.success() => break,
-                Ok(Some(s)) => {
-                    println!("a child suite (another transport or topology) failed: {s}");
-                    failed.push("child suite");
-                    break;
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    failed.push("child suite (timed out)");
-                    break;
-                }
-            }
-        }
-    }
-    let left = eventually(Duration::from_secs(10), || child_pids().is_empty());
-    if !left {
-        println!("child processes left behind: {:?}", child_pids());
-        kill_children();
-        failed.push("no child process left behind");
-    }
+    Some(failed)
+}
+
+/// Prints the result line; ends the process with 101 when anything failed.
+pub fn finish(failed: &[String], start: Instant) {
     println!(
         "\ntest result: {}. {} failed; finished in {:.2}s",
         if failed.is_empty() { "ok" } else { "FAILED" },
@@ -140,6 +158,14 @@ pub fn run(
     );
     if !failed.is_empty() {
         println!("failures: {failed:?}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
         std::process::exit(101);
     }
+}
+
+/// An example binary built by `cargo test` (next to the test binaries), if it is there.
+pub fn example(name: &str) -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join("examples").join(name);
+    p.is_file().then_some(p)
 }

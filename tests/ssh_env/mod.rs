@@ -11,7 +11,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::Write;
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -19,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 #[path = "../common/mod.rs"]
 mod common;
-pub use common::{child_pids, eventually, kill_children};
+pub use common::{child_pids, eventually, example, finish, kill_children, run_each};
 use std::time::{Duration, Instant};
 
 /// A named test.
@@ -313,52 +312,16 @@ fn teardown() -> Vec<String> {
 /// `per_test`; then removes the workers, tears the environment down, and checks that no child
 /// process and nothing the teardown reports is left. Exits with 101 on any failure.
 pub fn run(cluster: cohort::Cluster, tests: &[Test], per_test: Duration) {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    if std::env::args().any(|a| a == "--list") {
-        for (name, _) in tests {
-            println!("{name}: test");
+    let start = Instant::now();
+    let Some(mut failed) = run_each(tests, per_test, &|| {
+        for l in teardown() {
+            println!("teardown: {l}");
         }
+        kill_children();
+    }) else {
         let _ = teardown();
         return;
-    }
-    let chosen: Vec<&Test> = tests
-        .iter()
-        .filter(|(n, _)| args.is_empty() || args.iter().any(|a| n.contains(a.as_str())))
-        .collect();
-    println!("\nrunning {} tests", chosen.len());
-    let mut failed: Vec<String> = Vec::new();
-    let start = Instant::now();
-    for (name, f) in chosen {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let t0 = Instant::now();
-        let f = *f;
-        std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || {
-                let r = std::panic::catch_unwind(f);
-                let _ = tx.send(r.is_ok());
-            })
-            .expect("spawn test thread");
-        match rx.recv_timeout(per_test) {
-            Ok(true) => println!("test {name} ... ok ({:.2}s)", t0.elapsed().as_secs_f64()),
-            Ok(false) => {
-                println!("test {name} ... FAILED");
-                failed.push(name.to_string());
-            }
-            Err(_) => {
-                println!("test {name} ... FAILED (timed out after {per_test:?}); tearing down");
-                for l in teardown() {
-                    println!("teardown: {l}");
-                }
-                kill_children();
-                let _ = std::io::stdout().flush();
-                std::process::exit(101);
-            }
-        }
-    }
+    };
     let t0 = Instant::now();
     drop(cluster);
     let left = teardown();
@@ -380,15 +343,5 @@ pub fn run(cluster: cohort::Cluster, tests: &[Test], per_test: Duration) {
             t0.elapsed().as_secs_f64()
         );
     }
-    println!(
-        "\ntest result: {}. {} failed; finished in {:.2}s",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        failed.len(),
-        start.elapsed().as_secs_f64()
-    );
-    if !failed.is_empty() {
-        println!("failures: {failed:?}");
-        let _ = std::io::stdout().flush();
-        std::process::exit(101);
-    }
+    finish(&failed, start);
 }
