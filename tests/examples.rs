@@ -7,17 +7,23 @@ use std::time::{Duration, Instant};
 
 fn example(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    dir.join(name)
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} not built: `cargo build --examples` first (`cargo test --all-targets` builds examples only as test harnesses)",
+        path.display()
+    );
+    path
 }
 
 fn run(name: &str, args: &[&str], limit: Duration) -> String {
     let path = example(name);
-    assert!(
-        path.exists(),
-        "{} not built (cargo test builds examples)",
-        path.display()
-    );
     let mut child = Command::new(&path)
         .args(args)
         .env_remove("COHORT_PROCS")

@@ -628,7 +628,7 @@ fn launch_errors_name_the_host() {
 fn cluster_tour_example() {
     let Some(tour) = ssh_env::example("cluster_tour") else {
         println!(
-            "  skipped: examples/cluster_tour is not built (`cargo test` builds the examples)"
+            "  skipped: examples/cluster_tour is not built (`cargo build --examples` builds it)"
         );
         return;
     };

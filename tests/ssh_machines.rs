@@ -945,7 +945,7 @@ fn cli_machine_file() {
 fn cluster_tour_example() {
     let Some(tour) = ssh_env::example("cluster_tour") else {
         println!(
-            "  skipped: examples/cluster_tour is not built (`cargo test` builds the examples)"
+            "  skipped: examples/cluster_tour is not built (`cargo build --examples` builds it)"
         );
         return;
     };
