@@ -53,6 +53,11 @@ mod suite {
     }
 
     #[cohort::remote]
+    fn sum_of_big_from(pid: usize, n: usize) -> cohort::Result<f64> {
+        Ok(remotecall_fetch(big, pid, (n,))?.iter().sum())
+    }
+
+    #[cohort::remote]
     fn chan_take(c: RemoteChannel<i64>) -> cohort::Result<i64> {
         c.take()
     }
@@ -100,6 +105,29 @@ mod suite {
         let t = remotecall(chan_take, 3, (c.clone(),)).unwrap();
         c.put(9).unwrap();
         assert_eq!(t.fetch().unwrap().unwrap(), 9);
+    }
+
+    /// A frame of up to 64 KiB is one MPI message, a larger one a head and a tail: sizes on
+    /// both sides of the limit, in flight from every worker at once and between workers,
+    /// arrive whole.
+    fn frames_around_the_message_limit() {
+        let sizes = [8180usize, 8187, 8188, 8189, 8192, 8200, 1 << 16, 1 << 18];
+        let fs: Vec<_> = sizes
+            .iter()
+            .flat_map(|&n| (2..=4).map(move |p| (n, remotecall(big, p, (n,)).unwrap())))
+            .collect();
+        let across: Vec<_> = (2..=4)
+            .map(|p| remotecall(sum_of_big_from, p, (p % 3 + 2, 9000)).unwrap())
+            .collect();
+        for (n, f) in fs {
+            assert_eq!(
+                f.fetch().unwrap(),
+                (0..n).map(|i| i as f64).collect::<Vec<_>>()
+            );
+        }
+        for f in across {
+            assert_eq!(f.fetch().unwrap().unwrap(), (8999.0 * 9000.0) / 2.0);
+        }
     }
 
     fn ordering_and_worker_to_worker() {
@@ -153,6 +181,10 @@ mod suite {
             &[
                 ("world", world),
                 ("calls_futures_channels", calls_futures_channels),
+                (
+                    "frames_around_the_message_limit",
+                    frames_around_the_message_limit,
+                ),
                 (
                     "ordering_and_worker_to_worker",
                     ordering_and_worker_to_worker,
