@@ -54,7 +54,7 @@
 //! | `pmap(f, c)`, `pmap(f, c1, c2)` | `pmap(f, c)?`, `pmap_zip(f, c1, c2)?` |
 //! | `pmap(f, wp, c; batch_size=10, on_error=e->0, retry_delays=zeros(3))` | `pmap_with(f, c, &PmapOptions::new().pool(&wp).batch_size(10).on_error(\|_\| Ok(0)).retry_delays([Duration::ZERO; 3]))?` |
 //! | `@distributed (+) for i = 1:n body end` | `distributed_reduce(1..=n, part_fn, args, Reducer::sum())?` |
-//! | `@sync @distributed for i = 1:n body end` | `sync(&distributed_for(1..=n, part_fn, args)?)?` |
+//! | `@sync @distributed for i = 1:n body end` | `sync_distributed_for(1..=n, part_fn, args)?` (or `sync(&distributed_for(..)?)?`) |
 //! | `@everywhere f(x)` | `everywhere(f, (x,))?` |
 //! | `global A` on workers, `clear!(:A, workers())` | `local::set("A", a)`, `local::clear(&["A"], &workers())?` |
 //! | `WorkerPool([2, 3])`, `CachingPool(workers())` | `WorkerPool::new([2, 3])`, `CachingPool::new(workers())` |
@@ -123,8 +123,8 @@ pub use cohort_core::{
 pub use cohort_core::{
     bytes_sent, default_worker_pool, distributed_for, distributed_reduce, everywhere,
     everywhere_on, pmap, pmap_args, pmap_with, pmap_zip, pmap_zip_with, set_default_worker_pool,
-    split_range, sync, BatchSize, Cached, CachingPool, ExponentialBackOff, Part, PmapOptions,
-    Reducer, WorkerPool,
+    split_range, sync, sync_distributed_for, BatchSize, Cached, CachingPool, ExponentialBackOff,
+    Part, PmapOptions, Reducer, WorkerPool,
 };
 pub use cohort_core::{local, loops};
 pub use cohort_macros::remote;
@@ -178,7 +178,8 @@ pub mod prelude {
     };
     pub use crate::{
         default_worker_pool, distributed_for, distributed_reduce, everywhere, pmap, pmap_with,
-        sync, BatchSize, Cached, CachingPool, Part, PmapOptions, Reducer, WorkerPool,
+        sync, sync_distributed_for, BatchSize, Cached, CachingPool, Part, PmapOptions, Reducer,
+        WorkerPool,
     };
 }
 

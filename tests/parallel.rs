@@ -569,6 +569,27 @@ fn loops_without_reducer() {
         Error::Composite(v) => assert_eq!(v.iter().map(|(p, _)| *p).collect::<Vec<_>>(), ws),
         e => panic!("expected a composite error, got {e}"),
     }
+    // `@sync @distributed for` in one call: the same parts, the values in part order.
+    let infos = sync_distributed_for(1..=10, part_info, ()).unwrap();
+    let futs = distributed_for(1..=10, part_info, ()).unwrap();
+    let via_futures: Vec<_> = futs.iter().map(|f| f.fetch().unwrap()).collect();
+    assert_eq!(infos, via_futures);
+    assert_eq!(infos.len(), ws.len());
+    sync_distributed_for(1..=100, store_part_sum, "loop-sum-2".to_string()).unwrap();
+    let sums = cohort::everywhere_on(&ws, read_i64, ("loop-sum-2".to_string(),)).unwrap();
+    assert_eq!(sums.iter().sum::<i64>(), 5050);
+    assert!(sync_distributed_for(1..1, part_info, ())
+        .unwrap()
+        .is_empty());
+    match sync_distributed_for(1..=4, offset_sum, 0).unwrap_err() {
+        Error::Composite(v) => {
+            assert_eq!(v.iter().map(|(p, _)| *p).collect::<Vec<_>>(), ws);
+            assert!(v[0].1.to_string().contains("Part::reduce"), "{}", v[0].1);
+        }
+        e => panic!("expected a composite error, got {e}"),
+    }
+    // The workers go on serving.
+    assert_eq!(sync_distributed_for(1..=2, part_info, ()).unwrap().len(), 2);
 }
 
 // ---------- everywhere and worker-local state ----------

@@ -49,7 +49,9 @@ pub use error::{Error, RemoteException, Result};
 pub use everywhere::{everywhere, everywhere_on};
 pub use exec::{blocking, check_interrupt, interrupted};
 pub use future::{fetch_all, Future};
-pub use loops::{distributed_for, distributed_reduce, split_range, sync, Op, Part, Reducer};
+pub use loops::{
+    distributed_for, distributed_reduce, split_range, sync, sync_distributed_for, Op, Part, Reducer,
+};
 pub use pmap::{
     pmap, pmap_args, pmap_with, pmap_zip, pmap_zip_with, BatchSize, ExponentialBackOff, PmapOptions,
 };

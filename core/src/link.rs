@@ -240,9 +240,11 @@ impl Link {
                     break;
                 }
             }
-            // Give the core to a runnable thread (on two cores a pure spin can starve the very
-            // thread that would produce the awaited frame).
-            std::thread::yield_now();
+            // Give the core to a runnable thread now and then (on two cores a pure spin can
+            // starve the very thread that would produce the awaited frame).
+            if n.is_multiple_of(4) {
+                std::thread::yield_now();
+            }
         }
         self.arm(ep, true);
     }

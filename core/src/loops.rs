@@ -32,7 +32,8 @@
 //! Every iteration is a plain function call inside the worker's loop, never a message: one
 //! remote call per worker carries the part and the arguments (copied to each worker, as Julia
 //! copies the variables a loop uses). Without a reducer, [`distributed_for`] returns the
-//! futures at once and [`sync`] waits for them (`@sync @distributed for`).
+//! futures at once and [`sync`] waits for them (`@sync @distributed for`);
+//! [`sync_distributed_for`] does both in one, with one message each way per worker.
 
 use crate::error::{Error, Result};
 use crate::future::{decode_frame, Future};
@@ -347,41 +348,7 @@ where
             "distributed_reduce over an empty range has no value",
         ));
     }
-    let rt = rt()?;
-    let me = rt.myid();
-    let name = body.name();
-    let msg = Msg::Call {
-        func: name.to_string(),
-        mode: Mode::Fetch,
-    };
-    let mut sent = Vec::with_capacity(parts.len());
-    for (pid, part) in &parts {
-        if *pid == me {
-            sent.push(None);
-            continue;
-        }
-        let body = crate::pmap::encode_value(&(part, &args), name)?;
-        sent.push(Some(rt.request_start(
-            *pid,
-            &msg,
-            &crate::wire::Body::Owned(body),
-        )));
-    }
-    let mut partials: Vec<Result<R>> = Vec::with_capacity(parts.len());
-    for ((_, part), s) in parts.iter().zip(&mut sent) {
-        if s.is_none() {
-            partials.push(crate::everywhere::call_local(body, (*part, args.clone())));
-        } else {
-            partials.push(Err(Error::invalid("pending")));
-        }
-    }
-    for (slot, s) in partials.iter_mut().zip(sent) {
-        if let Some(s) = s {
-            *slot = s
-                .and_then(|p| rt.request_finish(p))
-                .and_then(|f| decode_frame::<R>(f, &format!("result of {name}")));
-        }
-    }
+    let partials = run_parts(&parts, body, &args)?;
     let mut acc: Option<R> = None;
     for p in partials {
         let v = p?;
@@ -391,6 +358,89 @@ where
         });
     }
     Ok(acc.expect("at least one part"))
+}
+
+/// Runs `body(part, args)` for every part and returns each part's result, in part order: one
+/// call per worker whose reply carries the value (one message each way), all in flight at
+/// once; a part planned on the caller (no workers) runs here meanwhile.
+fn run_parts<F, A, R>(parts: &[(Pid, Part)], body: F, args: &A) -> Result<Vec<Result<R>>>
+where
+    F: RemoteFn<(Part, A), Output = R>,
+    A: Serialize + Clone + Send + 'static,
+    R: DeserializeOwned + Send + 'static,
+{
+    let rt = rt()?;
+    let me = rt.myid();
+    let name = body.name();
+    let msg = Msg::Call {
+        func: name.to_string(),
+        mode: Mode::Fetch,
+    };
+    let mut sent = Vec::with_capacity(parts.len());
+    for (pid, part) in parts {
+        if *pid == me {
+            sent.push(None);
+            continue;
+        }
+        let body = crate::pmap::encode_value(&(part, args), name)?;
+        sent.push(Some(rt.request_start(
+            *pid,
+            &msg,
+            &crate::wire::Body::Owned(body),
+        )));
+    }
+    let mut out: Vec<Result<R>> = Vec::with_capacity(parts.len());
+    for ((_, part), s) in parts.iter().zip(&sent) {
+        out.push(match s {
+            None => crate::everywhere::call_local(body, (*part, args.clone())),
+            Some(_) => Err(Error::invalid("pending")),
+        });
+    }
+    for (slot, s) in out.iter_mut().zip(sent) {
+        if let Some(s) = s {
+            *slot = s
+                .and_then(|p| rt.request_finish(p))
+                .and_then(|f| decode_frame::<R>(f, &format!("result of {name}")));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs a loop over `range` on the workers without a reducer and waits until every part is
+/// done; returns each part's value, in part order (empty for an empty range).
+///
+/// The same split as [`distributed_for`] followed by [`sync`], at the cost of one message each
+/// way per worker instead of two (the value comes back with the reply to the call), which
+/// matters when the loop itself runs in a loop, as the time steps of a simulation do.
+///
+/// Errors: an [`Error::Composite`] naming each part's pid and error when any part failed.
+///
+/// # Julia
+/// `@sync @distributed for i = range body end`.
+pub fn sync_distributed_for<F, A>(
+    range: impl IntoLoopRange,
+    body: F,
+    args: A,
+) -> Result<Vec<F::Output>>
+where
+    F: RemoteFn<(Part, A)>,
+    A: Serialize + Clone + Send + 'static,
+    F::Output: DeserializeOwned,
+{
+    let parts = plan(range.into_loop_range(), Op::None);
+    let mut values = Vec::with_capacity(parts.len());
+    let mut errors = Vec::new();
+    for ((pid, _), r) in parts.iter().zip(run_parts(&parts, body, &args)?) {
+        match r {
+            Ok(v) => values.push(v),
+            Err(e) => errors.push((*pid, e)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(values)
+    } else {
+        Err(Error::Composite(errors))
+    }
 }
 
 /// Starts a loop over `range` on the workers without a reducer and returns at once with one

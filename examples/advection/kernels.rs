@@ -11,7 +11,7 @@
 //! | version | Julia (the seeds) | here |
 //! |---|---|---|
 //! | [`advection_serial`] | `advection_chunk!(q, u, 1:n1, 1:n2, 1:n3-1)` | the master, all columns |
-//! | [`advection_parallel`] | `for t ...; @sync @distributed for j ...` | per step, one call per worker on its columns |
+//! | [`advection_parallel`] | `for t ...; @sync @distributed for j ...` | per step, `sync_distributed_for` over the columns: one call per worker |
 //! | [`advection_shared`] | `remotecall_wait(advection_shared_chunk!, p, q, u)` on each pid | one call per worker, its `myrange` columns, all steps |
 //! | [`advection_threads`] | — | rayon in the master, one chunk of columns per thread, all steps |
 //! | [`advection_threads_step`] | — | rayon, synchronised per step like `parallel` (information) |
@@ -117,11 +117,14 @@ pub(crate) fn advection_shared_chunk(q: Arr, u: Arr) -> cohort::Result<()> {
     Ok(())
 }
 
-/// A worker's part of one step of [`advection_parallel`]: columns `jr`, step `t`.
+/// A worker's part of one step of [`advection_parallel`]: the columns of its `part`, step `t`
+/// (the body of the seeds' `@distributed for j = 1:n2`).
 #[cohort::remote]
-pub(crate) fn advection_step(q: Arr, u: Arr, jr: Range<usize>, t: usize) -> cohort::Result<()> {
-    // SAFETY: the master gives each call of a step a disjoint range of columns and waits for
-    // all of them before the next step or anything else touches q.
+pub(crate) fn advection_step(part: Part, arrays: (Arr, Arr, usize)) -> cohort::Result<()> {
+    let (q, u, t) = arrays;
+    let jr = part.start as usize..part.end as usize;
+    // SAFETY: a step's parts are disjoint ranges of columns, and the master waits for all of
+    // them before the next step or anything else touches q.
     let mut qv = unsafe { q.axis_chunk_mut(Axis(1), jr.clone()) }?;
     let uv = u.axis_chunk(Axis(1), jr)?;
     advection_chunk(qv.view_mut(), uv.view(), t..t + 1);
@@ -137,20 +140,18 @@ pub(crate) fn advection_serial(q: &Arr, u: &Arr) -> cohort::Result<()> {
     Ok(())
 }
 
-/// One distributed loop per time step: for each `t`, one call per worker on its share of the
-/// columns, and all of them waited for before step `t + 1` (`@sync @distributed for j`).
+/// One distributed loop per time step: for each `t`, the columns split into one part per
+/// worker, and all parts waited for before step `t + 1` (`@sync @distributed for j = 1:n2`).
 pub(crate) fn advection_parallel(q: &Arr, u: &Arr) -> cohort::Result<()> {
-    let ws = q.pids();
-    let parts = index::split(q.shape()[1], ws.len());
+    if q.pids() != workers() {
+        return Err(cohort::Error::Invalid(
+            "advection_parallel splits the columns over all workers: the arrays must be on each"
+                .into(),
+        ));
+    }
     for t in 0..q.shape()[2] - 1 {
-        let calls = ws
-            .iter()
-            .zip(&parts)
-            .map(|(&p, jr)| remotecall(advection_step, p, (q.clone(), u.clone(), jr.clone(), t)))
-            .collect::<cohort::Result<Vec<_>>>()?;
-        // All the fetches go out at once: the step costs the slowest worker, not a sum.
-        for r in cohort::fetch_all(&calls) {
-            r??;
+        for r in sync_distributed_for(0..q.shape()[1], advection_step, (q.clone(), u.clone(), t))? {
+            r?;
         }
     }
     Ok(())
