@@ -410,13 +410,13 @@ impl RmProcs {
     pub fn wait(&self, timeout: Duration) -> Result<()> {
         let rt = rt()?;
         let deadline = Instant::now().checked_add(timeout);
-        let mut removed = rt.removed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut exited = rt.exited.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             let left: Vec<Pid> = self
                 .pids
                 .iter()
                 .copied()
-                .filter(|p| !removed.contains(p))
+                .filter(|p| !exited.contains(p))
                 .collect();
             if left.is_empty() {
                 return Ok(());
@@ -434,9 +434,9 @@ impl RmProcs {
                 }
                 None => Duration::from_millis(100),
             };
-            removed = rt
+            exited = rt
                 .removed_cv
-                .wait_timeout(removed, wait)
+                .wait_timeout(exited, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -456,12 +456,15 @@ pub fn rmprocs(pids: &[Pid], waitfor: Duration) -> Result<RmProcs> {
     fixed_world("rmprocs")?;
     let rt = master_only("rmprocs")?;
     let mut todo = Vec::new();
+    // Already going: waited for, as its departure may still be being handled.
+    let mut going = Vec::new();
     for &pid in pids {
         if pid == 1 {
             eprintln!("cohort: rmprocs: process 1 not removed");
             continue;
         }
         if rt.is_removed(pid) {
+            going.push(pid);
             continue;
         }
         if !records()
@@ -481,6 +484,7 @@ pub fn rmprocs(pids: &[Pid], waitfor: Duration) -> Result<RmProcs> {
             r.manager.kill(pid, &r.config);
         }
     }
+    todo.extend(going);
     let h = RmProcs { pids: todo };
     if !waitfor.is_zero() {
         h.wait(waitfor)?;

@@ -6,6 +6,13 @@
 //! link in `epoll` and polls the socket for a short window: the frame is handled on the thread
 //! that needs it, with no thread wake-up on the path (~80 µs each on these machines). Whoever
 //! holds the reader lock re-arms the link before letting go, so no readiness is lost.
+//!
+//! One exception saves the two `epoll_ctl` calls per request on a busy worker: an executor
+//! whose spin ends because a request arrived leaves the link disarmed, as it will spin on it
+//! again when the request is done. The link is then on the deferred list, and the poller arms
+//! it once it has stayed so for [`DEFER`] (a long request), so frames that arrive meanwhile,
+//! an interrupt among them, wait at most that long. A poller about to sleep for long makes
+//! executors arm at once instead.
 
 use crate::frame::{FdSource, Frame, FrameReader, Header};
 use crate::wire::Body;
@@ -13,8 +20,8 @@ use crate::Pid;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// What the reader of a link does with each frame and with the link's end.
@@ -23,6 +30,8 @@ pub(crate) trait FrameSink {
     /// A frame that came from `from` by way of a message-passing world.
     fn on_world_frame(&self, from: Pid, frame: Frame);
     fn on_close(&self, link: &Link, why: io::Error);
+    /// Wakes the poller thread (it sleeps without a deadline for deferred links).
+    fn wake_poller(&self);
 }
 
 /// Bytes of frames this process has handed to its links (headers included); see
@@ -39,6 +48,94 @@ pub(crate) struct Link {
     writer: Mutex<Vec<u8>>,
     reader: Mutex<FrameReader>,
     dead: AtomicBool,
+    /// Whether the link is armed in epoll (or fired and about to be serviced and re-armed).
+    /// Changed only under the reader lock.
+    armed: AtomicBool,
+    /// When a spin left the link disarmed (nanoseconds since [`epoch`]; 0: it did not). Changed
+    /// only under the reader lock.
+    deferred_at: AtomicU64,
+}
+
+/// How long a link may stay disarmed after a spin before the poller arms it.
+pub(crate) const DEFER: Duration = Duration::from_millis(1);
+
+/// Tokens of links a spin left disarmed.
+static DEFERRED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+/// Set while the poller sleeps without a deadline for deferred links.
+static POLLER_IDLE: AtomicBool = AtomicBool::new(false);
+
+fn epoch() -> Instant {
+    static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *T0.get_or_init(Instant::now)
+}
+
+fn now_ns() -> u64 {
+    // Never 0, which means "not deferred".
+    epoch().elapsed().as_nanos() as u64 | 1
+}
+
+/// Whether links wait on the deferred list (the poller then wakes within [`DEFER`]).
+pub(crate) fn has_deferred() -> bool {
+    !DEFERRED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_empty()
+}
+
+/// The poller's sleep: how long it may wait for events. Without deferred links it marks itself
+/// idle first, so that a spin ending meanwhile arms its link itself.
+pub(crate) fn poller_timeout() -> Option<Duration> {
+    if has_deferred() {
+        return Some(DEFER);
+    }
+    POLLER_IDLE.store(true, Ordering::SeqCst);
+    if has_deferred() {
+        POLLER_IDLE.store(false, Ordering::SeqCst);
+        return Some(DEFER);
+    }
+    None
+}
+
+/// The poller is awake again.
+pub(crate) fn poller_awake() {
+    POLLER_IDLE.store(false, Ordering::SeqCst);
+}
+
+/// Arms the deferred links that have waited [`DEFER`] and that nobody is reading, after
+/// handling the frames they hold (the poller's path). `lookup` finds a link by token.
+pub(crate) fn arm_deferred(
+    ep: &Epoll,
+    sink: &dyn FrameSink,
+    lookup: &dyn Fn(u64) -> Option<std::sync::Arc<Link>>,
+) {
+    let tokens = DEFERRED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let now = now_ns();
+    let mut done = Vec::new();
+    for t in tokens {
+        let Some(link) = lookup(t).filter(|l| !l.is_dead()) else {
+            done.push(t);
+            continue;
+        };
+        // A spinner reads it: it arms or defers it again when it stops.
+        let Ok(r) = link.reader.try_lock() else {
+            continue;
+        };
+        let at = link.deferred_at.load(Ordering::Acquire);
+        if at != 0 && now.saturating_sub(at) < DEFER.as_nanos() as u64 {
+            continue;
+        }
+        done.push(t);
+        if at != 0 {
+            link.service_locked(r, ep, sink);
+        }
+    }
+    if !done.is_empty() {
+        DEFERRED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|t| !done.contains(t));
+    }
 }
 
 const ARMED: EpollFlags = EpollFlags::EPOLLIN
@@ -56,6 +153,8 @@ impl Link {
             writer: Mutex::new(Vec::with_capacity(16 * 1024)),
             reader: Mutex::new(FrameReader::new(max_frame)),
             dead: AtomicBool::new(false),
+            armed: AtomicBool::new(true),
+            deferred_at: AtomicU64::new(0),
         })
     }
 
@@ -75,6 +174,8 @@ impl Link {
             writer: Mutex::new(Vec::new()),
             reader: Mutex::new(FrameReader::new(0)),
             dead: AtomicBool::new(false),
+            armed: AtomicBool::new(false),
+            deferred_at: AtomicU64::new(0),
         }
     }
 
@@ -87,8 +188,13 @@ impl Link {
         }
     }
 
+    /// Arms or disarms the link in epoll; called with the reader lock held.
     fn arm(&self, ep: &Epoll, on: bool) {
         let Some(fd) = &self.fd else { return };
+        self.armed.store(on, Ordering::Release);
+        if on {
+            self.deferred_at.store(0, Ordering::Release);
+        }
         let flags = if on { ARMED } else { EpollFlags::EPOLLONESHOT };
         let mut ev = EpollEvent::new(flags, self.token);
         // A failure means the descriptor is already closed and deregistered: nothing to arm.
@@ -97,6 +203,24 @@ impl Link {
 
     pub(crate) fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Acquire)
+    }
+
+    /// Leaves the link disarmed for a spin that comes soon; called with the reader lock held.
+    fn defer(&self, sink: &dyn FrameSink) {
+        if self.deferred_at.swap(now_ns(), Ordering::AcqRel) == 0 {
+            DEFERRED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(self.token);
+        }
+        // The poller sleeps without a deadline: it would not come back for this link. The first
+        // spin to see it wakes it (then it keeps short sleeps while links wait).
+        if POLLER_IDLE
+            .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            sink.wake_poller();
+        }
     }
 
     /// Marks the link dead and shuts the socket so that both directions fail fast.
@@ -143,8 +267,15 @@ impl Link {
 
     /// Reads and handles every complete frame now available (the poller's path).
     pub(crate) fn service(&self, ep: &Epoll, sink: &dyn FrameSink) {
+        if self.fd.is_none() {
+            return;
+        }
+        let r = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        self.service_locked(r, ep, sink);
+    }
+
+    fn service_locked(&self, mut r: MutexGuard<'_, FrameReader>, ep: &Epoll, sink: &dyn FrameSink) {
         let Some(fd) = &self.fd else { return };
-        let mut r = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             match r.poll(&mut FdSource(fd.as_fd())) {
                 Ok(Some(f)) => sink.on_frame(self, f),
@@ -162,13 +293,16 @@ impl Link {
     }
 
     /// Polls the link on this thread until `done()` or until `window` passes without progress.
-    /// Returns at once when another thread is reading the link.
+    /// Returns at once when another thread is reading the link. With `defer`, a spin that ends
+    /// because `done()` leaves the link disarmed (see the module docs): for a caller that spins
+    /// on it again soon.
     pub(crate) fn spin(
         &self,
         ep: &Epoll,
         sink: &dyn FrameSink,
         window: Duration,
         done: &dyn Fn() -> bool,
+        defer: bool,
     ) {
         if window.is_zero() || self.is_dead() {
             return;
@@ -207,7 +341,9 @@ impl Link {
         let Ok(mut r) = self.reader.try_lock() else {
             return;
         };
-        self.arm(ep, false);
+        if self.armed.load(Ordering::Acquire) {
+            self.arm(ep, false);
+        }
         let mut last = Instant::now();
         let mut seen = r.bytes_read();
         let mut n = 0u32;
@@ -228,6 +364,10 @@ impl Link {
                 }
             }
             if done() {
+                if defer {
+                    self.defer(sink);
+                    return;
+                }
                 break;
             }
             n = n.wrapping_add(1);

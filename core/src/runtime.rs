@@ -23,6 +23,8 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 const LISTENER_TOKEN: u64 = 1;
+/// The poller's own wake-up (see `link::defer`).
+const WAKER_TOKEN: u64 = 2;
 const FIRST_LINK_TOKEN: u64 = 16;
 
 /// What a channel operation answers.
@@ -90,12 +92,17 @@ pub(crate) struct Runtime {
     cookie: Mutex<[u8; COOKIE_LEN]>,
     pub(crate) host: String,
     ep: Epoll,
+    /// Wakes the poller out of a sleep without deadline.
+    waker: nix::sys::eventfd::EventFd,
     pub(crate) links: RwLock<HashMap<Pid, Arc<Link>>>,
     tokens: RwLock<HashMap<u64, Arc<Link>>>,
     pub(crate) next_token: AtomicU64,
     queues: Mutex<HashMap<Pid, Arc<SerialQueue>>>,
     pub(crate) peers: RwLock<BTreeMap<Pid, PeerInfo>>,
     pub(crate) removed: Mutex<HashSet<Pid>>,
+    /// Pids whose departure has been handled to the end (hooks and manager included), and its
+    /// condition: what `rmprocs` waits for.
+    pub(crate) exited: Mutex<HashSet<Pid>>,
     pub(crate) removed_cv: Condvar,
     pending: Mutex<HashMap<u64, (Pid, Arc<Slot>)>>,
     next_req: AtomicU64,
@@ -228,19 +235,26 @@ fn meta_of(msg: &Msg) -> Vec<u8> {
 
 impl Runtime {
     pub(crate) fn new(is_master: bool, transport: Arc<dyn Transport>) -> io::Result<Runtime> {
+        let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let waker = nix::sys::eventfd::EventFd::from_flags(
+            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+        )?;
+        ep.add(&waker, EpollEvent::new(EpollFlags::EPOLLIN, WAKER_TOKEN))?;
         Ok(Runtime {
             myid: AtomicUsize::new(if is_master { 1 } else { 0 }),
             is_master,
             transport,
             cookie: Mutex::new(random_cookie()),
             host: hostname(),
-            ep: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+            ep,
+            waker,
             links: RwLock::new(HashMap::new()),
             tokens: RwLock::new(HashMap::new()),
             next_token: AtomicU64::new(FIRST_LINK_TOKEN),
             queues: Mutex::new(HashMap::new()),
             peers: RwLock::new(BTreeMap::new()),
             removed: Mutex::new(HashSet::new()),
+            exited: Mutex::new(HashSet::new()),
             removed_cv: Condvar::new(),
             pending: Mutex::new(HashMap::new()),
             next_req: AtomicU64::new(1),
@@ -593,7 +607,7 @@ impl Runtime {
     pub(crate) fn request_finish(&self, p: PendingReq) -> Result<Frame> {
         let PendingReq { id, slot, link } = p;
         if !slot.is_done() {
-            link.spin(&self.ep, self, self.spin, &|| slot.is_done());
+            link.spin(&self.ep, self, self.spin, &|| slot.is_done(), false);
         }
         if !slot.is_done() {
             let _b = exec::blocking();
@@ -647,7 +661,7 @@ impl Runtime {
         Arc::clone(qs.entry(pid).or_insert_with(|| {
             SerialQueue::new(Box::new(move |q: &SerialQueue| {
                 if let Some(link) = self.link_of(pid) {
-                    link.spin(&self.ep, self, self.spin, &|| q.has_jobs());
+                    link.spin(&self.ep, self, self.spin, &|| q.has_jobs(), true);
                 }
             }))
         }))
@@ -1141,7 +1155,6 @@ impl Runtime {
         {
             i.addr.clear();
         }
-        self.removed_cv.notify_all();
         self.coll.wake();
         if self.is_master {
             self.tell_all(&Msg::PeerRemoved(pid));
@@ -1153,6 +1166,12 @@ impl Runtime {
             // The master is gone: a worker has nothing left to serve (as in Julia).
             std::process::exit(0);
         }
+        // Last: `rmprocs` returns once the manager has been told (Finalize) and pools updated.
+        self.exited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid);
+        self.removed_cv.notify_all();
     }
 
     // ---------- poller ----------
@@ -1176,7 +1195,11 @@ impl Runtime {
     pub(crate) fn poll_loop(&'static self) {
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
-            let n = match self.ep.wait(&mut events, EpollTimeout::from(1000u16)) {
+            let timeout = crate::link::poller_timeout()
+                .map_or(1000u16, |d| d.as_millis().clamp(1, 1000) as u16);
+            let r = self.ep.wait(&mut events, EpollTimeout::from(timeout));
+            crate::link::poller_awake();
+            let n = match r {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
@@ -1191,6 +1214,10 @@ impl Runtime {
                     self.accept_all();
                     continue;
                 }
+                if t == WAKER_TOKEN {
+                    let _ = self.waker.read();
+                    continue;
+                }
                 let link = self
                     .tokens
                     .read()
@@ -1201,6 +1228,13 @@ impl Runtime {
                     link.service(&self.ep, self);
                 }
             }
+            crate::link::arm_deferred(&self.ep, self, &|t| {
+                self.tokens
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&t)
+                    .cloned()
+            });
         }
     }
 
@@ -1243,6 +1277,9 @@ impl Runtime {
 }
 
 impl FrameSink for Runtime {
+    fn wake_poller(&self) {
+        let _ = self.waker.write(1);
+    }
     fn on_world_frame(&self, from: Pid, frame: Frame) {
         let rt: &'static Runtime = RT.get().expect("runtime initialised");
         rt.dispatch(from, frame);
