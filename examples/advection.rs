@@ -8,7 +8,7 @@
 //! cargo run --release --example advection [-- --size N] [--workers W] [--reps R]
 //! ```
 //!
-//! Defaults: `N = 500` (two 1 GB arrays), `W` = the number of cores, `R = 5`. Before timing it
+//! Defaults: `N = 500` (two 1 GB arrays), `W` = the number of cores, `R = 7`. Before timing it
 //! measures a STREAM triad on 1 thread and on `W` threads in the same run. Each version runs
 //! once cold (its first run, printed beside), which is checked bit for bit against the serial
 //! result (after `q` is overwritten with NaN, so nothing stale can pass; the serial result is
@@ -71,7 +71,7 @@ fn parse_args() -> cohort::Result<Args> {
     let mut a = Args {
         size: 500,
         workers: cores,
-        reps: 5,
+        reps: 7,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -171,6 +171,7 @@ fn main() -> cohort::Result<()> {
     );
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(w)
+        .thread_name(|i| format!("rayon-{i}"))
         .build()
         .map_err(|e| cohort::Error::Invalid(e.to_string()))?;
 
@@ -215,18 +216,30 @@ fn main() -> cohort::Result<()> {
         });
     }
     // Timed runs, in rounds over the versions, so a slow moment of the machine does not fall
-    // on one version only.
-    for _ in 0..args.reps {
-        for ((_, _, run), row) in versions.iter().zip(&mut rows) {
+    // on one version only; every other round runs them in reverse order, so no version always
+    // follows the same one.
+    for round in 0..args.reps {
+        let mut order: Vec<usize> = (0..versions.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for k in order {
             let t = Instant::now();
-            run()?;
-            row.ms.push(t.elapsed().as_secs_f64() * 1e3);
+            (versions[k].2)()?;
+            rows[k].ms.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
 
     let updates = (n * n * (n - 1)) as f64;
     let gbs = |ms: f64| updates * 24.0 / (ms * 1e-3) / 1e9;
-    let ms = |name: &str| median(&rows.iter().find(|r| r.name == name).expect("version").ms);
+    let runs = |name: &str| &rows.iter().find(|r| r.name == name).expect("version").ms;
+    let ms = |name: &str| median(runs(name));
+    // A ratio of two versions: the median of the ratios within each round (paired, so that the
+    // machine's slow and fast moments cancel).
+    let ratio = |a: &str, b: &str| {
+        let r: Vec<f64> = runs(a).iter().zip(runs(b)).map(|(x, y)| x / y).collect();
+        median(&r)
+    };
     let serial_ms = ms("serial");
     println!(
         "\n{:<13} {:>9} {:>9} {:>8} {:>8} {:>8}",
@@ -257,19 +270,23 @@ fn main() -> cohort::Result<()> {
     let (s, p, sh, th) = (ms("serial"), ms("parallel"), ms("shared"), ms("threads"));
     println!(
         "targets: shared_gbs/triad_gbs {:.2} (>= 1.0), parallel_ms/shared_ms {:.2} (<= 1.5), \
-         serial_gbs/triad1_gbs {:.2} (>= 1.0), threads_ms/shared_ms {:.2} (>= 1.0)",
+         serial_gbs/triad1_gbs {:.2} (>= 1.0), threads_ms/shared_ms {:.3} (>= 1.0); \
+         ms ratios: the median of the ratios within each round",
         gbs(sh) / tw.best_gbs,
-        p / sh,
+        ratio("parallel", "shared"),
         gbs(s) / t1.best_gbs,
-        th / sh
+        ratio("threads", "shared")
     );
     println!(
         "advection size={n} workers={w} serial_ms={s:.1} parallel_ms={p:.1} shared_ms={sh:.1} \
-         threads_ms={th:.1} triad1_gbs={:.2} triad_gbs={:.2} serial_gbs={:.2} shared_gbs={:.2}",
+         threads_ms={th:.1} triad1_gbs={:.2} triad_gbs={:.2} serial_gbs={:.2} shared_gbs={:.2} \
+         parallel_vs_shared={:.3} threads_vs_shared={:.3}",
         t1.best_gbs,
         tw.best_gbs,
         gbs(s),
-        gbs(sh)
+        gbs(sh),
+        ratio("parallel", "shared"),
+        ratio("threads", "shared")
     );
     Ok(())
 }

@@ -461,6 +461,12 @@ fn kill_worker_fails_pending() {
     let c: RemoteChannel<i64> = RemoteChannel::new(1, p).unwrap();
     let c2 = c.clone();
     let taker = std::thread::spawn(move || c2.take());
+    // A fan-out that includes the worker about to die: the others' results still arrive.
+    let fan = vec![
+        remotecall(sleep_ms, 2, (300,)).unwrap(),
+        remotecall(sleep_ms, p, (60_000,)).unwrap(),
+    ];
+    let fanned = std::thread::spawn(move || cohort::fetch_all(&fan));
     std::thread::sleep(Duration::from_millis(100));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(ospid as i32),
@@ -471,6 +477,12 @@ fn kill_worker_fails_pending() {
     let r = f.fetch();
     assert!(matches!(r, Err(Error::ProcessExited(q)) if q == p), "{r:?}");
     assert!(matches!(taker.join().unwrap(), Err(Error::ProcessExited(q)) if q == p));
+    let fanned = fanned.join().unwrap();
+    assert_eq!(fanned[0].as_ref().unwrap(), &300);
+    assert!(
+        matches!(fanned[1], Err(Error::ProcessExited(q)) if q == p),
+        "{fanned:?}"
+    );
     assert!(
         t0.elapsed() < Duration::from_secs(1),
         "pending calls fail within a second"

@@ -85,6 +85,7 @@ where
     if order.contains(&me) {
         results.push((me, call_local(f, args)));
     }
+    rt.await_all(sent.iter().filter_map(|(_, s)| s.as_ref().ok()));
     for (p, s) in sent {
         let r = s
             .and_then(|pending| rt.request_finish(pending))

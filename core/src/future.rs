@@ -273,6 +273,7 @@ where
             Some(rt.request_start(f.owner(), &msg, &Body::Owned(Vec::new())))
         })
         .collect();
+    rt.await_all(started.iter().filter_map(|s| s.as_ref()?.as_ref().ok()));
     futures
         .iter()
         .zip(started)

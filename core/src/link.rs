@@ -390,6 +390,74 @@ impl Link {
     }
 }
 
+/// Polls several links on this thread until `done()` or until `window` passes without
+/// progress: one thread waits for the replies of a fan-out, and none of them wakes the poller
+/// (on a machine whose cores also run the workers, that wake-up costs a core some
+/// microseconds per reply). Links another thread is reading are left to it; message links
+/// are polled through the world, all ranks at once.
+pub(crate) fn spin_many(
+    links: &[&Link],
+    ep: &Epoll,
+    sink: &dyn FrameSink,
+    window: Duration,
+    done: &dyn Fn() -> bool,
+) {
+    if window.is_zero() {
+        return;
+    }
+    if let Some(l) = links.iter().find(|l| l.fd.is_none()) {
+        l.spin(ep, sink, window, done, false);
+        return;
+    }
+    let mut held: Vec<(&Link, MutexGuard<'_, FrameReader>)> = Vec::with_capacity(links.len());
+    for &l in links {
+        if l.is_dead() || held.iter().any(|(h, _)| std::ptr::eq(*h, l)) {
+            continue;
+        }
+        if let Ok(r) = l.reader.try_lock() {
+            if l.armed.load(Ordering::Acquire) {
+                l.arm(ep, false);
+            }
+            held.push((l, r));
+        }
+    }
+    let mut last = Instant::now();
+    let mut n = 0u32;
+    while !held.is_empty() {
+        let mut i = 0;
+        while i < held.len() {
+            let (l, r) = &mut held[i];
+            let fd = l.fd.as_ref().expect("a stream link");
+            match r.poll(&mut FdSource(fd.as_fd())) {
+                Ok(Some(f)) => {
+                    sink.on_frame(l, f);
+                    last = Instant::now();
+                    continue;
+                }
+                Ok(None) => i += 1,
+                Err(e) => {
+                    let (l, r) = held.swap_remove(i);
+                    drop(r);
+                    sink.on_close(l, e);
+                }
+            }
+        }
+        if done() {
+            break;
+        }
+        n = n.wrapping_add(1);
+        if n.is_multiple_of(32) && last.elapsed() > window {
+            break;
+        }
+        if n.is_multiple_of(4) {
+            std::thread::yield_now();
+        }
+    }
+    for (l, _) in &held {
+        l.arm(ep, true);
+    }
+}
+
 /// Threads polling the world for a frame they wait for; while there are any, the progress
 /// thread stands back (on two cores its polling would take the core they need).
 pub(crate) static WORLD_SPINNERS: std::sync::atomic::AtomicUsize =

@@ -396,6 +396,7 @@ where
             Some(_) => Err(Error::invalid("pending")),
         });
     }
+    rt.await_all(sent.iter().filter_map(|s| s.as_ref()?.as_ref().ok()));
     for (slot, s) in out.iter_mut().zip(sent) {
         if let Some(s) = s {
             *slot = s

@@ -627,6 +627,20 @@ impl Runtime {
         reply_result(frame)
     }
 
+    /// Waits (polling, for the spin window) until every request in `pending` has its reply:
+    /// the fan-out counterpart of the spin in [`Runtime::request_finish`], which then finds
+    /// the replies there.
+    pub(crate) fn await_all<'a>(&self, pending: impl IntoIterator<Item = &'a PendingReq>) {
+        let pending: Vec<&PendingReq> = pending.into_iter().collect();
+        if pending.iter().all(|p| p.slot.is_done()) {
+            return;
+        }
+        let links: Vec<&Link> = pending.iter().map(|p| &*p.link).collect();
+        crate::link::spin_many(&links, &self.ep, self, self.spin, &|| {
+            pending.iter().all(|p| p.slot.is_done())
+        });
+    }
+
     fn complete(&self, id: u64, r: Result<Frame>) {
         let slot = self
             .pending
