@@ -18,31 +18,32 @@
 //! "% triad" compares with the triad of as many threads as the version uses. The last line
 //! sums it up in a fixed form for scripts.
 //!
-//! # Results on the 2-vCPU development VM (n = 500, 2 workers, 24 runs)
+//! # Results on the 2-vCPU development VM (n = 500, 2 workers, 12 runs)
 //!
 //! The VM shares its host, so single runs vary by 10–20 %; the ratios, measured within one
-//! run, vary less.
+//! run (`*_vs_shared`: the median of the ratios within each round), vary less.
 //!
 //! | version | ms | ratio |
 //! |---|---|---|
-//! | serial | 165–195 | 1.11–1.25 × the 1-thread triad's GB/s |
-//! | parallel | 114–168 | 1.25–1.46 × shared's time in 21 runs; 1.58, 1.61, 1.69 in three |
-//! | shared | 87–115 | 1.11–1.32 × the 2-thread triad's GB/s (C with OpenMP: about 1.15) |
-//! | threads | 86–112 | shared's time ± 4 %, faster in about half the runs |
-//! | threads_step | 99–128 | |
+//! | serial | 168–240 | 1.12–1.25 × the 1-thread triad's GB/s |
+//! | parallel | 110–182 | 1.21–1.50 × shared's time (`parallel_vs_shared`), 1.27–1.36 in most runs |
+//! | shared | 88–123 | 1.10–1.25 × the 2-thread triad's GB/s (C with OpenMP: about 1.15) |
+//! | threads | 84–123 | 0.97–1.02 × shared's time (`threads_vs_shared`) |
+//! | threads_step | 95–128 | |
 //!
 //! * `shared` beats the triad because its kernel keeps each block of `q` in L1 through all
 //!   steps: memory sees the read of `u` and the write of `q` only (24 bytes with the
 //!   write-allocate read), while the triad moves 32 for the 24 it counts.
-//! * `parallel` pays, per step, about 20 µs until the last worker starts and 25–30 µs from
-//!   the last worker's end to the master's return (two request/reply exchanges per worker on
-//!   a machine whose two cores also run the workers), 20–25 ms over 499 steps; and each step
-//!   reads `q[:, :, t]` back from L2/L3 (about 205 µs of compute per step against about
-//!   185 µs in `shared`). The seeds' Julia per-step version is 10 × slower than its shared
-//!   one.
-//! * `threads` runs the same kernel on the same split in one process: processes and shared
-//!   memory cost nothing measurable against threads, and which of the two comes first is
-//!   run-to-run noise.
+//! * `parallel` pays, per step, one call per worker whose reply is the wait
+//!   (`sync_distributed_for`): about 25 µs with the master and both workers sharing two cores
+//!   (a lone round trip is 8–9 µs), 10–15 ms over 499 steps; and each step reads
+//!   `q[:, :, t]` back from L2/L3 instead of L1 (about 20 µs per step). The seeds' Julia
+//!   per-step version is 10 × slower than its shared one.
+//! * `threads` runs the same kernel on the same split in one process. Processes with shared
+//!   memory and threads are a tie: which one is ahead changes from run to run, by 1–3 %, with
+//!   threads ahead slightly more often once the order of the versions alternates between
+//!   rounds (it did not at first, which favoured whichever ran second). Pinning the workers
+//!   to cores, or not spinning on the master, changes nothing measurable.
 
 #[path = "advection/kernels.rs"]
 mod kernels;
