@@ -666,6 +666,40 @@ fn restrict_false_binds_all_interfaces() {
         .starts_with("127.0.0.1:"));
 }
 
+/// A worker bound to the IPv6 loopback advertises `[::1]:port` and is reached by the master
+/// and by other workers.
+fn ipv6_worker() {
+    if !tcp() || std::net::TcpListener::bind("[::1]:0").is_err() {
+        println!("(IPv6 loopback: a TCP matter, and needs ::1; skipped here)");
+        return;
+    }
+    let params = cohort::AddProcsParams {
+        count: 1,
+        env: vec![("COHORT_BIND".into(), "::1".into())],
+        ..Default::default()
+    };
+    let p = cohort::addprocs_with(
+        std::sync::Arc::new(cohort::managers::LocalManager::new()),
+        params,
+    )
+    .unwrap();
+    let addr = cohort::__private::peer_address(p[0]).unwrap();
+    assert!(addr.starts_with("[::1]:"), "{addr}");
+    assert_eq!(remotecall_fetch(add, p[0], (1, 2)).unwrap(), 3);
+    assert_eq!(
+        remotecall_fetch(call_other_add, 2, (p[0],))
+            .unwrap()
+            .unwrap(),
+        7
+    );
+    rmprocs(&p, Duration::from_secs(10)).unwrap();
+}
+
+#[cohort::remote]
+fn call_other_add(pid: usize) -> cohort::Result<i64> {
+    remotecall_fetch(add, pid, (3, 4))
+}
+
 fn main() {
     let cluster = cohort::init().unwrap();
     // The same suite runs over every transport: Unix sockets in a child process.
@@ -708,6 +742,7 @@ fn main() {
                 "restrict_false_binds_all_interfaces",
                 restrict_false_binds_all_interfaces,
             ),
+            ("ipv6_worker", ipv6_worker),
         ],
         Duration::from_secs(60),
         other.into_iter().collect(),

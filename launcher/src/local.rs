@@ -161,7 +161,11 @@ impl ClusterManager for LocalManager {
                 Ok((i, ospid, Ok((n, line)), reader)) if n > 0 && !line.trim().is_empty() => {
                     let addr = line.trim().to_string();
                     let (host, port) = match addr.rsplit_once(':') {
-                        Some((h, p)) => (Some(h.to_string()), p.parse().ok()),
+                        // `[addr]:port` for IPv6: the host is the bare address.
+                        Some((h, p)) => (
+                            Some(h.trim_start_matches('[').trim_end_matches(']').to_string()),
+                            p.parse().ok(),
+                        ),
                         None => (None, None),
                     };
                     got.push((
