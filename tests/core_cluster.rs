@@ -450,6 +450,19 @@ fn interrupts() {
     assert!(matches!(g.fetch(), Err(Error::Interrupted(3))));
     assert!(t0.elapsed() < Duration::from_secs(2));
     assert_eq!(remotecall_fetch(add, 3, (1, 1)).unwrap(), 2);
+    // Back to back: the worker's queue thread is still polling the link when the long call
+    // arrives, and leaves the link disarmed while it runs; the interrupt still gets through
+    // (the poller arms the link within a millisecond).
+    for _ in 0..3 {
+        assert_eq!(remotecall_fetch(add, 3, (1, 1)).unwrap(), 2);
+        let t0 = Instant::now();
+        let f = remotecall(spin_until_interrupted, 3, ()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        cohort::interrupt(&[3]).unwrap();
+        assert!(matches!(f.fetch(), Err(Error::Interrupted(3))));
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    }
+    assert_eq!(remotecall_fetch(add, 3, (2, 2)).unwrap(), 4);
 }
 
 fn kill_worker_fails_pending() {
