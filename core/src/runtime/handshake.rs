@@ -1,0 +1,280 @@
+//! Joining a cluster: the cookie-and-version handshake on each new link, the master's start,
+//! and a worker's life from its address line to serving.
+
+use super::*;
+
+impl Runtime {
+    /// Runs the connecting side of the handshake; returns the peer's pid and host.
+    pub(crate) fn handshake_out(
+        &self,
+        fd: &OwnedFd,
+        expect: Pid,
+        assign: Pid,
+    ) -> Result<(Pid, String)> {
+        crate::link::set_nonblocking(fd).map_err(|e| Error::io("handshake", e))?;
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            cookie: self.cookie(),
+            from: self.myid(),
+            assign,
+            host: self.host.clone(),
+        };
+        write_all(fd, &[&hello.encode()]).map_err(|e| Error::io("sending the handshake", e))?;
+        let mut b = [0u8; WELCOME_LEN];
+        let deadline = Instant::now() + env::worker_timeout();
+        read_exact_until(fd, &mut b, deadline).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                Error::Protocol(format!(
+                    "pid {expect} refused the connection (wrong cluster cookie?)"
+                ))
+            } else {
+                Error::io(format!("handshake with pid {expect}"), e)
+            }
+        })?;
+        let w = Welcome::decode(&b).ok_or_else(|| {
+            Error::Protocol(format!("pid {expect} answered the handshake with garbage"))
+        })?;
+        if w.status == 1 || w.version != PROTOCOL_VERSION {
+            return Err(Error::Protocol(format!(
+                "pid {expect} speaks protocol version {} and this process {PROTOCOL_VERSION}",
+                w.version
+            )));
+        }
+        if expect != 0 && w.pid != expect {
+            return Err(Error::Protocol(format!(
+                "connected to pid {} where pid {expect} was expected",
+                w.pid
+            )));
+        }
+        Ok((w.pid, w.host))
+    }
+
+    /// Runs the listening side of the handshake on an accepted connection.
+    pub(super) fn handshake_in(&'static self, fd: OwnedFd) {
+        let refuse =
+            |why: String| eprintln!("cohort[pid {}]: refused a connection: {why}", self.myid());
+        if let Err(e) = crate::link::set_nonblocking(&fd) {
+            return refuse(e.to_string());
+        }
+        let mut b = [0u8; HELLO_LEN];
+        if let Err(e) = read_exact_until(&fd, &mut b, Instant::now() + Duration::from_secs(10)) {
+            return refuse(format!("no handshake ({e})"));
+        }
+        let Some(h) = Hello::decode(&b) else {
+            return refuse("not a cohort handshake".into());
+        };
+        if h.version != PROTOCOL_VERSION {
+            let w = Welcome {
+                version: PROTOCOL_VERSION,
+                status: 1,
+                pid: self.myid(),
+                host: self.host.clone(),
+            };
+            let _ = write_all(&fd, &[&w.encode()]);
+            return refuse(format!(
+                "protocol version {} (this process speaks {PROTOCOL_VERSION})",
+                h.version
+            ));
+        }
+        if h.cookie != self.cookie() {
+            return refuse(format!(
+                "wrong cluster cookie from a process claiming pid {}",
+                h.from
+            ));
+        }
+        if h.assign != 0 {
+            if h.from != 1 {
+                return refuse("only the master assigns pids".into());
+            }
+            let _ = self
+                .myid
+                .compare_exchange(0, h.assign, Ordering::AcqRel, Ordering::Acquire);
+            if self.myid() != h.assign {
+                return refuse(format!(
+                    "already pid {}, asked to be {}",
+                    self.myid(),
+                    h.assign
+                ));
+            }
+        } else if self.myid() == 0 {
+            return refuse("not yet part of a cluster".into());
+        }
+        let w = Welcome {
+            version: PROTOCOL_VERSION,
+            status: 0,
+            pid: self.myid(),
+            host: self.host.clone(),
+        };
+        if write_all(&fd, &[&w.encode()]).is_err() {
+            return;
+        }
+        if let Err(e) = self.add_link(h.from, fd) {
+            refuse(format!("cannot register the link: {e}"));
+        }
+    }
+
+    /// Connects to a freshly launched worker, gives it `pid`, and tells it the cluster.
+    pub(crate) fn attach_worker(
+        &self,
+        pid: Pid,
+        fd: OwnedFd,
+        addr: &str,
+        allowed: Option<Vec<Pid>>,
+    ) -> Result<String> {
+        let (_, host) = self.handshake_out(&fd, pid, pid)?;
+        let link = self
+            .add_link(pid, fd)
+            .map_err(|e| Error::io(format!("registering the link to pid {pid}"), e))?;
+        let info = PeerInfo {
+            pid,
+            addr: addr.to_string(),
+            host: host.clone(),
+        };
+        let others: Vec<PeerInfo> = self
+            .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let topology = self
+            .topology
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let cfg = Msg::Config {
+            pid,
+            peers: others.clone(),
+            topology,
+            allowed: allowed.clone(),
+        };
+        link.send(0, &meta_of(&cfg), &Body::Owned(Vec::new()))
+            .map_err(|_| Error::ProcessExited(pid))?;
+        self.peers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid, info.clone());
+        let added = meta_of(&Msg::PeerAdded(info));
+        let allow = meta_of(&Msg::Allow(vec![pid]));
+        for p in others.iter().filter(|p| p.pid != 1) {
+            if let Some(l) = self.link_of(p.pid) {
+                let _ = l.send(0, &added, &Body::Owned(Vec::new()));
+                if allowed.as_ref().is_some_and(|a| a.contains(&p.pid)) {
+                    let _ = l.send(0, &allow, &Body::Owned(Vec::new()));
+                }
+            }
+        }
+        Ok(host)
+    }
+}
+
+/// A handshake as a foreign process would run it (for tests of refusal).
+pub(crate) fn raw_handshake(addr: &str, cookie: &str, version: u8) -> io::Result<std::fs::File> {
+    use std::io::{Read, Write};
+    let transport = rt().map_err(io::Error::other)?.transport.clone();
+    let fd = transport.connect(addr, Duration::from_secs(5))?;
+    // A plain blocking stream, with a bound on how long the refusing side may take.
+    let tv = nix::sys::time::TimeVal::new(5, 0);
+    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv)?;
+    let mut s = std::fs::File::from(fd);
+    let mut c = [b' '; COOKIE_LEN];
+    let n = cookie.len().min(COOKIE_LEN);
+    c[..n].copy_from_slice(&cookie.as_bytes()[..n]);
+    let hello = Hello {
+        version,
+        cookie: c,
+        from: 1,
+        assign: 0,
+        host: hostname(),
+    };
+    s.write_all(&hello.encode())?;
+    let mut b = [0u8; WELCOME_LEN];
+    s.read_exact(&mut b)?;
+    match Welcome::decode(&b) {
+        Some(w) if w.status == 0 => Ok(s),
+        Some(w) => Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("refused with status {}", w.status),
+        )),
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "garbage welcome",
+        )),
+    }
+}
+
+/// Starts the runtime of the master (pid 1).
+pub(crate) fn start_master(transport: Arc<dyn Transport>) -> Result<&'static Runtime> {
+    let rt = Runtime::new(true, transport).map_err(|e| Error::io("creating the runtime", e))?;
+    if RT.set(rt).is_err() {
+        return Err(Error::invalid("cohort::init was already called"));
+    }
+    let rt = RT.get().expect("just set");
+    rt.peers.write().unwrap_or_else(|e| e.into_inner()).insert(
+        1,
+        PeerInfo {
+            pid: 1,
+            addr: String::new(),
+            host: rt.host.clone(),
+        },
+    );
+    install_panic_hook();
+    std::thread::Builder::new()
+        .name("cohort-poller".into())
+        .spawn(move || rt.poll_loop())
+        .map_err(|e| Error::io("starting the poller thread", e))?;
+    Ok(rt)
+}
+
+/// Runs this process as a worker; never returns.
+pub(crate) fn run_worker(transport: Arc<dyn Transport>) -> ! {
+    let fail = |msg: String| -> ! {
+        eprintln!("cohort worker: {msg}");
+        std::process::exit(1)
+    };
+    let rt = Runtime::new(false, transport).unwrap_or_else(|e| fail(format!("cannot start: {e}")));
+    if RT.set(rt).is_err() {
+        fail("runtime started twice".into());
+    }
+    let rt = RT.get().expect("just set");
+    install_panic_hook();
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() || line.trim().is_empty() {
+        fail("no cluster cookie on stdin".into());
+    }
+    match cookie_bytes(line.trim()) {
+        Ok(c) => rt.set_cookie(c),
+        Err(e) => fail(e.to_string()),
+    }
+    let listener = rt
+        .transport
+        .listen(&env::bind_addr())
+        .unwrap_or_else(|e| fail(format!("cannot listen on {}: {e}", env::bind_addr())));
+    let addr = listener.address();
+    if let Err(e) = rt.set_listener(listener) {
+        fail(format!("cannot watch the listener: {e}"));
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{addr}");
+        let _ = out.flush();
+    }
+    std::thread::Builder::new()
+        .name("cohort-poller".into())
+        .spawn(move || rt.poll_loop())
+        .unwrap_or_else(|e| fail(format!("cannot start the poller: {e}")));
+    let deadline = Instant::now() + env::worker_timeout();
+    while rt.myid() == 0 || rt.link_of(1).is_none() {
+        if Instant::now() > deadline {
+            fail(format!(
+                "no master contacted this worker at {addr} within {:?} (COHORT_WORKER_TIMEOUT); exiting",
+                env::worker_timeout()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    loop {
+        std::thread::park();
+    }
+}
