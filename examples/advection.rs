@@ -18,7 +18,7 @@
 //! "% triad" compares with the triad of as many threads as the version uses. The last line
 //! sums it up in a fixed form for scripts.
 //!
-//! # Results on the 2-vCPU development VM (n = 500, 2 workers, 12 runs)
+//! # Results on the 2-vCPU development VM (n = 500, 2 workers, 30 runs)
 //!
 //! The VM shares its host, so single runs vary by 10–20 %; the ratios, measured within one
 //! run (`*_vs_shared`: the median of the ratios within each round), vary less.
@@ -26,9 +26,9 @@
 //! | version | ms | ratio |
 //! |---|---|---|
 //! | serial | 168–240 | 1.12–1.25 × the 1-thread triad's GB/s |
-//! | parallel | 110–182 | 1.21–1.50 × shared's time (`parallel_vs_shared`), 1.27–1.36 in most runs |
+//! | parallel | 110–182 | 1.21–1.50 × shared's time (`parallel_vs_shared`), 1.25–1.42 in most runs |
 //! | shared | 88–123 | 1.10–1.25 × the 2-thread triad's GB/s (C with OpenMP: about 1.15) |
-//! | threads | 84–123 | 0.97–1.02 × shared's time (`threads_vs_shared`) |
+//! | threads | 84–123 | 0.95–1.06 × shared's time (`threads_vs_shared`), median 0.99 over 30 runs |
 //! | threads_step | 95–128 | |
 //!
 //! * `shared` beats the triad because its kernel keeps each block of `q` in L1 through all
@@ -40,10 +40,11 @@
 //!   `q[:, :, t]` back from L2/L3 instead of L1 (about 20 µs per step). The seeds' Julia
 //!   per-step version is 10 × slower than its shared one.
 //! * `threads` runs the same kernel on the same split in one process. Processes with shared
-//!   memory and threads are a tie: which one is ahead changes from run to run, by 1–3 %, with
+//!   memory and threads are a tie: which one is ahead changes from run to run, by 1–5 %, with
 //!   threads ahead slightly more often once the order of the versions alternates between
-//!   rounds (it did not at first, which favoured whichever ran second). Pinning the workers
-//!   to cores, or not spinning on the master, changes nothing measurable.
+//!   rounds (it did not at first, which favoured whichever ran second). Timed inside the
+//!   kernel, a worker's chunk and a rayon thread's chunk take the same time; pinning the
+//!   workers to cores, or not spinning on the master, changes nothing measurable.
 
 #[path = "advection/kernels.rs"]
 mod kernels;
