@@ -130,6 +130,21 @@ mod suite {
         }
     }
 
+    /// A frame whose message header does not fit an MPI frame head is refused on the sender
+    /// with a clear error, and the worker goes on serving.
+    fn frame_head_too_large() {
+        let name = "f".repeat(70_000);
+        let r = cohort::remotecall_fetch_by_name::<(), i64>(&name, 2, ());
+        match r {
+            Err(Error::Invalid(m)) => {
+                assert!(m.contains("cannot send to pid 2"), "{m}");
+                assert!(m.contains("MPI frame head"), "{m}");
+            }
+            other => panic!("expected an Invalid error, got {other:?}"),
+        }
+        assert_eq!(remotecall_fetch(add, 2, (2, 3)).unwrap(), 5);
+    }
+
     fn ordering_and_worker_to_worker() {
         for i in 0..1000 {
             remote_do(record, 2, (i,)).unwrap();
@@ -185,6 +200,7 @@ mod suite {
                     "frames_around_the_message_limit",
                     frames_around_the_message_limit,
                 ),
+                ("frame_head_too_large", frame_head_too_large),
                 (
                     "ordering_and_worker_to_worker",
                     ordering_and_worker_to_worker,

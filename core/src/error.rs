@@ -109,12 +109,42 @@ impl Error {
     pub(crate) fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
     }
+    /// What a failed send to `pid` means: a frame the transport refuses (`InvalidInput`, e.g.
+    /// a message header too large for an MPI frame head) is the caller's error; anything else
+    /// is a link that is gone.
+    pub(crate) fn on_send(pid: Pid, e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::InvalidInput {
+            Error::Invalid(format!("cannot send to pid {pid}: {e}"))
+        } else {
+            Error::ProcessExited(pid)
+        }
+    }
     /// The remote exception inside, if this is one.
     pub fn as_remote(&self) -> Option<&RemoteException> {
         match self {
             Error::Remote(r) => Some(r),
             _ => None,
         }
+    }
+}
+
+/// The values of per-process results, in order, or one [`Error::Composite`] naming each failed
+/// pid and its error.
+pub(crate) fn all_or_composite<T>(
+    results: impl IntoIterator<Item = (Pid, Result<T>)>,
+) -> Result<Vec<T>> {
+    let mut values = Vec::new();
+    let mut errors = Vec::new();
+    for (pid, r) in results {
+        match r {
+            Ok(v) => values.push(v),
+            Err(e) => errors.push((pid, e)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(values)
+    } else {
+        Err(Error::Composite(errors))
     }
 }
 

@@ -92,21 +92,15 @@ where
             .and_then(|frame| decode_frame::<F::Output>(frame, &format!("result of {name}")));
         results.push((p, r));
     }
-    let mut out = Vec::with_capacity(order.len());
-    let mut errors = Vec::new();
-    for p in order {
-        let i = results
-            .iter()
-            .position(|(q, _)| *q == p)
-            .expect("one result per pid");
-        match results.swap_remove(i).1 {
-            Ok(v) => out.push(v),
-            Err(e) => errors.push((p, e)),
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(Error::Composite(errors))
-    }
+    let in_order: Vec<_> = order
+        .into_iter()
+        .map(|p| {
+            let i = results
+                .iter()
+                .position(|(q, _)| *q == p)
+                .expect("one result per pid");
+            results.swap_remove(i)
+        })
+        .collect();
+    crate::error::all_or_composite(in_order)
 }

@@ -307,7 +307,7 @@ impl Link {
         if window.is_zero() || self.is_dead() {
             return;
         }
-        let Some(fd) = &self.fd else {
+        if self.fd.is_none() {
             // A message link: poll the world on this thread (whoever holds the poll token
             // reads; the progress thread is the fallback), as a stream spinner reads its socket.
             let (w, _) = self.world.as_ref().expect("a link has a stream or a world");
@@ -337,57 +337,88 @@ impl Link {
             }
             WORLD_SPINNERS.fetch_sub(1, Ordering::AcqRel);
             return;
-        };
-        let Ok(mut r) = self.reader.try_lock() else {
+        }
+        let Some(r) = self.take_reader(ep) else {
             return;
         };
+        let mut held = vec![(self, r)];
+        let finished = spin_held(&mut held, sink, window, done);
+        if held.is_empty() {
+            return; // closed
+        }
+        if finished && defer {
+            self.defer(sink);
+        } else {
+            self.arm(ep, true);
+        }
+    }
+
+    /// The reader lock, unless another thread holds it, with the link disarmed in epoll: what
+    /// a spinner starts with.
+    fn take_reader(&self, ep: &Epoll) -> Option<MutexGuard<'_, FrameReader>> {
+        let r = self.reader.try_lock().ok()?;
         if self.armed.load(Ordering::Acquire) {
             self.arm(ep, false);
         }
-        let mut last = Instant::now();
-        let mut seen = r.bytes_read();
-        let mut n = 0u32;
-        loop {
+        Some(r)
+    }
+}
+
+/// The spin over the stream links whose readers this thread holds: reads and hands on every
+/// frame, and stops when `done()` (true) or when `window` passes with no byte read (false). A
+/// link that fails is closed and leaves `held`. `done()` is asked only when no held reader has
+/// a complete frame buffered, so stopping loses nothing (a buffered frame would never wake
+/// the poller).
+fn spin_held(
+    held: &mut Vec<(&Link, MutexGuard<'_, FrameReader>)>,
+    sink: &dyn FrameSink,
+    window: Duration,
+    done: &dyn Fn() -> bool,
+) -> bool {
+    let bytes = |held: &Vec<(&Link, MutexGuard<'_, FrameReader>)>| -> u64 {
+        held.iter().map(|(_, r)| r.bytes_read()).sum()
+    };
+    let mut last = Instant::now();
+    let mut seen = bytes(held);
+    let mut n = 0u32;
+    while !held.is_empty() {
+        let mut i = 0;
+        while i < held.len() {
+            let (l, r) = &mut held[i];
+            let fd = l.fd.as_ref().expect("a stream link");
             match r.poll(&mut FdSource(fd.as_fd())) {
                 Ok(Some(f)) => {
-                    sink.on_frame(self, f);
+                    sink.on_frame(l, f);
                     last = Instant::now();
-                    continue;
                 }
-                // Nothing more buffered or readable: the reader holds no complete frame, so
-                // stopping here loses nothing (frames still buffered would never wake the poller).
-                Ok(None) => {}
+                Ok(None) => i += 1,
                 Err(e) => {
+                    let (l, r) = held.swap_remove(i);
                     drop(r);
-                    sink.on_close(self, e);
-                    return;
+                    sink.on_close(l, e);
                 }
-            }
-            if done() {
-                if defer {
-                    self.defer(sink);
-                    return;
-                }
-                break;
-            }
-            n = n.wrapping_add(1);
-            if n.is_multiple_of(32) {
-                let b = r.bytes_read();
-                if b != seen {
-                    seen = b;
-                    last = Instant::now();
-                } else if last.elapsed() > window {
-                    break;
-                }
-            }
-            // Give the core to a runnable thread now and then (on two cores a pure spin can
-            // starve the very thread that would produce the awaited frame).
-            if n.is_multiple_of(4) {
-                std::thread::yield_now();
             }
         }
-        self.arm(ep, true);
+        if done() {
+            return true;
+        }
+        n = n.wrapping_add(1);
+        if n.is_multiple_of(32) {
+            let b = bytes(held);
+            if b != seen {
+                seen = b;
+                last = Instant::now();
+            } else if last.elapsed() > window {
+                return false;
+            }
+        }
+        // Give the core to a runnable thread now and then (on two cores a pure spin can
+        // starve the very thread that would produce the awaited frame).
+        if n.is_multiple_of(4) {
+            std::thread::yield_now();
+        }
     }
+    false
 }
 
 /// Polls several links on this thread until `done()` or until `window` passes without
@@ -414,45 +445,11 @@ pub(crate) fn spin_many(
         if l.is_dead() || held.iter().any(|(h, _)| std::ptr::eq(*h, l)) {
             continue;
         }
-        if let Ok(r) = l.reader.try_lock() {
-            if l.armed.load(Ordering::Acquire) {
-                l.arm(ep, false);
-            }
+        if let Some(r) = l.take_reader(ep) {
             held.push((l, r));
         }
     }
-    let mut last = Instant::now();
-    let mut n = 0u32;
-    while !held.is_empty() {
-        let mut i = 0;
-        while i < held.len() {
-            let (l, r) = &mut held[i];
-            let fd = l.fd.as_ref().expect("a stream link");
-            match r.poll(&mut FdSource(fd.as_fd())) {
-                Ok(Some(f)) => {
-                    sink.on_frame(l, f);
-                    last = Instant::now();
-                    continue;
-                }
-                Ok(None) => i += 1,
-                Err(e) => {
-                    let (l, r) = held.swap_remove(i);
-                    drop(r);
-                    sink.on_close(l, e);
-                }
-            }
-        }
-        if done() {
-            break;
-        }
-        n = n.wrapping_add(1);
-        if n.is_multiple_of(32) && last.elapsed() > window {
-            break;
-        }
-        if n.is_multiple_of(4) {
-            std::thread::yield_now();
-        }
-    }
+    spin_held(&mut held, sink, window, done);
     for (l, _) in &held {
         l.arm(ep, true);
     }

@@ -429,19 +429,8 @@ where
     F::Output: DeserializeOwned,
 {
     let parts = plan(range.into_loop_range(), Op::None);
-    let mut values = Vec::with_capacity(parts.len());
-    let mut errors = Vec::new();
-    for ((pid, _), r) in parts.iter().zip(run_parts(&parts, body, &args)?) {
-        match r {
-            Ok(v) => values.push(v),
-            Err(e) => errors.push((*pid, e)),
-        }
-    }
-    if errors.is_empty() {
-        Ok(values)
-    } else {
-        Err(Error::Composite(errors))
-    }
+    let results = run_parts(&parts, body, &args)?;
+    crate::error::all_or_composite(parts.iter().map(|(pid, _)| *pid).zip(results))
 }
 
 /// Starts a loop over `range` on the workers without a reducer and returns at once with one
@@ -474,17 +463,10 @@ pub fn sync<T>(futures: &[Future<T>]) -> Result<()>
 where
     T: Serialize + DeserializeOwned + Clone + Send + 'static,
 {
-    let mut errors = Vec::new();
-    for (f, r) in futures.iter().zip(crate::future::fetch_all(futures)) {
-        if let Err(e) = r {
-            errors.push((f.owner(), e));
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Composite(errors))
-    }
+    let results = crate::future::fetch_all(futures)
+        .into_iter()
+        .map(|r| r.map(drop));
+    crate::error::all_or_composite(futures.iter().map(|f| f.owner()).zip(results)).map(drop)
 }
 
 /// A fast 64-bit mixing function (SplitMix64's finaliser): `mix(seed ^ i)` gives each index

@@ -411,7 +411,7 @@ impl Runtime {
     pub(crate) fn send(&self, pid: Pid, msg: &Msg, body: &Body<'_>) -> Result<()> {
         let link = self.link_to(pid)?;
         link.send(0, &meta_of(msg), body)
-            .map_err(|_| Error::ProcessExited(pid))
+            .map_err(|e| Error::on_send(pid, e))
     }
 
     /// Sends a request and waits for its reply; returns the reply's body as a frame.
@@ -430,12 +430,16 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, (pid, Arc::clone(&slot)));
-        if link.send(id, &meta_of(msg), body).is_err() || link.is_dead() {
+        let sent = link.send(id, &meta_of(msg), body);
+        if sent.is_err() || link.is_dead() {
             self.pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
-            return Err(Error::ProcessExited(pid));
+            return Err(match sent {
+                Err(e) if !link.is_dead() => Error::on_send(pid, e),
+                _ => Error::ProcessExited(pid),
+            });
         }
         Ok(PendingReq { id, slot, link })
     }
