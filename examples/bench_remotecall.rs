@@ -68,7 +68,7 @@ fn raw_rtt(frame: usize, iters: usize, busy: bool) -> cohort::Result<f64> {
     let r = pingpong(&mut s, frame, iters, iters / 10, mode)
         .map_err(|e| cohort::Error::Invalid(e.to_string()))?;
     drop(s);
-    f.fetch()??;
+    f.fetch()?;
     Ok(r.median_us)
 }
 
@@ -79,7 +79,7 @@ fn raw_stream_gbs(msg: usize, msgs: usize, recv: RecvBuffer) -> cohort::Result<f
     let mut s = tcp_accept(&l).map_err(|e| cohort::Error::Invalid(e.to_string()))?;
     let r = stream_measure(&mut s, msg, msgs, recv)
         .map_err(|e| cohort::Error::Invalid(e.to_string()))?;
-    f.fetch()??;
+    f.fetch()?;
     Ok(r.median_gbs)
 }
 

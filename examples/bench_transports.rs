@@ -128,7 +128,7 @@ fn raw_stream_socket(kind: &str) -> cohort::Result<Raw> {
         let mut s = l.accept()?;
         let r = pingpong(&mut s, FRAME, 20_000, 2_000, mode(busy)).map_err(io)?;
         drop(s);
-        f.fetch()??;
+        f.fetch()?;
         rtts.push(r.median_us);
     }
     let l = RawListener::new(kind)?;
@@ -138,7 +138,7 @@ fn raw_stream_socket(kind: &str) -> cohort::Result<Raw> {
     let gbs = stream_measure(&mut s, BIG, 9, fresh)
         .map_err(io)?
         .median_gbs;
-    f.fetch()??;
+    f.fetch()?;
     Ok(Raw {
         rtt_us: rtts[0].min(rtts[1]),
         gbs,
@@ -230,7 +230,7 @@ fn part(name: &str) -> cohort::Result<()> {
     for (n, k) in [(1usize, 2000usize), (1 << 20, 20)] {
         let f = remotecall(allreduce_loop, 2, (n, k))?;
         let mine = allreduce_loop(n, k)?;
-        let theirs = f.fetch()??;
+        let theirs = f.fetch()?;
         ar.push(mine.max(theirs));
     }
     println!(

@@ -4,15 +4,16 @@
 //!
 //! What a manager does:
 //! - `launch` starts the workers (here: this program again, with `COHORT_WORKER=1`), hands each
-//!   the cluster cookie on stdin, reads the address it prints, and reports one `WorkerConfig`
-//!   per worker;
+//!   the cluster cookie on stdin, reads the address it reports (`cohort::read_worker_address`:
+//!   the tagged line, whatever the program printed first), and reports one `WorkerConfig` per
+//!   worker;
 //! - `connect` opens the link to a worker (here: a Unix socket); returning `None` would let the
 //!   transport connect to `config.address`;
 //! - `manage` hears of each worker's `Register`, `Interrupt`, `Deregister` and `Finalize`;
 //! - `kill` makes a worker that was asked to exit go for sure (`rmprocs`).
 use cohort::prelude::*;
 use cohort::{AddProcsParams, ClusterManager, ManageOp, WorkerConfig};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -60,18 +61,21 @@ impl ClusterManager for UnixSocketManager {
                 .spawn()
                 .map_err(io)?;
             writeln!(child.stdin.take().expect("piped"), "{cookie}").map_err(io)?;
-            let mut out = BufReader::new(child.stdout.take().expect("piped"));
-            let mut path = String::new();
-            out.read_line(&mut path).map_err(io)?;
-            println!(
-                "launched worker os pid {} listening on {}",
-                child.id(),
-                path.trim()
-            );
+            let out = BufReader::new(child.stdout.take().expect("piped"));
+            // A real manager reads on a thread with a deadline (the worker timeout).
+            let (path, out) = cohort::read_worker_address(out).map_err(|none| {
+                let _ = child.kill();
+                let _ = child.wait();
+                cohort::Error::Invalid(format!(
+                    "worker exited before reporting its address: {}",
+                    none.tail()
+                ))
+            })?;
+            println!("launched worker os pid {} listening on {path}", child.id());
             launched(WorkerConfig {
-                address: Some(path.trim().to_string()),
+                address: Some(path),
                 ospid: Some(child.id()),
-                io: Some(Box::new(out)),
+                io: Some(out),
                 ..Default::default()
             });
             self.children.lock().unwrap().push(child);
@@ -131,7 +135,7 @@ fn main() -> cohort::Result<()> {
             remotecall_fetch(hello, p, ("the master".to_string(),))?
         );
     }
-    println!("{}", remotecall_fetch(relay, pids[0], (pids[1],))??);
+    println!("{}", remotecall_fetch(relay, pids[0], (pids[1],))?);
     rmprocs(&pids, Duration::from_secs(10))?;
     println!("removed; workers() = {:?}", workers());
     Ok(())

@@ -73,7 +73,7 @@ fn main() -> cohort::Result<()> {
     d.wait_at("k".into())?;
     println!("take!(d, :k) = {}", d.take_at("k".into())?);
     println!("isready(d, :k) = {}", d.isready_at("k".into())?);
-    remotecall_fetch(put_from_worker, 3, (d.clone(), "w".to_string()))??;
+    remotecall_fetch(put_from_worker, 3, (d.clone(), "w".to_string()))?;
     println!("take!(d, :w) = {}", d.take_at("w".into())?);
     assert!(!d.isready_at("k".into())? && !d.isready_at("w".into())?);
     Ok(())

@@ -49,7 +49,8 @@ fn main() -> cohort::Result<()> {
     let par = pmap(svdvals, m.clone())?;
     let tp = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let ser: Vec<Vec<f64>> = m.into_iter().map(svdvals).collect();
+    // `*f` is the plain function of a `#[cohort::remote]` name, for iterator adapters.
+    let ser: Vec<Vec<f64>> = m.into_iter().map(*svdvals).collect();
     let ts = t.elapsed().as_secs_f64();
 
     for (i, s) in par.iter().enumerate() {

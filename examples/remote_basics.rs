@@ -53,12 +53,12 @@ fn main() -> cohort::Result<()> {
     let r = remotecall(rand_matrix, 2, (2, 2))?;
     let s = spawnat(2, add_one, (r.clone(),))?;
     let rv = r.fetch()?;
-    let sv = s.fetch()??;
+    let sv = s.fetch()?;
     println!("r = {}", show(&rv));
     println!("s = 1 .+ r = {}", show(&sv));
     assert!(rv.iter().zip(&sv).all(|(a, b)| (b - a - 1.0).abs() < 1e-12));
 
-    let x = remotecall_fetch(first_element, 2, (r.clone(),))??;
+    let x = remotecall_fetch(first_element, 2, (r.clone(),))?;
     println!("remotecall_fetch(r -> fetch(r)[1,1], 2, r) = {x:.4}");
     assert_eq!(x, rv[0]);
 
@@ -68,7 +68,7 @@ fn main() -> cohort::Result<()> {
         "@spawnat :any: r on {}, s on {}, fetch(s) = {}",
         r.owner(),
         s.owner(),
-        show(&s.fetch()??)
+        show(&s.fetch()?)
     );
     Ok(())
 }

@@ -111,14 +111,15 @@
 //! (cluster managers), `cohort-shm` (shared arrays), `cohort-macros` (`#[remote]`). This crate
 //! re-exports them and wires the defaults: TCP and the local manager.
 
+pub use cohort_core::read_worker_address;
 pub use cohort_core::{
     addprocs, addprocs_with, blocking, check_interrupt, cluster_cookie, current_topology,
     fetch_all, fetch_any, fetchfrom, interrupt, interrupted, link_count, live_refs, live_refs_on,
     myid, next_pid, nprocs, nworkers, procs, procs_on, remote_do, remotecall, remotecall_fetch,
     remotecall_fetch_by_name, remotecall_wait, rmprocs, set_cluster_cookie, set_topology, spawnat,
     workers, AbstractChannel, AddProcsParams, Cluster, ClusterManager, Count, Error, Future,
-    ManageOp, Pid, RemoteChannel, RemoteException, RemoteFn, Result, RmProcs, Target, Topology,
-    WorkerConfig,
+    ManageOp, NoAddress, Pid, RemoteChannel, RemoteException, RemoteFn, Result, RmProcs, Target,
+    Topology, WorkerConfig, WORKER_ADDRESS_TAG,
 };
 pub use cohort_core::{
     bytes_sent, default_worker_pool, distributed_for, distributed_reduce, everywhere,

@@ -63,7 +63,7 @@ fn run_everywhere() -> Vec<Seen> {
         .collect();
     let mut all = vec![spmd().unwrap()];
     for f in fs {
-        all.push(f.fetch().unwrap().unwrap());
+        all.push(f.fetch().unwrap());
     }
     all
 }

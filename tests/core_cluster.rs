@@ -117,11 +117,6 @@ fn unwrap_nowire(x: NoWire) -> i64 {
     x.0 + 1
 }
 
-/// Not registered: calls to it must fail by name.
-fn not_registered(x: i64) -> i64 {
-    x
-}
-
 fn basics() {
     assert_eq!(workers(), vec![2, 3, 4]);
     assert_eq!(procs(), vec![1, 2, 3, 4]);
@@ -174,7 +169,7 @@ fn remote_errors() {
         e.as_remote().map(|r| (r.pid, r.error.as_str())),
         Some((3, "negative input -4"))
     );
-    assert_eq!(remotecall_fetch(fails, 3, (4,)).unwrap().unwrap(), 8);
+    assert_eq!(remotecall_fetch(fails, 3, (4,)).unwrap(), 8);
     // The same through a Future, and the error is cached like a value.
     let f = remotecall(boom, 4, ("later".to_string(),)).unwrap();
     for _ in 0..2 {
@@ -183,8 +178,10 @@ fn remote_errors() {
             Some("panic: later".into())
         );
     }
-    // Unknown function: named, with the pid.
-    let e = remotecall_fetch(not_registered, 2, (1,)).unwrap_err();
+    // Unknown function (only a call by name can reach one: an unmarked function does not
+    // compile, see tests/compile_fail): named, with the pid.
+    let e = cohort::remotecall_fetch_by_name::<_, i64>("core_cluster::not_registered", 2, (1,))
+        .unwrap_err();
     match e {
         Error::UnknownFunction { name, pid } => {
             assert_eq!(pid, 2);
@@ -246,33 +243,17 @@ fn ordering() {
 }
 
 fn worker_to_worker() {
+    assert_eq!(remotecall_fetch(call_other, 2, (3, 10)).unwrap(), (2, 11));
+    assert_eq!(remotecall_fetch(call_other, 4, (2, 20)).unwrap(), (4, 21));
     assert_eq!(
-        remotecall_fetch(call_other, 2, (3, 10)).unwrap().unwrap(),
-        (2, 11)
-    );
-    assert_eq!(
-        remotecall_fetch(call_other, 4, (2, 20)).unwrap().unwrap(),
-        (4, 21)
-    );
-    assert_eq!(
-        remotecall_fetch(call_other, 3, (1, 30)).unwrap().unwrap(),
+        remotecall_fetch(call_other, 3, (1, 30)).unwrap(),
         (3, 31),
         "a worker calls the master"
     );
     // A Future passed to another worker is fetched from its owner; passed to its owner, in place.
     let v = remotecall(make_vec, 2, (100,)).unwrap();
-    assert_eq!(
-        remotecall_fetch(fetch_sum, 3, (v.clone(),))
-            .unwrap()
-            .unwrap(),
-        4950
-    );
-    assert_eq!(
-        remotecall_fetch(fetch_sum, 2, (v.clone(),))
-            .unwrap()
-            .unwrap(),
-        4950
-    );
+    assert_eq!(remotecall_fetch(fetch_sum, 3, (v.clone(),)).unwrap(), 4950);
+    assert_eq!(remotecall_fetch(fetch_sum, 2, (v.clone(),)).unwrap(), 4950);
     assert_eq!(v.fetch().unwrap().len(), 100);
 }
 
@@ -332,8 +313,8 @@ fn fetch_all_pipelines() {
             .map(|e| e.error.as_str()),
         Some("negative input -1")
     );
-    assert_eq!(r[1].as_ref().unwrap().as_ref().unwrap(), &4);
-    assert_eq!(r[2].as_ref().unwrap().as_ref().unwrap(), &10);
+    assert_eq!(r[1].as_ref().unwrap(), &4);
+    assert_eq!(r[2].as_ref().unwrap(), &10);
 }
 
 fn channels() {
@@ -368,11 +349,11 @@ fn channels() {
     let a = remotecall(chan_put_all, 2, (d.clone(), 0, 50)).unwrap();
     let b = remotecall(chan_put_all, 4, (d.clone(), 100, 50)).unwrap();
     let mut got: Vec<i64> = (0..100).map(|_| d.take().unwrap()).collect();
-    a.fetch().unwrap().unwrap();
-    b.fetch().unwrap().unwrap();
+    a.fetch().unwrap();
+    b.fetch().unwrap();
     d.put(-1).unwrap();
     d.close().unwrap();
-    got.extend(d.iter());
+    got.extend(d.iter().map(Result::unwrap));
     got.sort_unstable();
     let mut want: Vec<i64> = (0..50).chain(100..150).collect();
     want.insert(0, -1);
@@ -387,12 +368,7 @@ fn channels() {
     });
     std::thread::sleep(Duration::from_millis(200));
     assert!(!putter.is_finished(), "rendezvous put waits for a taker");
-    assert_eq!(
-        remotecall_fetch(chan_take, 2, (r.clone(),))
-            .unwrap()
-            .unwrap(),
-        11
-    );
+    assert_eq!(remotecall_fetch(chan_take, 2, (r.clone(),)).unwrap(), 11);
     assert!(putter.join().unwrap() >= Duration::from_millis(190));
 }
 
@@ -469,7 +445,7 @@ fn kill_worker_fails_pending() {
     let new = addprocs(1).unwrap();
     let p = new[0];
     assert_eq!(p, 5, "pids are never reused");
-    let ospid = remotecall_fetch(ospid, p, ()).unwrap();
+    let os_pid = remotecall_fetch(ospid, p, ()).unwrap();
     let f = remotecall(sleep_ms, p, (60_000,)).unwrap();
     let c: RemoteChannel<i64> = RemoteChannel::new(1, p).unwrap();
     let c2 = c.clone();
@@ -482,7 +458,7 @@ fn kill_worker_fails_pending() {
     let fanned = std::thread::spawn(move || cohort::fetch_all(&fan));
     std::thread::sleep(Duration::from_millis(100));
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(ospid as i32),
+        nix::unistd::Pid::from_raw(os_pid as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
@@ -588,10 +564,7 @@ fn wrong_cookie_refused() {
         "the worker closes a link that sends garbage"
     );
     assert_eq!(remotecall_fetch(add, 2, (2, 3)).unwrap(), 5);
-    assert_eq!(
-        remotecall_fetch(call_other, 3, (2, 1)).unwrap().unwrap(),
-        (3, 2)
-    );
+    assert_eq!(remotecall_fetch(call_other, 3, (2, 1)).unwrap(), (3, 2));
 }
 
 fn worker_timeout_exits() {
@@ -610,9 +583,9 @@ fn worker_timeout_exits() {
         .read_line(&mut line)
         .unwrap();
     let printed_ok = if tcp() {
-        line.trim().starts_with("127.0.0.1:")
+        line.trim().starts_with("cohort_worker:127.0.0.1:")
     } else {
-        line.trim().starts_with("@cohort-")
+        line.trim().starts_with("cohort_worker:@cohort-")
     };
     if !printed_ok {
         let _ = child.kill();
@@ -699,12 +672,7 @@ fn ipv6_worker() {
     let addr = cohort::__private::peer_address(p[0]).unwrap();
     assert!(addr.starts_with("[::1]:"), "{addr}");
     assert_eq!(remotecall_fetch(add, p[0], (1, 2)).unwrap(), 3);
-    assert_eq!(
-        remotecall_fetch(call_other_add, 2, (p[0],))
-            .unwrap()
-            .unwrap(),
-        7
-    );
+    assert_eq!(remotecall_fetch(call_other_add, 2, (p[0],)).unwrap(), 7);
     rmprocs(&p, Duration::from_secs(10)).unwrap();
 }
 

@@ -104,7 +104,7 @@ mod suite {
         let c: RemoteChannel<i64> = RemoteChannel::new(0, 2).unwrap();
         let t = remotecall(chan_take, 3, (c.clone(),)).unwrap();
         c.put(9).unwrap();
-        assert_eq!(t.fetch().unwrap().unwrap(), 9);
+        assert_eq!(t.fetch().unwrap(), 9);
     }
 
     /// A frame of up to 64 KiB is one MPI message, a larger one a head and a tail: sizes on
@@ -126,7 +126,7 @@ mod suite {
             );
         }
         for f in across {
-            assert_eq!(f.fetch().unwrap().unwrap(), (8999.0 * 9000.0) / 2.0);
+            assert_eq!(f.fetch().unwrap(), (8999.0 * 9000.0) / 2.0);
         }
     }
 
@@ -153,14 +153,8 @@ mod suite {
             remotecall_fetch(take_log, 2, ()).unwrap(),
             (0..1000).collect::<Vec<u64>>()
         );
-        assert_eq!(
-            remotecall_fetch(call_other, 2, (4,)).unwrap().unwrap(),
-            (2, 4)
-        );
-        assert_eq!(
-            remotecall_fetch(call_other, 3, (1,)).unwrap().unwrap(),
-            (3, 1)
-        );
+        assert_eq!(remotecall_fetch(call_other, 2, (4,)).unwrap(), (2, 4));
+        assert_eq!(remotecall_fetch(call_other, 3, (1,)).unwrap(), (3, 1));
     }
 
     fn collectives_use_mpi() {
@@ -171,7 +165,7 @@ mod suite {
             let mine = allsum(n).unwrap();
             assert_eq!(mine, vec![6.0; n]);
             for f in fs {
-                assert_eq!(f.fetch().unwrap().unwrap(), vec![6.0; n]);
+                assert_eq!(f.fetch().unwrap(), vec![6.0; n]);
             }
         }
     }

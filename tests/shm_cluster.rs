@@ -232,29 +232,17 @@ fn init_with_extra_argument() {
 fn write_on_worker_visible_on_master_and_other_worker() {
     let s = SharedArray::<i64, Ix1>::new(10, None).unwrap();
     assert_eq!(s.as_slice().iter().sum::<i64>(), 0, "zero-filled");
-    remotecall_fetch(set_elem, 2, (s.clone(), 7, 42))
-        .unwrap()
-        .unwrap();
+    remotecall_fetch(set_elem, 2, (s.clone(), 7, 42)).unwrap();
     // The value was not sent anywhere: the master and worker 4 read the shared memory.
     assert_eq!(s.as_slice()[7], 42);
-    assert_eq!(
-        remotecall_fetch(get_elem, 4, (s.clone(), 7))
-            .unwrap()
-            .unwrap(),
-        42
-    );
+    assert_eq!(remotecall_fetch(get_elem, 4, (s.clone(), 7)).unwrap(), 42);
     // And the other way: the master writes, a worker reads.
     {
         // SAFETY: no worker runs anything on S meanwhile.
         let mut e = unsafe { s.chunk_mut(3..4) }.unwrap();
         e[0] = -5;
     }
-    assert_eq!(
-        remotecall_fetch(get_elem, 3, (s.clone(), 3))
-            .unwrap()
-            .unwrap(),
-        -5
-    );
+    assert_eq!(remotecall_fetch(get_elem, 3, (s.clone(), 3)).unwrap(), -5);
 }
 
 fn pid_outside_pids_is_an_error() {
@@ -267,12 +255,7 @@ fn pid_outside_pids_is_an_error() {
     );
     assert!(matches!(e, cohort::Error::Codec { pid: 4, .. }), "{e:?}");
     // Nothing is broken: the members still work, worker 4 too.
-    assert_eq!(
-        remotecall_fetch(get_elem, 3, (s.clone(), 0))
-            .unwrap()
-            .unwrap(),
-        0
-    );
+    assert_eq!(remotecall_fetch(get_elem, 3, (s.clone(), 0)).unwrap(), 0);
     assert_eq!(
         remotecall_fetch(ospid, 4, ()).unwrap(),
         remotecall_fetch(ospid, 4, ()).unwrap()

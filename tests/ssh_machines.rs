@@ -707,12 +707,7 @@ fn ssh_counts_env_dir_and_bind_addr() {
         let a = cohort::__private::peer_address(p).unwrap();
         assert!(a.starts_with("127.0.0.1:"), "{a}");
     }
-    assert_eq!(
-        remotecall_fetch(call, pids[0], (pids[2],))
-            .unwrap()
-            .unwrap(),
-        3
-    );
+    assert_eq!(remotecall_fetch(call, pids[0], (pids[2],)).unwrap(), 3);
     rmprocs(&pids, Duration::from_secs(15)).unwrap();
     assert!(ssh_env::eventually(Duration::from_secs(10), || m
         .ssh_processes()
@@ -737,12 +732,7 @@ fn ssh_counts_env_dir_and_bind_addr() {
             format!("127.0.0.3:{}", base + 1)
         ]
     );
-    assert_eq!(
-        remotecall_fetch(call, pids[1], (pids[0],))
-            .unwrap()
-            .unwrap(),
-        3
-    );
+    assert_eq!(remotecall_fetch(call, pids[1], (pids[0],)).unwrap(), 3);
     rmprocs(&pids, Duration::from_secs(15)).unwrap();
 }
 
@@ -820,12 +810,7 @@ fn ssh_tunnel_and_multiplex() {
         for &p in &pids {
             assert_eq!(remotecall_fetch(add, p, (2, 3)).unwrap(), 5);
         }
-        assert_eq!(
-            remotecall_fetch(call, pids[0], (pids[1],))
-                .unwrap()
-                .unwrap(),
-            3
-        );
+        assert_eq!(remotecall_fetch(call, pids[0], (pids[1],)).unwrap(), 3);
         let procs_now = rec.inner.ssh_processes();
         // Per worker: a session (+ a tunnel without multiplex); + the shared connection.
         let want = match (tunnel, multiplex) {

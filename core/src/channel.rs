@@ -300,9 +300,57 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> RemoteChannel<T> {
     pub fn wait(&self) -> Result<()> {
         self.wait_at(())
     }
-    /// Iterates by `take` until the channel is closed and drained (other errors end it too).
-    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
-        std::iter::from_fn(move || self.take().ok())
+    /// Iterates by `take` until the channel is closed and drained.
+    ///
+    /// Items are `Result`s: a closed, drained channel ends the iteration, and any other error
+    /// (the owner died, a topology refusal, a value that does not decode) is yielded once as
+    /// `Err`, after which the iteration ends. Write `for v in c.iter() { let v = v?; ... }`
+    /// (or `for v in &c`). Julia's `for v in c` raises the same errors.
+    ///
+    /// # Julia
+    /// `for v in c ... end`.
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter {
+            chan: self,
+            done: false,
+        }
+    }
+}
+
+/// The iterator of [`RemoteChannel::iter`]: `take` until closed and drained, errors yielded.
+#[derive(Debug)]
+pub struct Iter<'a, T> {
+    chan: &'a RemoteChannel<T>,
+    done: bool,
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Iterator for Iter<'_, T> {
+    type Item = Result<T>;
+    fn next(&mut self) -> Option<Result<T>> {
+        if self.done {
+            return None;
+        }
+        match self.chan.take() {
+            Ok(v) => Some(Ok(v)),
+            Err(Error::ChannelClosed) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> std::iter::FusedIterator for Iter<'_, T> {}
+
+impl<'a, T: Serialize + DeserializeOwned + Send + 'static> IntoIterator for &'a RemoteChannel<T> {
+    type Item = Result<T>;
+    type IntoIter = Iter<'a, T>;
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
     }
 }
 

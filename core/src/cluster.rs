@@ -30,8 +30,13 @@ pub enum Count {
 /// keeps the config for the worker's life and hands it back to `manage`, `connect` and `kill`.
 #[derive(Default)]
 pub struct WorkerConfig {
-    /// The worker's output (stdout and stderr); the master prints each line as `From worker N: ...`.
+    /// The worker's standard output (what follows its address line, and what came before it:
+    /// see [`read_worker_address`]); the master prints each line on its stdout as
+    /// `From worker N: ...`.
     pub io: Option<Box<dyn Read + Send>>,
+    /// The worker's standard error; the master prints each line on its stderr as
+    /// `From worker N: ...`. Managers that cannot tell the two apart put both in `io`.
+    pub err: Option<Box<dyn Read + Send>>,
     /// Host the worker runs on.
     pub host: Option<String>,
     /// Port it listens on.
@@ -92,6 +97,71 @@ pub enum ManageOp {
     Interrupt,
     /// It is gone; release what the manager holds for it.
     Finalize,
+}
+
+pub use crate::proto::WORKER_ADDRESS_TAG;
+
+/// Lines kept of a worker's output before its address, for an error message.
+const EARLY_LINES_KEPT: usize = 200;
+
+/// What a worker printed on its stdout before its output ended without an address line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NoAddress {
+    /// Its lines (the last 200 at most), without line ends.
+    pub output: Vec<String>,
+}
+
+impl NoAddress {
+    /// The last few lines, joined, for an error message (`"(no output)"` when there were none).
+    pub fn tail(&self) -> String {
+        let lines: Vec<&str> = self
+            .output
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+            .collect();
+        if lines.is_empty() {
+            return "(no output)".into();
+        }
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    }
+}
+
+/// Reads a worker's stdout up to its address line (`WORKER_ADDRESS_TAG` + address) and returns
+/// the address and the worker's whole output apart from that line: what it printed before
+/// the address, then the rest of the stream. Hand the output to [`WorkerConfig::io`] so that
+/// every line reaches the master as `From worker N: ...`. A stream that ends (the worker
+/// exited) before an address line gives what it printed. Blocks: run it on a thread of its own
+/// with a deadline (the worker timeout).
+pub fn read_worker_address<R: BufRead + Send + 'static>(
+    mut r: R,
+) -> std::result::Result<(String, Box<dyn Read + Send>), NoAddress> {
+    let mut early = Vec::new();
+    let mut lines = std::collections::VecDeque::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match r.read_until(b'\n', &mut line) {
+            Ok(n) if n > 0 => {}
+            _ => {
+                return Err(NoAddress {
+                    output: lines.into(),
+                })
+            }
+        }
+        let text = String::from_utf8_lossy(&line);
+        if let Some(addr) = text.trim_end().strip_prefix(WORKER_ADDRESS_TAG) {
+            let addr = addr.trim().to_string();
+            if !addr.is_empty() {
+                return Ok((addr, Box::new(std::io::Cursor::new(early).chain(r))));
+            }
+        }
+        if lines.len() == EARLY_LINES_KEPT {
+            lines.pop_front();
+        }
+        lines.push_back(text.trim_end_matches(['\r', '\n']).to_string());
+        early.extend_from_slice(&line);
+    }
 }
 
 /// Parameters of one `addprocs` call.
@@ -251,7 +321,10 @@ pub fn addprocs_with(
                     config.host = Some(host);
                 }
                 if let Some(io) = config.io.take() {
-                    forward_output(pid, io);
+                    forward_output(pid, io, false);
+                }
+                if let Some(err) = config.err.take() {
+                    forward_output(pid, err, true);
                 }
                 manager.manage(pid, &config, ManageOp::Register);
                 records().lock().unwrap_or_else(|e| e.into_inner()).insert(
@@ -367,15 +440,20 @@ pub fn link_count() -> usize {
     try_rt().map_or(0, |r| r.link_count())
 }
 
-fn forward_output(pid: Pid, io: Box<dyn Read + Send>) {
+/// Prints each line of a worker's output as Julia does, on the master's stdout or stderr.
+fn forward_output(pid: Pid, io: Box<dyn Read + Send>, to_stderr: bool) {
     let r = std::thread::Builder::new()
         .name(format!("cohort-out-{pid}"))
         .stack_size(64 * 1024)
         .spawn(move || {
-            for line in BufReader::new(io).lines() {
-                match line {
-                    Ok(l) => println!("      From worker {pid}:\t{l}"),
-                    Err(_) => break,
+            for line in BufReader::new(io).split(b'\n') {
+                let Ok(l) = line else { break };
+                let l = String::from_utf8_lossy(&l);
+                let l = l.strip_suffix('\r').unwrap_or(&l);
+                if to_stderr {
+                    eprintln!("      From worker {pid}:\t{l}");
+                } else {
+                    println!("      From worker {pid}:\t{l}");
                 }
             }
         });
@@ -662,7 +740,12 @@ pub fn live_refs_on(pid: Pid) -> Result<usize> {
 }
 
 /// Removes every worker when dropped; returned by `init` on the master.
-#[must_use = "dropping the guard removes the workers"]
+///
+/// Keep it for the whole program: `let _cluster = cohort::init()?;`. Dropping it shuts the
+/// cluster down for good, and every cohort call after that returns [`Error::Invalid`] saying so
+/// — which is what `let _ = cohort::init()?;` (a binding that drops at once, and that
+/// `#[must_use]` cannot catch) leads to on the first call.
+#[must_use = "dropping the guard removes the workers: bind it with `let _cluster = ...`"]
 #[derive(Debug)]
 pub struct Cluster {
     _p: (),
@@ -670,22 +753,27 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Some(rt) = try_rt() {
-            if let Some(w) = rt.world.get() {
-                if std::thread::panicking() {
-                    // Ranks may be blocked in a collective the master will never join.
-                    w.abort(1);
+        let Some(rt) = try_rt() else { return };
+        if rt.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(w) = rt.world.get() {
+            if std::thread::panicking() {
+                // Ranks may be blocked in a collective the master will never join.
+                w.abort(1);
+            }
+            rt.shutdown_world();
+        } else {
+            let ws = workers();
+            if ws != [1] {
+                if let Err(e) = rmprocs(&ws, Duration::from_secs(10)) {
+                    eprintln!("cohort: shutting down: {e}");
                 }
-                rt.shutdown_world();
-                return;
             }
         }
-        let ws = workers();
-        if ws != [1] {
-            if let Err(e) = rmprocs(&ws, Duration::from_secs(10)) {
-                eprintln!("cohort: shutting down: {e}");
-            }
-        }
+        // From here on every call says the guard is gone: `let _ = cohort::init()?;` would
+        // otherwise shut the cluster down without a word and let the program go on.
+        rt.closed.store(true, Ordering::Release);
     }
 }
 

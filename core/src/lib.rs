@@ -41,9 +41,10 @@ pub use calls::{
 pub use channel::RemoteChannel;
 pub use cluster::{
     addprocs, addprocs_with, cluster_cookie, current_topology, init_with, init_world, interrupt,
-    link_count, live_refs, live_refs_on, myid, nprocs, nworkers, procs, procs_on, rmprocs,
-    set_cluster_cookie, set_topology, workers, AddProcsParams, Cluster, ClusterManager, Count,
-    ManageOp, RmProcs, Topology, WorkerConfig,
+    link_count, live_refs, live_refs_on, myid, nprocs, nworkers, procs, procs_on,
+    read_worker_address, rmprocs, set_cluster_cookie, set_topology, workers, AddProcsParams,
+    Cluster, ClusterManager, Count, ManageOp, NoAddress, RmProcs, Topology, WorkerConfig,
+    WORKER_ADDRESS_TAG,
 };
 pub use error::{Error, RemoteException, Result};
 pub use everywhere::{everywhere, everywhere_on};

@@ -4,6 +4,13 @@ use crate::refs::Rrid;
 use crate::Pid;
 use serde::{Deserialize, Serialize};
 
+/// The prefix of the line a worker prints on its stdout to report its listener address:
+/// `cohort_worker:ADDRESS` (Julia's workers print `julia_worker:PORT#HOST` the same way).
+///
+/// The tag keeps the address apart from anything the program prints before `cohort::init()`
+/// (a banner, log lines), which travels on the same stream.
+pub const WORKER_ADDRESS_TAG: &str = "cohort_worker:";
+
 /// What a `Call` does with the function's result.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) enum Mode {

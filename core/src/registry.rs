@@ -68,40 +68,26 @@ pub fn registered_names() -> Vec<&'static str> {
     v
 }
 
-/// A function that can be called remotely with the argument tuple `Args`.
+/// A function that can be called remotely with the argument tuple `Args`: one marked
+/// `#[cohort::remote]`, which implements this trait for it.
 ///
-/// Implemented for every `Fn` of up to eight arguments; what makes a call succeed is that the
-/// function was marked `#[cohort::remote]`. A closure or an unmarked function fails with
-/// [`Error::UnknownFunction`](crate::Error::UnknownFunction).
+/// Passing an unmarked function or a closure where a `RemoteFn` is expected is a compile-time
+/// error that says to add the attribute. (Julia can send any function; cohort finds functions
+/// by name in the same binary on every process, so only registered ones can travel, and what a
+/// closure would capture travels as an argument.)
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a remote function taking `{Args}`",
+    label = "not a `#[cohort::remote]` function for these arguments",
+    note = "add `#[cohort::remote]` to the function (a free function; closures cannot travel: pass what they capture as arguments)",
+    note = "the arguments travel as a tuple of the function's parameter types, e.g. `(x,)` for one"
+)]
 pub trait RemoteFn<Args>: Copy + Send + Sync + 'static {
-    /// The function's return type.
+    /// The value the call produces: the function's return type, or `T` for one returning
+    /// `Result<T, E>` (an `Err` becomes [`Error::Remote`](crate::Error::Remote)).
     type Output: Send + 'static;
     /// The registered name of this function.
-    fn name(&self) -> &'static str {
-        std::any::type_name::<Self>()
-    }
+    fn name(&self) -> &'static str;
 }
-
-macro_rules! impl_remote_fn {
-    ($($a:ident),*) => {
-        impl<Func, Ret, $($a),*> RemoteFn<($($a,)*)> for Func
-        where
-            Func: Fn($($a),*) -> Ret + Copy + Send + Sync + 'static,
-            Ret: Send + 'static,
-        {
-            type Output = Ret;
-        }
-    };
-}
-impl_remote_fn!();
-impl_remote_fn!(A1);
-impl_remote_fn!(A1, A2);
-impl_remote_fn!(A1, A2, A3);
-impl_remote_fn!(A1, A2, A3, A4);
-impl_remote_fn!(A1, A2, A3, A4, A5);
-impl_remote_fn!(A1, A2, A3, A4, A5, A6);
-impl_remote_fn!(A1, A2, A3, A4, A5, A6, A7);
-impl_remote_fn!(A1, A2, A3, A4, A5, A6, A7, A8);
 
 /// Support for the code `#[cohort::remote]` generates.
 #[doc(hidden)]
@@ -168,15 +154,24 @@ pub mod support {
         }
     }
 
-    /// The error message of a returned `Err`.
-    pub trait ResultLike {
-        /// `Some(message)` for `Err`.
-        fn err_message(&self) -> Option<String>;
+    /// The return type of a fallible remote function: its `Ok` value travels, its `Err` as a
+    /// message.
+    pub trait Fallible {
+        /// What travels.
+        type Ok: Send + 'static;
+        /// The value, or the error's message.
+        fn split(self) -> Result<Self::Ok, String>;
     }
-    impl<T, E: std::fmt::Display> ResultLike for Result<T, E> {
-        fn err_message(&self) -> Option<String> {
-            self.as_ref().err().map(|e| e.to_string())
+    impl<T: Send + 'static, E: std::fmt::Display> Fallible for Result<T, E> {
+        type Ok = T;
+        fn split(self) -> Result<T, String> {
+            self.map_err(|e| error_message(&e))
         }
+    }
+
+    /// `e`'s message; with `{:#}`, the whole chain of an `anyhow`-style error.
+    fn error_message<E: std::fmt::Display>(e: &E) -> String {
+        format!("{e:#}")
     }
 
     /// Decodes an argument tuple.

@@ -126,6 +126,9 @@ pub(crate) struct Runtime {
     /// Set to stop the world's progress thread before the library shuts down.
     pub(crate) world_stop: AtomicBool,
     pub(crate) world_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set when the master's [`Cluster`](crate::Cluster) guard is dropped: the cluster is shut
+    /// down and every later call is an error that says so.
+    pub(crate) closed: AtomicBool,
     /// Pieces of collective operations that arrived before they were asked for.
     pub(crate) coll: crate::collective::Mailbox,
 }
@@ -137,10 +140,20 @@ pub(crate) fn try_rt() -> Option<&'static Runtime> {
     RT.get()
 }
 
-/// The runtime, or an error telling the user to call `init`.
+/// The runtime, or an error telling the user to call `init`, or that the guard `init`
+/// returned was dropped.
 pub(crate) fn rt() -> Result<&'static Runtime> {
-    RT.get()
-        .ok_or_else(|| Error::invalid("cohort is not initialised: call cohort::init() first"))
+    let rt = RT
+        .get()
+        .ok_or_else(|| Error::invalid("cohort is not initialised: call cohort::init() first"))?;
+    if rt.closed.load(Ordering::Acquire) {
+        return Err(Error::invalid(
+            "the cluster was shut down when the guard returned by cohort::init() was dropped; \
+             keep it for the whole program: `let _cluster = cohort::init()?;` \
+             (`let _ = cohort::init()?;` drops it at once)",
+        ));
+    }
+    Ok(rt)
 }
 
 pub(crate) fn hostname() -> String {
@@ -274,6 +287,7 @@ impl Runtime {
             world: OnceLock::new(),
             world_stop: AtomicBool::new(false),
             world_thread: Mutex::new(None),
+            closed: AtomicBool::new(false),
         })
     }
 

@@ -150,9 +150,7 @@ pub(crate) fn advection_parallel(q: &Arr, u: &Arr) -> cohort::Result<()> {
         ));
     }
     for t in 0..q.shape()[2] - 1 {
-        for r in sync_distributed_for(0..q.shape()[1], advection_step, (q.clone(), u.clone(), t))? {
-            r?;
-        }
+        sync_distributed_for(0..q.shape()[1], advection_step, (q.clone(), u.clone(), t))?;
     }
     Ok(())
 }
@@ -166,7 +164,7 @@ pub(crate) fn advection_shared(q: &Arr, u: &Arr) -> cohort::Result<()> {
         .map(|&p| remotecall(advection_shared_chunk, p, (q.clone(), u.clone())))
         .collect::<cohort::Result<Vec<_>>>()?;
     for c in calls {
-        c.fetch()??;
+        c.fetch()?;
     }
     Ok(())
 }

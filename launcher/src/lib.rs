@@ -10,6 +10,7 @@ pub mod cli;
 mod local;
 pub mod machines;
 pub mod mpirun;
+mod output;
 pub mod ssh;
 
 pub use local::LocalManager;

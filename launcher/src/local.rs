@@ -1,8 +1,11 @@
 //! Local workers: the current program started again in worker mode.
 
-use cohort_core::{AddProcsParams, ClusterManager, Error, ManageOp, Pid, Result, WorkerConfig};
+use crate::output::{drain_lines, tail};
+use cohort_core::{
+    read_worker_address, AddProcsParams, ClusterManager, Error, ManageOp, Pid, Result, WorkerConfig,
+};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,9 +13,13 @@ use std::time::{Duration, Instant};
 /// Starts workers on this host by running this program again with `COHORT_WORKER=1`.
 ///
 /// The cluster cookie goes to the worker on its stdin, never on its command line. The worker
-/// prints its listener address as the first line of its stdout; its later output (stdout and
-/// stderr together) is shown by the master as `From worker N: ...`. A worker that does not
-/// answer within the worker timeout is killed and reported.
+/// reports its listener address on its stdout as a tagged line
+/// ([`WORKER_ADDRESS_TAG`](cohort_core::WORKER_ADDRESS_TAG)), so that whatever the program
+/// prints before `cohort::init()` cannot be taken for it. Everything else the worker prints
+/// (before and after the address) reaches the master as `From worker N: ...` lines, stdout on
+/// stdout and stderr on stderr. A worker that exits or does not report within the worker
+/// timeout is killed and reported with what it printed, and no process of a failed launch is
+/// left running.
 ///
 /// # Julia
 /// `LocalManager`, `addprocs(n)`.
@@ -31,7 +38,7 @@ impl LocalManager {
         &self,
         params: &AddProcsParams,
         cookie: &str,
-    ) -> Result<(Child, std::io::PipeReader)> {
+    ) -> Result<(Child, std::io::PipeReader, std::io::PipeReader)> {
         let exe = match &params.exename {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(|e| Error::Io {
@@ -48,7 +55,7 @@ impl LocalManager {
             source,
         };
         let (reader, writer) = std::io::pipe().map_err(|e| io("creating a pipe", e))?;
-        let writer2 = writer.try_clone().map_err(|e| io("creating a pipe", e))?;
+        let (err_reader, err_writer) = std::io::pipe().map_err(|e| io("creating a pipe", e))?;
         let mut cmd = Command::new(&exe);
         cmd.args(&args)
             .env("COHORT_WORKER", "1")
@@ -59,7 +66,7 @@ impl LocalManager {
             .env_remove("COHORT_PROCS")
             .stdin(Stdio::piped())
             .stdout(Stdio::from(writer))
-            .stderr(Stdio::from(writer2));
+            .stderr(Stdio::from(err_writer));
         if !params.restrict {
             cmd.env("COHORT_BIND", "0.0.0.0");
         }
@@ -79,7 +86,7 @@ impl LocalManager {
             let _ = child.wait();
             return Err(io("sending the cookie to a worker", e));
         }
-        Ok((child, reader))
+        Ok((child, reader, err_reader))
     }
 
     fn reap_later(&self, ospid: u32, grace: Duration) {
@@ -137,18 +144,17 @@ impl ClusterManager for LocalManager {
         }
         // Read every worker's address line in parallel, each within the timeout.
         let (tx, rx) = std::sync::mpsc::channel();
-        for (i, (child, reader)) in started.into_iter().enumerate() {
+        let mut errs = HashMap::new();
+        for (i, (child, reader, err)) in started.into_iter().enumerate() {
             let tx = tx.clone();
             let ospid = child.id();
             self.children
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(ospid, child);
+            errs.insert(ospid, err);
             std::thread::spawn(move || {
-                let mut r = BufReader::new(reader);
-                let mut line = String::new();
-                let res = r.read_line(&mut line).map(|n| (n, line));
-                let _ = tx.send((i, ospid, res, r));
+                let _ = tx.send((i, ospid, read_worker_address(BufReader::new(reader))));
             });
         }
         drop(tx);
@@ -158,8 +164,7 @@ impl ClusterManager for LocalManager {
         for _ in 0..params.count {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok((i, ospid, Ok((n, line)), reader)) if n > 0 && !line.trim().is_empty() => {
-                    let addr = line.trim().to_string();
+                Ok((i, ospid, Ok((addr, out)))) => {
                     let (host, port) = match addr.rsplit_once(':') {
                         // `[addr]:port` for IPv6: the host is the bare address.
                         Some((h, p)) => (
@@ -171,7 +176,10 @@ impl ClusterManager for LocalManager {
                     got.push((
                         i,
                         WorkerConfig {
-                            io: Some(Box::new(reader)),
+                            io: Some(out),
+                            err: errs
+                                .remove(&ospid)
+                                .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
                             host,
                             port,
                             address: Some(addr),
@@ -184,17 +192,16 @@ impl ClusterManager for LocalManager {
                         },
                     ));
                 }
-                Ok((_, ospid, res, mut reader)) => {
-                    let mut rest = String::new();
-                    let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
+                Ok((_, ospid, Err(none))) => {
                     self.reap_later(ospid, Duration::ZERO);
+                    let err = errs.remove(&ospid).map(drain_lines).unwrap_or_default();
                     first_err.get_or_insert(Error::Invalid(format!(
-                        "worker process {ospid} exited before reporting its address{}{}",
-                        res.err().map(|e| format!(" ({e})")).unwrap_or_default(),
-                        if rest.trim().is_empty() {
+                        "worker process {ospid} exited before reporting its address; stdout: {}{}",
+                        none.tail(),
+                        if err.is_empty() {
                             String::new()
                         } else {
-                            format!(": {}", rest.trim())
+                            format!("; stderr: {}", tail(&err))
                         }
                     )));
                 }

@@ -13,9 +13,10 @@
 //! (the flags you give come first, and ssh takes the first value it sees for an option, so yours
 //! win). The cluster cookie is the first line written to ssh's stdin, so it never appears on a
 //! command line on either host. The remote login shell must be a POSIX shell (sh, bash, dash,
-//! ksh, zsh). The worker prints its listener address as its first line of output; the rest of
-//! its output (stdout and stderr, and ssh's own messages) is shown by the master as
-//! `From worker N: ...`.
+//! ksh, zsh). The worker reports its listener address on its stdout as a tagged line
+//! (`cohort_worker:ADDR`), so nothing the program prints before `cohort::init()` is taken for it;
+//! all its other output is shown by the master as `From worker N: ...`, stdout on stdout, and
+//! stderr (with ssh's own messages) on stderr.
 //!
 //! # Where a worker listens
 //!
@@ -48,8 +49,10 @@
 //! `-o ServerAliveInterval=1 -o ServerAliveCountMax=3`.
 
 use crate::machines::{read_machine_file, Machine, SpecError};
+use crate::output::{drain_lines, tail};
 use cohort_core::{
-    AddProcsParams, ClusterManager, Count, Error, ManageOp, Pid, Result, WorkerConfig,
+    read_worker_address, AddProcsParams, ClusterManager, Count, Error, ManageOp, Pid, Result,
+    WorkerConfig,
 };
 use nix::sys::signal::Signal;
 use std::collections::HashMap;
@@ -558,20 +561,6 @@ fn valid_env_name(k: &str) -> bool {
         && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
-fn tail(lines: &[String]) -> String {
-    let text: Vec<&str> = lines
-        .iter()
-        .map(|l| l.trim())
-        .filter(|l| !l.is_empty())
-        .collect();
-    if text.is_empty() {
-        "no output".into()
-    } else {
-        let start = text.len().saturating_sub(5);
-        text[start..].join(" | ")
-    }
-}
-
 /// Runs a short command with merged output; its exit status and output, within `deadline`.
 fn run_capture(
     inner: &Arc<Inner>,
@@ -1049,13 +1038,13 @@ impl<'a> Job<'a> {
         let inner = self.inner();
         let remote = self.worker_command(m, wi).map_err(other)?;
         let (r, w) = std::io::pipe().map_err(|e| other(format!("pipe: {e}")))?;
-        let w2 = w.try_clone().map_err(|e| other(format!("pipe: {e}")))?;
+        let (er, ew) = std::io::pipe().map_err(|e| other(format!("pipe: {e}")))?;
         let mut cmd = self.ssh(m, mux.as_deref());
         cmd.arg(m.destination())
             .arg(&remote)
             .stdin(Stdio::piped())
             .stdout(Stdio::from(w))
-            .stderr(Stdio::from(w2));
+            .stderr(Stdio::from(ew));
         let token = inner.next_id();
         lock(&inner.workers).insert(
             token,
@@ -1089,52 +1078,44 @@ impl<'a> Job<'a> {
         if let Some(mut stdin) = stdin {
             let _ = writeln!(stdin, "{}", self.cookie);
         }
+        // The address is the worker's tagged stdout line; what it printed before that, and
+        // what ssh and the remote shell print on stderr, reach the master as worker output.
         let (tx, rx) = mpsc::channel();
         thread("cohort-ssh-read", move || {
-            let mut r = BufReader::new(r);
-            let mut seen = Vec::new();
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match r.read_line(&mut line) {
-                    Ok(n) if n > 0 => {
-                        if let Some(a) = parse_address(&line) {
-                            let _ = tx.send(Ok((line.trim().to_string(), a, seen, r)));
-                            return;
-                        }
-                        if seen.len() < 200 {
-                            seen.push(line.trim_end().to_string());
-                        }
-                    }
-                    _ => {
-                        let _ = tx.send(Err(seen));
-                        return;
-                    }
-                }
-            }
+            let _ = tx.send(read_worker_address(BufReader::new(r)));
         });
         let left = deadline.saturating_duration_since(Instant::now());
-        let (address, (ahost, aport), seen, reader) = match rx.recv_timeout(left) {
+        let failed = |out: Vec<String>, er| {
+            let mut seen = out;
+            seen.extend(drain_lines(er));
+            tail(&seen)
+        };
+        let (address, reader) = match rx.recv_timeout(left) {
             Ok(Ok(x)) => x,
-            Ok(Err(seen)) => {
+            Ok(Err(none)) => {
                 inner.release(token, Duration::ZERO);
                 return Err(other(format!(
                     "the ssh session ended before the worker reported its address: {}",
-                    tail(&seen)
+                    failed(none.output, er)
                 )));
             }
             Err(_) => {
                 inner.signal(id, Signal::SIGKILL);
                 inner.release(token, Duration::ZERO);
                 return Err(HostErr::Timeout(format!(
-                    "no address reported within {:.1} s (COHORT_WORKER_TIMEOUT)",
-                    self.timeout.as_secs_f64()
+                    "no address reported within {:.1} s (COHORT_WORKER_TIMEOUT): {}",
+                    self.timeout.as_secs_f64(),
+                    failed(Vec::new(), er)
                 )));
             }
         };
-        for l in seen.iter().filter(|l| !l.trim().is_empty()) {
-            eprintln!("cohort: ssh {}: {l}", m.login());
-        }
+        let Some((ahost, aport)) = parse_address(&address) else {
+            inner.signal(id, Signal::SIGKILL);
+            inner.release(token, Duration::ZERO);
+            return Err(other(format!(
+                "the worker reported a malformed address {address:?}"
+            )));
+        };
         let connect_at = if self.mgr.opts.tunnel {
             match self.tunnel(m, mux.as_deref(), &ahost, aport, deadline) {
                 Ok((t, local)) => {
@@ -1153,7 +1134,8 @@ impl<'a> Job<'a> {
         };
         let o = &self.mgr.opts;
         Ok(WorkerConfig {
-            io: Some(Box::new(reader)),
+            io: Some(reader),
+            err: Some(Box::new(er)),
             host: Some(m.host.clone()),
             port: Some(aport),
             address: Some(address),

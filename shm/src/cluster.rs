@@ -143,7 +143,7 @@ fn distribute<T: Pod, D: Dimension>(
             }
         }));
     }
-    let started: Vec<(Pid, cohort_core::Result<Future<cohort_core::Result<()>>>)> = others
+    let started: Vec<(Pid, cohort_core::Result<Future<()>>)> = others
         .iter()
         .map(|&p| (p, cohort_core::remotecall(shm_attach, p, (handle.clone(),))))
         .collect();
@@ -154,7 +154,7 @@ fn distribute<T: Pod, D: Dimension>(
         }
     }
     for (p, fut) in started {
-        if let Err(e) = fut.and_then(|f| f.fetch()).and_then(|r| r) {
+        if let Err(e) = fut.and_then(|f| f.fetch()) {
             errors.push((p, e));
         }
     }

@@ -257,7 +257,8 @@ pub(crate) fn run_worker(transport: Arc<dyn Transport>) -> ! {
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{addr}");
+        // Tagged: the program may have printed anything on this stream before `init`.
+        let _ = writeln!(out, "{}{addr}", crate::proto::WORKER_ADDRESS_TAG);
         let _ = out.flush();
     }
     std::thread::Builder::new()
