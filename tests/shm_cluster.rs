@@ -111,6 +111,69 @@ fn fill_plus(s: SharedArray<f64, Ix2>, base: f64) -> cohort::Result<()> {
     Ok(())
 }
 
+/// What a pid sees of an array without data bytes: `len`, `is_empty`, `indexpids`,
+/// `localindices`, `myrange` along each axis, and `sdata` as a vector.
+type EmptyReport = (
+    usize,
+    bool,
+    Option<usize>,
+    Range<usize>,
+    Vec<Range<usize>>,
+    Vec<f64>,
+);
+
+#[cohort::remote]
+fn report_empty_1d(s: SharedArray<f64, Ix1>) -> EmptyReport {
+    (
+        s.len(),
+        s.is_empty(),
+        indexpids(&s),
+        localindices(&s),
+        vec![myrange(&s, Axis(0))],
+        s.as_slice().to_vec(),
+    )
+}
+
+#[cohort::remote]
+fn report_empty_2d(s: SharedArray<f64, Ix2>) -> EmptyReport {
+    (
+        s.len(),
+        s.is_empty(),
+        indexpids(&s),
+        localindices(&s),
+        vec![myrange(&s, Axis(0)), myrange(&s, Axis(1))],
+        s.view().view().iter().copied().collect(),
+    )
+}
+
+/// Julia's `fill!` on this pid's share, by linear and by axis-1 chunk; the sum after.
+#[cohort::remote]
+fn fill_mine_2d(s: SharedArray<f64, Ix2>) -> cohort::Result<f64> {
+    s.local_chunk_mut(myid())?.fill(1.0);
+    s.local_axis_chunk_mut(Axis(1), myid())?
+        .view_mut()
+        .fill(2.0);
+    Ok(s.view().view().sum())
+}
+
+#[cohort::remote]
+fn fill_mine_1d(s: SharedArray<f64, Ix1>) -> cohort::Result<()> {
+    s.local_chunk_mut(myid())?.fill(1.0);
+    Ok(())
+}
+
+/// A zero-sized element type deriving `Pod`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+struct Marker;
+
+/// `len`, `localindices` and the length of this pid's share of a zero-sized-element array.
+#[cohort::remote]
+fn report_markers(s: SharedArray<Marker, Ix2>) -> cohort::Result<(usize, Range<usize>, usize)> {
+    let mine = s.local_chunk_mut(myid())?.len();
+    Ok((s.len(), localindices(&s), mine))
+}
+
 // ---------- helpers ----------
 
 /// `/dev/shm` names made by the OS process `pid` (`cohort-<pid>-...`).
@@ -341,9 +404,9 @@ fn errors_are_clear() {
     assert!(e.contains("too large"), "{e}");
     let e = msg(SharedArray::<u8, Ix2>::new((1 << 62, 1 << 3), None).unwrap_err());
     assert!(e.contains("too large"), "{e}");
-    // Zero-sized dims.
-    let e = msg(SharedArray::<f64, Ix2>::new((0, 3), None).unwrap_err());
-    assert!(e.contains("holds no bytes"), "{e}");
+    // A zero dim does not excuse an overflowing product of the others.
+    let e = msg(SharedArray::<f64, Ix2>::new((0, usize::MAX), None).unwrap_err());
+    assert!(e.contains("too large"), "{e}");
     // Bad pid lists.
     let e = msg(SharedArray::<f64, Ix1>::new(3, Some(&[2, 2])).unwrap_err());
     assert!(e.contains("must be non-empty and distinct"), "{e}");
@@ -384,6 +447,98 @@ fn errors_are_clear() {
     let e = SharedArray::<f64, Ix1>::new_file(&missing.0, 4, FileMode::ReadOnly, None).unwrap_err();
     assert!(matches!(e, cohort::Error::Io { .. }), "{e:?}");
     assert_eq!(own_names(), before);
+}
+
+#[allow(clippy::single_range_in_vec_init)] // a 1-D array's list of per-axis ranges has one
+fn empty_and_zero_sized_arrays_on_two_workers() {
+    let pids = [2, 3];
+    let ws = workers();
+    let before = own_names();
+    let mapped_before = mapped_on(&ws);
+    let empty = || (Vec::<f64>::new(), 0..0);
+    let report = |r: &EmptyReport| (r.5.clone(), r.3.clone());
+
+    // Julia's SharedArray{Float64}(0; pids = [2, 3]), with an init.
+    let s = SharedArray::<f64, Ix1>::with_init(0, Some(&pids), fill_mine_1d).unwrap();
+    assert_eq!((s.len(), s.is_empty(), s.pids()), (0, true, &pids[..]));
+    assert_eq!((localindices(&s), indexpids(&s)), (0..0, None));
+    let got = s.on_pids(report_empty_1d).unwrap();
+    assert_eq!(
+        got,
+        [
+            (0, true, Some(0), 0..0, vec![0..0], vec![]),
+            (0, true, Some(1), 0..0, vec![0..0], vec![]),
+        ]
+    );
+    // A single remote call, by value, as in `remotecall_fetch(f, 3, S)`.
+    let one = remotecall_fetch(report_empty_1d, 3, (s.clone(),)).unwrap();
+    assert_eq!(report(&one), empty());
+    assert_eq!(s.as_slice().to_vec(), Vec::<f64>::new());
+    drop(s);
+
+    // (3, 0): the rows split between the pids, there are no columns.
+    let s = SharedArray::<f64, Ix2>::with_init((3, 0), Some(&pids), fill_mine_2d).unwrap();
+    let got = s.on_pids(report_empty_2d).unwrap();
+    assert_eq!(
+        got,
+        [
+            (0, true, Some(0), 0..0, vec![0..2, 0..0], vec![]),
+            (0, true, Some(1), 0..0, vec![2..3, 0..0], vec![]),
+        ]
+    );
+    let sums: cohort::Result<Vec<f64>> = s.on_pids(fill_mine_2d).unwrap().into_iter().collect();
+    assert_eq!(sums.unwrap(), [0.0, 0.0]);
+    drop(s);
+
+    // (0, 4): the columns split, there are no rows.
+    let s = SharedArray::<f64, Ix2>::new((0, 4), Some(&pids)).unwrap();
+    let got = s.on_pids(report_empty_2d).unwrap();
+    assert_eq!(
+        got,
+        [
+            (0, true, Some(0), 0..0, vec![0..0, 0..2], vec![]),
+            (0, true, Some(1), 0..0, vec![0..0, 2..4], vec![]),
+        ]
+    );
+    assert_eq!(s.view().shape(), &[0, 4]);
+    drop(s);
+
+    // Default pids: every worker, each with nothing.
+    let s = SharedArray::<f64, Ix1>::new(0, None).unwrap();
+    assert_eq!(s.pids(), ws);
+    let got = s.on_pids(report_empty_1d).unwrap();
+    assert!(got.iter().all(|r| report(r) == empty()), "{got:?}");
+
+    // File-backed: a header-only file, reopened read-only on every pid.
+    let f = TempPath::new("empty");
+    drop(SharedArray::<f64, Ix2>::new_file(&f.0, (0, 3), FileMode::Create, Some(&pids)).unwrap());
+    assert_eq!(std::fs::metadata(&f.0).unwrap().len(), 4096);
+    let r =
+        SharedArray::<f64, Ix2>::new_file(&f.0, (0, 3), FileMode::ReadOnly, Some(&pids)).unwrap();
+    let got = r.on_pids(report_empty_2d).unwrap();
+    assert_eq!(got[1], (0, true, Some(1), 0..0, vec![0..0, 2..3], vec![]));
+    drop(r);
+
+    // Zero-sized elements: twelve of them, no bytes, split as usual.
+    let z = SharedArray::<Marker, Ix2>::new((3, 4), Some(&pids)).unwrap();
+    assert_eq!((z.len(), z.is_empty()), (12, false));
+    let got: cohort::Result<Vec<_>> = z.on_pids(report_markers).unwrap().into_iter().collect();
+    assert_eq!(got.unwrap(), [(12, 0..6, 6), (12, 6..12, 6)]);
+    assert_eq!(z.as_slice().to_vec(), vec![Marker; 12]);
+
+    drop((s, z));
+    assert_eq!(own_names(), before, "/dev/shm changed");
+    assert!(
+        eventually(Duration::from_secs(5), || mapped_on(&ws) == mapped_before),
+        "workers still map {:?} (before: {mapped_before:?})",
+        mapped_on(&ws)
+    );
+    // The cluster keeps working with ordinary arrays.
+    let s = SharedArray::<i64, Ix2>::with_init((3, 4), None, fill_localindices).unwrap();
+    assert_eq!(
+        matrix(&s),
+        arr2(&[[2, 2, 3, 4], [2, 3, 3, 4], [2, 3, 4, 4]])
+    );
 }
 
 fn file_backed_array_persists_across_processes() {
@@ -575,6 +730,10 @@ fn main() {
                 thousand_create_drop_cycles_leave_nothing,
             ),
             ("errors_are_clear", errors_are_clear),
+            (
+                "empty_and_zero_sized_arrays_on_two_workers",
+                empty_and_zero_sized_arrays_on_two_workers,
+            ),
             (
                 "file_backed_array_persists_across_processes",
                 file_backed_array_persists_across_processes,

@@ -110,8 +110,11 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
     /// segment's name. Dropping the `PendingArray` instead (an attach failed) unlinks too. When
     /// `pids == [myid]` the name is unlinked right here, since nobody else will attach.
     ///
+    /// Any dim may be zero, and `T` may be zero-sized (`()`, `[u8; 0]`): as in Julia, such an
+    /// array is valid and its data takes no bytes (the segment holds only the header).
+    ///
     /// # Errors
-    /// [`ShmError::ZeroSized`], [`TooLarge`](ShmError::TooLarge),
+    /// [`TooLarge`](ShmError::TooLarge),
     /// [`TooManyDims`](ShmError::TooManyDims), [`InvalidPids`](ShmError::InvalidPids),
     /// [`NoSpace`](ShmError::NoSpace) when `/dev/shm` cannot hold it, [`Io`](ShmError::Io).
     pub fn create<Sh>(dims: Sh, pids: &[Pid], myid: Pid) -> Result<PendingArray<T, D>, ShmError>
@@ -261,12 +264,13 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
         self.dim.slice()
     }
 
-    /// Number of elements (never zero: empty arrays cannot be created).
+    /// Number of elements (Julia's `length(S)`): the product of the dims, zero when any dim is
+    /// zero; for a zero-sized `T` it counts elements that take no bytes.
     pub fn len(&self) -> usize {
         self.map.len
     }
 
-    /// Always `false`: zero-sized arrays are refused at construction.
+    /// Whether the array has no elements (some dim is zero), as Julia's `isempty(S)`.
     pub fn is_empty(&self) -> bool {
         self.map.len == 0
     }
@@ -398,8 +402,10 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
             .acquire(Region::Linear(0..self.len()), Access::Read)?;
         // SAFETY: `data()` is page-aligned (so aligned for T, whose alignment `layout` bounded by
         // the page) and followed by `len * size_of::<T>()` mapped bytes (size checked against
-        // the object at construction), which `layout` kept below isize::MAX; the `.f()` shape
-        // has product `len` and non-negative strides; T: Pod makes every byte pattern a valid T;
+        // the object at construction), which `layout` kept below isize::MAX, as it did the
+        // product of the non-zero dims; the `.f()` shape has product `len` and non-negative
+        // strides, all zero for an empty shape, and a zero-sized T moves no byte, so no offset
+        // leaves the data even where it has no bytes; T: Pod makes every byte pattern a valid T;
         // the read lease excludes any `&mut` to these elements in this process for the view's
         // life, which is bounded by `&self` (which keeps the mapping alive). Concurrent writes by
         // other processes are the documented cross-process contract.
@@ -657,7 +663,8 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
         let inner: usize = shape[..k].iter().product();
         let outer: usize = shape[k + 1..].iter().product();
         let span = inner * shape[k];
-        if range.is_empty() {
+        if range.is_empty() || self.len() * std::mem::size_of::<T>() == 0 {
+            // No bytes to fault in (and for a zero-sized T, `outer` may be huge).
             return Ok(());
         }
         for o in 0..outer {

@@ -189,12 +189,15 @@ impl<T: Pod + Send + Sync, D: Dimension + 'static> SharedArray<T, D> {
     /// processes that map it: killing any of them leaks nothing. Dropping the creator's last
     /// handle (or [`finalize`](SharedArray::finalize)) releases every pid's mapping.
     ///
+    /// As in Julia, dims may be zero (`SharedArray{Float64}(0)`, `(3, 0)`): the array is empty,
+    /// every pid's `localindices` is `0..0`, and it travels to remote calls like any other.
+    ///
     /// # Collective
     /// Runs a call on every pid; call it on one process (usually the master).
     ///
     /// # Errors
     /// [`Error::NoSuchProcess`] for an unknown pid; [`Error::Invalid`] for a pid on another
-    /// host, an empty or repeated pid list, zero-sized or overflowing dims, or before
+    /// host, an empty or repeated pid list, overflowing dims, or before
     /// `cohort::init()`; [`Error::Io`] when the segment cannot be made (a full `/dev/shm` says
     /// so); a pid's failure to attach as its `RemoteException` (several as `Composite`).
     ///

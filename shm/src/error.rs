@@ -30,25 +30,17 @@ impl fmt::Display for Access {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ShmError {
-    /// The element count or byte size overflows, or exceeds `isize::MAX` bytes.
+    /// The element count, the size in bytes, or the product of the non-zero dims (which
+    /// `ndarray` bounds even for an empty array) overflows or exceeds `isize::MAX`.
     #[error(
         "shared array with dims {dims:?} of {elem_size}-byte elements is too large: \
-         its size in bytes overflows or exceeds isize::MAX"
+         its element count or size in bytes overflows or exceeds isize::MAX"
     )]
     TooLarge {
         /// The requested dims.
         dims: Vec<usize>,
         /// `size_of` the element type.
         elem_size: usize,
-    },
-    /// A dimension is zero, or the element type has size zero: the array would hold no bytes.
-    #[error(
-        "shared array with dims {dims:?} holds no bytes: every dimension and the element \
-         size must be non-zero"
-    )]
-    ZeroSized {
-        /// The requested dims.
-        dims: Vec<usize>,
     },
     /// More dimensions than the header can record.
     #[error("shared arrays have at most {max} dimensions, got {ndims}")]

@@ -57,6 +57,10 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 /// The element count and the total object size in bytes (header included), checked.
+///
+/// An array without data bytes (a zero dim, or a zero-sized element type) is a header-only
+/// object: it is created, attached, unlinked and released like any other, and `mmap` is never
+/// asked for zero bytes.
 pub(crate) fn layout(elem: &ElemInfo, dims: &[usize]) -> Result<(usize, usize), ShmError> {
     if dims.len() > MAX_DIMS {
         return Err(ShmError::TooManyDims {
@@ -68,12 +72,13 @@ pub(crate) fn layout(elem: &ElemInfo, dims: &[usize]) -> Result<(usize, usize), 
         dims: dims.to_vec(),
         elem_size: elem.size,
     };
+    // ndarray needs the product of the non-zero dims within isize::MAX even for an empty
+    // array or a zero-sized element type, whose data takes no bytes.
     let len = checked_len(dims).ok_or_else(too_large)?;
-    if len == 0 || elem.size == 0 {
-        return Err(ShmError::ZeroSized {
-            dims: dims.to_vec(),
-        });
-    }
+    let nonzero: Vec<usize> = dims.iter().copied().filter(|&d| d != 0).collect();
+    checked_len(&nonzero)
+        .filter(|&n| isize::try_from(n).is_ok())
+        .ok_or_else(too_large)?;
     if !elem.align.is_power_of_two() || elem.align > DATA_OFFSET {
         return Err(ShmError::Unsupported {
             reason: format!(
@@ -251,13 +256,33 @@ mod tests {
         let f64s = ElemInfo::of::<f64>();
         assert_eq!(layout(&f64s, &[3, 4]).unwrap(), (12, DATA_OFFSET + 96));
         assert_eq!(layout(&f64s, &[]).unwrap(), (1, DATA_OFFSET + 8));
+        // No data bytes: a header-only object.
+        assert_eq!(layout(&f64s, &[0]).unwrap(), (0, DATA_OFFSET));
+        assert_eq!(layout(&f64s, &[3, 0]).unwrap(), (0, DATA_OFFSET));
+        assert_eq!(layout(&f64s, &[0, 4, 5]).unwrap(), (0, DATA_OFFSET));
+        let unit = ElemInfo::of::<()>();
+        assert_eq!(layout(&unit, &[3]).unwrap(), (3, DATA_OFFSET));
+        assert_eq!(layout(&unit, &[]).unwrap(), (1, DATA_OFFSET));
+        assert_eq!(
+            layout(&unit, &[isize::MAX as usize]).unwrap(),
+            (isize::MAX as usize, DATA_OFFSET)
+        );
+        // Counts beyond isize::MAX stay an error, with no bytes or with a zero dim too.
         assert!(matches!(
-            layout(&f64s, &[3, 0]),
-            Err(ShmError::ZeroSized { .. })
+            layout(&unit, &[isize::MAX as usize + 1]),
+            Err(ShmError::TooLarge { elem_size: 0, .. })
         ));
         assert!(matches!(
-            layout(&ElemInfo::of::<()>(), &[3]),
-            Err(ShmError::ZeroSized { .. })
+            layout(&unit, &[usize::MAX, 2]),
+            Err(ShmError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            layout(&f64s, &[0, usize::MAX, 2]),
+            Err(ShmError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            layout(&f64s, &[usize::MAX, 0]),
+            Err(ShmError::TooLarge { .. })
         ));
         assert!(matches!(
             layout(&f64s, &[usize::MAX, 2]),

@@ -44,6 +44,10 @@
 //!   [`SharedArray::new_file`] (a file-backed array). Default pids: Julia's — every process of
 //!   this host but the master, or the master alone when it has no workers. The creator always
 //!   maps the array, pid or not.
+//! * **Empty arrays are arrays**, as in Julia: any dim may be zero (`SharedArray{Float64}(0)`,
+//!   `(3, 0)`), and the element type may be zero-sized (`()`, a field-less `Pod` struct). Their
+//!   data takes no bytes (the segment is only its header); with a zero dim every pid's
+//!   `localindices` is `0..0`. They travel, attach and release like any other array.
 //! * **Passing it around:** a `SharedArray` argument of a remote call, or a value in a channel,
 //!   travels as its [`ShmHandle`] (a few hundred bytes); the receiver gets its own mapping of the
 //!   same memory. A process outside the array's pids (or on another host) cannot receive it: the

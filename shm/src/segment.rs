@@ -106,7 +106,8 @@ impl Mapping {
             .take()
     }
 
-    /// Address of element 0: page-aligned, followed by `len * elem.size` mapped bytes.
+    /// Address of element 0: page-aligned, followed by `len * elem.size` mapped bytes (the end
+    /// of a header-only mapping when there are none: valid for zero-byte accesses only).
     pub(crate) fn data(&self) -> *mut u8 {
         // In bounds: the mapping is DATA_OFFSET + len * size bytes long (checked at construction).
         self.raw.as_mut_ptr().wrapping_add(DATA_OFFSET)

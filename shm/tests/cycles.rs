@@ -35,8 +35,16 @@ fn thousand_create_drop_cycles_leave_dev_shm_unchanged() {
             }
             // An attach "failed": the pending array is dropped, which unlinks.
             2 => drop(SharedArray::<u8, Ix1>::create(4096 * 3, &[1, 2], 1).unwrap()),
-            // A construction that fails after nothing was created.
-            _ => assert!(SharedArray::<u8, Ix2>::create((0, 3), &[1, 2], 1).is_err()),
+            _ => {
+                // A construction that fails before anything was created.
+                let e = SharedArray::<u8, Ix2>::create((usize::MAX, 3), &[1, 2], 1).unwrap_err();
+                assert!(matches!(e, ShmError::TooLarge { .. }), "{e}");
+                // An empty array: a header-only segment, with the same lifecycle.
+                let pending = SharedArray::<u8, Ix2>::create((0, 3), &[1, 2], 1).unwrap();
+                pending.handle().attach(2).unwrap();
+                let s = pending.finish().unwrap();
+                assert!(release(s.id()));
+            }
         }
     }
     assert_eq!(
