@@ -379,7 +379,7 @@ fn thread(name: &str, f: impl FnOnce() + Send + 'static) {
         .stack_size(128 * 1024)
         .spawn(f)
     {
-        eprintln!("cohort: cannot start a thread ({name}): {e}");
+        cohort_core::log!(error, error = %e, "cannot start a thread ({name})");
     }
 }
 
@@ -1011,7 +1011,7 @@ impl<'a> Job<'a> {
                 let l = line.trim_end().to_string();
                 line.clear();
                 if ready {
-                    eprintln!("cohort: ssh {host}: {l}");
+                    cohort_core::log!(info, host = %host, "ssh {host}: {l}");
                 } else if l == marker {
                     ready = true;
                     let _ = tx.send(Ok(()));
@@ -1133,7 +1133,7 @@ impl<'a> Job<'a> {
             }
         };
         for l in seen.iter().filter(|l| !l.trim().is_empty()) {
-            eprintln!("cohort: ssh {}: {l}", m.login());
+            cohort_core::log!(info, host = %m.login(), "ssh {}: {l}", m.login());
         }
         let connect_at = if self.mgr.opts.tunnel {
             match self.tunnel(m, mux.as_deref(), &ahost, aport, deadline) {
