@@ -67,7 +67,7 @@ pub fn __emit(event: impl FnOnce()) {
 
 /// `COHORT_LOG`, checked where the master starts so that a typo is an error, not silence.
 pub(crate) fn check_env() -> crate::Result<()> {
-    parse_level(std::env::var("COHORT_LOG").ok().as_deref())
+    parse_level(crate::env::log().as_deref())
         .map(|_| ())
         .map_err(crate::Error::Invalid)
 }
@@ -85,8 +85,7 @@ fn fallback() -> &'static Dispatch {
     static D: OnceLock<Dispatch> = OnceLock::new();
     D.get_or_init(|| {
         // A worker's bad value was already refused by its master's `init`: the default then.
-        let max =
-            parse_level(std::env::var("COHORT_LOG").ok().as_deref()).unwrap_or(LevelFilter::INFO);
+        let max = parse_level(crate::env::log().as_deref()).unwrap_or(LevelFilter::INFO);
         Dispatch::new(Fallback {
             max,
             out: Arc::new(|line: &str| {
