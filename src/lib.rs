@@ -105,6 +105,19 @@
 //! }
 //! ```
 //!
+//! ## Messages
+//!
+//! What cohort reports (a refused connection, a failed `accept`, an `rmprocs` warning, ssh's
+//! notes) are [`tracing`](https://docs.rs/tracing) events with the fields `pid`, `error` and,
+//! where there is one, `peer`: `warn` for what another process did, `error` for what failed
+//! here, `info` for notes. **Install your subscriber before `cohort::init()`**, as the global
+//! default (`tracing::subscriber::set_global_default`, or `tracing_subscriber::fmt::init()`):
+//! cohort's own threads log too, and workers run the same `main`. Without a subscriber,
+//! cohort writes each event as one line on stderr (`cohort[pid 3]: refused a connection:
+//! wrong cluster cookie ...`; a worker's reaches the master through its manager), at
+//! `COHORT_LOG`'s level or above (`off`, `error`, `warn`, `info` (default), `debug`, `trace`).
+//! See [`core::log`].
+//!
 //! ## Crates
 //!
 //! `cohort-core` (the model), `cohort-transports` (TCP, Unix sockets), `cohort-launcher`
@@ -160,7 +173,7 @@ pub use cohort_launcher::{addprocs_machines, Machine, SshOptions};
 
 /// Lower-level pieces: frames, the wire format, the registry.
 pub mod core {
-    pub use cohort_core::{env, error, exec, frame, registry, store, wire};
+    pub use cohort_core::{env, error, exec, frame, log, registry, store, wire};
 }
 
 /// Shared-memory arrays (Julia's `SharedArrays`): [`SharedArray`](shm::SharedArray),

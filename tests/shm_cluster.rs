@@ -486,8 +486,7 @@ fn empty_and_zero_sized_arrays_on_two_workers() {
             (0, true, Some(1), 0..0, vec![2..3, 0..0], vec![]),
         ]
     );
-    let sums: cohort::Result<Vec<f64>> = s.on_pids(fill_mine_2d).unwrap().into_iter().collect();
-    assert_eq!(sums.unwrap(), [0.0, 0.0]);
+    assert_eq!(s.on_pids(fill_mine_2d).unwrap(), [0.0, 0.0]);
     drop(s);
 
     // (0, 4): the columns split, there are no rows.
@@ -522,8 +521,10 @@ fn empty_and_zero_sized_arrays_on_two_workers() {
     // Zero-sized elements: twelve of them, no bytes, split as usual.
     let z = SharedArray::<Marker, Ix2>::new((3, 4), Some(&pids)).unwrap();
     assert_eq!((z.len(), z.is_empty()), (12, false));
-    let got: cohort::Result<Vec<_>> = z.on_pids(report_markers).unwrap().into_iter().collect();
-    assert_eq!(got.unwrap(), [(12, 0..6, 6), (12, 6..12, 6)]);
+    assert_eq!(
+        z.on_pids(report_markers).unwrap(),
+        [(12, 0..6, 6), (12, 6..12, 6)]
+    );
     assert_eq!(z.as_slice().to_vec(), vec![Marker; 12]);
 
     drop((s, z));

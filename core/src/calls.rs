@@ -157,9 +157,11 @@ where
         let entry = entry_for(name)?;
         exec::spawn(Box::new(move || {
             if let Err(e) = run_guarded(name, || (entry.call_local)(Box::new(args))) {
-                eprintln!(
-                    "cohort: error in remote_do of {name} on pid {}: {e}",
-                    crate::myid()
+                crate::log!(
+                    error,
+                    function = name,
+                    error = %e,
+                    "error in remote_do of {name}"
                 );
             }
         }));

@@ -458,7 +458,7 @@ fn forward_output(pid: Pid, io: Box<dyn Read + Send>, to_stderr: bool) {
             }
         });
     if let Err(e) = r {
-        eprintln!("cohort: cannot forward the output of worker {pid}: {e}");
+        crate::log!(error, peer = pid, error = %e, "cannot forward the output of worker {pid}");
     }
 }
 
@@ -538,7 +538,7 @@ pub fn rmprocs(pids: &[Pid], waitfor: Duration) -> Result<RmProcs> {
     let mut going = Vec::new();
     for &pid in pids {
         if pid == 1 {
-            eprintln!("cohort: rmprocs: process 1 not removed");
+            crate::log!(warn, "rmprocs: process 1 not removed");
             continue;
         }
         if rt.is_removed(pid) {
@@ -767,7 +767,7 @@ impl Drop for Cluster {
             let ws = workers();
             if ws != [1] {
                 if let Err(e) = rmprocs(&ws, Duration::from_secs(10)) {
-                    eprintln!("cohort: shutting down: {e}");
+                    crate::log!(error, error = %e, "shutting down");
                 }
             }
         }

@@ -14,6 +14,7 @@
 //! | `COHORT_MACHINE_FILE` | the facade's `init` adds SSH workers on the hosts of this machine file (`cohort --machine-file`) | unset |
 //! | `COHORT_SSHFLAGS` | extra ssh arguments for those workers, split at whitespace | empty |
 //! | `COHORT_SSH_TUNNEL` | `1`: those workers are reached through ssh tunnels | unset |
+//! | `COHORT_LOG` | level of the stderr lines when no `tracing` subscriber is set (parsed in [`crate::log`]) | `info` |
 
 use std::time::Duration;
 
@@ -93,6 +94,11 @@ pub fn ssh_flags() -> Vec<String> {
     var("COHORT_SSHFLAGS")
         .map(|s| s.split_whitespace().map(String::from).collect())
         .unwrap_or_default()
+}
+
+/// `COHORT_LOG`, unparsed: [`crate::log`] reads its level from it.
+pub fn log() -> Option<String> {
+    var("COHORT_LOG")
 }
 
 /// `COHORT_SSH_TUNNEL`: set and not `0`/`false`/`no`.

@@ -51,7 +51,7 @@ pub fn spawn(job: Job) {
         .stack_size(1 << 20)
         .spawn(pool_thread);
     if let Err(e) = r {
-        eprintln!("cohort: cannot start a thread: {e}");
+        crate::log!(error, error = %e, "cannot start a thread");
     }
 }
 

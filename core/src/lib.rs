@@ -5,7 +5,9 @@
 //! Dependencies: `serde`/`bincode` (the wire format of values), `inventory` (link-time
 //! registration of remote functions), `nix` (epoll, sockets, signals), `getrandom` (cookies),
 //! `bytemuck` (raw numeric vectors), `thiserror` (error types), `libc` (`madvise` for huge-page
-//! receive buffers), `indicatif` (pmap's optional progress bar on stderr).
+//! receive buffers), `indicatif` (pmap's optional progress bar on stderr), `tracing` (library
+//! messages as events a user's subscriber can filter and redirect; without one, [`log`] writes
+//! them to stderr itself, so `tracing-subscriber` is not needed).
 
 pub mod calls;
 pub mod channel;
@@ -19,6 +21,7 @@ pub mod frame;
 pub mod future;
 mod link;
 pub mod local;
+pub mod log;
 pub mod loops;
 pub mod pmap;
 pub mod pool;

@@ -481,7 +481,7 @@ pub(crate) fn poll_world(
         }
         Ok(None) => false,
         Err(e) => {
-            eprintln!("cohort: {} failed: {e}", w.name());
+            crate::log!(error, error = %e, "{} failed", w.name());
             false
         }
     }

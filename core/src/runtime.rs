@@ -721,7 +721,7 @@ impl Runtime {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    eprintln!("cohort[pid {}]: accept failed: {e}", self.myid());
+                    crate::log!(error, error = %e, "accept failed");
                     return;
                 }
             }
@@ -739,7 +739,7 @@ impl Runtime {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
-                    eprintln!("cohort: epoll failed: {e}");
+                    crate::log!(error, error = %e, "epoll failed");
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }
@@ -830,9 +830,11 @@ impl FrameSink for Runtime {
         if why.kind() != io::ErrorKind::UnexpectedEof
             && why.kind() != io::ErrorKind::ConnectionReset
         {
-            eprintln!(
-                "cohort[pid {}]: closing the link to pid {}: {why}",
-                rt.myid(),
+            crate::log!(
+                warn,
+                peer = link.peer,
+                error = %why,
+                "closing the link to pid {}",
                 link.peer
             );
         }

@@ -81,6 +81,7 @@ impl Runtime {
 pub(crate) fn start_world(
     world: Arc<dyn crate::transport::MessageWorld>,
 ) -> Result<&'static Runtime> {
+    crate::log::check_env()?;
     let me = world.rank();
     let rt = Runtime::new(me == 0, Arc::new(NoStreams))
         .map_err(|e| Error::io("creating the runtime", e))?;

@@ -382,7 +382,7 @@ fn thread(name: &str, f: impl FnOnce() + Send + 'static) {
         .stack_size(128 * 1024)
         .spawn(f)
     {
-        eprintln!("cohort: cannot start a thread ({name}): {e}");
+        cohort_core::log!(error, error = %e, "cannot start a thread ({name})");
     }
 }
 
@@ -1000,7 +1000,7 @@ impl<'a> Job<'a> {
                 let l = line.trim_end().to_string();
                 line.clear();
                 if ready {
-                    eprintln!("cohort: ssh {host}: {l}");
+                    cohort_core::log!(info, host = %host, "ssh {host}: {l}");
                 } else if l == marker {
                     ready = true;
                     let _ = tx.send(Ok(()));

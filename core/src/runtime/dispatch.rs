@@ -25,9 +25,11 @@ impl Runtime {
         let msg: Msg = match bincode::deserialize(frame.meta()) {
             Ok(m) => m,
             Err(e) => {
-                eprintln!(
-                    "cohort[pid {}]: malformed message from pid {from}: {e}",
-                    self.myid()
+                crate::log!(
+                    warn,
+                    peer = from,
+                    error = %e,
+                    "malformed message from pid {from}"
                 );
                 let id = frame.header.id;
                 if id != 0 {
@@ -82,9 +84,11 @@ impl Runtime {
                     exec::spawn(Box::new(move || {
                         for q in eager {
                             if let Err(e) = self.link_to(q) {
-                                eprintln!(
-                                    "cohort[pid {}]: cannot connect to worker {q}: {e}",
-                                    self.myid()
+                                crate::log!(
+                                    error,
+                                    peer = q,
+                                    error = %e,
+                                    "cannot connect to worker {q}"
                                 );
                             }
                         }
@@ -181,9 +185,11 @@ impl Runtime {
                     }
                     Mode::Do => {
                         if let Err(e) = out {
-                            eprintln!(
-                                "cohort: error in remote_do of {func} on worker {}: {e}",
-                                self.myid()
+                            crate::log!(
+                                error,
+                                function = %func,
+                                error = %e,
+                                "error in remote_do of {func}"
                             );
                         }
                     }
@@ -279,7 +285,11 @@ impl Runtime {
                 let n = self.stores.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
                 reply(Ok(Body::Owned(n.to_le_bytes().to_vec())));
             }
-            other => eprintln!("cohort: unexpected request {other:?}"),
+            other => crate::log!(
+                warn,
+                peer = from,
+                "unexpected request {other:?} from pid {from}"
+            ),
         }
         self.inflight
             .lock()

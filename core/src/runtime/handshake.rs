@@ -51,8 +51,7 @@ impl Runtime {
 
     /// Runs the listening side of the handshake on an accepted connection.
     pub(super) fn handshake_in(&'static self, fd: OwnedFd) {
-        let refuse =
-            |why: String| eprintln!("cohort[pid {}]: refused a connection: {why}", self.myid());
+        let refuse = |why: String| crate::log!(warn, error = %why, "refused a connection");
         if let Err(e) = crate::link::set_nonblocking(&fd) {
             return refuse(e.to_string());
         }
@@ -205,6 +204,7 @@ pub(crate) fn raw_handshake(addr: &str, cookie: &str, version: u8) -> io::Result
 
 /// Starts the runtime of the master (pid 1).
 pub(crate) fn start_master(transport: Arc<dyn Transport>) -> Result<&'static Runtime> {
+    crate::log::check_env()?;
     let rt = Runtime::new(true, transport).map_err(|e| Error::io("creating the runtime", e))?;
     if RT.set(rt).is_err() {
         return Err(Error::invalid("cohort::init was already called"));
@@ -229,7 +229,7 @@ pub(crate) fn start_master(transport: Arc<dyn Transport>) -> Result<&'static Run
 /// Runs this process as a worker; never returns.
 pub(crate) fn run_worker(transport: Arc<dyn Transport>) -> ! {
     let fail = |msg: String| -> ! {
-        eprintln!("cohort worker: {msg}");
+        crate::log!(error, error = %msg, "worker start-up failed");
         std::process::exit(1)
     };
     let rt = Runtime::new(false, transport).unwrap_or_else(|e| fail(format!("cannot start: {e}")));
