@@ -74,12 +74,15 @@ impl LocalManager {
             .map_err(|e| io(&format!("starting worker {}", exe.display()), e))?;
         drop(cmd);
         let mut stdin = child.stdin.take().expect("piped stdin");
-        if let Err(e) = writeln!(stdin, "{cookie}") {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(io("sending the cookie to a worker", e));
+        // A closed pipe is a worker that already exited: its output, read next, says why.
+        match writeln!(stdin, "{cookie}") {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(io("sending the cookie to a worker", e))
+            }
+            _ => Ok((child, reader)),
         }
-        Ok((child, reader))
     }
 
     fn reap_later(&self, ospid: u32, grace: Duration) {
@@ -158,7 +161,10 @@ impl ClusterManager for LocalManager {
         for _ in 0..params.count {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok((i, ospid, Ok((n, line)), reader)) if n > 0 && !line.trim().is_empty() => {
+                // A worker that cannot start says so on its first line (`env::exit_worker`).
+                Ok((i, ospid, Ok((n, line)), reader))
+                    if n > 0 && !line.trim().is_empty() && !line.starts_with("cohort worker: ") =>
+                {
                     let addr = line.trim().to_string();
                     let (host, port) = match addr.rsplit_once(':') {
                         // `[addr]:port` for IPv6: the host is the bare address.
@@ -185,7 +191,7 @@ impl ClusterManager for LocalManager {
                     ));
                 }
                 Ok((_, ospid, res, mut reader)) => {
-                    let mut rest = String::new();
+                    let mut rest = res.as_ref().map(|(_, l)| l.clone()).unwrap_or_default();
                     let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
                     self.reap_later(ospid, Duration::ZERO);
                     first_err.get_or_insert(Error::Invalid(format!(
