@@ -203,14 +203,13 @@ pub fn config() -> Result<&'static Config> {
 /// the process through [`exit_worker`], as a worker must not serve with settings other than
 /// those its master gave it.
 pub fn startup() -> Result<&'static Config> {
-    config().map_err(|e| {
+    config().inspect_err(|e| {
         let worker = std::env::var("COHORT_WORKER")
             .ok()
             .and_then(|v| parse_flag(v.trim()));
         if worker == Some(true) {
-            exit_worker(&e)
+            exit_worker(e)
         }
-        e
     })
 }
 
