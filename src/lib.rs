@@ -209,26 +209,37 @@ use std::sync::Arc;
 /// `COHORT_PROCS` workers when that variable is set, and SSH workers on the hosts of the
 /// machine file `COHORT_MACHINE_FILE` when that is set (both set by the `cohort` command).
 ///
+/// # Errors
+/// `Error::Invalid` naming each `COHORT_*` variable whose value does not parse, with the
+/// accepted values (see [`core::env`]); in a worker such a value ends the process with the
+/// message on stderr, which the master reports.
+///
 /// # Julia
 /// Starting `julia` (with `-p N`).
 pub fn init() -> Result<Cluster> {
+    let config = cohort_core::env::startup()?;
+    if !matches!(config.transport.as_str(), "tcp" | "unix" | "mpi") {
+        let e = Error::Invalid(format!(
+            "COHORT_TRANSPORT={:?} is not a transport (tcp, unix or mpi)",
+            std::env::var("COHORT_TRANSPORT").unwrap_or_default()
+        ));
+        if config.worker {
+            cohort_core::env::exit_worker(&e);
+        }
+        return Err(e);
+    }
     if let Some(c) = init_mpi()? {
         return Ok(c);
     }
-    let transport: Arc<dyn transports::Transport> = match cohort_core::env::transport().as_str() {
-        "tcp" => Arc::new(cohort_transports::Tcp),
+    let transport: Arc<dyn transports::Transport> = match config.transport.as_str() {
         "unix" => Arc::new(cohort_transports::Unix),
-        other => {
-            return Err(Error::Invalid(format!(
-                "COHORT_TRANSPORT={other:?} is not a transport this build has (tcp, unix)"
-            )))
-        }
+        _ => Arc::new(cohort_transports::Tcp),
     };
     let cluster = init_with(transport, Arc::new(cohort_launcher::LocalManager::new()))?;
     // `cohort --machine-file FILE`: workers on the hosts of the file.
-    if let Some(file) = cohort_core::env::machine_file() {
+    if let Some(file) = &config.machine_file {
         cohort_launcher::addprocs_machine_file(
-            std::path::Path::new(&file),
+            std::path::Path::new(file),
             cohort_launcher::SshOptions::from_env(),
         )?;
     }

@@ -689,7 +689,204 @@ fn call_other_add(pid: usize) -> cohort::Result<i64> {
     remotecall_fetch(add, pid, (3, 4))
 }
 
+/// Set in a child that reports what `myid()` and `init()` give it (`init_report`).
+const ROLE: &str = "COHORT_CORE_TEST_ROLE";
+
+fn invalid_text<T: std::fmt::Debug>(r: cohort::Result<T>) -> String {
+    match r {
+        Err(Error::Invalid(m)) => m,
+        other => format!("not Error::Invalid: {other:?}"),
+    }
+}
+
+/// The child's side: `myid()` before `init`, then what `init` returned.
+fn init_report() {
+    println!("myid {}", myid());
+    let r = cohort::init();
+    println!("procs {:?}", procs());
+    match r {
+        Ok(_cluster) => println!("init ok"),
+        Err(e) => println!("{}", invalid_text::<()>(Err(e))),
+    }
+}
+
+/// Runs this binary as a fresh master with `vars` set (and no inherited COHORT_PROCS or
+/// COHORT_WORKER); returns its stdout lines. Bounded: a child still running after 20 s is
+/// killed and fails the test.
+fn init_child(vars: &[(&str, &str)]) -> Vec<String> {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.env(ROLE, "init")
+        .env_remove("COHORT_PROCS")
+        .env_remove("COHORT_WORKER")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(20) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("init child {vars:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{vars:?}: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// Every bad `COHORT_*` value makes `init()` fail with a message naming it; `myid()` is 1
+/// before `init`; a good value still starts a master.
+fn bad_env_refused_by_init() {
+    for (var, val, msg) in [
+        (
+            "COHORT_WORKER_TIMEOUT",
+            "abc",
+            r#"COHORT_WORKER_TIMEOUT="abc" is not a number of seconds greater than 0"#,
+        ),
+        (
+            "COHORT_PROCS",
+            "-1",
+            r#"COHORT_PROCS="-1" is not a number of workers or `auto`"#,
+        ),
+        (
+            "COHORT_PROCS",
+            "two",
+            r#"COHORT_PROCS="two" is not a number of workers or `auto`"#,
+        ),
+        (
+            "COHORT_SPIN_US",
+            "x",
+            r#"COHORT_SPIN_US="x" is not a whole number of microseconds"#,
+        ),
+        (
+            "COHORT_TOPOLOGY",
+            "ring",
+            r#"COHORT_TOPOLOGY="ring" is not a topology (all_to_all, all_to_all_eager, master_worker or custom)"#,
+        ),
+        (
+            "COHORT_TRANSPORT",
+            "carrier-pigeon",
+            r#"COHORT_TRANSPORT="carrier-pigeon" is not a transport (tcp, unix or mpi)"#,
+        ),
+        (
+            "COHORT_SSH_TUNNEL",
+            "maybe",
+            r#"COHORT_SSH_TUNNEL="maybe" is not 1, true, 0 or false"#,
+        ),
+    ] {
+        assert_eq!(
+            init_child(&[(var, val)]),
+            ["myid 1", "procs [1]", msg],
+            "{var}={val}"
+        );
+    }
+    assert_eq!(
+        init_child(&[("COHORT_SPIN_US", "x"), ("COHORT_MAX_FRAME", "0")]),
+        [
+            "myid 1",
+            "procs [1]",
+            r#"COHORT_SPIN_US="x" is not a whole number of microseconds; COHORT_MAX_FRAME="0" is not a whole number of bytes greater than 0"#
+        ],
+        "every bad variable is named"
+    );
+    assert_eq!(
+        init_child(&[("COHORT_TOPOLOGY", "master_worker"), ("COHORT_PROCS", "1")]),
+        ["myid 1", "procs [1, 2]", "init ok"]
+    );
+    // This cluster is untouched.
+    assert_eq!(workers(), vec![2, 3, 4]);
+    assert_eq!(remotecall_fetch(add, 4, (2, 2)).unwrap(), 4);
+}
+
+/// A worker given a bad value exits with the message, which the master's `addprocs` reports;
+/// nothing joins, and the cluster grows as usual afterwards.
+fn bad_env_in_worker() {
+    for (var, val, msg) in [
+        (
+            "COHORT_SPIN_US",
+            "x",
+            r#"cohort worker: COHORT_SPIN_US="x" is not a whole number of microseconds"#,
+        ),
+        (
+            "COHORT_WORKER_TIMEOUT",
+            "abc",
+            r#"cohort worker: COHORT_WORKER_TIMEOUT="abc" is not a number of seconds greater than 0"#,
+        ),
+    ] {
+        let params = cohort::AddProcsParams {
+            count: 1,
+            env: vec![(var.into(), val.into())],
+            ..Default::default()
+        };
+        let e = invalid_text(cohort::addprocs_with(
+            std::sync::Arc::new(cohort::managers::LocalManager::new()),
+            params,
+        ));
+        assert!(
+            e.starts_with("worker process ")
+                && e.ends_with(&format!(" exited before reporting its address: {msg}")),
+            "{var}={val}: {e}"
+        );
+        assert_eq!(workers(), vec![2, 3, 4]);
+    }
+    let p = addprocs(1).unwrap();
+    assert_eq!(remotecall_fetch(whoami, p[0], ()).unwrap(), p[0]);
+    rmprocs(&p, Duration::from_secs(10)).unwrap();
+    assert_eq!(workers(), vec![2, 3, 4]);
+}
+
+/// What a worker gets when it tries what only process 1 may do.
+#[cohort::remote]
+fn manage_from_worker(other: usize) -> Vec<String> {
+    let local = || std::sync::Arc::new(cohort::managers::LocalManager::new());
+    vec![
+        invalid_text(addprocs(1)),
+        invalid_text(cohort::addprocs_with(local(), Default::default())),
+        invalid_text(cohort::addprocs_machines(
+            ["localhost"],
+            cohort::SshOptions::new(),
+        )),
+        invalid_text(rmprocs(&[other], Duration::ZERO)),
+        invalid_text(cohort::interrupt(&[other])),
+    ]
+}
+
+/// Julia: "Only process 1 can add and remove workers", and `interrupt` is process 1's; a
+/// worker's attempt changes nothing (the call it tried to interrupt finishes).
+fn cluster_management_is_master_only() {
+    let busy = remotecall(sleep_ms, 3, (300,)).unwrap();
+    let mine =
+        |what: &str, does: &str| format!("{what}: only process 1 can {does} (this is process 2)");
+    assert_eq!(
+        remotecall_fetch(manage_from_worker, 2, (3,)).unwrap(),
+        [
+            mine("addprocs", "add or remove workers"),
+            mine("addprocs", "add or remove workers"),
+            mine("addprocs", "add or remove workers"),
+            mine("rmprocs", "add or remove workers"),
+            mine("interrupt", "interrupt workers"),
+        ]
+    );
+    assert_eq!(busy.fetch().unwrap(), 300, "not interrupted");
+    assert_eq!(workers(), vec![2, 3, 4]);
+    for q in [2, 3, 4] {
+        assert_eq!(remotecall_fetch(whoami, q, ()).unwrap(), q);
+    }
+}
+
 fn main() {
+    if std::env::var_os(ROLE).is_some() && std::env::var_os("COHORT_WORKER").is_none() {
+        return init_report();
+    }
+    assert_eq!(myid(), 1, "the master-to-be is process 1 before init");
     let cluster = cohort::init().unwrap();
     // The same suite runs over every transport: Unix sockets in a child process.
     let other = if std::env::var_os("COHORT_TRANSPORT").is_none() {
@@ -732,6 +929,12 @@ fn main() {
                 restrict_false_binds_all_interfaces,
             ),
             ("ipv6_worker", ipv6_worker),
+            ("bad_env_refused_by_init", bad_env_refused_by_init),
+            ("bad_env_in_worker", bad_env_in_worker),
+            (
+                "cluster_management_is_master_only",
+                cluster_management_is_master_only,
+            ),
         ],
         Duration::from_secs(60),
         other.into_iter().collect(),

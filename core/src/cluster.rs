@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub use crate::topology::Topology;
+
 /// How many workers a spec asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Count {
@@ -246,15 +248,20 @@ fn fixed_world(what: &str) -> Result<()> {
     }
 }
 
-fn master_only(what: &str) -> Result<&'static runtime::Runtime> {
+/// Refuses `what` outside the master: `"{what}: only process 1 can {does} (this is process N)"`.
+fn master_only(what: &str, does: &str) -> Result<&'static runtime::Runtime> {
     let rt = rt()?;
     if !rt.is_master {
         return Err(Error::invalid(format!(
-            "{what} can only be called on the master (pid 1)"
+            "{what}: only process 1 can {does} (this is process {})",
+            rt.myid()
         )));
     }
     Ok(rt)
 }
+
+/// Julia: "Only process 1 can add and remove workers".
+const MANAGES: &str = "add or remove workers";
 
 /// Adds `n` workers with the default manager (local processes unless configured otherwise)
 /// and returns their pids.
@@ -266,6 +273,7 @@ fn master_only(what: &str) -> Result<&'static runtime::Runtime> {
 /// `addprocs(n)`.
 pub fn addprocs(n: usize) -> Result<Vec<Pid>> {
     fixed_world("addprocs")?;
+    master_only("addprocs", MANAGES)?;
     let m = DEFAULT_MANAGER
         .get()
         .cloned()
@@ -286,7 +294,7 @@ pub fn addprocs_with(
     mut params: AddProcsParams,
 ) -> Result<Vec<Pid>> {
     fixed_world("addprocs")?;
-    let rt = master_only("addprocs")?;
+    let rt = master_only("addprocs", MANAGES)?;
     // Workers speak the master's transport.
     if !params.env.iter().any(|(k, _)| k == "COHORT_TRANSPORT") {
         params
@@ -352,48 +360,6 @@ pub fn addprocs_with(
     Ok(pids)
 }
 
-/// How workers connect to each other.
-///
-/// # Julia
-/// `addprocs(...; topology = :all_to_all | :master_worker | :custom)`, `lazy = true | false`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Topology {
-    /// Every process may call every other; worker links open on first use (the default).
-    AllToAll,
-    /// Every process may call every other; each new worker connects to the others at once.
-    AllToAllEager,
-    /// Only the master and each worker are linked; a worker-to-worker call is an error.
-    MasterWorker,
-    /// A worker connects to the workers named by its `WorkerConfig::connect_idents` (and those
-    /// that name it); other worker-to-worker calls are errors.
-    Custom,
-}
-
-impl Topology {
-    fn name(self) -> &'static str {
-        match self {
-            Topology::AllToAll => "all_to_all",
-            Topology::AllToAllEager => "all_to_all_eager",
-            Topology::MasterWorker => "master_worker",
-            Topology::Custom => "custom",
-        }
-    }
-    /// Parses `all_to_all`, `all_to_all_eager`, `master_worker`, `custom`.
-    pub fn parse(s: &str) -> Result<Topology> {
-        Ok(match s {
-            "all_to_all" => Topology::AllToAll,
-            "all_to_all_eager" => Topology::AllToAllEager,
-            "master_worker" => Topology::MasterWorker,
-            "custom" => Topology::Custom,
-            other => {
-                return Err(Error::invalid(format!(
-                "unknown topology {other:?} (all_to_all, all_to_all_eager, master_worker, custom)"
-            )))
-            }
-        })
-    }
-}
-
 /// The cluster's topology (`COHORT_TOPOLOGY` at start, or [`set_topology`]).
 pub fn current_topology() -> Topology {
     try_rt()
@@ -403,7 +369,7 @@ pub fn current_topology() -> Topology {
 
 /// Sets the topology; only on the master and before any worker is added.
 pub fn set_topology(t: Topology) -> Result<()> {
-    let rt = master_only("set_topology")?;
+    let rt = master_only("set_topology", "set the topology")?;
     if !records()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -532,7 +498,7 @@ impl RmProcs {
 /// `rmprocs(pids...; waitfor)`.
 pub fn rmprocs(pids: &[Pid], waitfor: Duration) -> Result<RmProcs> {
     fixed_world("rmprocs")?;
-    let rt = master_only("rmprocs")?;
+    let rt = master_only("rmprocs", MANAGES)?;
     let mut todo = Vec::new();
     // Already going: waited for, as its departure may still be being handled.
     let mut going = Vec::new();
@@ -574,12 +540,15 @@ pub fn rmprocs(pids: &[Pid], waitfor: Duration) -> Result<RmProcs> {
 /// `Error::Interrupted`, and the processes stay usable. Long-running functions see it through
 /// [`interrupted`](crate::interrupted).
 ///
+/// # Collective
+/// Master only, as in Julia.
+///
 /// # Julia
 /// `interrupt(pids)`.
 pub fn interrupt(pids: &[Pid]) -> Result<()> {
-    let rt = rt()?;
+    let rt = master_only("interrupt", "interrupt workers")?;
     for &pid in pids {
-        if rt.is_master {
+        {
             let recs = records().lock().unwrap_or_else(|e| e.into_inner());
             if let Some(r) = recs.get(&pid) {
                 r.manager.manage(pid, &r.config, ManageOp::Interrupt);
@@ -590,12 +559,13 @@ pub fn interrupt(pids: &[Pid]) -> Result<()> {
     Ok(())
 }
 
-/// This process's id: 1 on the master, 2, 3, ... on workers (0 before `init`).
+/// This process's id: 1 on the master, 2, 3, ... on workers; 1 before `init`, as the process
+/// that has not started cohort is the master-to-be (and Julia's process 1).
 ///
 /// # Julia
 /// `myid()`.
 pub fn myid() -> Pid {
-    try_rt().map_or(0, |r| r.myid())
+    try_rt().map_or(1, |r| r.myid())
 }
 
 /// The workers' pids, ascending; `[1]` when there are none.
@@ -700,7 +670,7 @@ pub fn cluster_cookie() -> Result<String> {
 /// # Julia
 /// `cluster_cookie(cookie)`.
 pub fn set_cluster_cookie(cookie: &str) -> Result<()> {
-    let rt = master_only("set_cluster_cookie")?;
+    let rt = master_only("set_cluster_cookie", "set the cluster cookie")?;
     if !records()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -781,6 +751,7 @@ impl Drop for Cluster {
 /// returns the guard; ranks 1.. become workers 2.. and never return. All traffic goes through
 /// the world; no listener is opened.
 pub fn init_world(world: Arc<dyn crate::transport::MessageWorld>) -> Result<Cluster> {
+    crate::env::startup()?;
     let rt = crate::world::start_world(world)?;
     rt.on_exit
         .lock()
@@ -793,25 +764,24 @@ pub fn init_world(world: Arc<dyn crate::transport::MessageWorld>) -> Result<Clus
 ///
 /// In a worker (the environment a manager sets) it serves until told to exit and never
 /// returns. In the master it returns a guard that removes the workers when dropped, after
-/// adding `COHORT_PROCS` local workers if that is set.
+/// adding `COHORT_PROCS` local workers if that is set. A `COHORT_*` variable that does not
+/// parse is `Error::Invalid` naming it (see [`crate::env`]); a worker exits with that message.
 pub fn init_with(
     transport: Arc<dyn Transport>,
     default_manager: Arc<dyn ClusterManager>,
 ) -> Result<Cluster> {
-    if crate::env::is_worker() {
+    let config = crate::env::startup()?;
+    if config.worker {
         runtime::run_worker(transport);
     }
-    Topology::parse(&crate::env::topology())
-        .map_err(|e| Error::invalid(format!("COHORT_TOPOLOGY: {e}")))?;
     let rt = runtime::start_master(transport)?;
     let _ = DEFAULT_MANAGER.set(default_manager);
     rt.on_exit
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(Box::new(on_worker_exit));
-    let n = crate::env::procs().map_err(Error::Invalid)?;
-    if n > 0 {
-        addprocs(n)?;
+    if config.procs > 0 {
+        addprocs(config.procs)?;
     }
     Ok(Cluster { _p: () })
 }

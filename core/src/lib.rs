@@ -30,6 +30,7 @@ pub mod refs;
 pub mod registry;
 mod runtime;
 pub mod store;
+mod topology;
 pub mod transport;
 pub mod wire;
 mod world;

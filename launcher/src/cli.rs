@@ -39,9 +39,12 @@ OPTIONS:
     --worker-timeout SECS    How long a new worker waits for the master to contact it, and
                              the master for a worker to report its address (default 60).
                              Sets COHORT_WORKER_TIMEOUT.
-    --topology NAME          How workers connect: all_to_all (default; on first use),
-                             all_to_all_eager (at once), or master_worker (workers talk only
-                             to the master). Sets COHORT_TOPOLOGY.
+    --topology NAME          How workers connect: all_to_all (default: any process calls
+                             any other, links open on first use), all_to_all_eager (the
+                             same, each new worker connecting to the others as it joins),
+                             master_worker (workers talk only to the master), or custom
+                             (workers talk to those their cluster manager names; the
+                             built-in managers name none). Sets COHORT_TOPOLOGY.
     --tunnel                 Reach the machine-file workers through ssh tunnels, so that
                              only their ssh port need be open. Sets COHORT_SSH_TUNNEL.
     --sshflags FLAGS         Extra ssh arguments for the machine-file hosts, split at
@@ -194,14 +197,7 @@ where
             }
             "--topology" => {
                 let v = value(&flag, inline, &mut rest)?;
-                if !matches!(
-                    v.as_str(),
-                    "all_to_all" | "all_to_all_eager" | "master_worker"
-                ) {
-                    return Err(format!(
-                        "--topology: {v:?} is not all_to_all, all_to_all_eager or master_worker"
-                    ));
-                }
+                cohort_core::Topology::parse(&v).map_err(|e| format!("--topology: {e}"))?;
                 env.push(("COHORT_TOPOLOGY".into(), v));
             }
             "--tunnel" => {

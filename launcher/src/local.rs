@@ -81,12 +81,15 @@ impl LocalManager {
             .map_err(|e| io(&format!("starting worker {}", exe.display()), e))?;
         drop(cmd);
         let mut stdin = child.stdin.take().expect("piped stdin");
-        if let Err(e) = writeln!(stdin, "{cookie}") {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(io("sending the cookie to a worker", e));
+        // A closed pipe is a worker that already exited: its output, read next, says why.
+        match writeln!(stdin, "{cookie}") {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(io("sending the cookie to a worker", e))
+            }
+            _ => Ok((child, reader, err_reader)),
         }
-        Ok((child, reader, err_reader))
     }
 
     fn reap_later(&self, ospid: u32, grace: Duration) {
@@ -195,14 +198,20 @@ impl ClusterManager for LocalManager {
                 Ok((_, ospid, Err(none))) => {
                     self.reap_later(ospid, Duration::ZERO);
                     let err = errs.remove(&ospid).map(drain_lines).unwrap_or_default();
+                    // Its stderr first: that is where a program says why it stopped.
+                    let mut why = Vec::new();
+                    if !err.is_empty() {
+                        why.push(tail(&err));
+                    }
+                    if none.output.iter().any(|l| !l.trim().is_empty()) {
+                        why.push(format!("stdout: {}", tail(&none.output)));
+                    }
+                    if why.is_empty() {
+                        why.push("no output".into());
+                    }
                     first_err.get_or_insert(Error::Invalid(format!(
-                        "worker process {ospid} exited before reporting its address; stdout: {}{}",
-                        none.tail(),
-                        if err.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; stderr: {}", tail(&err))
-                        }
+                        "worker process {ospid} exited before reporting its address: {}",
+                        why.join("; ")
                     )));
                 }
                 Err(_) => {

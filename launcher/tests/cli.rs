@@ -48,6 +48,25 @@ fn usage_errors_exit_2() {
     assert_eq!(o.status.code(), Some(127));
 }
 
+/// The topology names are core's: an unknown one lists them, each of them is passed on.
+#[test]
+fn topology_names_are_cores() {
+    let o = cohort(&["--topology", "ring", "true"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        text(&o.stderr),
+        "cohort: --topology: \"ring\" is not a topology \
+         (all_to_all, all_to_all_eager, master_worker or custom)\n\
+         Try `cohort --help` for the options.\n"
+    );
+    for t in cohort_core::Topology::ALL {
+        assert!(cohort_launcher::cli::HELP.contains(t.name()), "{t:?}");
+        let o = cohort(&["--topology", t.name(), "sh", "-c", "echo $COHORT_TOPOLOGY"]);
+        assert!(o.status.success(), "{t:?}: {}", text(&o.stderr));
+        assert_eq!(text(&o.stdout).trim(), t.name());
+    }
+}
+
 #[test]
 fn sets_the_environment_and_runs_the_program() {
     let dir = std::env::temp_dir().join(format!("cohort-cli-test-{}", std::process::id()));
