@@ -5,7 +5,7 @@
 //! Dependencies: `serde`/`bincode` (the wire format of values), `inventory` (link-time
 //! registration of remote functions), `nix` (epoll, sockets, signals), `getrandom` (cookies),
 //! `bytemuck` (raw numeric vectors), `thiserror` (error types), `libc` (`madvise` for huge-page
-//! receive buffers), `indicatif` (pmap's optional progress bar on stderr).
+//! receive buffers), `indicatif` (feature `progress`: pmap's progress bar on stderr).
 
 pub mod calls;
 pub mod channel;
