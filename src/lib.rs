@@ -157,11 +157,6 @@ pub mod managers {
 
 pub use cohort_launcher::{addprocs_machines, Machine, SshOptions};
 
-/// Lower-level pieces: frames, the wire format, the registry.
-pub mod core {
-    pub use cohort_core::{env, error, exec, frame, registry, store, wire};
-}
-
 /// Shared-memory arrays (Julia's `SharedArrays`): [`SharedArray`](shm::SharedArray),
 /// `localindices`, `indexpids`, `myrange`; see the `cohort-shm` crate docs.
 pub mod shm {

@@ -83,6 +83,7 @@ impl std::fmt::Debug for WorkerConfig {
 
 /// Events a manager hears about its workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ManageOp {
     /// The worker joined with this pid.
     Register,
@@ -284,6 +285,7 @@ pub fn addprocs_with(
 /// # Julia
 /// `addprocs(...; topology = :all_to_all | :master_worker | :custom)`, `lazy = true | false`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Topology {
     /// Every process may call every other; worker links open on first use (the default).
     AllToAll,

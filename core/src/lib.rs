@@ -69,6 +69,11 @@ pub mod __private {
     pub use crate::registry::{AnyBox, AsChannelFn, CallError, EncodeFn, RemoteEntry};
     pub use inventory;
 
+    // For cohort's own tests and benches, which are not to reach into the modules.
+    pub use crate::env::worker_timeout;
+    pub use crate::frame::PROTOCOL_VERSION;
+    pub use crate::wire::zeroed_vec;
+
     /// The name of the transport this process runs over.
     pub fn transport_name() -> Option<&'static str> {
         Some(crate::runtime::try_rt()?.transport.name())
