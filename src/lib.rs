@@ -65,7 +65,6 @@
 //!
 //! ```no_run
 //! use cohort::prelude::*;
-//! use cohort::local;
 //!
 //! #[cohort::remote]
 //! fn square(x: u64) -> u64 {
