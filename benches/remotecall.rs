@@ -69,7 +69,7 @@ fn bandwidth(c: &mut Criterion) {
             let mut s = tcp_accept(&l).unwrap();
             let t = Instant::now();
             for _ in 0..iters {
-                let mut v = cohort::core::wire::zeroed_vec::<u8>(BIG);
+                let mut v = cohort::__private::zeroed_vec::<u8>(BIG);
                 s.read_exact(&mut v).unwrap();
                 black_box(v);
             }

@@ -141,7 +141,7 @@ fn main() -> cohort::Result<()> {
     let raw_fresh = raw_stream_gbs(
         n * 8,
         9,
-        RecvBuffer::FreshWith(cohort::core::wire::zeroed_vec::<u8>),
+        RecvBuffer::FreshWith(cohort::__private::zeroed_vec::<u8>),
     )?;
     let raw_reused = raw_stream_gbs(n * 8, 9, RecvBuffer::Reused)?;
 

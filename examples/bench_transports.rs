@@ -134,7 +134,7 @@ fn raw_stream_socket(kind: &str) -> cohort::Result<Raw> {
     let l = RawListener::new(kind)?;
     let f = remotecall(raw_stream, 2, (kind.to_string(), l.address(), 9))?;
     let mut s = l.accept()?;
-    let fresh = RecvBuffer::FreshWith(cohort::core::wire::zeroed_vec::<u8>);
+    let fresh = RecvBuffer::FreshWith(cohort::__private::zeroed_vec::<u8>);
     let gbs = stream_measure(&mut s, BIG, 9, fresh)
         .map_err(io)?
         .median_gbs;
@@ -183,7 +183,7 @@ mod rawmpi {
         let mut g = Vec::new();
         for _ in 0..msgs {
             let t0 = std::time::Instant::now();
-            let mut v = cohort::core::wire::zeroed_vec::<u8>(super::BIG);
+            let mut v = cohort::__private::zeroed_vec::<u8>(super::BIG);
             p.receive_into_with_tag(&mut v[..], TAG);
             g.push(super::BIG as f64 / t0.elapsed().as_secs_f64() / 1e9);
         }

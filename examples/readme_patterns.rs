@@ -1,6 +1,5 @@
 //! The README's parallel-patterns snippet, compiled and run by the examples test.
 use cohort::prelude::*;
-use cohort::{distributed_reduce, everywhere, pmap, Part, Reducer};
 
 #[cohort::remote]
 fn norm(v: Vec<f64>) -> f64 {

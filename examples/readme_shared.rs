@@ -1,6 +1,5 @@
 //! The README's shared-array snippet, compiled and run by the examples test.
 use cohort::prelude::*;
-use cohort::shm::ndarray::Ix2;
 
 /// The seeds' `init = S -> S[localindices(S)] = myid()`: each pid fills its own part.
 #[cohort::remote]

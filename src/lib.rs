@@ -65,7 +65,6 @@
 //!
 //! ```no_run
 //! use cohort::prelude::*;
-//! use cohort::local;
 //!
 //! #[cohort::remote]
 //! fn square(x: u64) -> u64 {
@@ -171,31 +170,41 @@ pub mod managers {
 
 pub use cohort_launcher::{addprocs_machines, Machine, SshOptions};
 
-/// Lower-level pieces: frames, the wire format, the registry.
-pub mod core {
-    pub use cohort_core::{env, error, exec, frame, log, registry, store, wire};
-}
-
 /// Shared-memory arrays (Julia's `SharedArrays`): [`SharedArray`](shm::SharedArray),
 /// `localindices`, `indexpids`, `myrange`; see the `cohort-shm` crate docs.
 pub mod shm {
     pub use cohort_shm::*;
 }
 
-/// The names most programs use.
+/// The names most programs use: `use cohort::prelude::*;`.
+///
+/// It brings [`Result`](crate::Result), which shadows the standard `Result` in that module.
+/// Its error type defaults to [`Error`] and can still be given, so `Result<T>` means
+/// `Result<T, cohort::Error>` and `Result<T, String>` keeps its standard meaning.
 pub mod prelude {
+    pub use crate::collective;
+    pub use crate::local;
+    pub use crate::shm::ndarray::{Axis, Ix1, Ix2, Ix3};
     pub use crate::shm::{indexpids, localindices, myrange, SharedArray};
     pub use crate::{
         addprocs, fetch_any, interrupt, myid, nprocs, nworkers, procs, remote_do, remotecall,
-        remotecall_fetch, remotecall_wait, rmprocs, spawnat, workers, Future, Pid, RemoteChannel,
-        Target,
+        remotecall_fetch, remotecall_wait, rmprocs, spawnat, workers, Error, Future, Pid,
+        RemoteChannel, RemoteException, Result, Target,
     };
     pub use crate::{
-        default_worker_pool, distributed_for, distributed_reduce, everywhere, pmap, pmap_with,
-        sync, sync_distributed_for, BatchSize, Cached, CachingPool, Part, PmapOptions, Reducer,
-        WorkerPool,
+        default_worker_pool, distributed_for, distributed_reduce, everywhere, pmap, pmap_args,
+        pmap_with, pmap_zip, sync, sync_distributed_for, BatchSize, Cached, CachingPool,
+        ExponentialBackOff, Part, PmapOptions, Reducer, WorkerPool,
     };
 }
+
+/// serde, for the derives of one's own types that travel: with
+/// `#[serde(crate = "cohort::serde")]` a program needs no serde dependency of its own.
+pub use serde;
+
+/// bytemuck, for shared-array element types: with `#[bytemuck(crate = "cohort::bytemuck")]`
+/// the `Pod` and `Zeroable` derives need no bytemuck dependency of one's own.
+pub use bytemuck;
 
 #[doc(hidden)]
 pub use cohort_core::__private;

@@ -538,7 +538,7 @@ fn wrong_cookie_refused() {
     let e = cohort::__private::raw_handshake(
         &addr,
         "not-the-cookie",
-        cohort::core::frame::PROTOCOL_VERSION,
+        cohort::__private::PROTOCOL_VERSION,
     )
     .unwrap_err();
     assert!(
@@ -552,7 +552,7 @@ fn wrong_cookie_refused() {
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
     // The right cookie is accepted; garbage on that link closes only it.
     let mut s =
-        cohort::__private::raw_handshake(&addr, COOKIE, cohort::core::frame::PROTOCOL_VERSION)
+        cohort::__private::raw_handshake(&addr, COOKIE, cohort::__private::PROTOCOL_VERSION)
             .unwrap();
     use std::io::{Read, Write};
     s.write_all(b"this is not a frame at all, not even close")

@@ -252,6 +252,16 @@ fn readme_programs_run() {
     );
 }
 
+/// Types of one's own through `cohort::serde` and `cohort::bytemuck`: a struct travels both
+/// ways, and a `Pod` struct fills a shared array (pids 2, 3 own two elements each).
+#[test]
+fn readme_own_types() {
+    assert_eq!(
+        run("own_types", &[], Duration::from_secs(60)),
+        "Job { name: \"job on 2\", weights: [3.5] }\n[2.0, 2.0, 3.0, 3.0]\n"
+    );
+}
+
 #[test]
 fn readme_shared_array() {
     assert_eq!(

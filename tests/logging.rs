@@ -88,7 +88,7 @@ fn wrong_cookie(addr: &str) {
     let e = cohort::__private::raw_handshake(
         addr,
         "not-the-cookie",
-        cohort::core::frame::PROTOCOL_VERSION,
+        cohort::__private::PROTOCOL_VERSION,
     )
     .unwrap_err();
     assert!(

@@ -426,6 +426,38 @@ fn pmap_progress() {
     assert_eq!(seen.len(), 10);
 }
 
+/// `progress(true)` without the `progress` feature: an `Error::Invalid` naming the feature,
+/// before anything runs (even for no items); the next pmap runs as usual.
+#[cfg(not(feature = "progress"))]
+fn pmap_progress_bar() {
+    let opts = PmapOptions::new().progress(true);
+    for items in [0..0, 0..10] {
+        match pmap_with(square, items, &opts) {
+            Err(Error::Invalid(m)) => {
+                assert!(m.contains("`progress` feature"), "{m}");
+                assert!(m.contains("progress(true)"), "{m}");
+            }
+            other => panic!("expected Error::Invalid, got {other:?}"),
+        }
+    }
+    assert_eq!(pmap(square, 0..4).unwrap(), [0, 1, 4, 9]);
+}
+
+/// `progress(true)` with the `progress` feature: the bar (hidden when stderr is not a
+/// terminal) changes nothing in the results or the counts.
+#[cfg(feature = "progress")]
+fn pmap_progress_bar() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::clone(&seen);
+    let opts = PmapOptions::new()
+        .progress(true)
+        .batch_size(5)
+        .on_progress(move |done, total| s.lock().unwrap().push((done, total)));
+    let v = pmap_with(square, 0..20, &opts).unwrap();
+    assert_eq!(v, (0..20).map(|x| x * x).collect::<Vec<_>>());
+    assert_eq!(seen.lock().unwrap().last(), Some(&(20, 20)));
+}
+
 fn pmap_batch_failure_retries_whole_batch() {
     two_workers();
     // The worker that reaches item 5 dies in the middle of the batch [4, 8): the whole batch,
@@ -845,6 +877,7 @@ fn main() {
             ("pmap_retry_check", pmap_retry_check),
             ("pmap_not_distributed", pmap_not_distributed),
             ("pmap_progress", pmap_progress),
+            ("pmap_progress_bar", pmap_progress_bar),
             ("loops_with_reducers", loops_with_reducers),
             ("loops_without_reducer", loops_without_reducer),
             ("everywhere_composite_error", everywhere_composite_error),

@@ -538,7 +538,7 @@ fn as_program() {
     println!("topology={:?}", cohort::current_topology());
     println!(
         "worker_timeout={}",
-        cohort::core::env::worker_timeout().as_secs_f64()
+        cohort::__private::worker_timeout().as_secs_f64()
     );
     let ws: Vec<usize> = workers().into_iter().filter(|&p| p != 1).collect();
     let addrs: Vec<String> = ws

@@ -90,6 +90,7 @@ impl std::fmt::Debug for WorkerConfig {
 
 /// Events a manager hears about its workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ManageOp {
     /// The worker joined with this pid.
     Register,

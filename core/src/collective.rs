@@ -75,6 +75,7 @@ impl<T> Copy for Op<T> {}
 
 /// Which built-in operation an [`Op`] is (MPI runs those natively).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OpKind {
     /// Addition (`MPI_SUM`).
     Sum,

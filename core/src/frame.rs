@@ -80,6 +80,7 @@ impl Header {
 
 /// Why a byte stream stopped being a valid sequence of frames. Fatal for the link.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrameError {
     /// The first two bytes are not the magic.
     #[error("bad frame magic {0:#06x}")]

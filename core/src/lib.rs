@@ -5,9 +5,9 @@
 //! Dependencies: `serde`/`bincode` (the wire format of values), `inventory` (link-time
 //! registration of remote functions), `nix` (epoll, sockets, signals), `getrandom` (cookies),
 //! `bytemuck` (raw numeric vectors), `thiserror` (error types), `libc` (`madvise` for huge-page
-//! receive buffers), `indicatif` (pmap's optional progress bar on stderr), `tracing` (library
-//! messages as events a user's subscriber can filter and redirect; without one, [`log`] writes
-//! them to stderr itself, so `tracing-subscriber` is not needed).
+//! receive buffers), `indicatif` (feature `progress`: pmap's progress bar on stderr), `tracing`
+//! (library messages as events a user's subscriber can filter and redirect; without one,
+//! [`log`] writes them to stderr itself, so `tracing-subscriber` is not needed).
 
 pub mod calls;
 pub mod channel;
@@ -73,6 +73,11 @@ pub mod __private {
     pub use crate::registry::support::*;
     pub use crate::registry::{AnyBox, AsChannelFn, CallError, EncodeFn, RemoteEntry};
     pub use inventory;
+
+    // For cohort's own tests and benches, which are not to reach into the modules.
+    pub use crate::env::worker_timeout;
+    pub use crate::frame::PROTOCOL_VERSION;
+    pub use crate::wire::zeroed_vec;
 
     /// The name of the transport this process runs over.
     pub fn transport_name() -> Option<&'static str> {

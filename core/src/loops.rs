@@ -48,6 +48,7 @@ use std::sync::Arc;
 
 /// The reducer of a distributed loop, as the workers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Op {
     /// `(+)`.
     Sum,

@@ -185,6 +185,10 @@ impl<R> PmapOptions<R> {
         self
     }
     /// Draws a progress bar on stderr (when stderr is a terminal).
+    ///
+    /// The bar needs the cargo feature `progress` (`cohort/progress`). In a build without it,
+    /// a map with `progress(true)` returns [`Error::Invalid`] naming the feature before it
+    /// runs anything; [`on_progress`](Self::on_progress) works in every build.
     pub fn progress(mut self, on: bool) -> Self {
         self.progress_bar = on;
         self
@@ -349,6 +353,12 @@ where
     Args: Serialize + Clone + Send + Sync + 'static,
     F::Output: DeserializeOwned,
 {
+    #[cfg(not(feature = "progress"))]
+    if opts.progress_bar {
+        return Err(Error::invalid(
+            "pmap: progress(true) needs cohort's `progress` feature (`features = [\"progress\"]` on the cohort dependency); on_progress works without it",
+        ));
+    }
     let items: Vec<Args> = items.into_iter().collect();
     if items.is_empty() {
         return Ok(Vec::new());
@@ -388,6 +398,9 @@ where
         });
         lo = hi;
     }
+    #[cfg(not(feature = "progress"))]
+    let bar: Option<Bar> = None;
+    #[cfg(feature = "progress")]
     let bar = opts.progress_bar.then(|| {
         let b = indicatif::ProgressBar::new(n as u64);
         b.set_style(
@@ -428,6 +441,23 @@ where
 }
 
 // ---------- the run ----------
+
+#[cfg(feature = "progress")]
+type Bar = indicatif::ProgressBar;
+
+/// Stands for the progress bar in a build without it: there is never one.
+#[cfg(not(feature = "progress"))]
+enum Bar {}
+
+#[cfg(not(feature = "progress"))]
+impl Bar {
+    fn inc(&self, _: u64) {
+        match *self {}
+    }
+    fn finish(&self) {
+        match *self {}
+    }
+}
 
 enum Idx {
     Range(usize, usize),
@@ -481,7 +511,7 @@ struct Run<'a, F, Args, R> {
     me: Pid,
     window: usize,
     adaptive: bool,
-    bar: Option<indicatif::ProgressBar>,
+    bar: Option<Bar>,
     st: Mutex<State<R>>,
     cv: Condvar,
     active: AtomicUsize,

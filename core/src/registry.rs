@@ -23,6 +23,7 @@ pub type AsChannelFn = fn(AnyBox) -> Box<dyn crate::store::ErasedChannel>;
 /// How a registered function failed before or while producing a value (panics are caught by
 /// the runtime around the call).
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum CallError {
     /// The arguments did not decode into the function's parameter types.
     Args(String),

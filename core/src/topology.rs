@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 /// `addprocs(...; topology = :all_to_all | :master_worker | :custom)`, `lazy = true | false`:
 /// `AllToAll` is Julia's lazy all-to-all, `AllToAllEager` its `lazy = false`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Topology {
     /// `all_to_all`: every process may call every other; worker links open on first use (the
     /// default).

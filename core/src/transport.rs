@@ -57,6 +57,7 @@ pub trait MessageWorld: Send + Sync + 'static {
 
 /// Element types a message-passing library reduces natively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DType {
     /// `f64`.
     F64,

@@ -65,6 +65,7 @@ Exit status: the program's; 2 for a usage error; 126 or 127 when PROGRAM cannot 
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Cli {
     /// Run a program with this environment.
     Run(Launch),

@@ -168,6 +168,7 @@ fn distribute<T: Pod, D: Dimension>(
 
 /// How [`SharedArray::new_file`] opens its file (Julia's `mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FileMode {
     /// Create the file, or truncate an existing one, zero-filled (Julia's `"w+"`).
     Create,

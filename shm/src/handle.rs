@@ -100,6 +100,7 @@ impl ElemInfo {
 
 /// Where an array's memory lives.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Backing {
     /// A POSIX shared-memory object (`/dev/shm` on Linux), by its `shm_open` name.
     Shm {

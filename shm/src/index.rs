@@ -67,6 +67,7 @@ pub fn page_span(start: usize, end: usize, page: usize) -> Range<usize> {
 
 /// A set of elements of an array, used to track in-process borrows.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Region {
     /// The elements with linear (column-major) indices in the range.
     Linear(Range<usize>),

@@ -352,6 +352,8 @@ macro_rules! with_typed {
                 let $v: &[u8] = bytemuck::cast_slice($bytes);
                 $body
             }
+            // Every rank has the same element type, so every rank refuses alike.
+            other => return Err(err(format!("no MPI reduction for {other:?} elements here"))),
         }
     };
 }
@@ -363,6 +365,7 @@ fn sys_op(op: OpKind) -> io::Result<SystemOperation> {
         OpKind::Min => SystemOperation::min(),
         OpKind::Max => SystemOperation::max(),
         OpKind::Custom => return Err(err("a user operation has no MPI equivalent here")),
+        other => return Err(err(format!("{other:?} has no MPI equivalent here"))),
     })
 }
 

@@ -25,6 +25,7 @@ pub fn name_exists(handle: &ShmHandle) -> bool {
             .join(name.trim_start_matches('/'))
             .exists(),
         Backing::File { path } => path.exists(),
+        other => panic!("a backing these tests do not know: {other:?}"),
     }
 }
 
