@@ -28,8 +28,11 @@
 //!   In a worker (started by a cluster manager) it serves requests and never returns; in the
 //!   master it returns a guard that removes the workers when dropped. `COHORT_PROCS=N` adds N
 //!   local workers at `init`, like `julia -p N`.
-//! - **Functions travel by name.** Mark a function `#[cohort::remote]`; its arguments and
-//!   result travel with serde. What Julia would capture in a closure travels as an argument.
+//! - **Functions travel by name.** Mark a free function `#[cohort::remote]`; its arguments and
+//!   result travel with serde. Passing an unmarked function or a closure to a remote call does
+//!   not compile (the error says to add the attribute). What Julia would capture in a closure
+//!   travels as an argument. The attribute makes the name a unit-struct value that derefs to the
+//!   function: `f(x)` calls it here, `*f` is the plain `fn` (see [`remote`]).
 //! - **Pids as in Julia**: the master is 1, workers 2, 3, ...; `workers()` is `[1]` when
 //!   there are none.
 //! - **Futures and RemoteChannels** are remote references: a `Future` is write-once, a
@@ -37,7 +40,10 @@
 //!   passed to remote calls; the owner frees a value once no handle to it is left anywhere.
 //! - **Errors are values**: a panic or `Err` in a remote function comes back as
 //!   [`Error::Remote`] (`RemoteException`); a dead worker fails what waited on it with
-//!   [`Error::ProcessExited`].
+//!   [`Error::ProcessExited`]. A function returning `Result<T, E>` (any `E: Display`) yields
+//!   `T`, so callers write `f.fetch()?`.
+//! - **Keep the guard** `init` returns (`let _cluster = cohort::init()?;`): dropping it shuts
+//!   the cluster down, and later calls are errors saying so (`let _ = ...` drops it at once).
 //! - **Calls to `myid()` run in-process** with their arguments moved, not serialized.
 //!
 //! | Julia | cohort |

@@ -8,7 +8,6 @@ mod common;
 use cohort::managers::LocalManager;
 use cohort::prelude::*;
 use cohort::{AddProcsParams, Error};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,38 +65,9 @@ fn fill_channel(c: RemoteChannel<i64>, n: i64) -> cohort::Result<()> {
 
 /// Runs this binary as a master of its own in `mode`; its exit code, stdout and stderr.
 fn run_mode(mode: &str, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.env("FIRST_HOUR_MODE", mode)
-        .env_remove("COHORT_PROCS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let child = c.spawn().unwrap();
-    let pid = child.id();
-    // Bounded: a hang kills the child (and so its workers' lifeline) by pid.
-    let watchdog = std::thread::spawn(move || {
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(30) {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    });
-    let out = child.wait_with_output().unwrap();
-    let _ = watchdog.join();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut envs = vec![("FIRST_HOUR_MODE", mode)];
+    envs.extend_from_slice(env);
+    common::run_self(&envs, &[], Duration::from_secs(30))
 }
 
 /// A program that prints a banner and logs before `init` still gets its workers, and the

@@ -13,7 +13,7 @@ use cohort::prelude::*;
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
@@ -138,47 +138,6 @@ fn rmprocs_of_the_master_is_a_warn_event() {
     assert_eq!(workers(), vec![2, 3]);
 }
 
-/// Runs this binary with `envs` (the rest inherited), stdin closed unless `stdin` is given,
-/// within `limit`; returns its exit code, stdout and stderr.
-fn run_self(
-    envs: &[(&str, &str)],
-    args: &[&str],
-    limit: Duration,
-) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(args)
-        .env_remove("COHORT_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let read = |mut r: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = read(Box::new(child.stdout.take().unwrap()));
-    let err = read(Box::new(child.stderr.take().unwrap()));
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{args:?} with {envs:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status.code(), out.join().unwrap(), err.join().unwrap())
-}
-
 /// A worker started by hand (it serves no master) with `envs`: the wrong cookie is refused,
 /// then the worker is killed; returns its stderr.
 fn raw_worker_refusal(envs: &[(&str, &str)]) -> String {
@@ -245,7 +204,7 @@ fn plain_cluster() {
 }
 
 fn without_a_subscriber_master_and_workers_print_lines() {
-    let (code, out, err) = run_self(
+    let (code, out, err) = common::run_self(
         &[(MODE, "plain")],
         &["plain_cluster"],
         Duration::from_secs(60),
@@ -270,7 +229,7 @@ fn without_a_subscriber_master_and_workers_print_lines() {
 }
 
 fn an_unparsable_cohort_log_fails_init() {
-    let (code, out, err) = run_self(
+    let (code, out, err) = common::run_self(
         &[(MODE, "plain"), ("COHORT_LOG", "loud")],
         &[],
         Duration::from_secs(30),

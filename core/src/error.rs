@@ -40,7 +40,10 @@ pub enum Error {
     /// No process with this pid is, or ever was, part of the cluster as far as this process knows.
     #[error("no process with pid {0} in the cluster")]
     NoSuchProcess(Pid),
-    /// The call named a function the target's binary does not register (Julia's `UndefVarError`).
+    /// The call named a function the target's binary does not register (Julia's
+    /// `UndefVarError`): a call by name ([`remotecall_fetch_by_name`](crate::remotecall_fetch_by_name))
+    /// of a name no `#[cohort::remote]` function has, or a worker running another binary. (Passing
+    /// an unmarked function itself does not compile.)
     #[error("function `{name}` is not registered on worker {pid} (mark it #[cohort::remote])")]
     UnknownFunction {
         /// The registered name that was asked for.

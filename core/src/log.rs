@@ -23,6 +23,7 @@
 //!   user's subscriber (`tracing_subscriber::EnvFilter` reads it).
 
 use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
@@ -46,12 +47,19 @@ macro_rules! log {
 #[doc(hidden)]
 pub use tracing as __tracing;
 
+/// This process's pid for the `pid` field, told by the runtime when it learns it (so that this
+/// module stays below the runtime); 0 before.
+static PID: AtomicUsize = AtomicUsize::new(0);
+
+/// The runtime learned this process's pid.
+pub(crate) fn set_pid(pid: crate::Pid) {
+    PID.store(pid, Ordering::Relaxed);
+}
+
 /// The `pid` field: this process's pid, none before it has one.
 #[doc(hidden)]
 pub fn __pid() -> Option<crate::Pid> {
-    crate::runtime::try_rt()
-        .map(|r| r.myid())
-        .filter(|&p| p != 0)
+    Some(PID.load(Ordering::Relaxed)).filter(|&p| p != 0)
 }
 
 /// Runs `event` (a `tracing` macro) under the fallback subscriber when no other is current.

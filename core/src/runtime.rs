@@ -253,6 +253,9 @@ impl Runtime {
             nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
         )?;
         ep.add(&waker, EpollEvent::new(EpollFlags::EPOLLIN, WAKER_TOKEN))?;
+        if is_master {
+            crate::log::set_pid(1);
+        }
         Ok(Runtime {
             myid: AtomicUsize::new(if is_master { 1 } else { 0 }),
             is_master,

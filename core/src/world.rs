@@ -86,6 +86,7 @@ pub(crate) fn start_world(
     let rt = Runtime::new(me == 0, Arc::new(NoStreams))
         .map_err(|e| Error::io("creating the runtime", e))?;
     rt.myid.store(me + 1, Ordering::Release);
+    crate::log::set_pid(me + 1);
     if RT.set(rt).is_err() {
         return Err(Error::invalid("cohort::init was already called"));
     }

@@ -169,3 +169,46 @@ pub fn example(name: &str) -> Option<std::path::PathBuf> {
     let p = exe.parent()?.parent()?.join("examples").join(name);
     p.is_file().then_some(p)
 }
+
+/// Runs this binary with `envs` (the rest inherited, but for `COHORT_LOG` and `COHORT_PROCS`,
+/// which only `envs` set), stdin closed, within `limit` (then killed, by pid, and the test
+/// fails); returns its exit code, stdout and stderr.
+pub fn run_self(
+    envs: &[(&str, &str)],
+    args: &[&str],
+    limit: Duration,
+) -> (Option<i32>, String, String) {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(args)
+        .env_remove("COHORT_LOG")
+        .env_remove("COHORT_PROCS")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let read = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = read(Box::new(child.stdout.take().unwrap()));
+    let err = read(Box::new(child.stderr.take().unwrap()));
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} with {envs:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.code(), out.join().unwrap(), err.join().unwrap())
+}

@@ -95,6 +95,7 @@ impl Runtime {
                     h.assign
                 ));
             }
+            crate::log::set_pid(h.assign);
         } else if self.myid() == 0 {
             return refuse("not yet part of a cluster".into());
         }
