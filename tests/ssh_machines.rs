@@ -532,6 +532,10 @@ fn cli_runs_local_workers() {
 
 /// `--as-program`: what the `cohort` command ran. Reports the cluster `init` set up.
 fn as_program() {
+    // Output before `init`, in the master and in every worker (the same program): it must not
+    // be taken for a worker's address, and it reaches the master as the worker's output.
+    println!("banner: as-program v1");
+    eprintln!("log: as-program starting");
     let _c = cohort::init().expect("init");
     println!("procs={:?}", procs());
     println!("nworkers={}", nworkers());
@@ -922,6 +926,27 @@ fn cli_machine_file() {
             "2",
             "two of the three workers came over ssh"
         );
+        // Local and SSH workers alike: what they printed before `init` and later, stdout on
+        // stdout and stderr on stderr, as that worker's.
+        for p in 2..=4 {
+            for (text, on, other) in [
+                ("banner: as-program v1", &out, &err),
+                ("shout from {p}", &out, &err),
+                ("log: as-program starting", &err, &out),
+                ("and on stderr from {p}", &err, &out),
+            ] {
+                let l = format!("From worker {p}:\t{}", text.replace("{p}", &p.to_string()));
+                assert!(
+                    on.contains(&l),
+                    "{l:?} missing (tunnel {tunnel}):\n{out}\n{err}"
+                );
+                assert!(
+                    !other.contains(&l),
+                    "{l:?} on the wrong stream:\n{out}\n{err}"
+                );
+            }
+        }
+        assert!(!out.contains("cohort_worker:"), "{out}");
     }
 }
 
