@@ -12,12 +12,15 @@ use ndarray::{
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use cohort_core::Pid;
+
 use crate::error::{Access, ShmError};
-use crate::handle::{Backing, ElemInfo, HostId, SegmentId, ShmHandle};
+use crate::handle::{check_pids, ShmHandle};
+use crate::ids::{Backing, ElemInfo, HostId, SegmentId};
 use crate::index::{self, Region};
 use crate::lease::{SharedSlice, SharedSliceMut, SharedView, SharedViewMut};
-use crate::segment::{self, check_pids, Mapping};
-use crate::Pid;
+use crate::mapping::Mapping;
+use crate::{file, segment};
 
 /// An N-dimensional, column-major array of plain-old-data elements in memory shared by the
 /// processes (pids) of one node: Julia's `SharedArray{T,N}`.
@@ -148,7 +151,7 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
     /// unlinked).
     pub fn attach(handle: &ShmHandle, myid: Pid) -> Result<Self, ShmError> {
         let dim = Self::typed_dim(&handle.backing, &handle.elem, &handle.dims)?;
-        let map = segment::attach_pinned(handle, myid)?;
+        let map = crate::handle::attach_pinned(handle, myid)?;
         Ok(SharedArray::from_parts(
             map,
             dim,
@@ -165,7 +168,7 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
     /// attached, or released and dropped); the type and host errors of [`attach`](Self::attach).
     pub fn lookup(handle: &ShmHandle) -> Result<Self, ShmError> {
         let dim = Self::typed_dim(&handle.backing, &handle.elem, &handle.dims)?;
-        let map = segment::lookup(handle)?;
+        let map = crate::handle::lookup(handle)?;
         Ok(SharedArray::from_parts(
             map,
             dim,
@@ -187,7 +190,7 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
     {
         let dim = dims.into_dimension();
         check_pids(pids)?;
-        let map = crate::file::create(path.as_ref(), ElemInfo::of::<T>(), dim.slice())?;
+        let map = file::create(path.as_ref(), ElemInfo::of::<T>(), dim.slice())?;
         Ok(SharedArray::from_parts(map, dim, pids.into(), false))
     }
 
@@ -213,7 +216,7 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
     {
         let dim = dims.into_dimension();
         check_pids(pids)?;
-        let map = crate::file::open(
+        let map = file::open(
             path.as_ref(),
             &ElemInfo::of::<T>(),
             dim.slice(),

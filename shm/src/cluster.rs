@@ -13,7 +13,8 @@ use serde::Serialize;
 
 use crate::array::{PendingArray, SharedArray};
 use crate::error::ShmError;
-use crate::handle::{SegmentId, ShmHandle};
+use crate::handle::ShmHandle;
+use crate::ids::SegmentId;
 
 /// `ShmError` as a cohort error: a failed system call stays an [`Error::Io`] (its OS error
 /// kept as the source), everything else becomes [`Error::Invalid`] with the same message.
@@ -41,7 +42,7 @@ fn shm_attach(handle: ShmHandle) -> cohort_core::Result<()> {
 /// Run on every pid of an array but its creator when the creator lets it go.
 #[cohort_macros::remote(crate = cohort_core)]
 fn shm_release(id: SegmentId) {
-    crate::registry::release(id);
+    crate::mapping::release(id);
 }
 
 /// This process's pid, or a clear error before `cohort::init()`.

@@ -2,9 +2,10 @@
 
 use std::fmt;
 
-use crate::handle::{Backing, SegmentId};
+use cohort_core::Pid;
+
+use crate::ids::{Backing, SegmentId};
 use crate::index::Region;
-use crate::Pid;
 
 /// How a region is borrowed within one process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

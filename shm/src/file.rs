@@ -16,10 +16,10 @@ use std::sync::Arc;
 use memmap2::MmapOptions;
 
 use crate::error::ShmError;
-use crate::handle::{Backing, ElemInfo, SegmentId};
 use crate::header::{layout, Header, DATA_OFFSET};
-use crate::registry::{self, Key};
-use crate::segment::{reserve, Mapping, MappingParts};
+use crate::ids::{Backing, ElemInfo, SegmentId};
+use crate::mapping::{self, Key, Mapping, MappingParts};
+use crate::segment::reserve;
 
 fn key_of(file: &File, path: &Path) -> Result<(Key, u64), ShmError> {
     let meta = file
@@ -55,9 +55,9 @@ pub(crate) fn create(
     let backing = Backing::File {
         path: path.to_path_buf(),
     };
-    let _opening = registry::open_lock();
+    let _opening = mapping::open_lock();
     if let Ok(meta) = std::fs::metadata(path) {
-        if registry::get(&Key::File {
+        if mapping::get(&Key::File {
             dev: meta.dev(),
             ino: meta.ino(),
         })
@@ -102,7 +102,7 @@ pub(crate) fn create(
         writable: true,
         leases: None,
     });
-    registry::insert(key, &mapping, false);
+    mapping::insert(key, &mapping, false);
     guard.0 = None;
     Ok(mapping)
 }
@@ -116,11 +116,11 @@ pub(crate) fn open(
     read_only: bool,
     id: Option<SegmentId>,
 ) -> Result<Arc<Mapping>, ShmError> {
-    let _opening = registry::open_lock();
+    let _opening = mapping::open_lock();
     open_locked(path, elem, dims, read_only, id)
 }
 
-/// [`open`] for a caller that holds `registry::open_lock()`.
+/// [`open`] for a caller that holds `mapping::open_lock()`.
 pub(crate) fn open_locked(
     path: &Path,
     elem: &ElemInfo,
@@ -145,7 +145,7 @@ pub(crate) fn open_locked(
             found,
         });
     }
-    let existing = registry::get(&key);
+    let existing = mapping::get(&key);
     if let Some(m) = &existing {
         if m.writable || read_only {
             m.matches_type(elem, dims)?;
@@ -182,7 +182,7 @@ pub(crate) fn open_locked(
         // A writable remap of a file mapped read-only here shares its borrow table.
         leases: existing.as_ref().map(|m| Arc::clone(&m.leases)),
     });
-    registry::insert(key, &mapping, false);
-    drop(existing); // outside the registry lock (see registry.rs)
+    mapping::insert(key, &mapping, false);
+    drop(existing); // outside the registry lock (see mapping.rs)
     Ok(mapping)
 }

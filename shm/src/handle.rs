@@ -1,127 +1,16 @@
-//! What travels between processes: [`ShmHandle`] and the small types it is made of.
+//! What travels between processes: [`ShmHandle`], and the attach and lookup that turn one back
+//! into this process's mapping of the object it names (a segment or a file).
 
-use std::fmt;
-use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
 
+use cohort_core::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ShmError;
-use crate::Pid;
-
-/// A 128-bit random identity of one segment (or one file-backed array), fixed at creation.
-///
-/// It is stored in the segment's header, checked on every attach, and keys this process's
-/// registry of mappings. Displayed as 32 lowercase hex digits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct SegmentId(pub u128);
-
-impl SegmentId {
-    /// A fresh id from the operating system's random source (`getrandom`).
-    pub fn random() -> Result<SegmentId, ShmError> {
-        let mut bytes = [0u8; 16];
-        getrandom::getrandom(&mut bytes).map_err(|e| ShmError::Io {
-            op: "getrandom",
-            target: "a segment id".to_owned(),
-            source: e
-                .raw_os_error()
-                .map(std::io::Error::from_raw_os_error)
-                .unwrap_or_else(|| std::io::Error::other(e.to_string())),
-        })?;
-        Ok(SegmentId(u128::from_le_bytes(bytes)))
-    }
-}
-
-impl fmt::Display for SegmentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
-    }
-}
-
-/// Which host (and which boot of it) a handle was made on.
-///
-/// Shared memory only works between processes of one node, so [`attach`](crate::SharedArray::attach)
-/// refuses a handle from another host with [`ShmError::WrongHost`] instead of failing later with
-/// a confusing "no such file". The boot id (`/proc/sys/kernel/random/boot_id`) tells a rebooted
-/// host apart; a field that cannot be read is left empty.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct HostId {
-    /// The host name (`gethostname`).
-    pub hostname: String,
-    /// The kernel's boot id, or empty where `/proc` is not readable.
-    pub boot_id: String,
-}
-
-impl HostId {
-    /// This host, read once per process.
-    pub fn current() -> &'static HostId {
-        static HOST: OnceLock<HostId> = OnceLock::new();
-        HOST.get_or_init(|| HostId {
-            hostname: nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_default(),
-        })
-    }
-}
-
-impl fmt::Display for HostId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (boot id {})", self.hostname, self.boot_id)
-    }
-}
-
-/// The element type of an array, as far as a process can check it: its name and layout.
-///
-/// The name is [`std::any::type_name`], which is reliable between processes of one binary
-/// (DESIGN decision 1); size and alignment are checked as well.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ElemInfo {
-    /// `std::any::type_name::<T>()`.
-    pub type_name: String,
-    /// `size_of::<T>()`.
-    pub size: usize,
-    /// `align_of::<T>()`.
-    pub align: usize,
-}
-
-impl ElemInfo {
-    /// The description of `T`.
-    pub fn of<T>() -> ElemInfo {
-        ElemInfo {
-            type_name: std::any::type_name::<T>().to_owned(),
-            size: std::mem::size_of::<T>(),
-            align: std::mem::align_of::<T>(),
-        }
-    }
-}
-
-/// Where an array's memory lives.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum Backing {
-    /// A POSIX shared-memory object (`/dev/shm` on Linux), by its `shm_open` name.
-    Shm {
-        /// The name given to `shm_open`, with its leading `/`.
-        name: String,
-    },
-    /// A regular file.
-    File {
-        /// The file's path as given when it was created or opened.
-        path: PathBuf,
-    },
-}
-
-impl fmt::Display for Backing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Backing::Shm { name } => write!(f, "shared-memory segment {name}"),
-            Backing::File { path } => write!(f, "file {}", path.display()),
-        }
-    }
-}
+use crate::ids::{Backing, ElemInfo, HostId, SegmentId};
+use crate::mapping::{self, Key, Mapping};
+use crate::{file, index, segment};
 
 /// Everything another process of this node needs to map an array: send it, then
 /// [`attach`](crate::SharedArray::attach) on the other side.
@@ -184,7 +73,7 @@ impl ShmHandle {
     /// [`SharedArray::attach`](crate::SharedArray::attach), minus the element type and the
     /// number of dimensions.
     pub fn attach(&self, myid: Pid) -> Result<(), ShmError> {
-        crate::segment::attach_pinned(self, myid).map(drop)
+        attach_pinned(self, myid).map(drop)
     }
 
     /// Fault in pid `myid`'s `localindices` share of this process's mapping (see
@@ -194,11 +83,102 @@ impl ShmHandle {
     /// # Errors
     /// [`NotMapped`](ShmError::NotMapped) if this process has not attached; `madvise` errors.
     pub fn prefault_local(&self, myid: Pid) -> Result<(), ShmError> {
-        let mapping = crate::segment::lookup(self)?;
-        let share = match crate::index::index_of(&self.pids, &myid) {
-            Some(i) => crate::index::split_part(mapping.len, self.pids.len(), i),
+        let mapping = lookup(self)?;
+        let share = match index::index_of(&self.pids, &myid) {
+            Some(i) => index::split_part(mapping.len, self.pids.len(), i),
             None => 0..0,
         };
         mapping.prefault(share)
+    }
+}
+
+/// Check the parts of a handle that do not depend on mapping anything.
+pub(crate) fn check_handle(handle: &ShmHandle, myid: Option<Pid>) -> Result<(), ShmError> {
+    let here = HostId::current();
+    if handle.host != *here {
+        return Err(ShmError::WrongHost {
+            handle_host: handle.host.to_string(),
+            this_host: here.to_string(),
+        });
+    }
+    check_pids(&handle.pids)?;
+    if let Some(pid) = myid {
+        if !handle.pids.contains(&pid) {
+            return Err(ShmError::NotInPids {
+                pid,
+                pids: handle.pids.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Pids must be non-empty and distinct.
+pub(crate) fn check_pids(pids: &[Pid]) -> Result<(), ShmError> {
+    let mut sorted = pids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if pids.is_empty() || sorted.len() != pids.len() {
+        return Err(ShmError::InvalidPids {
+            pids: pids.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// Map the object of `handle` (or reuse this process's mapping of it) and pin it.
+pub(crate) fn attach_pinned(handle: &ShmHandle, myid: Pid) -> Result<Arc<Mapping>, ShmError> {
+    check_handle(handle, Some(myid))?;
+    let _opening = mapping::open_lock();
+    let map = match &handle.backing {
+        Backing::Shm { name } => match mapping::get(&Key::Shm(handle.id)) {
+            Some(m) => m,
+            None => segment::open(name, handle.id, &handle.elem, &handle.dims)?,
+        },
+        Backing::File { path } => file::open_locked(
+            path,
+            &handle.elem,
+            &handle.dims,
+            handle.read_only,
+            Some(handle.id),
+        )?,
+    };
+    map.matches(handle.id, &handle.elem, &handle.dims)?;
+    mapping::pin(&map.key, &map);
+    Ok(map)
+}
+
+/// This process's live mapping of the object of `handle`, without mapping anything.
+pub(crate) fn lookup(handle: &ShmHandle) -> Result<Arc<Mapping>, ShmError> {
+    check_handle(handle, None)?;
+    let key = match &handle.backing {
+        Backing::Shm { .. } => Some(Key::Shm(handle.id)),
+        Backing::File { path } => std::fs::metadata(path).ok().map(|m| Key::File {
+            dev: m.dev(),
+            ino: m.ino(),
+        }),
+    };
+    let map = key
+        .and_then(|k| mapping::get(&k))
+        .ok_or_else(|| ShmError::NotMapped {
+            id: handle.id,
+            object: handle.backing.clone(),
+        })?;
+    map.matches(handle.id, &handle.elem, &handle.dims)?;
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_must_be_distinct_and_present() {
+        assert!(check_pids(&[1, 2, 3]).is_ok());
+        assert!(matches!(check_pids(&[]), Err(ShmError::InvalidPids { .. })));
+        assert!(matches!(
+            check_pids(&[2, 3, 2]),
+            Err(ShmError::InvalidPids { .. })
+        ));
     }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::ShmError;
-use crate::handle::{Backing, ElemInfo, SegmentId};
+use crate::ids::{Backing, ElemInfo, SegmentId};
 use crate::index::checked_len;
 
 /// `b"COHORTSA"` read as a native-endian `u64`; reads differently on a host of other byte order.

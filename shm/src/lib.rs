@@ -169,18 +169,20 @@ mod error;
 mod file;
 mod handle;
 mod header;
+mod ids;
 pub mod index;
 mod lease;
-mod registry;
+mod mapping;
 mod segment;
 
 pub use array::{PendingArray, SharedArray};
 pub use cluster::{indexpids, localindices, myrange, FileMode};
 pub use error::{Access, ShmError};
-pub use handle::{Backing, ElemInfo, HostId, SegmentId, ShmHandle};
+pub use handle::ShmHandle;
 pub use header::MAX_DIMS;
+pub use ids::{Backing, ElemInfo, HostId, SegmentId};
 pub use lease::{SharedSlice, SharedSliceMut, SharedView, SharedViewMut};
-pub use registry::{mapped_segments, release};
+pub use mapping::{mapped_segments, release};
 pub use segment::{sweep_orphans, NAME_PREFIX};
 
 /// Re-export of the `ndarray` version this crate's views come from.

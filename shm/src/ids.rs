@@ -1,0 +1,107 @@
+//! The plain ids an array is known by: its [`SegmentId`], the [`HostId`] it was made on, its
+//! [`ElemInfo`] and its [`Backing`]. Data only; every layer above names them.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+/// A 128-bit random identity of one segment (or one file-backed array), fixed at creation.
+///
+/// It is stored in the segment's header, checked on every attach, and keys this process's
+/// registry of mappings. Displayed as 32 lowercase hex digits. A new one comes from
+/// [`SegmentId::random`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SegmentId(pub u128);
+
+impl fmt::Display for SegmentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// Which host (and which boot of it) a handle was made on.
+///
+/// Shared memory only works between processes of one node, so [`attach`](crate::SharedArray::attach)
+/// refuses a handle from another host with [`ShmError::WrongHost`] instead of failing later with
+/// a confusing "no such file". The boot id (`/proc/sys/kernel/random/boot_id`) tells a rebooted
+/// host apart; a field that cannot be read is left empty.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HostId {
+    /// The host name (`gethostname`).
+    pub hostname: String,
+    /// The kernel's boot id, or empty where `/proc` is not readable.
+    pub boot_id: String,
+}
+
+impl HostId {
+    /// This host, read once per process.
+    pub fn current() -> &'static HostId {
+        static HOST: OnceLock<HostId> = OnceLock::new();
+        HOST.get_or_init(|| HostId {
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+impl fmt::Display for HostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (boot id {})", self.hostname, self.boot_id)
+    }
+}
+
+/// The element type of an array, as far as a process can check it: its name and layout.
+///
+/// The name is [`std::any::type_name`], which is reliable between processes of one binary
+/// (DESIGN decision 1); size and alignment are checked as well.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ElemInfo {
+    /// `std::any::type_name::<T>()`.
+    pub type_name: String,
+    /// `size_of::<T>()`.
+    pub size: usize,
+    /// `align_of::<T>()`.
+    pub align: usize,
+}
+
+impl ElemInfo {
+    /// The description of `T`.
+    pub fn of<T>() -> ElemInfo {
+        ElemInfo {
+            type_name: std::any::type_name::<T>().to_owned(),
+            size: std::mem::size_of::<T>(),
+            align: std::mem::align_of::<T>(),
+        }
+    }
+}
+
+/// Where an array's memory lives.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Backing {
+    /// A POSIX shared-memory object (`/dev/shm` on Linux), by its `shm_open` name.
+    Shm {
+        /// The name given to `shm_open`, with its leading `/`.
+        name: String,
+    },
+    /// A regular file.
+    File {
+        /// The file's path as given when it was created or opened.
+        path: PathBuf,
+    },
+}
+
+impl fmt::Display for Backing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Backing::Shm { name } => write!(f, "shared-memory segment {name}"),
+            Backing::File { path } => write!(f, "file {}", path.display()),
+        }
+    }
+}

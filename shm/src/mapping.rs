@@ -1,0 +1,350 @@
+//! One mapping of one object (segment or file) per process, and this process's registry of
+//! them, so that an object is mapped once per process and can be found again from a handle
+//! after its name is gone.
+//!
+//! The registry lives here, beside [`Mapping`], because the two keep each other true: the
+//! registry holds a `Weak` to every mapping, and a mapping removes its own entry when it drops.
+//!
+//! An entry holds a `Weak` to the mapping, and optionally a *pin* (a strong `Arc`):
+//!
+//! * the creator's mapping is not pinned: it lives as long as the creator's `SharedArray`s;
+//! * [`attach`](crate::SharedArray::attach) pins, so a worker keeps the mapping after its attach
+//!   call returns, until the creator's side says [`release`].
+//!
+//! When the last `Arc` goes, `Mapping`'s `Drop` unmaps and removes the entry.
+//!
+//! Lock discipline: `Mapping::drop` takes the registry lock, so no `Arc<Mapping>` may be dropped
+//! while the lock is held; every function below moves strong references out before dropping.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use memmap2::{Advice, MmapRaw};
+use nix::errno::Errno;
+use nix::sys::mman::shm_unlink;
+
+use crate::error::ShmError;
+use crate::header::DATA_OFFSET;
+use crate::ids::{Backing, ElemInfo, SegmentId};
+use crate::index::page_span;
+use crate::lease::LeaseTable;
+
+/// Smallest page size we plan for; touching once per 4 KiB touches every page of any larger size.
+const PAGE: usize = 4096;
+
+/// One mapping of one segment or file in this process, shared by all its `SharedArray` values.
+pub(crate) struct Mapping {
+    raw: MmapRaw,
+    pub(crate) id: SegmentId,
+    pub(crate) key: Key,
+    pub(crate) backing: Backing,
+    pub(crate) dims: Vec<usize>,
+    pub(crate) len: usize,
+    pub(crate) elem: ElemInfo,
+    pub(crate) writable: bool,
+    pub(crate) leases: Arc<LeaseTable>,
+    unlinked: AtomicBool,
+    /// Runs once when this process's mapping goes away (its last `SharedArray` dropped), or
+    /// earlier if taken by `finalize`. The creator's mapping holds "release every other pid".
+    on_drop: Mutex<Option<DropHook>>,
+}
+
+/// What a mapping runs when it goes away (see [`Mapping::set_on_drop`]).
+pub(crate) type DropHook = Box<dyn FnOnce() + Send>;
+
+pub(crate) struct MappingParts {
+    pub(crate) raw: MmapRaw,
+    pub(crate) id: SegmentId,
+    pub(crate) key: Key,
+    pub(crate) backing: Backing,
+    pub(crate) dims: Vec<usize>,
+    pub(crate) len: usize,
+    pub(crate) elem: ElemInfo,
+    pub(crate) writable: bool,
+    pub(crate) leases: Option<Arc<LeaseTable>>,
+}
+
+impl Mapping {
+    /// Wrap a mapping whose header has been published or checked against these parts.
+    pub(crate) fn new(p: MappingParts) -> Arc<Mapping> {
+        debug_assert!(p.raw.len() >= DATA_OFFSET + p.len * p.elem.size);
+        let leases = p
+            .leases
+            .unwrap_or_else(|| Arc::new(LeaseTable::new(p.dims.clone())));
+        Arc::new(Mapping {
+            raw: p.raw,
+            id: p.id,
+            key: p.key,
+            backing: p.backing,
+            dims: p.dims,
+            len: p.len,
+            elem: p.elem,
+            writable: p.writable,
+            leases,
+            unlinked: AtomicBool::new(false),
+            on_drop: Mutex::new(None),
+        })
+    }
+
+    /// Install the hook run when this mapping goes away (replacing any earlier one).
+    pub(crate) fn set_on_drop(&self, hook: DropHook) {
+        *self.on_drop.lock().unwrap_or_else(PoisonError::into_inner) = Some(hook);
+    }
+
+    /// Take the hook out, to run it now (`finalize`); it then does not run at drop.
+    pub(crate) fn take_on_drop(&self) -> Option<DropHook> {
+        self.on_drop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Address of element 0: page-aligned, followed by `len * elem.size` mapped bytes (the end
+    /// of a header-only mapping when there are none: valid for zero-byte accesses only).
+    pub(crate) fn data(&self) -> *mut u8 {
+        // In bounds: the mapping is DATA_OFFSET + len * size bytes long (checked at construction).
+        self.raw.as_mut_ptr().wrapping_add(DATA_OFFSET)
+    }
+
+    /// Remove the segment's name (idempotent; a name already gone counts as success).
+    /// Does nothing for files.
+    pub(crate) fn unlink(&self) -> Result<(), ShmError> {
+        let Backing::Shm { name } = &self.backing else {
+            return Ok(());
+        };
+        if self.unlinked.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        match shm_unlink(name.as_str()) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => {
+                self.unlinked.store(false, Ordering::Release);
+                Err(ShmError::errno("shm_unlink", name, e))
+            }
+        }
+    }
+
+    /// Fault in the pages holding elements `elems` (see `SharedArray::prefault`).
+    pub(crate) fn prefault(&self, elems: Range<usize>) -> Result<(), ShmError> {
+        let size = self.elem.size;
+        let (lo, hi) = (
+            DATA_OFFSET + elems.start * size,
+            DATA_OFFSET + elems.end * size,
+        );
+        let span = page_span(lo, hi, PAGE);
+        if span.is_empty() {
+            return Ok(());
+        }
+        // Shared memory: populate writable (no data is read or written, so no race with anyone).
+        // Files: populate readable only, so that prefaulting does not dirty clean pages.
+        let writable_shm = self.writable && matches!(self.backing, Backing::Shm { .. });
+        let advice = if writable_shm {
+            Advice::PopulateWrite
+        } else {
+            Advice::PopulateRead
+        };
+        match self.raw.advise_range(advice, span.start, span.len()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(Errno::EINVAL as i32) => {
+                // Kernels before 5.14 lack MADV_POPULATE_*: read one byte per page instead
+                // (a read never races with the writers of those elements in a harmful way: it
+                // is the same access `view()` makes).
+                let base = self.raw.as_ptr();
+                let mut at = lo;
+                while at < hi {
+                    // SAFETY: DATA_OFFSET <= lo <= at < hi <= DATA_OFFSET + len * size, which is
+                    // inside the mapping; u8 has no alignment or validity requirement.
+                    unsafe { std::ptr::read_volatile(base.add(at)) };
+                    at = (at / PAGE + 1) * PAGE;
+                }
+                Ok(())
+            }
+            Err(e) => Err(ShmError::io("madvise(MADV_POPULATE_*)", &self.backing, e)),
+        }
+    }
+
+    /// `msync` the whole mapping (files: write to disk now; shared memory: no effect).
+    pub(crate) fn flush(&self) -> Result<(), ShmError> {
+        if !self.writable {
+            return Ok(());
+        }
+        self.raw
+            .flush()
+            .map_err(|e| ShmError::io("msync", &self.backing, e))
+    }
+
+    /// Check that this mapping is the object of segment `id`, with these elements and dims.
+    pub(crate) fn matches(
+        &self,
+        id: SegmentId,
+        elem: &ElemInfo,
+        dims: &[usize],
+    ) -> Result<(), ShmError> {
+        if self.id != id {
+            return Err(ShmError::BadHeader {
+                object: self.backing.clone(),
+                reason: format!("segment id {}, expected {id}", self.id),
+            });
+        }
+        self.matches_type(elem, dims)
+    }
+
+    pub(crate) fn matches_type(&self, elem: &ElemInfo, dims: &[usize]) -> Result<(), ShmError> {
+        if self.elem != *elem {
+            let show =
+                |e: &ElemInfo| format!("{} (size {}, align {})", e.type_name, e.size, e.align);
+            return Err(ShmError::TypeMismatch {
+                object: self.backing.clone(),
+                expected: show(elem),
+                found: show(&self.elem),
+            });
+        }
+        if self.dims != dims {
+            return Err(ShmError::ShapeMismatch {
+                object: self.backing.clone(),
+                expected: dims.to_vec(),
+                found: self.dims.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        forget(&self.key, self);
+        // Outside the registry lock (forget released it): the hook may send messages.
+        let hook = self
+            .on_drop
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        // `raw` is unmapped when the fields drop.
+    }
+}
+
+/// What identifies the mapped object in this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Key {
+    /// A shared-memory segment, by its id.
+    Shm(SegmentId),
+    /// A file, by device and inode (two paths to one file are one object).
+    File { dev: u64, ino: u64 },
+}
+
+struct Entry {
+    id: SegmentId,
+    weak: Weak<Mapping>,
+    pin: Option<Arc<Mapping>>,
+}
+
+static REGISTRY: Mutex<BTreeMap<Key, Entry>> = Mutex::new(BTreeMap::new());
+
+/// Serialises "look up, else map and register" sequences, so two threads attaching or opening
+/// the same object at once end up with one mapping (and one lease table), not two. Held only
+/// while opening; never taken by `Mapping::drop`, so dropping under it is fine.
+static OPEN: Mutex<()> = Mutex::new(());
+
+pub(crate) fn open_lock() -> MutexGuard<'static, ()> {
+    OPEN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock() -> MutexGuard<'static, BTreeMap<Key, Entry>> {
+    // Entries are replaced whole, so a panic under the lock leaves the map consistent.
+    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The live mapping of `key`, if any.
+pub(crate) fn get(key: &Key) -> Option<Arc<Mapping>> {
+    let map = lock();
+    map.get(key).and_then(|e| e.weak.upgrade())
+    // An upgraded Arc leaves the lock held by the caller's value, never dropped here.
+}
+
+/// Record `mapping` under `key`, pinned if `pin` or if the entry it replaces was pinned (a file
+/// remapped writable keeps the read-only mapping's pin).
+pub(crate) fn insert(key: Key, mapping: &Arc<Mapping>, pin: bool) {
+    let old = {
+        let mut map = lock();
+        let pin = pin || map.get(&key).is_some_and(|e| e.pin.is_some());
+        let entry = Entry {
+            id: mapping.id,
+            weak: Arc::downgrade(mapping),
+            pin: pin.then(|| Arc::clone(mapping)),
+        };
+        map.insert(key, entry)
+    };
+    drop(old); // may drop the last Arc of a replaced mapping: outside the lock
+}
+
+/// Pin the mapping registered under `key` (it must be `mapping`).
+pub(crate) fn pin(key: &Key, mapping: &Arc<Mapping>) {
+    let old = {
+        let mut map = lock();
+        match map.get_mut(key) {
+            Some(e) if std::ptr::eq(e.weak.as_ptr(), Arc::as_ptr(mapping)) => {
+                e.pin.replace(Arc::clone(mapping))
+            }
+            _ => {
+                let entry = Entry {
+                    id: mapping.id,
+                    weak: Arc::downgrade(mapping),
+                    pin: Some(Arc::clone(mapping)),
+                };
+                map.insert(*key, entry).and_then(|e| e.pin)
+            }
+        }
+    };
+    drop(old);
+}
+
+/// Called by `Mapping::drop`: remove the entry that points at the dying mapping, if still there.
+pub(crate) fn forget(key: &Key, dying: *const Mapping) {
+    let mut map = lock();
+    if map
+        .get(key)
+        .is_some_and(|e| std::ptr::eq(e.weak.as_ptr(), dying))
+    {
+        // The entry's pin is None (the mapping is dying, so no strong ref is left): removing it
+        // drops only a Weak, which never re-enters here.
+        map.remove(key);
+    }
+}
+
+/// Drop this process's pin on segment `id` (set by [`attach`](crate::SharedArray::attach) or
+/// [`ShmHandle::attach`](crate::ShmHandle::attach)).
+///
+/// The mapping is unmapped as soon as no `SharedArray` value in this process still uses it;
+/// until then [`lookup`](crate::SharedArray::lookup) still finds it. Returns whether a pin was
+/// dropped. This is what a pid runs when the array's owner lets it go (Julia's finalizer of a
+/// `SharedArray` releasing its refs on every pid).
+pub fn release(id: SegmentId) -> bool {
+    let pins: Vec<Arc<Mapping>> = {
+        let mut map = lock();
+        map.values_mut()
+            .filter(|e| e.id == id)
+            .filter_map(|e| e.pin.take())
+            .collect()
+    };
+    let any = !pins.is_empty();
+    drop(pins); // may unmap: outside the lock
+    any
+}
+
+/// Ids of the segments and files this process has mapped now (live entries only).
+pub fn mapped_segments() -> Vec<SegmentId> {
+    let map = lock();
+    let mut ids: Vec<SegmentId> = map
+        .values()
+        .filter(|e| e.weak.strong_count() > 0)
+        .map(|e| e.id)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
