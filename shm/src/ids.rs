@@ -23,10 +23,11 @@ impl fmt::Display for SegmentId {
 
 /// Which host (and which boot of it) a handle was made on.
 ///
-/// Shared memory only works between processes of one node, so [`attach`](crate::SharedArray::attach)
-/// refuses a handle from another host with [`ShmError::WrongHost`] instead of failing later with
-/// a confusing "no such file". The boot id (`/proc/sys/kernel/random/boot_id`) tells a rebooted
-/// host apart; a field that cannot be read is left empty.
+/// Shared memory only works between processes of one node, so
+/// [`attach`](crate::SharedArray::attach) refuses a handle from another host with
+/// [`ShmError::WrongHost`](crate::ShmError::WrongHost) instead of failing later with a confusing
+/// "no such file". The boot id (`/proc/sys/kernel/random/boot_id`) tells a rebooted host apart;
+/// a field that cannot be read is left empty.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HostId {
     /// The host name (`gethostname`).

@@ -152,6 +152,24 @@
 //! let _ = cohort_shm::SharedArray::<String, cohort_shm::ndarray::Ix1>::create(3, &[1], 1);
 //! ```
 //!
+//! # Layers
+//!
+//! The files stand in layers, bottom first; a file names (`crate::…`) only files of its own
+//! layer or lower ones, which `tests/layers.rs` checks:
+//!
+//! 1. [`index`] (the splitting arithmetic, on plain numbers) and `ids` ([`SegmentId`],
+//!    [`HostId`], [`ElemInfo`], [`Backing`]);
+//! 2. `error`: [`ShmError`];
+//! 3. `header` (the checked header, the size arithmetic) and `lease` (in-process borrows);
+//! 4. `mapping`: one mapping per object and process, and this process's registry of them
+//!    ([`release`], [`mapped_segments`]);
+//! 5. `segment`: `/dev/shm` objects: create, open by name, [`sweep_orphans`];
+//! 6. `file`: file-backed objects, reserved as segments are;
+//! 7. `handle`: [`ShmHandle`], and the attach and lookup of the object it names;
+//! 8. `array`: [`SharedArray`] and [`PendingArray`], node-local, pids given explicitly;
+//! 9. `cluster`: the constructors and the release that run on every pid through cohort-core;
+//! 10. this file, which only re-exports (so lower files take [`Pid`] from cohort-core).
+//!
 //! # Platform
 //!
 //! Linux (`/dev/shm`, `posix_fallocate`, `MADV_POPULATE_*` with a fallback before 5.14).
