@@ -1,5 +1,5 @@
 //! The plain ids an array is known by: its [`SegmentId`], the [`HostId`] it was made on, its
-//! [`ElemInfo`] and its [`Backing`]. Data only; every layer above names them.
+//! [`ElemInfo`] and its [`Backing`]. Plain data, at the bottom: every other file may name them.
 
 use std::fmt;
 use std::path::PathBuf;
