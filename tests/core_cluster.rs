@@ -948,8 +948,14 @@ fn future_in_channel_fetched_twice() {
     let keeper: RemoteChannel<Future<Vec<i64>>> = RemoteChannel::new(1, 3).unwrap();
     keeper.put(f.clone()).unwrap();
     // Read twice by another worker, and twice on the channel's owner.
-    assert_eq!(remotecall_fetch(peek_twice, 4, (keeper.clone(),)).unwrap(), 20);
-    assert_eq!(remotecall_fetch(peek_twice, 3, (keeper.clone(),)).unwrap(), 20);
+    assert_eq!(
+        remotecall_fetch(peek_twice, 4, (keeper.clone(),)).unwrap(),
+        20
+    );
+    assert_eq!(
+        remotecall_fetch(peek_twice, 3, (keeper.clone(),)).unwrap(),
+        20
+    );
     assert_eq!(
         f.fetch_timeout(Duration::from_secs(10)).unwrap(),
         (0..10).collect::<Vec<i64>>()
@@ -1006,10 +1012,16 @@ fn wait_raises_remote_error() {
         let f = remotecall(boom, p, ("waited".to_string(),)).unwrap();
         for _ in 0..2 {
             let e = f.wait().unwrap_err();
-            assert_eq!(e.as_remote().map(|r| r.error.as_str()), Some("panic: waited"));
+            assert_eq!(
+                e.as_remote().map(|r| r.error.as_str()),
+                Some("panic: waited")
+            );
         }
         let e = f.fetch().unwrap_err();
-        assert_eq!(e.as_remote().map(|r| r.error.as_str()), Some("panic: waited"));
+        assert_eq!(
+            e.as_remote().map(|r| r.error.as_str()),
+            Some("panic: waited")
+        );
         // A cached error is raised by wait too.
         assert!(f.wait().unwrap_err().as_remote().is_some());
         let ok = remotecall_wait(fails, p, (3,)).unwrap();
@@ -1031,7 +1043,11 @@ fn owner_frees_on_fetch_and_put() {
     let g: Future<i64> = Future::new(1).unwrap();
     assert_eq!(cohort::live_refs(), before + 1);
     g.put(8).unwrap();
-    assert_eq!(cohort::live_refs(), before, "put keeps the value in the handle");
+    assert_eq!(
+        cohort::live_refs(),
+        before,
+        "put keeps the value in the handle"
+    );
     assert_eq!(g.fetch().unwrap(), 8);
     assert!(matches!(g.put(9), Err(Error::AlreadySet)));
     // A worker's Future set by the master: the worker lets go at once.
@@ -1055,13 +1071,16 @@ fn owner_frees_on_fetch_and_put() {
 fn future_timeouts() {
     let short = Duration::from_millis(50);
     for p in [2, 1] {
-        let f = remotecall(slow_add, p, (600, 1, 1)).unwrap();
+        let f = remotecall(slow_add, p, (2000, 1, 1)).unwrap();
         let t0 = Instant::now();
         assert!(matches!(f.fetch_timeout(short), Err(Error::Timeout(_))));
-        eprintln!("DBG {p} fetch {:?}", t0.elapsed());
         assert!(matches!(f.wait_timeout(short), Err(Error::Timeout(_))));
-        eprintln!("DBG {p} wait {:?}", t0.elapsed());
-        assert!(t0.elapsed() < Duration::from_millis(500), "{:?}", t0.elapsed());
+        // Well before the value (a loaded machine can add some hundreds of ms).
+        assert!(
+            t0.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t0.elapsed()
+        );
         // Another thread's fetch in progress: a timed fetch gives up too.
         let g = f.clone();
         let t = std::thread::spawn(move || g.fetch().unwrap());

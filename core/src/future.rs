@@ -92,7 +92,11 @@ impl Drop for Leading<'_> {
 }
 
 fn timeout_after(d: Duration) -> Option<Instant> {
-    Some(Instant::now().checked_add(d).unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365)))
+    Some(
+        Instant::now()
+            .checked_add(d)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365)),
+    )
 }
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Future<T> {
@@ -224,7 +228,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Future<T> {
     /// # Julia
     /// `timedwait(() -> isready(f), d)`, which reports `:timed_out` instead of an error.
     pub fn wait_timeout(&self, d: Duration) -> Result<()> {
-        self.wait_until(timeout_after(d)).map_err(|e| self.timed_out(e, "wait", d))
+        self.wait_until(timeout_after(d))
+            .map_err(|e| self.timed_out(e, "wait", d))
     }
 
     fn timed_out(&self, e: Error, op: &str, d: Duration) -> Error {
@@ -474,7 +479,10 @@ where
                 rrid: f.inner.rrid,
                 release: 0,
             };
-            Some((g, rt.request_start(f.owner(), &msg, &Body::Owned(Vec::new()))))
+            Some((
+                g,
+                rt.request_start(f.owner(), &msg, &Body::Owned(Vec::new())),
+            ))
         })
         .collect();
     rt.await_all(

@@ -14,8 +14,8 @@ use crate::store::Item;
 use crate::wire::Body;
 use crate::Pid;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 /// The total weight of a new reference.

@@ -476,7 +476,13 @@ impl Runtime {
         let PendingReq { id, slot, link } = p;
         if !slot.is_done() {
             let past = || deadline.is_some_and(|d| Instant::now() >= d);
-            link.spin(&self.ep, self, self.spin, &|| slot.is_done() || past(), false);
+            link.spin(
+                &self.ep,
+                self,
+                self.spin,
+                &|| slot.is_done() || past(),
+                false,
+            );
         }
         if !slot.is_done() {
             let _b = exec::blocking();

@@ -223,10 +223,12 @@ impl Runtime {
                 let e = self.value_entry(rrid, from);
                 match &e.stored {
                     // Julia's `wait` on a Future raises the call's error.
-                    Stored::Value(c) => match c.with(|v| v.as_ref().map(|_| ()).map_err(Error::clone)) {
-                        Ok(Ok(())) => reply(Ok(Body::Owned(Vec::new()))),
-                        Ok(Err(err)) | Err(err) => reply(Err(err)),
-                    },
+                    Stored::Value(c) => {
+                        match c.with(|v| v.as_ref().map(|_| ()).map_err(Error::clone)) {
+                            Ok(Ok(())) => reply(Ok(Body::Owned(Vec::new()))),
+                            Ok(Err(err)) | Err(err) => reply(Err(err)),
+                        }
+                    }
                     Stored::Channel(ch) => reply(
                         ch.wait(Item::Bytes(Vec::new()))
                             .map(|_| Body::Owned(Vec::new())),
