@@ -6,6 +6,16 @@
 //! weight to the copy, and a handle dropped (or a Future fetched, or `finalize`d) sends its
 //! weight back. The owner frees the entry when all weight has returned. A handle down to weight
 //! 1 asks the owner for more before splitting (after 62 hops; in practice never).
+//!
+//! Weight travels inside the bytes of a value, so bytes decoded more than once (a channel value
+//! read with `fetch`, a cached Future value) would count it again: those are coded in a
+//! [`copy_scope`], where handles go without weight and get their own on arrival.
+//!
+//! # Julia
+//! Julia's owner keeps the set of pids holding a reference, where adding a pid twice is
+//! harmless; weights need no message per hop but must not be copied, hence the copy rule. A
+//! reference inside a value put remotely into a Future and fetched by several processes is
+//! still counted once per fetch: the owner holds such a value only as bytes.
 
 use crate::error::{Error, Result};
 use crate::proto::Msg;
