@@ -9,7 +9,7 @@
 //!
 //! Weight travels inside the bytes of a value, so bytes decoded more than once (a channel value
 //! read with `fetch`, a cached Future value) would count it again: those are coded in a
-//! [`copy_scope`], where handles go without weight and get their own on arrival.
+//! `copy_scope`, where handles go without weight and get their own on arrival.
 //!
 //! # Julia
 //! Julia's owner keeps the set of pids holding a reference, where adding a pid twice is
