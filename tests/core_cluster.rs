@@ -882,6 +882,225 @@ fn cluster_management_is_master_only() {
     }
 }
 
+#[cohort::remote]
+fn fetch_i64(f: Future<i64>) -> cohort::Result<i64> {
+    f.fetch()
+}
+
+#[cohort::remote]
+fn slow_add(ms: u64, a: i64, b: i64) -> i64 {
+    let _b = cohort::blocking();
+    std::thread::sleep(Duration::from_millis(ms));
+    a + b
+}
+
+/// Reads (without taking) the Future in `c` twice and fetches each copy.
+#[cohort::remote]
+fn peek_twice(c: RemoteChannel<Future<Vec<i64>>>) -> cohort::Result<usize> {
+    let a = c.fetch()?.fetch()?.len();
+    let b = c.fetch()?.fetch()?.len();
+    Ok(a + b)
+}
+
+/// Fetches `f` from `n` threads of this process at once.
+fn fetch_from_threads(f: &Future<i64>, n: usize) -> Vec<i64> {
+    let ts: Vec<_> = (0..n)
+        .map(|_| {
+            let f = f.clone();
+            std::thread::spawn(move || f.fetch().unwrap())
+        })
+        .collect();
+    ts.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+fn concurrent_fetches() {
+    let live = |p: usize| cohort::live_refs_on(p).unwrap();
+    // Ten threads of one process, the value not there yet and already there.
+    for ms in [100, 0] {
+        let f = remotecall(slow_add, 2, (ms, 20, 1)).unwrap();
+        if ms == 0 {
+            f.wait().unwrap();
+        }
+        assert_eq!(fetch_from_threads(&f, 10), vec![21; 10]);
+        assert_eq!(f.fetch().unwrap(), 21);
+    }
+    // The master and a worker at once, the worker's copy sent while the master fetches.
+    for i in 0..20 {
+        let f = remotecall(add, 2, (i, 1)).unwrap();
+        let g = f.clone();
+        let t = std::thread::spawn(move || g.fetch().unwrap());
+        let other = remotecall_fetch(fetch_i64, 3, (f.clone(),)).unwrap();
+        assert_eq!((t.join().unwrap(), other), (i + 1, i + 1));
+    }
+    // A Future the master owns, fetched by the master's threads and a worker together.
+    let f = remotecall(slow_add, 1, (100, 2, 3)).unwrap();
+    let w = remotecall(fetch_i64, 4, (f.clone(),)).unwrap();
+    assert_eq!(fetch_from_threads(&f, 10), vec![5; 10]);
+    assert_eq!(w.fetch().unwrap(), 5);
+    assert!(common::eventually(Duration::from_secs(5), || live(2) == 0));
+}
+
+fn future_in_channel_fetched_twice() {
+    let live = |p: usize| cohort::live_refs_on(p).unwrap();
+    assert!(common::eventually(Duration::from_secs(5), || live(2) == 0));
+    let f = remotecall(make_vec, 2, (10,)).unwrap();
+    f.wait().unwrap();
+    let keeper: RemoteChannel<Future<Vec<i64>>> = RemoteChannel::new(1, 3).unwrap();
+    keeper.put(f.clone()).unwrap();
+    // Read twice by another worker, and twice on the channel's owner.
+    assert_eq!(
+        remotecall_fetch(peek_twice, 4, (keeper.clone(),)).unwrap(),
+        20
+    );
+    assert_eq!(
+        remotecall_fetch(peek_twice, 3, (keeper.clone(),)).unwrap(),
+        20
+    );
+    assert_eq!(
+        f.fetch_timeout(Duration::from_secs(10)).unwrap(),
+        (0..10).collect::<Vec<i64>>()
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(live(2), 1, "the copy in the channel still holds the value");
+    let back = keeper.take().unwrap();
+    assert_eq!(back.fetch().unwrap().len(), 10);
+    drop((back, f));
+    assert!(common::eventually(Duration::from_secs(5), || live(2) == 0));
+    drop(keeper);
+    assert!(common::eventually(Duration::from_secs(5), || live(3) == 0));
+}
+
+fn finalized_text<T: std::fmt::Debug>(r: cohort::Result<T>) -> String {
+    match r {
+        Err(Error::Invalid(m)) => m,
+        other => panic!("expected Error::Invalid, got {other:?}"),
+    }
+}
+
+fn finalized_future_errors() {
+    let live = |p: usize| cohort::live_refs_on(p).unwrap();
+    for owner in [2, 1] {
+        // Unfetched: the owner lets go, and every use is an error.
+        let before = live(owner);
+        let f = remotecall(add, owner, (1, 2)).unwrap();
+        f.wait().unwrap();
+        let g = f.clone();
+        f.finalize();
+        let m = finalized_text(g.fetch());
+        assert!(m.starts_with("fetch of a finalized reference"), "{m}");
+        assert!(finalized_text(f.wait()).starts_with("wait of a finalized reference"));
+        assert!(finalized_text(f.isready()).starts_with("isready of a finalized"));
+        assert!(finalized_text(f.put(5)).starts_with("put of a finalized"));
+        assert!(finalized_text(f.fetch_timeout(Duration::from_secs(1))).contains("finalized"));
+        assert!(common::eventually(Duration::from_secs(5), || live(owner) == before));
+        // Fetched: the cached value goes too.
+        let h = remotecall(add, owner, (2, 2)).unwrap();
+        assert_eq!(h.fetch().unwrap(), 4);
+        h.finalize();
+        assert!(finalized_text(h.fetch()).starts_with("fetch of a finalized reference"));
+    }
+    assert_eq!(remotecall_fetch(add, 2, (1, 1)).unwrap(), 2);
+}
+
+fn wait_raises_remote_error() {
+    for p in [2, 1] {
+        let e = remotecall_wait(fails, p, (-3,)).unwrap_err();
+        assert_eq!(
+            e.as_remote().map(|r| (r.pid, r.error.as_str())),
+            Some((p, "negative input -3"))
+        );
+        let f = remotecall(boom, p, ("waited".to_string(),)).unwrap();
+        for _ in 0..2 {
+            let e = f.wait().unwrap_err();
+            assert_eq!(
+                e.as_remote().map(|r| r.error.as_str()),
+                Some("panic: waited")
+            );
+        }
+        let e = f.fetch().unwrap_err();
+        assert_eq!(
+            e.as_remote().map(|r| r.error.as_str()),
+            Some("panic: waited")
+        );
+        // A cached error is raised by wait too.
+        assert!(f.wait().unwrap_err().as_remote().is_some());
+        let ok = remotecall_wait(fails, p, (3,)).unwrap();
+        assert_eq!(ok.fetch().unwrap(), 6);
+    }
+    assert_eq!(remotecall_fetch(add, 2, (2, 3)).unwrap(), 5);
+}
+
+fn owner_frees_on_fetch_and_put() {
+    let live = |p: usize| cohort::live_refs_on(p).unwrap();
+    // The master's own Future: fetch frees the stored value while the handle lives.
+    let before = cohort::live_refs();
+    let f = remotecall(make_vec, 1, (5,)).unwrap();
+    f.wait().unwrap();
+    assert_eq!(cohort::live_refs(), before + 1);
+    assert_eq!(f.fetch().unwrap(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(cohort::live_refs(), before);
+    assert_eq!(f.fetch().unwrap(), vec![0, 1, 2, 3, 4], "cached");
+    let g: Future<i64> = Future::new(1).unwrap();
+    assert_eq!(cohort::live_refs(), before + 1);
+    g.put(8).unwrap();
+    assert_eq!(
+        cohort::live_refs(),
+        before,
+        "put keeps the value in the handle"
+    );
+    assert_eq!(g.fetch().unwrap(), 8);
+    assert!(matches!(g.put(9), Err(Error::AlreadySet)));
+    // A worker's Future set by the master: the worker lets go at once.
+    assert!(common::eventually(Duration::from_secs(5), || live(2) == 0));
+    let h: Future<i64> = Future::new(2).unwrap();
+    assert!(!h.isready().unwrap());
+    assert_eq!(live(2), 1);
+    h.put(7).unwrap();
+    assert!(common::eventually(Duration::from_secs(5), || live(2) == 0));
+    assert!(h.isready().unwrap());
+    assert_eq!(h.fetch().unwrap(), 7);
+    assert!(matches!(h.put(8), Err(Error::AlreadySet)));
+    // With a copy elsewhere the owner keeps it for that copy.
+    let k: Future<i64> = Future::new(2).unwrap();
+    let reader = remotecall(fetch_i64, 3, (k.clone(),)).unwrap();
+    k.put(11).unwrap();
+    assert_eq!(reader.fetch().unwrap(), 11);
+    assert!(common::eventually(Duration::from_secs(5), || live(2) == 0));
+}
+
+fn future_timeouts() {
+    let short = Duration::from_millis(50);
+    for p in [2, 1] {
+        let f = remotecall(slow_add, p, (2000, 1, 1)).unwrap();
+        let t0 = Instant::now();
+        assert!(matches!(f.fetch_timeout(short), Err(Error::Timeout(_))));
+        assert!(matches!(f.wait_timeout(short), Err(Error::Timeout(_))));
+        // Well before the value (a loaded machine can add some hundreds of ms).
+        assert!(
+            t0.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t0.elapsed()
+        );
+        // Another thread's fetch in progress: a timed fetch gives up too.
+        let g = f.clone();
+        let t = std::thread::spawn(move || g.fetch().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(matches!(f.fetch_timeout(short), Err(Error::Timeout(_))));
+        assert_eq!(f.fetch_timeout(Duration::from_secs(10)).unwrap(), 2);
+        assert_eq!(t.join().unwrap(), 2);
+        f.wait_timeout(short).unwrap();
+    }
+    // Never set, then set: the timed-out reference still works.
+    let h: Future<i64> = Future::new(3).unwrap();
+    match h.fetch_timeout(short) {
+        Err(Error::Timeout(m)) => assert!(m.contains("no value within"), "{m}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    h.put(4).unwrap();
+    assert_eq!(h.fetch_timeout(Duration::from_secs(5)).unwrap(), 4);
+    assert_eq!(remotecall_fetch(add, 3, (1, 1)).unwrap(), 2);
+}
+
 fn main() {
     if std::env::var_os(ROLE).is_some() && std::env::var_os("COHORT_WORKER").is_none() {
         return init_report();
@@ -918,6 +1137,15 @@ fn main() {
             ("fetch_all_pipelines", fetch_all_pipelines),
             ("channels", channels),
             ("ref_counting", ref_counting),
+            ("concurrent_fetches", concurrent_fetches),
+            (
+                "future_in_channel_fetched_twice",
+                future_in_channel_fetched_twice,
+            ),
+            ("finalized_future_errors", finalized_future_errors),
+            ("wait_raises_remote_error", wait_raises_remote_error),
+            ("owner_frees_on_fetch_and_put", owner_frees_on_fetch_and_put),
+            ("future_timeouts", future_timeouts),
             ("interrupts", interrupts),
             ("wrong_cookie_refused", wrong_cookie_refused),
             ("worker_timeout_exits", worker_timeout_exits),

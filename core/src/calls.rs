@@ -110,7 +110,8 @@ where
 }
 
 /// Calls `f(args...)` on `pid`, waits until it has finished, and returns a [`Future`] for the
-/// result still stored there.
+/// result still stored there; a call that failed is its error (`Error::Remote`...), as Julia's
+/// `remotecall_wait` throws the `RemoteException`.
 ///
 /// # Julia
 /// `remotecall_wait(f, pid, args...)`.

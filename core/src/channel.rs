@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::proto::{ChanOp, Msg};
-use crate::refs::{RefInner, RefWire};
+use crate::refs::{copy_scope, RefInner, RefWire};
 use crate::registry::RemoteFn;
 use crate::runtime::rt;
 use crate::store::{decode_as, ErasedChannel, Item, ItemChannel, Stored};
@@ -213,7 +213,8 @@ where
                 .local(|ch| {
                     let mut out = None;
                     ch.peek(Item::local(key), &mut |i| {
-                        out = Some(i.typed_clone::<T>("channel"));
+                        // A peek is a copy: references inside must not count the stored weight.
+                        out = Some(copy_scope(|| i.typed_clone::<T>("channel")));
                         Ok(())
                     })?;
                     out.expect("peek calls back")
@@ -221,7 +222,7 @@ where
                 .expect("owner is local");
         }
         let f = self.remote(ChanOp::Fetch, &key, &Body::Owned(Vec::new()))?;
-        decode_as(&f.body(), "channel value")
+        copy_scope(|| decode_as(&f.body(), "channel value"))
     }
 
     /// Whether a value under `key` is ready.
@@ -366,7 +367,7 @@ impl<T: Serialize + Send + 'static, K> Serialize for RemoteChannel<T, K> {
 impl<'de, T, K> Deserialize<'de> for RemoteChannel<T, K> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         Ok(RemoteChannel {
-            inner: RefInner::import(RefWire::deserialize(d)?),
+            inner: RefInner::import(RefWire::deserialize(d)?).map_err(serde::de::Error::custom)?,
             _t: PhantomData,
         })
     }

@@ -2,15 +2,16 @@
 
 use crate::error::{Error, Result};
 use crate::proto::Msg;
-use crate::refs::{RefInner, RefWire};
+use crate::refs::{copy_scope, refs_during, RefInner, RefWire};
 use crate::runtime::rt;
-use crate::store::{Item, Stored};
+use crate::store::{decode_as, Item, Stored};
 use crate::wire::{self, Body};
-use crate::Pid;
+use crate::{exec, Pid};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A reference to a value that is, or will be, stored on process [`Future::owner`].
 ///
@@ -60,13 +61,42 @@ impl<T> Future<T> {
     pub fn id(&self) -> crate::refs::Rrid {
         self.inner.rrid
     }
-    /// Releases this process's hold on the remote value now instead of at drop.
+    /// Releases this process's hold on the remote value now instead of at drop, and drops the
+    /// cached value: every later operation on this handle (and its clones here) is an error.
     ///
     /// # Julia
     /// `finalize(r)`.
     pub fn finalize(&self) {
         self.inner.finalize();
     }
+}
+
+/// What a thread finds when it asks to act on a reference (see `Future::lead`).
+enum Lead<'a> {
+    /// The value (or the call's error) is cached here.
+    Cached,
+    /// This thread talks to the owner; others wait until the guard is dropped.
+    Leader(Leading<'a>),
+    /// Another thread is talking to the owner (only when not asked to wait).
+    Busy,
+}
+
+/// Held by the one thread of this process that is talking to the owner about a reference.
+struct Leading<'a>(&'a RefInner);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        self.0.lock().fetching = false;
+        self.0.fetched.notify_all();
+    }
+}
+
+fn timeout_after(d: Duration) -> Option<Instant> {
+    Some(
+        Instant::now()
+            .checked_add(d)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365)),
+    )
 }
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Future<T> {
@@ -90,23 +120,88 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Future<T> {
         Ok(Future::from_inner(RefInner::new(rrid, pid)))
     }
 
-    /// Whether the value is there (a cached value, or a remote check).
-    pub fn isready(&self) -> Result<bool> {
-        if self
-            .inner
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-        {
-            return Ok(true);
+    fn finalized(&self, op: &str) -> Error {
+        Error::invalid(format!(
+            "{op} of a finalized reference: Future {:?} on pid {} was finalized, which makes it unusable",
+            self.inner.rrid, self.inner.owner
+        ))
+    }
+
+    /// Waits until no other thread of this process is talking to the owner about this
+    /// reference, then either finds the value cached or makes this thread the one that talks.
+    ///
+    /// One thread at a time: the owner frees the value as soon as this process's weight comes
+    /// back (after a fetch or a put), so a second request sent after that would find nothing.
+    fn lead(&self, op: &str, deadline: Option<Instant>, wait: bool) -> Result<Lead<'_>> {
+        let mut st = self.inner.lock();
+        let mut blocking = None;
+        loop {
+            if st.finalized {
+                return Err(self.finalized(op));
+            }
+            if st.cache.is_some() {
+                return Ok(Lead::Cached);
+            }
+            if !st.fetching {
+                if self.inner.weight() == 0 {
+                    // Weight went back without a value kept (cannot happen short of finalize).
+                    return Err(self.finalized(op));
+                }
+                st.fetching = true;
+                return Ok(Lead::Leader(Leading(&self.inner)));
+            }
+            if !wait {
+                return Ok(Lead::Busy);
+            }
+            let mut nap = Duration::from_millis(50);
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Timeout(format!(
+                        "{op} of Future {:?}: another thread's {op} is still waiting",
+                        self.inner.rrid
+                    )));
+                }
+                nap = nap.min(left);
+            }
+            blocking.get_or_insert_with(exec::blocking);
+            exec::check_interrupt()?;
+            st = self
+                .inner
+                .fetched
+                .wait_timeout(st, nap)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
+    }
+
+    /// The cached outcome, if any.
+    fn cached(&self) -> Option<Result<T>>
+    where
+        T: Clone,
+    {
+        let st = self.inner.lock();
+        st.cache.as_ref().map(|r| match r {
+            // Decoding again is a copy: references inside must not count their weight twice.
+            Ok(item) => copy_scope(|| item.typed_clone("Future")),
+            Err(e) => Err(e.clone()),
+        })
+    }
+
+    /// Whether the value is there (a cached value, or a remote check).
+    ///
+    /// # Julia
+    /// `isready(::Future)`.
+    pub fn isready(&self) -> Result<bool> {
+        let _lead = match self.lead("isready", None, true)? {
+            Lead::Cached => return Ok(true),
+            Lead::Leader(g) => g,
+            Lead::Busy => unreachable!("lead waits"),
+        };
         let rt = rt()?;
         if self.owner() == rt.myid() {
-            return Ok(match rt.entry(self.inner.rrid) {
-                Some(e) => matches!(&e.stored, Stored::Value(c) if c.isready()),
-                None => false,
-            });
+            let e = rt.value_entry(self.inner.rrid, rt.myid());
+            return Ok(matches!(&e.stored, Stored::Value(c) if c.isready()));
         }
         let f = rt.request(
             self.owner(),
@@ -118,132 +213,242 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Future<T> {
         Ok(f.body().first() == Some(&1))
     }
 
-    /// Blocks until the value is there, without moving it.
+    /// Blocks until the value is there, without moving it. A call that failed gives its error
+    /// (`Error::Remote`...), as `fetch` would.
+    ///
+    /// # Julia
+    /// `wait(::Future)`.
     pub fn wait(&self) -> Result<()> {
-        if self
-            .inner
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-        {
-            return Ok(());
-        }
-        let rt = rt()?;
-        if self.owner() == rt.myid() {
-            let e = rt.value_entry(self.inner.rrid, rt.myid());
-            if let Stored::Value(c) = &e.stored {
-                return c.with(|_| ());
-            }
-            return Err(Error::invalid("reference is a channel"));
-        }
-        rt.request(
-            self.owner(),
-            &Msg::Wait {
-                rrid: self.inner.rrid,
-            },
-            &Body::Owned(Vec::new()),
-        )
-        .map(|_| ())
+        self.wait_until(None)
     }
 
-    /// Sets the value; `Err(AlreadySet)` if it has one.
+    /// [`Future::wait`] for at most `d`: `Err(Error::Timeout)` if the value is not there by
+    /// then; the reference stays usable.
     ///
     /// # Julia
-    /// `put!(::Future, v)`.
-    pub fn put(&self, v: T) -> Result<()> {
-        let rt = rt()?;
-        if self.owner() == rt.myid() {
-            let e = rt.value_entry(self.inner.rrid, rt.myid());
-            return match &e.stored {
-                Stored::Value(c) => c.set(Ok(Item::local(v))),
-                Stored::Channel(_) => Err(Error::invalid("reference is a channel")),
-            };
-        }
-        let body = wire::encode(&v).map_err(|e| Error::Codec {
-            action: "encode",
-            what: "the value put in a Future".into(),
-            pid: rt.myid(),
-            reason: e.to_string(),
-        })?;
-        rt.request(
-            self.owner(),
-            &Msg::Put {
-                rrid: self.inner.rrid,
-            },
-            &body,
-        )
-        .map(|_| ())
+    /// `timedwait(() -> isready(f), d)`, which reports `:timed_out` instead of an error.
+    pub fn wait_timeout(&self, d: Duration) -> Result<()> {
+        self.wait_until(timeout_after(d))
+            .map_err(|e| self.timed_out(e, "wait", d))
     }
 
-    /// Moves the value here (once; later calls use the cache) and returns a copy.
-    ///
-    /// Errors: the remote call's error (`RemoteException`, `ProcessExited`...), cached too.
-    ///
-    /// # Julia
-    /// `fetch(::Future)`.
-    pub fn fetch(&self) -> Result<T>
-    where
-        T: Clone,
-    {
-        {
-            let c = self.inner.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(r) = &*c {
-                return match r {
-                    Ok(item) => item.typed_clone("Future"),
-                    Err(e) => Err(e.clone()),
+    fn timed_out(&self, e: Error, op: &str, d: Duration) -> Error {
+        match e {
+            Error::Timeout(_) => Error::Timeout(format!(
+                "{op} of Future {:?} on pid {}: no value within {d:?}",
+                self.inner.rrid, self.inner.owner
+            )),
+            e => e,
+        }
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<()> {
+        let _lead = match self.lead("wait", deadline, true)? {
+            Lead::Cached => {
+                let st = self.inner.lock();
+                return match &st.cache {
+                    Some(Err(e)) => Err(e.clone()),
+                    _ => Ok(()),
                 };
             }
-        }
+            Lead::Leader(g) => g,
+            Lead::Busy => unreachable!("lead waits"),
+        };
         let rt = rt()?;
         if self.owner() == rt.myid() {
             let e = rt.value_entry(self.inner.rrid, rt.myid());
             let Stored::Value(c) = &e.stored else {
                 return Err(Error::invalid("reference is a channel"));
             };
-            return c.with(|r| match r {
-                Ok(item) => item.typed_clone("Future"),
-                Err(e) => Err(e.clone()),
-            })?;
+            return c.with_until(deadline, |v| v.as_ref().map(|_| ()).map_err(Error::clone))?;
         }
-        let release = self.inner.take_weight();
-        let r = rt.request(
+        let p = rt.request_start(
             self.owner(),
-            &Msg::Fetch {
+            &Msg::Wait {
                 rrid: self.inner.rrid,
-                release,
             },
             &Body::Owned(Vec::new()),
-        );
-        self.keep(r)
+        )?;
+        rt.request_finish_until(p, deadline).map(|_| ())
     }
 
-    /// Caches what a Fetch brought back (a value, or the call's error) and returns a copy. A
-    /// lost owner or an interrupt is not cached: it is about this fetch, not the value.
+    /// Sets the value; `Err(AlreadySet)` if it has one. The value is kept here too, and this
+    /// process's hold on the owner's copy is let go.
+    ///
+    /// # Julia
+    /// `put!(::Future, v)`.
+    pub fn put(&self, v: T) -> Result<()> {
+        // A fetch in progress here may be waiting for this very value: do not wait for it, and
+        // leave the weight to it (it gives the weight back once it has the value).
+        let lead = match self.lead("put", None, false)? {
+            Lead::Cached => return Err(Error::AlreadySet),
+            Lead::Leader(g) => Some(g),
+            Lead::Busy => None,
+        };
+        let rt = rt()?;
+        let rrid = self.inner.rrid;
+        if self.owner() == rt.myid() {
+            let e = rt.value_entry(rrid, rt.myid());
+            match &e.stored {
+                Stored::Value(c) => c.set(Ok(Item::local(v)))?,
+                Stored::Channel(_) => return Err(Error::invalid("reference is a channel")),
+            }
+            drop(e);
+            if lead.is_none() {
+                return Ok(());
+            }
+            // The value moves into this handle when no other holds the entry (Julia frees it
+            // then); otherwise the entry keeps it for them, and this handle its weight.
+            let mut st = self.inner.lock();
+            if let Some(gone) = rt.release_if_last(rrid, self.inner.weight()) {
+                self.inner.take_weight();
+                if let Stored::Value(c) = &gone.stored {
+                    st.cache = c.take();
+                }
+            }
+            return Ok(());
+        }
+        let (body, has_refs) = refs_during(|| wire::encode(&v));
+        let body = body.map_err(|e| Error::Codec {
+            action: "encode",
+            what: "the value put in a Future".into(),
+            pid: rt.myid(),
+            reason: e.to_string(),
+        })?;
+        rt.request(self.owner(), &Msg::Put { rrid }, &body)?;
+        // Bytes holding references carry their weight: only the owner's copy may keep them.
+        if !has_refs && lead.is_some() {
+            let mut st = self.inner.lock();
+            if st.cache.is_none() {
+                st.cache = Some(Ok(Item::Bytes(body.into_vec())));
+            }
+            drop(st);
+            self.inner.release_weight();
+        }
+        Ok(())
+    }
+
+    /// Moves the value here (once; later calls use the cache) and returns a copy. Threads of
+    /// one process fetching at once share one request.
+    ///
+    /// Errors: the remote call's error (`RemoteException`, `ProcessExited`...), cached too; a
+    /// finalized Future is an `Error::Invalid` ("fetch of a finalized reference ...").
+    ///
+    /// # Julia
+    /// `fetch(::Future)`. Julia's error for a finalized reference is whatever its lookup of
+    /// process 0 raises (`no process with id 0 exists`); this one says what happened.
+    pub fn fetch(&self) -> Result<T>
+    where
+        T: Clone,
+    {
+        self.fetch_until(None)
+    }
+
+    /// [`Future::fetch`] for at most `d`: `Err(Error::Timeout)` if the value is not there by
+    /// then; the reference stays usable and a later fetch still gets the value.
+    ///
+    /// # Julia
+    /// No direct counterpart (`fetch` has no timeout); `timedwait` then `fetch`.
+    pub fn fetch_timeout(&self, d: Duration) -> Result<T>
+    where
+        T: Clone,
+    {
+        self.fetch_until(timeout_after(d))
+            .map_err(|e| self.timed_out(e, "fetch", d))
+    }
+
+    fn fetch_until(&self, deadline: Option<Instant>) -> Result<T>
+    where
+        T: Clone,
+    {
+        loop {
+            match self.lead("fetch", deadline, true)? {
+                Lead::Cached => {
+                    if let Some(r) = self.cached() {
+                        return r;
+                    }
+                }
+                Lead::Leader(_g) => return self.fetch_led(deadline),
+                Lead::Busy => unreachable!("lead waits"),
+            }
+        }
+    }
+
+    /// The fetch itself, by the leading thread.
+    fn fetch_led(&self, deadline: Option<Instant>) -> Result<T>
+    where
+        T: Clone,
+    {
+        let rt = rt()?;
+        let rrid = self.inner.rrid;
+        if self.owner() != rt.myid() {
+            let p = rt.request_start(
+                self.owner(),
+                &Msg::Fetch { rrid, release: 0 },
+                &Body::Owned(Vec::new()),
+            )?;
+            return self.keep(rt.request_finish_until(p, deadline));
+        }
+        let e = rt.value_entry(rrid, rt.myid());
+        let Stored::Value(c) = &e.stored else {
+            return Err(Error::invalid("reference is a channel"));
+        };
+        let out: Result<T> = c.with_until(deadline, |r| match r {
+            Ok(item) => item.typed_clone("Future"),
+            Err(e) => Err(e.clone()),
+        })?;
+        drop(e);
+        // Cached here, released there (Julia's fetch frees the owner's copy): the value itself
+        // moves into the cache when this handle was the last hold.
+        let mut st = self.inner.lock();
+        let w = self.inner.take_weight();
+        match rt.release_if_last(rrid, w) {
+            Some(gone) => {
+                if let Stored::Value(c) = &gone.stored {
+                    st.cache = c.take();
+                }
+            }
+            None => {
+                st.cache = Some(match &out {
+                    Ok(v) => Ok(Item::local(v.clone())),
+                    Err(e) => Err(e.clone()),
+                });
+                drop(st);
+                rt.release(rrid, w);
+            }
+        }
+        out
+    }
+
+    /// Caches what a Fetch brought back (a value, or the call's error), then gives the weight
+    /// back, and returns the value. A lost owner, an interrupt or a timeout is not cached: it is
+    /// about this fetch, not the value, and the weight stays for the next one.
     fn keep(&self, r: Result<crate::frame::Frame>) -> Result<T>
     where
         T: Clone,
     {
-        let cached = match r {
-            Ok(frame) => Ok(Item::Frame(frame)),
-            Err(Error::ProcessExited(p)) => return Err(Error::ProcessExited(p)),
-            Err(Error::Interrupted(p)) => return Err(Error::Interrupted(p)),
-            Err(e) => Err(e),
+        let (cached, out) = match r {
+            Ok(frame) => {
+                let (v, has_refs) = refs_during(|| decode_as::<T>(&frame.body(), "Future"));
+                match v {
+                    // References inside were counted once, now: later reads use the decoded
+                    // value, which hands out its own weight.
+                    Ok(v) if has_refs => (Ok(Item::local(v.clone())), Ok(v)),
+                    v => (Ok(Item::Frame(frame)), v),
+                }
+            }
+            Err(e @ (Error::ProcessExited(_) | Error::Interrupted(_) | Error::Timeout(_))) => {
+                return Err(e)
+            }
+            Err(e) => (Err(e.clone()), Err(e)),
         };
-        let out = match &cached {
-            Ok(item) => item.typed_clone("Future"),
-            Err(e) => Err(e.clone()),
-        };
-        *self.inner.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(cached);
+        let mut st = self.inner.lock();
+        if st.cache.is_none() && !st.finalized {
+            st.cache = Some(cached);
+        }
+        drop(st);
+        self.inner.release_weight();
         out
-    }
-
-    fn is_cached(&self) -> bool {
-        self.inner
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
     }
 }
 
@@ -259,28 +464,39 @@ where
     let Ok(rt) = rt() else {
         return futures.iter().map(|f| f.fetch()).collect();
     };
-    let started: Vec<Option<Result<crate::runtime::PendingReq>>> = futures
+    type Started<'a> = Option<(Leading<'a>, Result<crate::runtime::PendingReq>)>;
+    let started: Vec<Started<'_>> = futures
         .iter()
         .map(|f| {
-            if f.is_cached() || f.owner() == rt.myid() {
+            if f.owner() == rt.myid() {
                 return None;
             }
-            let release = f.inner.take_weight();
+            // Cached, finalized or being fetched by another thread: the plain fetch below.
+            let Ok(Lead::Leader(g)) = f.lead("fetch", None, false) else {
+                return None;
+            };
             let msg = Msg::Fetch {
                 rrid: f.inner.rrid,
-                release,
+                release: 0,
             };
-            Some(rt.request_start(f.owner(), &msg, &Body::Owned(Vec::new())))
+            Some((
+                g,
+                rt.request_start(f.owner(), &msg, &Body::Owned(Vec::new())),
+            ))
         })
         .collect();
-    rt.await_all(started.iter().filter_map(|s| s.as_ref()?.as_ref().ok()));
+    rt.await_all(
+        started
+            .iter()
+            .filter_map(|s| s.as_ref().and_then(|(_, p)| p.as_ref().ok())),
+    );
     futures
         .iter()
         .zip(started)
         .map(|(f, p)| match p {
             None => f.fetch(),
-            Some(Ok(p)) => f.keep(rt.request_finish(p)),
-            Some(Err(e)) => f.keep(Err(e)),
+            Some((_g, Ok(p))) => f.keep(rt.request_finish(p)),
+            Some((_g, Err(e))) => Err(e),
         })
         .collect()
 }
@@ -296,9 +512,9 @@ impl<T: Serialize + Send + 'static> Serialize for Future<T> {
 
 impl<'de, T> Deserialize<'de> for Future<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Ok(Future::from_inner(RefInner::import(RefWire::deserialize(
-            d,
-        )?)))
+        RefInner::import(RefWire::deserialize(d)?)
+            .map(Future::from_inner)
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -6,6 +6,16 @@
 //! weight to the copy, and a handle dropped (or a Future fetched, or `finalize`d) sends its
 //! weight back. The owner frees the entry when all weight has returned. A handle down to weight
 //! 1 asks the owner for more before splitting (after 62 hops; in practice never).
+//!
+//! Weight travels inside the bytes of a value, so bytes decoded more than once (a channel value
+//! read with `fetch`, a cached Future value) would count it again: those are coded in a
+//! `copy_scope`, where handles go without weight and get their own on arrival.
+//!
+//! # Julia
+//! Julia's owner keeps the set of pids holding a reference, where adding a pid twice is
+//! harmless; weights need no message per hop but must not be copied, hence the copy rule. A
+//! reference inside a value put remotely into a Future and fetched by several processes is
+//! still counted once per fetch: the owner holds such a value only as bytes.
 
 use crate::error::{Error, Result};
 use crate::proto::Msg;
@@ -14,8 +24,9 @@ use crate::store::Item;
 use crate::wire::Body;
 use crate::Pid;
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 /// The total weight of a new reference.
 pub(crate) const INITIAL_WEIGHT: u64 = 1 << 62;
@@ -29,12 +40,26 @@ pub struct Rrid {
     pub id: u64,
 }
 
+/// What one process knows of a reference beside its weight.
+#[derive(Default)]
+pub(crate) struct RefState {
+    /// The fetched (or put) value, or the call's error.
+    pub(crate) cache: Option<Result<Item>>,
+    /// A thread of this process is fetching: others wait for its result instead of asking the
+    /// owner again (the owner frees the value once this process's weight is back).
+    pub(crate) fetching: bool,
+    /// `finalize` was called (or the handle arrived without weight or value): unusable.
+    pub(crate) finalized: bool,
+}
+
 /// One process's hold on a remote reference, shared by all its local copies.
 pub(crate) struct RefInner {
     pub(crate) rrid: Rrid,
     pub(crate) owner: Pid,
     weight: AtomicU64,
-    pub(crate) cache: Mutex<Option<Result<Item>>>,
+    pub(crate) state: Mutex<RefState>,
+    /// Signalled when a fetch in progress ends.
+    pub(crate) fetched: Condvar,
 }
 
 /// A reference as it travels.
@@ -46,15 +71,46 @@ pub(crate) struct RefWire {
     cached: Option<Vec<u8>>,
 }
 
+thread_local! {
+    /// Set while encoding or decoding a copy of stored bytes (see [`copy_scope`]).
+    static COPY: Cell<bool> = const { Cell::new(false) };
+    /// References exported or imported by this thread, to tell whether a value holds any.
+    static CODED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Runs `f` as the encoding or decoding of a *copy*: bytes that may be decoded more than once
+/// (a channel value read with `fetch`, a cached Future value). References exported inside carry
+/// no weight, and references imported inside ignore the weight they carry and join this
+/// process's handle or get their own weight from the owner. Without this, every decode of the
+/// same bytes would count their weight again and the owner would free the value too early.
+pub(crate) fn copy_scope<R>(f: impl FnOnce() -> R) -> R {
+    let outer = COPY.with(|c| c.replace(true));
+    let r = f();
+    COPY.with(|c| c.set(outer));
+    r
+}
+
+/// Runs `f` (an encode or a decode) and says whether it met a reference.
+pub(crate) fn refs_during<R>(f: impl FnOnce() -> R) -> (R, bool) {
+    let before = CODED.with(|c| c.get());
+    let r = f();
+    (r, CODED.with(|c| c.get()) != before)
+}
+
 impl RefInner {
-    /// A new reference owned by `owner`, holding the whole weight.
-    pub(crate) fn new(rrid: Rrid, owner: Pid) -> Arc<RefInner> {
-        let r = Arc::new(RefInner {
+    fn with_weight(rrid: Rrid, owner: Pid, weight: u64, st: RefState) -> Arc<RefInner> {
+        Arc::new(RefInner {
             rrid,
             owner,
-            weight: AtomicU64::new(INITIAL_WEIGHT),
-            cache: Mutex::new(None),
-        });
+            weight: AtomicU64::new(weight),
+            state: Mutex::new(st),
+            fetched: Condvar::new(),
+        })
+    }
+
+    /// A new reference owned by `owner`, holding the whole weight.
+    pub(crate) fn new(rrid: Rrid, owner: Pid) -> Arc<RefInner> {
+        let r = Self::with_weight(rrid, owner, INITIAL_WEIGHT, RefState::default());
         if let Some(rt) = try_rt() {
             rt.handles
                 .lock()
@@ -62,6 +118,10 @@ impl RefInner {
                 .insert(rrid, Arc::downgrade(&r));
         }
         r
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, RefState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes all the weight this process holds (to send it back).
@@ -73,8 +133,8 @@ impl RefInner {
         self.weight.load(Ordering::Acquire)
     }
 
-    /// Gives the owner back this process's weight now (Julia's `finalize`).
-    pub(crate) fn finalize(&self) {
+    /// Sends all this process's weight back to the owner.
+    pub(crate) fn release_weight(&self) {
         let w = self.take_weight();
         if w > 0 {
             if let Ok(rt) = rt() {
@@ -83,43 +143,30 @@ impl RefInner {
         }
     }
 
-    /// The form sent to another process, carrying half of this process's weight.
+    /// Gives the owner back this process's weight now and makes the handle unusable (Julia's
+    /// `finalize`, which also drops the cached value).
+    pub(crate) fn finalize(&self) {
+        let mut st = self.lock();
+        st.finalized = true;
+        st.cache = None;
+        drop(st);
+        self.release_weight();
+    }
+
+    /// The form sent to another process, carrying half of this process's weight (none inside
+    /// a [`copy_scope`]). The value and the weight are read under one lock, so that a fetch
+    /// finishing meanwhile cannot leave the copy with neither.
     pub(crate) fn export(&self) -> Result<RefWire> {
-        let cached = match &*self.cache.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(Ok(item)) => Some(item.encode()?.into_vec()),
+        CODED.with(|c| c.set(c.get() + 1));
+        let st = self.lock();
+        let cached = match &st.cache {
+            Some(Ok(item)) => Some(copy_scope(|| item.encode().map(Body::into_vec))?),
             _ => None,
         };
-        let give = loop {
-            let w = self.weight.load(Ordering::Acquire);
-            if w == 0 {
-                break 0;
-            }
-            if w == 1 {
-                let rt = rt()?;
-                let msg = Msg::AddWeight {
-                    rrid: self.rrid,
-                    weight: INITIAL_WEIGHT,
-                };
-                if self.owner == rt.myid() {
-                    rt.entry(self.rrid)
-                        .ok_or_else(|| Error::invalid("reference was already freed"))
-                        .map(|e| {
-                            *e.weight.lock().unwrap_or_else(|e| e.into_inner()) += INITIAL_WEIGHT
-                        })?;
-                } else {
-                    rt.request(self.owner, &msg, &Body::Owned(Vec::new()))?;
-                }
-                self.weight.fetch_add(INITIAL_WEIGHT, Ordering::AcqRel);
-                continue;
-            }
-            let half = w / 2;
-            if self
-                .weight
-                .compare_exchange(w, w - half, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                break half;
-            }
+        let give = if COPY.with(|c| c.get()) || st.finalized {
+            0
+        } else {
+            self.split_weight()?
         };
         Ok(RefWire {
             rrid: self.rrid,
@@ -129,36 +176,107 @@ impl RefInner {
         })
     }
 
+    fn split_weight(&self) -> Result<u64> {
+        loop {
+            let w = self.weight.load(Ordering::Acquire);
+            if w == 0 {
+                return Ok(0);
+            }
+            if w == 1 {
+                self.weight
+                    .fetch_add(add_weight(self.rrid, self.owner)?, Ordering::AcqRel);
+                continue;
+            }
+            let half = w / 2;
+            if self
+                .weight
+                .compare_exchange(w, w - half, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Ok(half);
+            }
+        }
+    }
+
     /// The local hold for a reference that arrived from another process.
-    pub(crate) fn import(w: RefWire) -> Arc<RefInner> {
+    pub(crate) fn import(w: RefWire) -> Result<Arc<RefInner>> {
+        CODED.with(|c| c.set(c.get() + 1));
+        let copy = COPY.with(|c| c.get());
         let cached = w.cached.map(|b| Ok(Item::Bytes(b)));
         let Some(rt) = try_rt() else {
-            return Arc::new(RefInner {
-                rrid: w.rrid,
-                owner: w.owner,
-                weight: AtomicU64::new(w.weight),
-                cache: Mutex::new(cached),
-            });
+            let st = RefState {
+                cache: cached,
+                ..RefState::default()
+            };
+            return Ok(Self::with_weight(w.rrid, w.owner, w.weight, st));
         };
-        let mut h = rt.handles.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = h.get(&w.rrid).and_then(|x| x.upgrade()) {
-            existing.weight.fetch_add(w.weight, Ordering::AcqRel);
-            let mut c = existing.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if c.is_none() {
-                *c = cached;
+        // A finalized handle stays unusable; what arrives now is a new hold. Handles found are
+        // dropped only once the table is unlocked (a last drop locks it).
+        let live = |rt: &crate::runtime::Runtime| {
+            let h = rt.handles.lock().unwrap_or_else(|e| e.into_inner());
+            let found = h.get(&w.rrid).and_then(Weak::upgrade);
+            drop(h);
+            found.filter(|r| !r.lock().finalized)
+        };
+        if let Some(existing) = live(rt) {
+            if !copy {
+                existing.weight.fetch_add(w.weight, Ordering::AcqRel);
             }
-            drop(c);
-            return existing;
+            let mut st = existing.lock();
+            if st.cache.is_none() {
+                st.cache = cached;
+            }
+            drop(st);
+            return Ok(existing);
         }
-        let r = Arc::new(RefInner {
-            rrid: w.rrid,
-            owner: w.owner,
-            weight: AtomicU64::new(w.weight),
-            cache: Mutex::new(cached),
-        });
-        h.insert(w.rrid, Arc::downgrade(&r));
-        r
+        // A copy's weight belongs to the bytes it was decoded from: a new handle gets its own
+        // from the owner (not needed when the value came along).
+        let weight = match (copy, &cached) {
+            (false, _) => w.weight,
+            (true, Some(_)) => 0,
+            (true, None) => add_weight(w.rrid, w.owner)?,
+        };
+        let st = RefState {
+            finalized: weight == 0 && cached.is_none(),
+            cache: cached,
+            fetching: false,
+        };
+        let r = Self::with_weight(w.rrid, w.owner, weight, st);
+        let mut h = rt.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let other = h.get(&w.rrid).and_then(Weak::upgrade);
+        match other {
+            Some(existing) if !existing.lock().finalized => {
+                // Another thread imported it meanwhile: join it.
+                drop(h);
+                existing.weight.fetch_add(r.take_weight(), Ordering::AcqRel);
+                Ok(existing)
+            }
+            other => {
+                h.insert(w.rrid, Arc::downgrade(&r));
+                drop(h);
+                drop(other);
+                Ok(r)
+            }
+        }
     }
+}
+
+/// Asks the owner for more weight on `rrid` (which someone must still hold) and returns it.
+fn add_weight(rrid: Rrid, owner: Pid) -> Result<u64> {
+    let rt = rt()?;
+    if owner == rt.myid() {
+        let e = rt
+            .entry(rrid)
+            .ok_or_else(|| Error::invalid(format!("reference {rrid:?} was already freed")))?;
+        *e.weight.lock().unwrap_or_else(|e| e.into_inner()) += INITIAL_WEIGHT;
+    } else {
+        let msg = Msg::AddWeight {
+            rrid,
+            weight: INITIAL_WEIGHT,
+        };
+        rt.request(owner, &msg, &Body::Owned(Vec::new()))?;
+    }
+    Ok(INITIAL_WEIGHT)
 }
 
 impl Drop for RefInner {

@@ -463,15 +463,47 @@ impl Runtime {
 
     /// Waits for the reply of a request sent with [`Runtime::request_start`].
     pub(crate) fn request_finish(&self, p: PendingReq) -> Result<Frame> {
+        self.request_finish_until(p, None)
+    }
+
+    /// Like [`Runtime::request_finish`], giving up with `Error::Timeout` at `deadline` (a
+    /// reply that comes later is dropped).
+    pub(crate) fn request_finish_until(
+        &self,
+        p: PendingReq,
+        deadline: Option<Instant>,
+    ) -> Result<Frame> {
         let PendingReq { id, slot, link } = p;
         if !slot.is_done() {
-            link.spin(&self.ep, self, self.spin, &|| slot.is_done(), false);
+            let past = || deadline.is_some_and(|d| Instant::now() >= d);
+            link.spin(
+                &self.ep,
+                self,
+                self.spin,
+                &|| slot.is_done() || past(),
+                false,
+            );
         }
         if !slot.is_done() {
             let _b = exec::blocking();
             *slot.waiter.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
             while !slot.is_done() {
-                std::thread::park_timeout(Duration::from_millis(100));
+                let mut nap = Duration::from_millis(100);
+                if let Some(d) = deadline {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        self.pending
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&id);
+                        if slot.is_done() {
+                            break;
+                        }
+                        return Err(Error::Timeout(format!("no answer from pid {}", link.peer)));
+                    }
+                    nap = nap.min(left);
+                }
+                std::thread::park_timeout(nap);
                 if exec::interrupted() {
                     self.pending
                         .lock()
@@ -593,6 +625,20 @@ impl Runtime {
                     ch.close();
                 }
             }
+        }
+    }
+
+    /// Frees the entry under `rrid` and returns it if `weight` is all that is left of it (the
+    /// caller's hold is the last one); otherwise changes nothing.
+    pub(crate) fn release_if_last(&self, rrid: Rrid, weight: u64) -> Option<Arc<Entry>> {
+        let mut s = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        let last = s
+            .get(&rrid)
+            .is_some_and(|e| *e.weight.lock().unwrap_or_else(|e| e.into_inner()) == weight);
+        if last {
+            s.remove(&rrid)
+        } else {
+            None
         }
     }
 

@@ -133,14 +133,29 @@ impl ValueCell {
     }
     /// Blocks until set, then calls `f` on the value.
     pub fn with<R>(&self, f: impl FnOnce(&std::result::Result<Item, Error>) -> R) -> Result<R> {
+        self.with_until(None, f)
+    }
+    /// Like [`ValueCell::with`], giving up with `Error::Timeout` at `deadline`.
+    pub fn with_until<R>(
+        &self,
+        deadline: Option<std::time::Instant>,
+        f: impl FnOnce(&std::result::Result<Item, Error>) -> R,
+    ) -> Result<R> {
         let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if g.is_none() {
             let _b = exec::blocking();
             while g.is_none() {
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    return Err(Error::Timeout("the Future has no value yet".into()));
+                }
                 g = wait_on(&self.cond, g)?;
             }
         }
         Ok(f(g.as_ref().expect("set")))
+    }
+    /// Moves the value out (for an entry nobody else can reach any more).
+    pub(crate) fn take(&self) -> Option<std::result::Result<Item, Error>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 

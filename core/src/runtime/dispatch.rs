@@ -175,12 +175,17 @@ impl Runtime {
                                 },
                             },
                         });
+                        // `remotecall_wait` raises the call's error, as Julia's does.
+                        let ack = match &item {
+                            Ok(_) => Ok(Body::Owned(Vec::new())),
+                            Err(e) => Err(e.clone()),
+                        };
                         let cell = self.value_entry(rrid, from);
                         if let Stored::Value(c) = &cell.stored {
                             let _ = c.set(item);
                         }
                         if notify {
-                            reply(Ok(Body::Owned(Vec::new())));
+                            reply(ack);
                         }
                     }
                     Mode::Do => {
@@ -217,10 +222,13 @@ impl Runtime {
             Msg::Wait { rrid } => {
                 let e = self.value_entry(rrid, from);
                 match &e.stored {
-                    Stored::Value(c) => match c.with(|_| ()) {
-                        Ok(()) => reply(Ok(Body::Owned(Vec::new()))),
-                        Err(err) => reply(Err(err)),
-                    },
+                    // Julia's `wait` on a Future raises the call's error.
+                    Stored::Value(c) => {
+                        match c.with(|v| v.as_ref().map(|_| ()).map_err(Error::clone)) {
+                            Ok(Ok(())) => reply(Ok(Body::Owned(Vec::new()))),
+                            Ok(Err(err)) | Err(err) => reply(Err(err)),
+                        }
+                    }
                     Stored::Channel(ch) => reply(
                         ch.wait(Item::Bytes(Vec::new()))
                             .map(|_| Body::Owned(Vec::new())),
@@ -336,8 +344,9 @@ impl Runtime {
             ChanOp::Take => ch.take(key).map(ChanOut::Item),
             ChanOp::Fetch => {
                 let mut out = Vec::new();
+                // A peek sends a copy: references inside go without weight (see `copy_scope`).
                 ch.peek(key, &mut |i| {
-                    out = i.encode()?.into_vec();
+                    out = crate::refs::copy_scope(|| i.encode())?.into_vec();
                     Ok(())
                 })?;
                 Ok(bytes(out))
