@@ -66,6 +66,8 @@
 //! | `WorkerPool([2, 3])`, `CachingPool(workers())` | `WorkerPool::new([2, 3])`, `CachingPool::new(workers())` |
 //! | `remotecall_fetch(f, wp, x)` | `wp.remotecall_fetch(f, (x,))?` |
 //! | `default_worker_pool()` | `default_worker_pool()` |
+//! | `wait(wp)`, `pgenerate(f, c)` | `wp.wait()?`, `pgenerate(f, c)` (an iterator of `Result`s) |
+//! | `myrole()` | `myrole()` (`Role::Master` or `Role::Worker`) |
 //!
 //! ## Parallel patterns
 //!

@@ -939,11 +939,22 @@ fn pmap_on_worker_uses_all_workers() {
     let added = addprocs(2).unwrap();
     let all = workers();
     assert_eq!(all.len(), 4, "{all:?}");
+    let used = |who: &[usize]| -> Vec<usize> {
+        let set: std::collections::BTreeSet<usize> = who.iter().copied().collect();
+        set.into_iter().collect()
+    };
     let (is_worker, who) = remotecall_fetch(pmap_from_worker, all[0], (16,)).unwrap();
     assert!(is_worker);
     assert_eq!(who.len(), 16);
-    let used: std::collections::BTreeSet<usize> = who.iter().copied().collect();
-    assert_eq!(used.into_iter().collect::<Vec<_>>(), all, "{who:?}");
+    assert_eq!(used(&who), all, "{who:?}");
+    // It is the master's pool: a worker checked out of it here is not used there.
+    let pool = default_worker_pool();
+    let busy = pool.take().unwrap();
+    let caller = *all.iter().find(|&&p| p != busy).unwrap();
+    let (_, who) = remotecall_fetch(pmap_from_worker, caller, (12,)).unwrap();
+    let rest: Vec<usize> = all.iter().copied().filter(|&p| p != busy).collect();
+    assert_eq!(used(&who), rest, "busy {busy}: {who:?}");
+    pool.put(busy);
     // The workers went back to the master's default pool.
     assert!(settles(&default_worker_pool(), 4));
     rmprocs(&added, Duration::from_secs(5)).unwrap();
@@ -1040,9 +1051,8 @@ fn pgenerate_lazy_in_order() {
     assert!(settles(&pool, 2));
     let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let r = Arc::clone(&read);
-    let items = (0..10i64).map(move |x| {
+    let items = (0..10i64).inspect(move |_| {
         r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        x
     });
     let mut g = cohort::pgenerate(square, items);
     assert_eq!(read.load(std::sync::atomic::Ordering::SeqCst), 0, "lazy");

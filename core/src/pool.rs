@@ -12,7 +12,12 @@
 //!
 //! The default pool ([`default_worker_pool`]) follows the cluster: it holds every worker,
 //! workers added later join it, and with no workers at all it is the master itself (as
-//! `workers()` is `[1]`), so calls on it run in-process.
+//! `workers()` is `[1]`), so calls on it run in-process. On a worker it is the master's
+//! default pool, reached remotely.
+//!
+//! A pool passed to a remote call travels as a handle to the pool on the process that made
+//! it; operations through that handle are remote calls to that process (Julia's
+//! `WorkerPool` serializes its `ref` the same way).
 //!
 //! # Caching
 //! A Julia closure sent to a worker carries what it captured; a [`CachingPool`] sends that
