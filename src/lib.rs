@@ -66,6 +66,8 @@
 //! | `WorkerPool([2, 3])`, `CachingPool(workers())` | `WorkerPool::new([2, 3])`, `CachingPool::new(workers())` |
 //! | `remotecall_fetch(f, wp, x)` | `wp.remotecall_fetch(f, (x,))?` |
 //! | `default_worker_pool()` | `default_worker_pool()` |
+//! | `wait(wp)`, `pgenerate(f, c)` | `wp.wait()?`, `pgenerate(f, c)` (an iterator of `Result`s) |
+//! | `myrole()` | `myrole()` (`Role::Master` or `Role::Worker`) |
 //!
 //! ## Parallel patterns
 //!
@@ -133,17 +135,17 @@ pub use cohort_core::read_worker_address;
 pub use cohort_core::{
     addprocs, addprocs_with, blocking, check_interrupt, cluster_cookie, current_topology,
     fetch_all, fetch_any, fetchfrom, interrupt, interrupted, link_count, live_refs, live_refs_on,
-    myid, next_pid, nprocs, nworkers, procs, procs_on, remote_do, remotecall, remotecall_fetch,
-    remotecall_fetch_by_name, remotecall_wait, rmprocs, set_cluster_cookie, set_topology, spawnat,
-    workers, AbstractChannel, AddProcsParams, Cluster, ClusterManager, Count, Error, Future,
-    ManageOp, NoAddress, Pid, RemoteChannel, RemoteException, RemoteFn, Result, RmProcs, Target,
-    Topology, WorkerConfig, WORKER_ADDRESS_TAG,
+    myid, myrole, next_pid, nprocs, nworkers, procs, procs_on, remote_do, remotecall,
+    remotecall_fetch, remotecall_fetch_by_name, remotecall_wait, rmprocs, set_cluster_cookie,
+    set_topology, spawnat, workers, AbstractChannel, AddProcsParams, Cluster, ClusterManager,
+    Count, Error, Future, ManageOp, NoAddress, Pid, RemoteChannel, RemoteException, RemoteFn,
+    Result, RmProcs, Role, Target, Topology, WorkerConfig, WORKER_ADDRESS_TAG,
 };
 pub use cohort_core::{
     bytes_sent, default_worker_pool, distributed_for, distributed_reduce, everywhere,
-    everywhere_on, pmap, pmap_args, pmap_with, pmap_zip, pmap_zip_with, set_default_worker_pool,
-    split_range, sync, sync_distributed_for, BatchSize, Cached, CachingPool, ExponentialBackOff,
-    Part, PmapOptions, Reducer, WorkerPool,
+    everywhere_on, pgenerate, pgenerate_on, pmap, pmap_args, pmap_with, pmap_zip, pmap_zip_with,
+    set_default_worker_pool, split_range, sync, sync_distributed_for, BatchSize, Cached,
+    CachingPool, ExponentialBackOff, PGenerator, Part, PmapOptions, Reducer, WorkerPool,
 };
 pub use cohort_core::{local, loops};
 pub use cohort_macros::remote;
@@ -193,13 +195,13 @@ pub mod prelude {
     pub use crate::shm::ndarray::{Axis, Ix1, Ix2, Ix3};
     pub use crate::shm::{indexpids, localindices, myrange, SharedArray};
     pub use crate::{
-        addprocs, fetch_any, interrupt, myid, nprocs, nworkers, procs, remote_do, remotecall,
-        remotecall_fetch, remotecall_wait, rmprocs, spawnat, workers, Error, Future, Pid,
-        RemoteChannel, RemoteException, Result, Target,
+        addprocs, fetch_any, interrupt, myid, myrole, nprocs, nworkers, procs, remote_do,
+        remotecall, remotecall_fetch, remotecall_wait, rmprocs, spawnat, workers, Error, Future,
+        Pid, RemoteChannel, RemoteException, Result, Role, Target,
     };
     pub use crate::{
-        default_worker_pool, distributed_for, distributed_reduce, everywhere, pmap, pmap_args,
-        pmap_with, pmap_zip, sync, sync_distributed_for, BatchSize, Cached, CachingPool,
+        default_worker_pool, distributed_for, distributed_reduce, everywhere, pgenerate, pmap,
+        pmap_args, pmap_with, pmap_zip, sync, sync_distributed_for, BatchSize, Cached, CachingPool,
         ExponentialBackOff, Part, PmapOptions, Reducer, WorkerPool,
     };
 }

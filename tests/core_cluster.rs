@@ -372,6 +372,66 @@ fn channels() {
     assert!(putter.join().unwrap() >= Duration::from_millis(190));
 }
 
+#[cohort::remote]
+fn role_here() -> (usize, bool) {
+    (myid(), myrole() == Role::Worker)
+}
+
+#[cohort::remote]
+fn chan_state(c: RemoteChannel<i64>) -> cohort::Result<(bool, bool)> {
+    Ok((c.isopen()?, c.isempty()?))
+}
+
+fn channel_state() {
+    // On a worker, read from the master and from another worker; then on the master itself.
+    for owner in [2, 1] {
+        let c: RemoteChannel<i64> = RemoteChannel::new(2, owner).unwrap();
+        assert_eq!((c.isopen().unwrap(), c.isempty().unwrap()), (true, true));
+        c.put(7).unwrap();
+        assert!(!c.isempty().unwrap());
+        assert_eq!(
+            remotecall_fetch(chan_state, 3, (c.clone(),)).unwrap(),
+            (true, false)
+        );
+        c.close().unwrap();
+        // Closed, with a value left to take.
+        assert_eq!((c.isopen().unwrap(), c.isempty().unwrap()), (false, false));
+        assert_eq!(
+            remotecall_fetch(chan_state, 3, (c.clone(),)).unwrap(),
+            (false, false)
+        );
+        assert_eq!(c.take().unwrap(), 7);
+        assert_eq!((c.isopen().unwrap(), c.isempty().unwrap()), (false, true));
+    }
+    // Capacity 0: empty until a put waits for a taker.
+    let r: RemoteChannel<i64> = RemoteChannel::new(0, 4).unwrap();
+    assert!(r.isempty().unwrap());
+    let r2 = r.clone();
+    let putter = std::thread::spawn(move || r2.put(5));
+    assert!(common::eventually(Duration::from_secs(2), || !r
+        .isempty()
+        .unwrap()));
+    assert_eq!(r.take().unwrap(), 5);
+    putter.join().unwrap().unwrap();
+    assert!(r.isempty().unwrap());
+    // A finalized handle (and its clones, which share its hold) refuses; other channels work.
+    let f: RemoteChannel<i64> = RemoteChannel::new(1, 2).unwrap();
+    let kept = f.clone();
+    let other: RemoteChannel<i64> = RemoteChannel::new(1, 2).unwrap();
+    f.finalize();
+    assert!(matches!(f.isopen(), Err(Error::Invalid(m)) if m.contains("finalized")));
+    assert!(matches!(kept.isempty(), Err(Error::Invalid(_))));
+    assert!(other.isopen().unwrap());
+}
+
+fn roles() {
+    assert_eq!(myrole(), Role::Master);
+    for w in workers() {
+        assert_eq!(remotecall_fetch(role_here, w, ()).unwrap(), (w, true));
+    }
+    assert_eq!(remotecall_fetch(role_here, 1, ()).unwrap(), (1, false));
+}
+
 fn ref_counting() {
     let live = |p: usize| cohort::live_refs_on(p).unwrap();
     assert!(
@@ -466,6 +526,7 @@ fn kill_worker_fails_pending() {
     let r = f.fetch();
     assert!(matches!(r, Err(Error::ProcessExited(q)) if q == p), "{r:?}");
     assert!(matches!(taker.join().unwrap(), Err(Error::ProcessExited(q)) if q == p));
+    assert!(matches!(c.isopen(), Err(Error::ProcessExited(q)) if q == p));
     let fanned = fanned.join().unwrap();
     assert_eq!(fanned[0].as_ref().unwrap(), &300);
     assert!(
@@ -1106,6 +1167,7 @@ fn main() {
         return init_report();
     }
     assert_eq!(myid(), 1, "the master-to-be is process 1 before init");
+    assert_eq!(myrole(), Role::Master, "and has the master's role");
     let cluster = cohort::init().unwrap();
     // The same suite runs over every transport: Unix sockets in a child process.
     let other = if std::env::var_os("COHORT_TRANSPORT").is_none() {
@@ -1136,6 +1198,8 @@ fn main() {
             ("futures", futures),
             ("fetch_all_pipelines", fetch_all_pipelines),
             ("channels", channels),
+            ("channel_state", channel_state),
+            ("roles", roles),
             ("ref_counting", ref_counting),
             ("concurrent_fetches", concurrent_fetches),
             (

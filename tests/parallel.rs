@@ -863,6 +863,254 @@ fn pool_after_worker_dies() {
     assert_eq!(default_worker_pool().workers(), workers());
 }
 
+// ---------- pools: returning workers, remote handles, pgenerate ----------
+
+/// The pool is full again: every worker idle.
+fn settles(pool: &WorkerPool, n: usize) -> bool {
+    common::eventually(Duration::from_secs(2), || {
+        pool.len() == n && pool.idle_count() == n
+    })
+}
+
+fn pool_returns_workers_every_form() {
+    let ws = two_workers();
+    for pool in [WorkerPool::new(ws.clone()), default_worker_pool()] {
+        assert!(settles(&pool, 2));
+        // A fast call fetched at once: the worker still goes back (many times, to meet the
+        // race between the fetch and the call's end).
+        for i in 0..30 {
+            let f = pool.remotecall(square, (i,)).unwrap();
+            assert_eq!(f.fetch().unwrap(), i * i);
+        }
+        assert!(settles(&pool, 2), "{pool:?}");
+        let f = pool.remotecall(fail_even, (2,)).unwrap();
+        match f.fetch() {
+            Err(Error::Remote(r)) => assert!(r.to_string().contains("foo 2"), "{r}"),
+            other => panic!("expected a remote exception, got {other:?}"),
+        }
+        assert!(settles(&pool, 2), "after a failed remotecall: {pool:?}");
+        // The other forms, each succeeding and failing.
+        assert_eq!(pool.remotecall_fetch(square, (5,)).unwrap(), 25);
+        assert!(matches!(
+            pool.remotecall_fetch(fail_even, (4,)),
+            Err(Error::Remote(r)) if r.to_string().contains("foo 4")
+        ));
+        assert!(settles(&pool, 2), "after remotecall_fetch: {pool:?}");
+        assert_eq!(
+            pool.remotecall_wait(square, (6,)).unwrap().fetch().unwrap(),
+            36
+        );
+        let w = pool.remotecall_wait(fail_even, (6,)).unwrap();
+        assert!(matches!(w.fetch(), Err(Error::Remote(r)) if r.to_string().contains("foo 6")));
+        assert!(settles(&pool, 2), "after remotecall_wait: {pool:?}");
+        pool.remote_do(square, (7,)).unwrap();
+        pool.remote_do(fail_even, (8,)).unwrap();
+        assert!(settles(&pool, 2), "after remote_do: {pool:?}");
+        // Nothing hangs afterwards, and both workers serve.
+        let who: std::collections::BTreeSet<Pid> = (0..2)
+            .map(|_| pool.remotecall(sleep_ms, (150,)).unwrap())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|f| {
+                f.fetch().unwrap();
+                f.owner()
+            })
+            .collect();
+        assert_eq!(who.into_iter().collect::<Vec<_>>(), ws);
+        assert!(settles(&pool, 2));
+    }
+}
+
+#[cohort::remote]
+fn slow_whoami(_x: i64) -> usize {
+    let _b = cohort::blocking();
+    std::thread::sleep(Duration::from_millis(150));
+    myid()
+}
+
+/// A pmap run on a worker: who ran each item, and whether this is a worker.
+#[cohort::remote]
+fn pmap_from_worker(n: i64) -> cohort::Result<(bool, Vec<usize>)> {
+    Ok((myrole() == Role::Worker, pmap(slow_whoami, 0..n)?))
+}
+
+fn pmap_on_worker_uses_all_workers() {
+    two_workers();
+    let added = addprocs(2).unwrap();
+    let all = workers();
+    assert_eq!(all.len(), 4, "{all:?}");
+    let used = |who: &[usize]| -> Vec<usize> {
+        let set: std::collections::BTreeSet<usize> = who.iter().copied().collect();
+        set.into_iter().collect()
+    };
+    let (is_worker, who) = remotecall_fetch(pmap_from_worker, all[0], (16,)).unwrap();
+    assert!(is_worker);
+    assert_eq!(who.len(), 16);
+    assert_eq!(used(&who), all, "{who:?}");
+    // It is the master's pool: a worker checked out of it here is not used there.
+    let pool = default_worker_pool();
+    let busy = pool.take().unwrap();
+    let caller = *all.iter().find(|&&p| p != busy).unwrap();
+    let (_, who) = remotecall_fetch(pmap_from_worker, caller, (12,)).unwrap();
+    let rest: Vec<usize> = all.iter().copied().filter(|&p| p != busy).collect();
+    assert_eq!(used(&who), rest, "busy {busy}: {who:?}");
+    pool.put(busy);
+    // The workers went back to the master's default pool.
+    assert!(settles(&default_worker_pool(), 4));
+    rmprocs(&added, Duration::from_secs(5)).unwrap();
+    restore_workers();
+}
+
+/// Uses a pool passed from the master: a take, the queries, a call through it.
+#[cohort::remote]
+fn through_pool(pool: WorkerPool) -> cohort::Result<(Pid, usize, usize, usize, Pid)> {
+    let p = pool.take()?;
+    let idle = pool.idle_count();
+    pool.put(p);
+    pool.wait()?;
+    let who = pool.remotecall_fetch(whoami_item, (0,))?;
+    Ok((p, idle, pool.len(), who, pool.owner()))
+}
+
+#[cohort::remote]
+fn take_through(pool: WorkerPool) -> cohort::Result<Pid> {
+    pool.take()
+}
+
+#[cohort::remote]
+fn keep_pool(pool: WorkerPool) {
+    local::set("kept-pool", pool);
+}
+
+/// The error a kept pool gives: its kind and message.
+#[cohort::remote]
+fn take_kept() -> String {
+    match local::get::<WorkerPool>("kept-pool").map(|p| p.take()) {
+        Some(Err(Error::Invalid(m))) => format!("invalid: {m}"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn pool_as_argument() {
+    let ws = two_workers();
+    let pool = WorkerPool::new(ws.clone());
+    let (p, idle, len, who, owner) =
+        remotecall_fetch(through_pool, ws[0], (pool.clone(),)).unwrap();
+    assert!(ws.contains(&p) && ws.contains(&who), "{p} {who}");
+    assert_eq!((idle, len, owner), (1, 2, 1));
+    assert!(settles(&pool, 2));
+    // A take on a worker checks the worker out of this very pool.
+    let taken = remotecall_fetch(take_through, ws[1], (pool.clone(),)).unwrap();
+    assert_eq!(pool.idle_count(), 1);
+    assert!(ws.contains(&taken));
+    pool.put(taken);
+    assert_eq!(pool.idle_count(), 2);
+    // The default pool travels too.
+    let (_, _, len, _, owner) =
+        remotecall_fetch(through_pool, ws[0], (default_worker_pool(),)).unwrap();
+    assert_eq!((len, owner), (2, 1));
+    // Once the owner dropped its last handle, a handle elsewhere fails with a reason.
+    let gone = WorkerPool::new(ws.clone());
+    remotecall_fetch(keep_pool, ws[1], (gone.clone(),)).unwrap();
+    drop(gone);
+    let e = remotecall_fetch(take_kept, ws[1], ()).unwrap();
+    assert!(
+        e.starts_with("invalid: the worker pool") && e.contains("gone"),
+        "{e}"
+    );
+    local::clear(&["kept-pool"], &[ws[1]]).unwrap();
+    assert_eq!(pool.remotecall_fetch(square, (3,)).unwrap(), 9);
+}
+
+fn pool_wait() {
+    let ws = two_workers();
+    let pool = WorkerPool::new(ws.clone());
+    pool.wait().unwrap();
+    assert_eq!(pool.idle_count(), 2, "wait checks nothing out");
+    let a = pool.take().unwrap();
+    let b = pool.take().unwrap();
+    let waiting = pool.clone();
+    let t0 = Instant::now();
+    let waiter = std::thread::spawn(move || waiting.wait());
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(
+        !waiter.is_finished(),
+        "wait blocks while every worker is busy"
+    );
+    pool.put(b);
+    waiter.join().unwrap().unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(140));
+    assert_eq!(pool.idle_count(), 1);
+    pool.put(a);
+    assert!(matches!(WorkerPool::new([]).wait(), Err(Error::Invalid(_))));
+}
+
+fn pgenerate_lazy_in_order() {
+    two_workers();
+    let pool = default_worker_pool();
+    assert!(settles(&pool, 2));
+    let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r = Arc::clone(&read);
+    let items = (0..10i64).inspect(move |_| {
+        r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    let mut g = cohort::pgenerate(square, items);
+    assert_eq!(read.load(std::sync::atomic::Ordering::SeqCst), 0, "lazy");
+    assert_eq!(g.next().unwrap().unwrap(), 0);
+    assert_eq!(
+        read.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one item per worker ahead"
+    );
+    let rest: Vec<i64> = g.by_ref().map(Result::unwrap).collect();
+    assert_eq!(rest, (1..10).map(|x| x * x).collect::<Vec<_>>());
+    assert!(g.next().is_none());
+    // Errors in place; the iteration goes on.
+    let v: Vec<cohort::Result<i64>> = cohort::pgenerate(fail_even, 1..=4).collect();
+    assert_eq!(v.len(), 4);
+    assert_eq!((v[0].as_ref().unwrap(), v[2].as_ref().unwrap()), (&1, &3));
+    for (k, e) in [(1, "foo 2"), (3, "foo 4")] {
+        assert!(
+            matches!(&v[k], Err(Error::Remote(r)) if r.to_string().contains(e)),
+            "{v:?}"
+        );
+    }
+    // The calls ahead run at once, on different workers.
+    let t0 = Instant::now();
+    let who: Vec<usize> = cohort::pgenerate(slow_whoami, 0..4)
+        .map(Result::unwrap)
+        .collect();
+    let took = t0.elapsed();
+    assert!(took < Duration::from_millis(550), "{took:?}");
+    let mut used = who.clone();
+    used.sort_unstable();
+    used.dedup();
+    assert_eq!(used.len(), 2, "{who:?}");
+    // On a pool of one worker.
+    let one = WorkerPool::new([workers()[1]]);
+    let v: Vec<usize> = cohort::pgenerate_on(&one, whoami_item, 0..3)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(v, vec![workers()[1]; 3]);
+    assert!(settles(&pool, 2));
+}
+
+fn everywhere_on_repeats() {
+    let ws = two_workers();
+    let key = "repeats".to_string();
+    let order = [ws[0], ws[0], 1, ws[1], 1, ws[0]];
+    let v = cohort::everywhere_on(&order, bump_local, (key.clone(),)).unwrap();
+    assert_eq!(v, vec![1, 2, 1, 1, 2, 3]);
+    let after = everywhere(read_count, (key.clone(),)).unwrap();
+    assert_eq!(after, vec![2, 3, 1]);
+    local::clear(&["repeats"], &procs()).unwrap();
+}
+
+#[cohort::remote]
+fn read_count(name: String) -> u64 {
+    local::get::<u64>(&name).map_or(0, |v| *v)
+}
+
 fn main() {
     let cluster = cohort::init().unwrap();
     addprocs(2).unwrap();
@@ -891,6 +1139,18 @@ fn main() {
             ),
             ("pmap_worker_killed", pmap_worker_killed),
             ("pool_after_worker_dies", pool_after_worker_dies),
+            (
+                "pool_returns_workers_every_form",
+                pool_returns_workers_every_form,
+            ),
+            (
+                "pmap_on_worker_uses_all_workers",
+                pmap_on_worker_uses_all_workers,
+            ),
+            ("pool_as_argument", pool_as_argument),
+            ("pool_wait", pool_wait),
+            ("pgenerate_lazy_in_order", pgenerate_lazy_in_order),
+            ("everywhere_on_repeats", everywhere_on_repeats),
             ("pmap_all_workers_die", pmap_all_workers_die),
         ],
         Duration::from_secs(60),

@@ -5,7 +5,7 @@ use crate::future::{decode_frame, Future};
 use crate::proto::{Mode, Msg};
 use crate::refs::RefInner;
 use crate::registry::{self, RemoteFn};
-use crate::runtime::{rt, run_guarded};
+use crate::runtime::{rt, run_guarded, PendingReq};
 use crate::store::{Item, Stored};
 use crate::wire;
 use crate::{exec, Pid};
@@ -89,6 +89,36 @@ where
         &body,
     )?;
     Ok(fut)
+}
+
+/// [`remotecall`] that also returns, for a call on another process, the pending reply that
+/// process sends once the call has finished (stored value or error). A worker pool waits on
+/// it to return its worker: waiting on the Future instead could outlive the value, which a
+/// fetch frees on the owner.
+pub(crate) fn remotecall_notified<F, A>(
+    f: F,
+    pid: Pid,
+    args: A,
+) -> Result<(Future<F::Output>, Option<PendingReq>)>
+where
+    F: RemoteFn<A>,
+    A: Serialize + Send + 'static,
+    F::Output: Serialize,
+{
+    let rt = rt()?;
+    if pid == rt.myid() {
+        return remotecall(f, pid, args).map(|fut| (fut, None));
+    }
+    let rrid = rt.next_rrid();
+    let name = f.name();
+    let body = encode_args(&args, name)?;
+    let fut = Future::from_inner(RefInner::new(rrid, pid));
+    let msg = Msg::Call {
+        func: name.to_string(),
+        mode: Mode::Store { rrid, notify: true },
+    };
+    let pending = rt.request_start(pid, &msg, &body)?;
+    Ok((fut, Some(pending)))
 }
 
 /// Calls `f(args...)` on `pid` and waits for its result.

@@ -249,6 +249,30 @@ where
             .map(|_| ())
     }
 
+    /// The channel's state (open, empty when it can tell), read on the owner.
+    fn probe(&self) -> Result<(bool, Option<bool>)> {
+        if let Some(r) = self.local(|ch| Ok((ch.isopen(), ch.isempty()))) {
+            return r;
+        }
+        if self.inner.weight() == 0 {
+            return Err(Error::invalid("RemoteChannel was finalized"));
+        }
+        match crate::calls::remotecall_fetch(chan_probe, self.owner(), (self.inner.rrid,))? {
+            Probe::State(open, empty) => Ok((open, empty)),
+            Probe::Failed(e) => Err(e),
+        }
+    }
+
+    /// Whether the channel is open: `false` once [`close`](Self::close)d, even while values
+    /// are left to take. A user channel answers through
+    /// [`AbstractChannel::isopen`](crate::AbstractChannel::isopen).
+    ///
+    /// # Julia
+    /// `isopen(rr)`.
+    pub fn isopen(&self) -> Result<bool> {
+        self.probe().map(|(open, _)| open)
+    }
+
     /// Closes the channel: later `put`s fail, `take`s fail once it is drained.
     pub fn close(&self) -> Result<()> {
         if let Some(r) = self.local(|ch| {
@@ -300,6 +324,18 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> RemoteChannel<T> {
     /// `wait(rr)`.
     pub fn wait(&self) -> Result<()> {
         self.wait_at(())
+    }
+    /// Whether no value is waiting (for capacity 0: no `put` is waiting for a taker). Like
+    /// [`isready`](Self::isready), it may be out of date when it arrives.
+    ///
+    /// # Julia
+    /// `isempty(rr)`.
+    pub fn isempty(&self) -> Result<bool> {
+        match self.probe()?.1 {
+            Some(empty) => Ok(empty),
+            // A user channel: by its `isready`.
+            None => self.isready().map(|r| !r),
+        }
     }
     /// Iterates by `take` until the channel is closed and drained.
     ///
@@ -370,5 +406,28 @@ impl<'de, T, K> Deserialize<'de> for RemoteChannel<T, K> {
             inner: RefInner::import(RefWire::deserialize(d)?).map_err(serde::de::Error::custom)?,
             _t: PhantomData,
         })
+    }
+}
+
+/// A channel's state as its owner sees it.
+#[derive(Serialize, Deserialize)]
+enum Probe {
+    State(bool, Option<bool>),
+    Failed(Error),
+}
+
+/// Reads the state of a channel stored here (the caller's handle keeps it alive).
+#[cohort_macros::remote(crate = crate)]
+fn chan_probe(rrid: crate::refs::Rrid) -> Probe {
+    let r = rt().and_then(|rt| match rt.entry(rrid) {
+        Some(e) => match &e.stored {
+            Stored::Channel(ch) => Ok((ch.isopen(), ch.isempty())),
+            Stored::Value(_) => Err(Error::invalid("reference is a Future")),
+        },
+        None => Err(Error::invalid("RemoteChannel was freed (finalize called?)")),
+    });
+    match r {
+        Ok((open, empty)) => Probe::State(open, empty),
+        Err(e) => Probe::Failed(e),
     }
 }

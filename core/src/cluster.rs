@@ -569,6 +569,30 @@ pub fn myid() -> Pid {
     try_rt().map_or(1, |r| r.myid())
 }
 
+/// What this process is in the cluster: see [`myrole`].
+///
+/// # Julia
+/// The symbols `:master` and `:worker`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The process that started the cluster (pid 1).
+    Master,
+    /// A process a cluster manager started (or an MPI rank other than 0).
+    Worker,
+}
+
+/// This process's role: [`Role::Master`] on the master (and before `init`, as with
+/// [`myid`]), [`Role::Worker`] on a worker.
+///
+/// # Julia
+/// `myrole()`, which returns `:master` or `:worker`.
+pub fn myrole() -> Role {
+    match try_rt() {
+        Some(rt) if !rt.is_master => Role::Worker,
+        _ => Role::Master,
+    }
+}
+
 /// The workers' pids, ascending; `[1]` when there are none.
 ///
 /// # Julia

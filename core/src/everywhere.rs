@@ -45,7 +45,11 @@ where
     everywhere_on(&crate::procs(), f, args)
 }
 
-/// [`everywhere`] on the processes `pids` only (in that order; repeated pids run once).
+/// [`everywhere`] on the processes `pids` only, once per occurrence: a pid listed twice runs
+/// the call twice (one after the other there). Results in the order of `pids`.
+///
+/// The calls to other processes go out first; this process runs its own occurrences last, so
+/// that running here does not hold up sending to the others.
 ///
 /// # Julia
 /// `@everywhere pids expr`.
@@ -57,16 +61,9 @@ where
 {
     let rt = rt()?;
     let me = rt.myid();
-    let mut order: Vec<Pid> = Vec::with_capacity(pids.len());
-    for &p in pids {
-        if !order.contains(&p) {
-            order.push(p);
-        }
-    }
     let name = f.name();
-    let remote: Vec<Pid> = order.iter().copied().filter(|&p| p != me).collect();
-    let mut sent = Vec::with_capacity(remote.len());
-    if !remote.is_empty() {
+    let mut sent = Vec::with_capacity(pids.len());
+    if pids.iter().any(|&p| p != me) {
         let body = wire::encode(&args).map_err(|e| Error::Codec {
             action: "encode",
             what: format!("arguments of {name}"),
@@ -77,30 +74,30 @@ where
             func: name.to_string(),
             mode: Mode::Fetch,
         };
-        for &p in &remote {
-            sent.push((p, rt.request_start(p, &msg, &body)));
+        for &p in pids.iter().filter(|&&p| p != me) {
+            sent.push(rt.request_start(p, &msg, &body));
         }
     }
-    let mut results: Vec<(Pid, Result<F::Output>)> = Vec::with_capacity(order.len());
-    if order.contains(&me) {
-        results.push((me, call_local(f, args)));
-    }
-    rt.await_all(sent.iter().filter_map(|(_, s)| s.as_ref().ok()));
-    for (p, s) in sent {
-        let r = s
-            .and_then(|pending| rt.request_finish(pending))
-            .and_then(|frame| decode_frame::<F::Output>(frame, &format!("result of {name}")));
-        results.push((p, r));
-    }
-    let in_order: Vec<_> = order
+    let mut here: Vec<Result<F::Output>> = (0..pids.iter().filter(|&&p| p == me).count())
+        .map(|_| call_local(f, args.clone()))
+        .collect();
+    rt.await_all(sent.iter().filter_map(|s| s.as_ref().ok()));
+    let mut there: Vec<Result<F::Output>> = sent
         .into_iter()
-        .map(|p| {
-            let i = results
-                .iter()
-                .position(|(q, _)| *q == p)
-                .expect("one result per pid");
-            results.swap_remove(i)
+        .map(|s| {
+            s.and_then(|pending| rt.request_finish(pending))
+                .and_then(|frame| decode_frame::<F::Output>(frame, &format!("result of {name}")))
         })
         .collect();
+    // Both lists are in the order of `pids`; pop from the back to interleave them.
+    let mut in_order: Vec<(Pid, Result<F::Output>)> = pids
+        .iter()
+        .rev()
+        .map(|&p| {
+            let r = if p == me { here.pop() } else { there.pop() };
+            (p, r.expect("one result per occurrence"))
+        })
+        .collect();
+    in_order.reverse();
     crate::error::all_or_composite(in_order)
 }

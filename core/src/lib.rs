@@ -45,9 +45,9 @@ pub use calls::{
 pub use channel::RemoteChannel;
 pub use cluster::{
     addprocs, addprocs_with, cluster_cookie, current_topology, init_with, init_world, interrupt,
-    link_count, live_refs, live_refs_on, myid, nprocs, nworkers, procs, procs_on,
+    link_count, live_refs, live_refs_on, myid, myrole, nprocs, nworkers, procs, procs_on,
     read_worker_address, rmprocs, set_cluster_cookie, set_topology, workers, AddProcsParams,
-    Cluster, ClusterManager, Count, ManageOp, NoAddress, RmProcs, Topology, WorkerConfig,
+    Cluster, ClusterManager, Count, ManageOp, NoAddress, RmProcs, Role, Topology, WorkerConfig,
     WORKER_ADDRESS_TAG,
 };
 pub use error::{Error, RemoteException, Result};
@@ -58,7 +58,8 @@ pub use loops::{
     distributed_for, distributed_reduce, split_range, sync, sync_distributed_for, Op, Part, Reducer,
 };
 pub use pmap::{
-    pmap, pmap_args, pmap_with, pmap_zip, pmap_zip_with, BatchSize, ExponentialBackOff, PmapOptions,
+    pgenerate, pgenerate_on, pmap, pmap_args, pmap_with, pmap_zip, pmap_zip_with, BatchSize,
+    ExponentialBackOff, PGenerator, PmapOptions,
 };
 pub use pool::{
     bytes_sent, default_worker_pool, set_default_worker_pool, Cached, CachingPool, WorkerPool,

@@ -440,6 +440,156 @@ where
     run.run(ntasks)
 }
 
+// ---------- pgenerate ----------
+
+/// A lazy [`pmap`] over the default pool: an iterator that yields `f(item)` for each item, in
+/// input order, as the results come in.
+///
+/// Items are read from `items` only as the iteration advances: at most one per worker of the
+/// pool is in flight ahead of the consumer, each a remote call on a worker checked out of the
+/// pool (returned as soon as its call is done). An item's error is yielded in its place and
+/// the iteration goes on. Dropping the iterator leaves the calls in flight to finish; their
+/// workers go back to the pool.
+///
+/// # Julia
+/// `pgenerate(f, c)`, a `Base.Generator` over `remote(default_worker_pool(), f)`; here the
+/// calls ahead of the consumer run concurrently, and an item's error is an `Err` item rather
+/// than an exception that ends the iteration.
+pub fn pgenerate<F, A, I>(f: F, items: I) -> PGenerator<F, I::IntoIter, F::Output>
+where
+    F: RemoteFn<(A,)>,
+    I: IntoIterator<Item = A>,
+    A: Serialize + Send + 'static,
+    F::Output: DeserializeOwned,
+{
+    pgenerate_on(&default_worker_pool(), f, items)
+}
+
+/// [`pgenerate`] on the workers of `pool`.
+///
+/// # Julia
+/// `pgenerate(pool, f, c)`.
+pub fn pgenerate_on<F, A, I>(
+    pool: &WorkerPool,
+    f: F,
+    items: I,
+) -> PGenerator<F, I::IntoIter, F::Output>
+where
+    F: RemoteFn<(A,)>,
+    I: IntoIterator<Item = A>,
+    A: Serialize + Send + 'static,
+    F::Output: DeserializeOwned,
+{
+    PGenerator {
+        f,
+        window: pool.len().max(1),
+        pool: pool.clone(),
+        items: items.into_iter(),
+        inflight: VecDeque::new(),
+        done: false,
+    }
+}
+
+/// The iterator of [`pgenerate`]: `Result`s of `f`, in input order.
+pub struct PGenerator<F, I, R> {
+    f: F,
+    pool: WorkerPool,
+    items: I,
+    window: usize,
+    inflight: VecDeque<std::sync::mpsc::Receiver<Result<R>>>,
+    done: bool,
+}
+
+impl<F, I, R> std::fmt::Debug for PGenerator<F, I, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PGenerator")
+            .field("pool", &self.pool)
+            .field("in_flight", &self.inflight.len())
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl<F, A, I> PGenerator<F, I, F::Output>
+where
+    F: RemoteFn<(A,)>,
+    I: Iterator<Item = A>,
+    A: Serialize + Send + 'static,
+    F::Output: DeserializeOwned,
+{
+    /// Starts calls while workers are idle (waiting for one when nothing is in flight).
+    fn top_up(&mut self) {
+        while !self.done && self.inflight.len() < self.window {
+            let pid = if self.inflight.is_empty() {
+                self.pool.take()
+            } else {
+                match self.pool.try_take() {
+                    Some(p) => Ok(p),
+                    None => return,
+                }
+            };
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let pid = match pid {
+                Ok(p) => p,
+                Err(e) => {
+                    // The item still gets its slot, with the error.
+                    if self.items.next().is_none() {
+                        self.done = true;
+                        return;
+                    }
+                    let _ = tx.send(Err(e));
+                    self.inflight.push_back(rx);
+                    continue;
+                }
+            };
+            let Some(args) = self.items.next() else {
+                self.pool.put(pid);
+                self.done = true;
+                return;
+            };
+            let (f, pool) = (self.f, self.pool.clone());
+            crate::exec::spawn(Box::new(move || {
+                let r = pool.shipping_to(pid, || crate::calls::remotecall_fetch(f, pid, (args,)));
+                if matches!(&r, Err(Error::Codec { .. })) {
+                    pool.forget_cached(pid);
+                }
+                pool.put(pid);
+                let _ = tx.send(r);
+            }));
+            self.inflight.push_back(rx);
+        }
+    }
+}
+
+impl<F, A, I> Iterator for PGenerator<F, I, F::Output>
+where
+    F: RemoteFn<(A,)>,
+    I: Iterator<Item = A>,
+    A: Serialize + Send + 'static,
+    F::Output: DeserializeOwned,
+{
+    type Item = Result<F::Output>;
+    fn next(&mut self) -> Option<Result<F::Output>> {
+        self.top_up();
+        let rx = self.inflight.pop_front()?;
+        let _b = crate::exec::blocking();
+        Some(
+            rx.recv().unwrap_or_else(|_| {
+                Err(Error::invalid("pgenerate: a call ended without a result"))
+            }),
+        )
+    }
+}
+
+impl<F, A, I> std::iter::FusedIterator for PGenerator<F, I, F::Output>
+where
+    F: RemoteFn<(A,)>,
+    I: Iterator<Item = A>,
+    A: Serialize + Send + 'static,
+    F::Output: DeserializeOwned,
+{
+}
+
 // ---------- the run ----------
 
 #[cfg(feature = "progress")]

@@ -12,7 +12,12 @@
 //!
 //! The default pool ([`default_worker_pool`]) follows the cluster: it holds every worker,
 //! workers added later join it, and with no workers at all it is the master itself (as
-//! `workers()` is `[1]`), so calls on it run in-process.
+//! `workers()` is `[1]`), so calls on it run in-process. On a worker it is the master's
+//! default pool, reached remotely.
+//!
+//! A pool passed to a remote call travels as a handle to the pool on the process that made
+//! it; operations through that handle are remote calls to that process (Julia's
+//! `WorkerPool` serializes its `ref` the same way).
 //!
 //! # Caching
 //! A Julia closure sent to a worker carries what it captured; a [`CachingPool`] sends that
@@ -183,20 +188,50 @@ fn ensure_hook() {
 
 /// A pool of workers: remote calls on it run on an idle worker.
 ///
-/// Cloning gives another handle to the same pool.
+/// Cloning gives another handle to the same pool. Passed as an argument to a remote call, a
+/// pool travels as a handle to the same pool on the process that made it: on the receiver,
+/// `take`, `put`, `push`, `wait`, the queries and the pool calls all act on the original
+/// (each a remote call to its owner), as in Julia.
+///
+/// # Differences from Julia
+/// A handle on another process does not keep the pool alive: once every handle on the owner
+/// is dropped, its operations fail with [`Error::Invalid`]. Through such a handle a
+/// [`CachingPool`] acts as a plain pool (`Cached` values travel in full). The queries that
+/// cannot fail here (`len`, `isready`, `workers`, `idle_count`, `try_take`) read as an empty
+/// pool when the owner cannot be reached, and `put`/`push` are then dropped.
 ///
 /// # Julia
 /// `WorkerPool(workers)`; the `AbstractWorkerPool` operations `push!`, `put!`, `take!`,
-/// `length`, `isready`.
+/// `length`, `isready`, `wait`.
 #[derive(Clone)]
 pub struct WorkerPool {
-    pub(crate) inner: Arc<Inner>,
+    place: Place,
+}
+
+#[derive(Clone)]
+enum Place {
+    Here(Arc<Inner>),
+    /// A pool of another process; `id` 0 is that process's default pool.
+    There {
+        owner: Pid,
+        id: u64,
+    },
 }
 
 impl std::fmt::Debug for WorkerPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let st = self.inner.lock();
-        f.debug_struct(if self.inner.cache.is_some() {
+        let inner = match &self.place {
+            Place::Here(inner) => inner,
+            Place::There { owner, id } => {
+                return f
+                    .debug_struct("WorkerPool")
+                    .field("owner", owner)
+                    .field("id", id)
+                    .finish()
+            }
+        };
+        let st = inner.lock();
+        f.debug_struct(if inner.cache.is_some() {
             "CachingPool"
         } else {
             "WorkerPool"
@@ -232,7 +267,9 @@ impl WorkerPool {
         ps.retain(|w| w.strong_count() > 0);
         ps.push(Arc::downgrade(&inner));
         drop(ps);
-        WorkerPool { inner }
+        WorkerPool {
+            place: Place::Here(inner),
+        }
     }
 
     /// A pool of these pids (a `Vec`, a slice iterator or a range), all idle.
@@ -243,20 +280,57 @@ impl WorkerPool {
         Self::build(pids, false, false)
     }
 
+    /// The pool's state when it lives in this process.
+    fn here(&self) -> Option<&Arc<Inner>> {
+        match &self.place {
+            Place::Here(inner) => Some(inner),
+            Place::There { .. } => None,
+        }
+    }
+
+    fn local_inner(&self) -> &Arc<Inner> {
+        self.here().expect("a caching pool lives in its process")
+    }
+
+    /// The process that holds the pool (this one, unless the pool came from elsewhere).
+    pub fn owner(&self) -> Pid {
+        match &self.place {
+            Place::Here(_) => crate::myid(),
+            Place::There { owner, .. } => *owner,
+        }
+    }
+
+    /// Runs `op` on the owner of a pool that lives elsewhere.
+    fn on_owner(&self, op: PoolOp) -> Option<Result<PoolReply>> {
+        let Place::There { owner, id } = self.place else {
+            return None;
+        };
+        Some(
+            crate::calls::remotecall_fetch(pool_op, owner, (id, op)).and_then(|r| match r {
+                PoolReply::Failed(e) => Err(e),
+                r => Ok(r),
+            }),
+        )
+    }
+
     /// Adds a worker to the pool, idle.
     ///
     /// # Julia
     /// `push!(pool, pid)`.
     pub fn push(&self, pid: Pid) {
+        let Some(inner) = self.here() else {
+            let _ = self.on_owner(PoolOp::Push(pid));
+            return;
+        };
         ensure_hook();
         {
-            let mut st = self.inner.lock();
+            let mut st = inner.lock();
             st.known.insert(pid);
             if st.all.insert(pid) {
                 st.idle.push_back(pid);
             }
         }
-        self.inner.cv.notify_one();
+        inner.cv.notify_one();
     }
 
     /// Returns a checked-out worker to the idle queue. A pid that is not (or no longer) in the
@@ -265,20 +339,24 @@ impl WorkerPool {
     /// # Julia
     /// `put!(pool, pid)`.
     pub fn put(&self, pid: Pid) {
+        let Some(inner) = self.here() else {
+            let _ = self.on_owner(PoolOp::Put(pid));
+            return;
+        };
         {
-            let mut st = self.inner.lock();
+            let mut st = inner.lock();
             if !st.all.contains(&pid) || st.idle.contains(&pid) {
                 return;
             }
             if Inner::is_gone(pid) {
                 st.all.remove(&pid);
                 drop(st);
-                self.inner.cv.notify_all();
+                inner.cv.notify_all();
                 return;
             }
             st.idle.push_back(pid);
         }
-        self.inner.cv.notify_one();
+        inner.cv.notify_one();
     }
 
     /// Checks an idle worker out, waiting until one is idle. Fails (rather than waiting for
@@ -287,17 +365,43 @@ impl WorkerPool {
     /// # Julia
     /// `take!(pool)`.
     pub fn take(&self) -> Result<Pid> {
+        match self.on_owner(PoolOp::Take) {
+            Some(r) => r.and_then(PoolReply::pid),
+            None => Ok(self.await_idle(true)?.expect("take pops a worker")),
+        }
+    }
+
+    /// Blocks until a worker is idle (until `take` would not wait), without checking it out.
+    /// Fails (rather than waiting for ever) when the pool has no worker left.
+    ///
+    /// # Julia
+    /// `wait(pool)`.
+    pub fn wait(&self) -> Result<()> {
+        match self.on_owner(PoolOp::Wait) {
+            Some(r) => r.map(|_| ()),
+            None => self.await_idle(false).map(|_| ()),
+        }
+    }
+
+    /// Waits for an idle worker; checks it out when `pop`.
+    fn await_idle(&self, pop: bool) -> Result<Option<Pid>> {
+        let inner = self.local_inner();
         ensure_hook();
-        let mut st = self.inner.lock();
+        let mut st = inner.lock();
         let mut announced = false;
         loop {
-            self.inner.sync(&mut st);
-            while let Some(p) = st.idle.pop_front() {
+            inner.sync(&mut st);
+            while let Some(&p) = st.idle.front() {
                 if Inner::is_gone(p) {
+                    st.idle.pop_front();
                     st.all.remove(&p);
                     continue;
                 }
-                return Ok(p);
+                if pop {
+                    st.idle.pop_front();
+                    return Ok(Some(p));
+                }
+                return Ok(None);
             }
             if st.all.is_empty() {
                 return Err(Error::invalid("the worker pool has no workers"));
@@ -306,13 +410,12 @@ impl WorkerPool {
                 announced = true;
                 drop(st);
                 let _b = exec::blocking();
-                st = self.inner.lock();
+                st = inner.lock();
                 continue;
             }
             // The timeout re-checks for workers that died where no exit hook runs (pools on
             // workers) and for workers the default pool gains.
-            st = self
-                .inner
+            st = inner
                 .cv
                 .wait_timeout(st, Duration::from_millis(100))
                 .unwrap_or_else(|e| e.into_inner())
@@ -322,9 +425,15 @@ impl WorkerPool {
 
     /// Checks an idle worker out if one is idle now.
     pub fn try_take(&self) -> Option<Pid> {
+        let Some(inner) = self.here() else {
+            return match self.on_owner(PoolOp::TryTake) {
+                Some(Ok(PoolReply::MaybePid(p))) => p,
+                _ => None,
+            };
+        };
         ensure_hook();
-        let mut st = self.inner.lock();
-        self.inner.sync(&mut st);
+        let mut st = inner.lock();
+        inner.sync(&mut st);
         while let Some(p) = st.idle.pop_front() {
             if Inner::is_gone(p) {
                 st.all.remove(&p);
@@ -335,14 +444,30 @@ impl WorkerPool {
         None
     }
 
+    /// Reads the pool's state here, or on its owner.
+    fn query<R>(&self, op: PoolOp, here: impl FnOnce(&State) -> R, there: fn(PoolReply) -> R) -> R
+    where
+        R: Default,
+    {
+        match self.here() {
+            Some(inner) => {
+                let mut st = inner.lock();
+                inner.sync(&mut st);
+                here(&st)
+            }
+            None => match self.on_owner(op) {
+                Some(Ok(r)) => there(r),
+                _ => R::default(),
+            },
+        }
+    }
+
     /// Number of workers in the pool, idle or busy.
     ///
     /// # Julia
     /// `length(pool)`.
     pub fn len(&self) -> usize {
-        let mut st = self.inner.lock();
-        self.inner.sync(&mut st);
-        st.all.len()
+        self.query(PoolOp::Len, |st| st.all.len(), PoolReply::count)
     }
 
     /// True when the pool has no worker at all.
@@ -355,36 +480,37 @@ impl WorkerPool {
     /// # Julia
     /// `isready(pool)`.
     pub fn isready(&self) -> bool {
-        let mut st = self.inner.lock();
-        self.inner.sync(&mut st);
-        !st.idle.is_empty()
+        self.idle_count() > 0
     }
 
     /// The pool's workers, ascending.
     pub fn workers(&self) -> Vec<Pid> {
-        let mut st = self.inner.lock();
-        self.inner.sync(&mut st);
-        st.all.iter().copied().collect()
+        self.query(
+            PoolOp::Workers,
+            |st| st.all.iter().copied().collect(),
+            |r| match r {
+                PoolReply::Pids(v) => v,
+                _ => Vec::new(),
+            },
+        )
     }
 
     /// Number of idle workers.
     pub fn idle_count(&self) -> usize {
-        let mut st = self.inner.lock();
-        self.inner.sync(&mut st);
-        st.idle.len()
+        self.query(PoolOp::Idle, |st| st.idle.len(), PoolReply::count)
     }
 
     /// Whether this pool caches `Cached` payloads on its workers.
     pub fn is_caching(&self) -> bool {
-        self.inner.cache.is_some()
+        self.here().is_some_and(|i| i.cache.is_some())
     }
 
     /// Runs `encode` with `Cached` values shipping as this pool decides for `pid`.
     pub(crate) fn shipping_to<T>(&self, pid: Pid, encode: impl FnOnce() -> T) -> T {
-        if self.inner.cache.is_none() {
+        let Some(inner) = self.here().filter(|i| i.cache.is_some()) else {
             return encode();
-        }
-        let prev = SHIP.with(|s| s.replace(Some((Arc::clone(&self.inner), pid))));
+        };
+        let prev = SHIP.with(|s| s.replace(Some((Arc::clone(inner), pid))));
         let r = encode();
         SHIP.with(|s| *s.borrow_mut() = prev);
         r
@@ -392,7 +518,7 @@ impl WorkerPool {
 
     /// Forgets what `pid` caches (after a call there failed, the payload may not have arrived).
     pub(crate) fn forget_cached(&self, pid: Pid) {
-        if let Some(c) = &self.inner.cache {
+        if let Some(c) = self.here().and_then(|i| i.cache.as_ref()) {
             c.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
         }
     }
@@ -408,7 +534,8 @@ impl WorkerPool {
     }
 
     /// Waits for an idle worker and calls `f(args...)` there; returns the [`Future`] at once.
-    /// The worker stays checked out until the call has finished.
+    /// The worker stays checked out until the call has finished (with a value or an error),
+    /// whether or not the Future is fetched meanwhile.
     ///
     /// # Julia
     /// `remotecall(f, pool, args...)`.
@@ -419,18 +546,31 @@ impl WorkerPool {
         F::Output: Serialize + DeserializeOwned,
     {
         let pid = self.take()?;
-        let r = self.shipping_to(pid, || crate::calls::remotecall(f, pid, args));
+        let r = self.shipping_to(pid, || crate::calls::remotecall_notified(f, pid, args));
         match r {
-            Ok(fut) => {
+            Ok((fut, pending)) => {
                 let pool = self.clone();
                 let waiter = fut.clone();
                 exec::spawn(Box::new(move || {
-                    let _ = waiter.wait();
+                    let _b = exec::blocking();
+                    match pending {
+                        Some(p) => {
+                            let _ = try_rt().map(|rt| rt.request_finish(p));
+                        }
+                        // In this process: the handle keeps the value until the call is done.
+                        None => {
+                            let _ = waiter.wait();
+                        }
+                    }
+                    drop(waiter);
                     pool.put(pid);
                 }));
                 Ok(fut)
             }
             Err(e) => {
+                if matches!(&e, Error::Codec { .. }) {
+                    self.forget_cached(pid);
+                }
                 self.put(pid);
                 Err(e)
             }
@@ -478,6 +618,110 @@ impl WorkerPool {
     }
 }
 
+/// Finds a pool of this process by id (0: the default pool).
+fn find_pool(id: u64) -> Option<WorkerPool> {
+    if id == 0 {
+        return Some(default_worker_pool());
+    }
+    let ps = pools();
+    ps.iter()
+        .filter_map(Weak::upgrade)
+        .find(|i| i.id == id)
+        .map(|inner| WorkerPool {
+            place: Place::Here(inner),
+        })
+}
+
+/// An operation on a pool, sent to its owner.
+#[derive(Serialize, Deserialize)]
+enum PoolOp {
+    Take,
+    TryTake,
+    Wait,
+    Put(Pid),
+    Push(Pid),
+    Len,
+    Idle,
+    Workers,
+}
+
+#[derive(Serialize, Deserialize)]
+enum PoolReply {
+    Pid(Pid),
+    MaybePid(Option<Pid>),
+    Count(usize),
+    Pids(Vec<Pid>),
+    Done,
+    Failed(Error),
+}
+
+impl PoolReply {
+    fn pid(self) -> Result<Pid> {
+        match self {
+            PoolReply::Pid(p) => Ok(p),
+            _ => Err(Error::Protocol("unexpected reply to a pool take".into())),
+        }
+    }
+    fn count(self) -> usize {
+        match self {
+            PoolReply::Count(n) => n,
+            _ => 0,
+        }
+    }
+}
+
+/// Runs a pool operation for another process's handle (the errors as values, to keep kinds).
+#[cohort_macros::remote(crate = crate)]
+fn pool_op(id: u64, op: PoolOp) -> PoolReply {
+    let Some(pool) = find_pool(id) else {
+        return PoolReply::Failed(Error::invalid(format!(
+            "the worker pool {id} is gone from pid {} (its last handle there was dropped)",
+            crate::myid()
+        )));
+    };
+    let done = |r: Result<PoolReply>| r.unwrap_or_else(PoolReply::Failed);
+    match op {
+        PoolOp::Take => done(pool.take().map(PoolReply::Pid)),
+        PoolOp::TryTake => PoolReply::MaybePid(pool.try_take()),
+        PoolOp::Wait => done(pool.wait().map(|_| PoolReply::Done)),
+        PoolOp::Put(p) => {
+            pool.put(p);
+            PoolReply::Done
+        }
+        PoolOp::Push(p) => {
+            pool.push(p);
+            PoolReply::Done
+        }
+        PoolOp::Len => PoolReply::Count(pool.len()),
+        PoolOp::Idle => PoolReply::Count(pool.idle_count()),
+        PoolOp::Workers => PoolReply::Pids(pool.workers()),
+    }
+}
+
+impl Serialize for WorkerPool {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let (owner, id) = match &self.place {
+            Place::Here(inner) => (crate::myid(), inner.id),
+            Place::There { owner, id } => (*owner, *id),
+        };
+        (owner, id).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for WorkerPool {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (owner, id): (Pid, u64) = Deserialize::deserialize(d)?;
+        if owner == crate::myid() {
+            if let Some(p) = find_pool(id) {
+                return Ok(p);
+            }
+        }
+        Ok(WorkerPool {
+            place: Place::There { owner, id },
+        })
+    }
+}
+
 /// A [`WorkerPool`] that ships each [`Cached`] payload to each worker once.
 ///
 /// It dereferences to a `WorkerPool`: every operation of a pool works on it, and
@@ -509,7 +753,7 @@ impl CachingPool {
 
     /// Number of payloads cached on `pid` by this pool.
     pub fn cached_on(&self, pid: Pid) -> usize {
-        self.pool.inner.cache.as_ref().map_or(0, |c| {
+        self.pool.local_inner().cache.as_ref().map_or(0, |c| {
             c.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&pid)
@@ -523,7 +767,12 @@ impl CachingPool {
     /// `clear!(pool::CachingPool)`.
     pub fn clear(&self) -> Result<()> {
         let held: Vec<Pid> = {
-            let c = self.pool.inner.cache.as_ref().expect("a caching pool");
+            let c = self
+                .pool
+                .local_inner()
+                .cache
+                .as_ref()
+                .expect("a caching pool");
             let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
             let pids = c
                 .iter()
@@ -533,7 +782,7 @@ impl CachingPool {
             c.clear();
             pids
         };
-        let prefix = cache_prefix(self.pool.inner.id);
+        let prefix = cache_prefix(self.pool.local_inner().id);
         let mut errors = Vec::new();
         for pid in held {
             match crate::calls::remotecall_fetch(cache_clear_here, pid, (prefix.clone(),)) {
@@ -579,11 +828,25 @@ fn default_slot() -> MutexGuard<'static, Option<WorkerPool>> {
 /// The pool `pmap` and the pool calls use unless given another: every worker of the cluster
 /// (workers added later join it), or the master alone when there are no workers.
 ///
+/// On a worker it is the master's default pool, reached remotely, so that a `pmap` started
+/// on a worker spreads over all workers and shares them with the master's calls.
+///
 /// # Julia
-/// `default_worker_pool()`.
+/// `default_worker_pool()`. On a worker, Julia fetches the master's pool once and keeps that
+/// pool; here the handle names "the master's default pool", so a later
+/// `set_default_worker_pool` on the master applies to workers too (unless a worker set its
+/// own).
 pub fn default_worker_pool() -> WorkerPool {
     default_slot()
-        .get_or_insert_with(|| WorkerPool::build(std::iter::empty(), true, false))
+        .get_or_insert_with(|| {
+            if try_rt().is_some_and(|rt| !rt.is_master) {
+                WorkerPool {
+                    place: Place::There { owner: 1, id: 0 },
+                }
+            } else {
+                WorkerPool::build(std::iter::empty(), true, false)
+            }
+        })
         .clone()
 }
 

@@ -181,6 +181,13 @@ pub trait AbstractChannel: Send + Sync + 'static {
     fn wait(&self, key: Self::Key) -> Result<()>;
     /// Closes the channel (optional).
     fn close(&self) {}
+    /// Whether the channel is open (default: always).
+    ///
+    /// # Julia
+    /// `isopen(c)`.
+    fn isopen(&self) -> bool {
+        true
+    }
 }
 
 /// The owner-side face of any channel, built-in or user-defined, with values as [`Item`]s.
@@ -197,6 +204,14 @@ pub trait ErasedChannel: Send + Sync {
     fn wait(&self, key: Item) -> Result<()>;
     /// Closes it.
     fn close(&self);
+    /// Whether it is open (a user channel: see [`AbstractChannel::isopen`]).
+    fn isopen(&self) -> bool {
+        true
+    }
+    /// Whether no value is waiting; `None` where that needs a key (a user channel).
+    fn isempty(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// Adapter of a user channel to [`ErasedChannel`].
@@ -226,6 +241,9 @@ impl<C: AbstractChannel> ErasedChannel for Typed<C> {
     }
     fn close(&self) {
         self.0.close()
+    }
+    fn isopen(&self) -> bool {
+        self.0.isopen()
     }
 }
 
@@ -353,6 +371,12 @@ impl ErasedChannel for ItemChannel {
     fn close(&self) {
         self.lock().closed = true;
         self.cond.notify_all();
+    }
+    fn isopen(&self) -> bool {
+        !self.lock().closed
+    }
+    fn isempty(&self) -> Option<bool> {
+        Some(self.lock().queue.is_empty())
     }
 }
 
