@@ -900,8 +900,11 @@ fn pool_returns_workers_every_form() {
             pool.remotecall_wait(square, (6,)).unwrap().fetch().unwrap(),
             36
         );
-        let w = pool.remotecall_wait(fail_even, (6,)).unwrap();
-        assert!(matches!(w.fetch(), Err(Error::Remote(r)) if r.to_string().contains("foo 6")));
+        // Julia: remotecall_wait raises the remote exception.
+        assert!(matches!(
+            pool.remotecall_wait(fail_even, (6,)),
+            Err(Error::Remote(r)) if r.to_string().contains("foo 6")
+        ));
         assert!(settles(&pool, 2), "after remotecall_wait: {pool:?}");
         pool.remote_do(square, (7,)).unwrap();
         pool.remote_do(fail_even, (8,)).unwrap();
