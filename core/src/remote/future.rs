@@ -1,12 +1,12 @@
 //! `Future`: a write-once remote reference, the result of `remotecall`.
 
-use crate::error::{Error, Result};
-use crate::proto::Msg;
-use crate::refs::{RefInner, RefWire};
+use crate::base::error::{Error, Result};
+use crate::base::ids::Pid;
+use crate::runtime::refs::{RefInner, RefWire};
 use crate::runtime::rt;
-use crate::store::{Item, Stored};
-use crate::wire::{self, Body};
-use crate::Pid;
+use crate::runtime::store::{Item, Stored};
+use crate::wire::codec::{self as wire, Body};
+use crate::wire::proto::Msg;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
@@ -57,7 +57,7 @@ impl<T> Future<T> {
         self.inner.owner
     }
     /// The process that created the reference, and its id there.
-    pub fn id(&self) -> crate::refs::Rrid {
+    pub fn id(&self) -> crate::base::ids::Rrid {
         self.inner.rrid
     }
     /// Releases this process's hold on the remote value now instead of at drop.
@@ -220,7 +220,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Future<T> {
 
     /// Caches what a Fetch brought back (a value, or the call's error) and returns a copy. A
     /// lost owner or an interrupt is not cached: it is about this fetch, not the value.
-    fn keep(&self, r: Result<crate::frame::Frame>) -> Result<T>
+    fn keep(&self, r: Result<crate::wire::frame::Frame>) -> Result<T>
     where
         T: Clone,
     {
@@ -303,13 +303,13 @@ impl<'de, T> Deserialize<'de> for Future<T> {
 }
 
 pub(crate) fn decode_frame<T: DeserializeOwned + 'static>(
-    f: crate::frame::Frame,
+    f: crate::wire::frame::Frame,
     what: &str,
 ) -> Result<T> {
     wire::decode_frame(f).map_err(|e| Error::Codec {
         action: "decode",
         what: format!("{what} as {}", std::any::type_name::<T>()),
-        pid: crate::myid(),
+        pid: crate::base::ids::myid(),
         reason: e.to_string(),
     })
 }

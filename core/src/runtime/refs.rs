@@ -7,27 +7,18 @@
 //! weight back. The owner frees the entry when all weight has returned. A handle down to weight
 //! 1 asks the owner for more before splitting (after 62 hops; in practice never).
 
-use crate::error::{Error, Result};
-use crate::proto::Msg;
+use crate::base::error::{Error, Result};
+use crate::base::ids::{Pid, Rrid};
+use crate::runtime::store::Item;
 use crate::runtime::{rt, try_rt};
-use crate::store::Item;
-use crate::wire::Body;
-use crate::Pid;
+use crate::wire::codec::Body;
+use crate::wire::proto::Msg;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The total weight of a new reference.
 pub(crate) const INITIAL_WEIGHT: u64 = 1 << 62;
-
-/// A remote reference id: the creating process and a number unique there (Julia's `RRID`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Rrid {
-    /// The process that created the reference.
-    pub whence: Pid,
-    /// Unique on `whence`.
-    pub id: u64,
-}
 
 /// One process's hold on a remote reference, shared by all its local copies.
 pub(crate) struct RefInner {

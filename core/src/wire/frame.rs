@@ -123,7 +123,7 @@ impl From<FrameError> for io::Error {
 /// A large payload (1 MiB or more) is kept in two parts: the message and the first 8 body bytes
 /// (`head`), and the rest in its own 8-byte-aligned allocation (`tail`). A body that is a raw
 /// vector of 8-byte numbers then becomes the caller's `Vec` without a copy
-/// ([`wire::decode_frame`](crate::wire::decode_frame)).
+/// ([`wire::decode_frame`](crate::wire::codec::decode_frame)).
 #[derive(Debug)]
 pub struct Frame {
     /// The header.
@@ -148,7 +148,7 @@ pub fn tail_buffer(bytes: usize) -> Vec<u64> {
         return pool.swap_remove(i);
     }
     drop(pool);
-    crate::wire::zeroed_vec::<u64>(words)
+    crate::base::mem::zeroed_vec::<u64>(words)
 }
 
 impl Drop for Frame {
