@@ -9,35 +9,26 @@
 //! (library messages as events a user's subscriber can filter and redirect; without one,
 //! [`log`] writes them to stderr itself, so `tracing-subscriber` is not needed).
 
-pub mod calls;
-pub mod channel;
-pub mod cluster;
-pub mod collective;
-pub mod env;
-pub mod error;
-pub mod everywhere;
-pub mod exec;
-pub mod frame;
-pub mod future;
-mod link;
-pub mod local;
-pub mod log;
-pub mod loops;
-pub mod pmap;
-pub mod pool;
-mod proto;
-pub mod refs;
-pub mod registry;
+// The layers, bottom first; each imports only itself and the layers below (docs/ARCHITECTURE.md).
+mod base;
+mod links;
+mod patterns;
+mod remote;
 mod runtime;
-pub mod store;
-mod topology;
-pub mod transport;
-pub mod wire;
-mod world;
+mod wire;
 
-/// A process id: 1 is the master, workers are 2, 3, ... in order of joining, never reused.
-pub type Pid = usize;
+// The modules users and the other cohort crates name, at their old paths.
+pub use base::{env, error, log};
+pub use links::transport;
+pub use patterns::{collective, everywhere, local, loops, pmap, pool};
+pub use remote::{calls, channel, future};
+pub use runtime::{cluster, exec, refs, registry, store};
 
+#[doc(hidden)]
+pub use wire::codec;
+pub use wire::frame;
+
+pub use base::ids::{myid, Pid, Rrid};
 pub use calls::{
     fetch_any, fetchfrom, next_pid, remote_do, remotecall, remotecall_fetch,
     remotecall_fetch_by_name, remotecall_wait, spawnat, Target,
@@ -45,7 +36,7 @@ pub use calls::{
 pub use channel::RemoteChannel;
 pub use cluster::{
     addprocs, addprocs_with, cluster_cookie, current_topology, init_with, init_world, interrupt,
-    link_count, live_refs, live_refs_on, myid, myrole, nprocs, nworkers, procs, procs_on,
+    link_count, live_refs, live_refs_on, myrole, nprocs, nworkers, procs, procs_on,
     read_worker_address, rmprocs, set_cluster_cookie, set_topology, workers, AddProcsParams,
     Cluster, ClusterManager, Count, ManageOp, NoAddress, RmProcs, Role, Topology, WorkerConfig,
     WORKER_ADDRESS_TAG,
@@ -78,28 +69,7 @@ pub mod __private {
     // For cohort's own tests and benches, which are not to reach into the modules.
     pub use crate::env::worker_timeout;
     pub use crate::frame::PROTOCOL_VERSION;
-    pub use crate::wire::zeroed_vec;
+    pub use crate::wire::codec::zeroed_vec;
 
-    /// The name of the transport this process runs over.
-    pub fn transport_name() -> Option<&'static str> {
-        Some(crate::runtime::try_rt()?.transport.name())
-    }
-
-    /// The listener address this process knows for `pid` (tests, diagnostics).
-    pub fn peer_address(pid: crate::Pid) -> Option<String> {
-        crate::runtime::try_rt()?
-            .peers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&pid)
-            .map(|i| i.addr.clone())
-            .filter(|a| !a.is_empty())
-    }
-
-    /// Runs the connecting side of a handshake with `cookie` and protocol `version` against a
-    /// listener, as a foreign process would (tests of refusal). Returns the open socket when
-    /// the listener accepted.
-    pub fn raw_handshake(addr: &str, cookie: &str, version: u8) -> std::io::Result<std::fs::File> {
-        crate::runtime::raw_handshake(addr, cookie, version)
-    }
+    pub use crate::runtime::diag::{peer_address, raw_handshake, transport_name};
 }

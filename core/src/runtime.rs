@@ -2,29 +2,39 @@
 //! store, and departures; incoming frames are dispatched in `dispatch`, and the handshake, the
 //! master's start and a worker's life are in `handshake`.
 
-use crate::error::{Error, RemoteException, Result, WireError};
-use crate::exec::{self, JobCtl, SerialQueue};
-use crate::frame::{Frame, PROTOCOL_VERSION};
-use crate::link::{read_exact_until, write_all, FrameSink, Link};
-use crate::proto::*;
-use crate::refs::{RefInner, Rrid, INITIAL_WEIGHT};
-use crate::registry::{self, CallError};
-use crate::store::{Entry, ErasedChannel, Item, ItemChannel, Stored, ValueCell};
-use crate::transport::{Listener, Transport};
-use crate::wire::Body;
-use crate::{env, Pid};
+use crate::base::env;
+use crate::base::error::{Error, RemoteException, Result, WireError};
+use crate::base::ids::Pid;
+use crate::base::ids::Rrid;
+use crate::links::link::{read_exact_until, write_all, FrameSink, Link};
+use crate::links::transport::{Listener, Transport};
+use crate::runtime::exec::{JobCtl, SerialQueue};
+use crate::runtime::registry::CallError;
+use crate::runtime::store::INITIAL_WEIGHT;
+use crate::runtime::store::{Entry, ErasedChannel, Item, ItemChannel, Stored, ValueCell};
+use crate::wire::codec::Body;
+use crate::wire::frame::{Frame, PROTOCOL_VERSION};
+use crate::wire::proto::*;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+pub(crate) mod diag;
 mod dispatch;
+pub mod exec;
 mod handshake;
+pub(crate) mod mailbox;
+pub mod refs;
+pub mod registry;
+pub mod store;
+pub(crate) mod world;
 
 pub(crate) use handshake::{raw_handshake, run_worker, start_master};
 
@@ -107,7 +117,6 @@ pub(crate) struct Runtime {
     pending: Mutex<HashMap<u64, (Pid, Arc<Slot>)>>,
     next_req: AtomicU64,
     pub(crate) stores: Mutex<HashMap<Rrid, Arc<Entry>>>,
-    pub(crate) handles: Mutex<HashMap<Rrid, Weak<RefInner>>>,
     next_rrid: AtomicU64,
     /// Running requests: caller, request id, control, and the Future a `remotecall` fills.
     inflight: Mutex<HashMap<u64, Inflight>>,
@@ -122,15 +131,15 @@ pub(crate) struct Runtime {
     /// Called on the master when a worker's link goes (pools and the cluster table listen).
     pub(crate) on_exit: Mutex<Vec<ExitHook>>,
     /// The message-passing world, in MPI mode.
-    pub(crate) world: OnceLock<Arc<dyn crate::transport::MessageWorld>>,
+    pub(crate) world: OnceLock<Arc<dyn crate::links::transport::MessageWorld>>,
     /// Set to stop the world's progress thread before the library shuts down.
     pub(crate) world_stop: AtomicBool,
     pub(crate) world_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Set when the master's [`Cluster`](crate::Cluster) guard is dropped: the cluster is shut
+    /// Set when the master's [`Cluster`](crate::runtime::cluster::Cluster) guard is dropped: the cluster is shut
     /// down and every later call is an error that says so.
     pub(crate) closed: AtomicBool,
     /// Pieces of collective operations that arrived before they were asked for.
-    pub(crate) coll: crate::collective::Mailbox,
+    pub(crate) coll: mailbox::Mailbox,
 }
 
 pub(crate) static RT: OnceLock<Runtime> = OnceLock::new();
@@ -216,7 +225,7 @@ pub(crate) fn run_guarded(
     func: &str,
     f: impl FnOnce() -> std::result::Result<registry::AnyBox, CallError>,
 ) -> Result<registry::AnyBox> {
-    let me = crate::myid();
+    let me = crate::base::ids::myid();
     // Nested calls (a remote function calling one on this process) restore the outer mark.
     let outer = IN_REMOTE.with(|c| c.replace(Some(String::new())));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
@@ -253,9 +262,7 @@ impl Runtime {
             nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
         )?;
         ep.add(&waker, EpollEvent::new(EpollFlags::EPOLLIN, WAKER_TOKEN))?;
-        if is_master {
-            crate::log::set_pid(1);
-        }
+        crate::base::ids::set_myid(if is_master { 1 } else { 0 });
         Ok(Runtime {
             myid: AtomicUsize::new(if is_master { 1 } else { 0 }),
             is_master,
@@ -275,7 +282,6 @@ impl Runtime {
             pending: Mutex::new(HashMap::new()),
             next_req: AtomicU64::new(1),
             stores: Mutex::new(HashMap::new()),
-            handles: Mutex::new(HashMap::new()),
             next_rrid: AtomicU64::new(1),
             inflight: Mutex::new(HashMap::new()),
             next_job: AtomicU64::new(1),
@@ -286,7 +292,7 @@ impl Runtime {
             topology: RwLock::new(env::topology()),
             allowed: RwLock::new(None),
             on_exit: Mutex::new(Vec::new()),
-            coll: crate::collective::Mailbox::default(),
+            coll: mailbox::Mailbox::default(),
             world: OnceLock::new(),
             world_stop: AtomicBool::new(false),
             world_thread: Mutex::new(None),
@@ -526,7 +532,7 @@ impl Runtime {
             return;
         }
         let links: Vec<&Link> = pending.iter().map(|p| &*p.link).collect();
-        crate::link::spin_many(&links, &self.ep, self, self.spin, &|| {
+        crate::links::link::spin_many(&links, &self.ep, self, self.spin, &|| {
             pending.iter().all(|p| p.slot.is_done())
         });
     }
@@ -780,10 +786,10 @@ impl Runtime {
     pub(crate) fn poll_loop(&'static self) {
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
-            let timeout = crate::link::poller_timeout()
+            let timeout = crate::links::link::poller_timeout()
                 .map_or(1000u16, |d| d.as_millis().clamp(1, 1000) as u16);
             let r = self.ep.wait(&mut events, EpollTimeout::from(timeout));
-            crate::link::poller_awake();
+            crate::links::link::poller_awake();
             let n = match r {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -813,7 +819,7 @@ impl Runtime {
                     link.service(&self.ep, self);
                 }
             }
-            crate::link::arm_deferred(&self.ep, self, &|t| {
+            crate::links::link::arm_deferred(&self.ep, self, &|t| {
                 self.tokens
                     .read()
                     .unwrap_or_else(|e| e.into_inner())

@@ -346,7 +346,7 @@ impl Runtime {
                 let mut out = Vec::new();
                 // A peek sends a copy: references inside go without weight (see `copy_scope`).
                 ch.peek(key, &mut |i| {
-                    out = crate::refs::copy_scope(|| i.encode())?.into_vec();
+                    out = crate::runtime::refs::copy_scope(|| i.encode())?.into_vec();
                     Ok(())
                 })?;
                 Ok(bytes(out))

@@ -11,7 +11,7 @@ impl Runtime {
         expect: Pid,
         assign: Pid,
     ) -> Result<(Pid, String)> {
-        crate::link::set_nonblocking(fd).map_err(|e| Error::io("handshake", e))?;
+        crate::links::link::set_nonblocking(fd).map_err(|e| Error::io("handshake", e))?;
         let hello = Hello {
             version: PROTOCOL_VERSION,
             cookie: self.cookie(),
@@ -52,7 +52,7 @@ impl Runtime {
     /// Runs the listening side of the handshake on an accepted connection.
     pub(super) fn handshake_in(&'static self, fd: OwnedFd) {
         let refuse = |why: String| crate::log!(warn, error = %why, "refused a connection");
-        if let Err(e) = crate::link::set_nonblocking(&fd) {
+        if let Err(e) = crate::links::link::set_nonblocking(&fd) {
             return refuse(e.to_string());
         }
         let mut b = [0u8; HELLO_LEN];
@@ -95,7 +95,7 @@ impl Runtime {
                     h.assign
                 ));
             }
-            crate::log::set_pid(h.assign);
+            crate::base::ids::set_myid(h.assign);
         } else if self.myid() == 0 {
             return refuse("not yet part of a cluster".into());
         }
@@ -205,7 +205,7 @@ pub(crate) fn raw_handshake(addr: &str, cookie: &str, version: u8) -> io::Result
 
 /// Starts the runtime of the master (pid 1).
 pub(crate) fn start_master(transport: Arc<dyn Transport>) -> Result<&'static Runtime> {
-    crate::log::check_env()?;
+    crate::base::log::check_env()?;
     let rt = Runtime::new(true, transport).map_err(|e| Error::io("creating the runtime", e))?;
     if RT.set(rt).is_err() {
         return Err(Error::invalid("cohort::init was already called"));
@@ -259,7 +259,7 @@ pub(crate) fn run_worker(transport: Arc<dyn Transport>) -> ! {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         // Tagged: the program may have printed anything on this stream before `init`.
-        let _ = writeln!(out, "{}{addr}", crate::proto::WORKER_ADDRESS_TAG);
+        let _ = writeln!(out, "{}{addr}", crate::wire::proto::WORKER_ADDRESS_TAG);
         let _ = out.flush();
     }
     std::thread::Builder::new()

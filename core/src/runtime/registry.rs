@@ -6,19 +6,16 @@
 //! process runs the same binary, the caller computes the same name from the function it passes
 //! to `remotecall` and the callee finds it in its own table.
 
-use crate::wire::{self, Body};
+use crate::wire::codec::{self as wire, Body};
 use serde::Serialize;
 use std::any::Any;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::OnceLock;
 
-/// A type-erased value produced or consumed by a registered function.
-pub type AnyBox = Box<dyn Any + Send>;
-/// Encoder of a registered function's result type.
-pub type EncodeFn = for<'a> fn(&'a (dyn Any + Send)) -> Result<Body<'a>, bincode::Error>;
+pub use crate::runtime::store::{AnyBox, EncodeFn};
 /// Turns a constructed value into a channel store (for `RemoteChannel::from_fn`).
-pub type AsChannelFn = fn(AnyBox) -> Box<dyn crate::store::ErasedChannel>;
+pub type AsChannelFn = fn(AnyBox) -> Box<dyn crate::runtime::store::ErasedChannel>;
 
 /// How a registered function failed before or while producing a value (panics are caught by
 /// the runtime around the call).
@@ -84,7 +81,7 @@ pub fn registered_names() -> Vec<&'static str> {
 )]
 pub trait RemoteFn<Args>: Copy + Send + Sync + 'static {
     /// The value the call produces: the function's return type, or `T` for one returning
-    /// `Result<T, E>` (an `Err` becomes [`Error::Remote`](crate::Error::Remote)).
+    /// `Result<T, E>` (an `Err` becomes [`Error::Remote`](crate::base::error::Error::Remote)).
     type Output: Send + 'static;
     /// The registered name of this function.
     fn name(&self) -> &'static str;
@@ -128,18 +125,18 @@ pub mod support {
         }
     }
 
-    fn channel_as<C: crate::store::AbstractChannel>(
+    fn channel_as<C: crate::runtime::store::AbstractChannel>(
         v: AnyBox,
-    ) -> Box<dyn crate::store::ErasedChannel> {
+    ) -> Box<dyn crate::runtime::store::ErasedChannel> {
         let c = v.downcast::<C>().expect("constructor result type");
-        Box::new(crate::store::Typed(*c))
+        Box::new(crate::runtime::store::Typed(*c))
     }
     /// Chosen when the type is a channel.
     pub trait ChannelVia {
         /// The conversion.
         fn as_channel(&self) -> Option<AsChannelFn>;
     }
-    impl<T: crate::store::AbstractChannel> ChannelVia for Probe<T> {
+    impl<T: crate::runtime::store::AbstractChannel> ChannelVia for Probe<T> {
         fn as_channel(&self) -> Option<AsChannelFn> {
             Some(channel_as::<T>)
         }

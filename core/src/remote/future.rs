@@ -1,12 +1,13 @@
 //! `Future`: a write-once remote reference, the result of `remotecall`.
 
-use crate::error::{Error, Result};
-use crate::proto::Msg;
-use crate::refs::{copy_scope, refs_during, RefInner, RefWire};
+use crate::base::error::{Error, Result};
+use crate::base::ids::Pid;
+use crate::runtime::exec;
+use crate::runtime::refs::{copy_scope, refs_during, RefInner, RefWire};
 use crate::runtime::rt;
-use crate::store::{decode_as, Item, Stored};
-use crate::wire::{self, Body};
-use crate::{exec, Pid};
+use crate::runtime::store::{decode_as, Item, Stored};
+use crate::wire::codec::{self as wire, Body};
+use crate::wire::proto::Msg;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
@@ -58,7 +59,7 @@ impl<T> Future<T> {
         self.inner.owner
     }
     /// The process that created the reference, and its id there.
-    pub fn id(&self) -> crate::refs::Rrid {
+    pub fn id(&self) -> crate::base::ids::Rrid {
         self.inner.rrid
     }
     /// Releases this process's hold on the remote value now instead of at drop, and drops the
@@ -423,7 +424,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Future<T> {
     /// Caches what a Fetch brought back (a value, or the call's error), then gives the weight
     /// back, and returns the value. A lost owner, an interrupt or a timeout is not cached: it is
     /// about this fetch, not the value, and the weight stays for the next one.
-    fn keep(&self, r: Result<crate::frame::Frame>) -> Result<T>
+    fn keep(&self, r: Result<crate::wire::frame::Frame>) -> Result<T>
     where
         T: Clone,
     {
@@ -519,13 +520,13 @@ impl<'de, T> Deserialize<'de> for Future<T> {
 }
 
 pub(crate) fn decode_frame<T: DeserializeOwned + 'static>(
-    f: crate::frame::Frame,
+    f: crate::wire::frame::Frame,
     what: &str,
 ) -> Result<T> {
     wire::decode_frame(f).map_err(|e| Error::Codec {
         action: "decode",
         what: format!("{what} as {}", std::any::type_name::<T>()),
-        pid: crate::myid(),
+        pid: crate::base::ids::myid(),
         reason: e.to_string(),
     })
 }

@@ -1,11 +1,11 @@
 //! Processes: the cluster manager interface, adding and removing workers, and the queries.
 
-use crate::error::{Error, Result};
-use crate::proto::Msg;
+use crate::base::error::{Error, Result};
+use crate::base::ids::Pid;
+use crate::links::transport::Transport;
 use crate::runtime::{self, rt, try_rt};
-use crate::transport::Transport;
-use crate::wire::Body;
-use crate::Pid;
+use crate::wire::codec::Body;
+use crate::wire::proto::Msg;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::OwnedFd;
@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-pub use crate::topology::Topology;
+pub use crate::base::topology::Topology;
 
 /// How many workers a spec asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -102,7 +102,7 @@ pub enum ManageOp {
     Finalize,
 }
 
-pub use crate::proto::WORKER_ADDRESS_TAG;
+pub use crate::wire::proto::WORKER_ADDRESS_TAG;
 
 /// Lines kept of a worker's output before its address, for an error message.
 const EARLY_LINES_KEPT: usize = 200;
@@ -195,7 +195,7 @@ impl Default for AddProcsParams {
             env: Vec::new(),
             dir: None,
             restrict: true,
-            worker_timeout: crate::env::worker_timeout(),
+            worker_timeout: crate::base::env::worker_timeout(),
         }
     }
 }
@@ -539,7 +539,7 @@ pub fn rmprocs(pids: &[Pid], waitfor: Duration) -> Result<RmProcs> {
 
 /// Interrupts what each process is running: the callers waiting on those calls get
 /// `Error::Interrupted`, and the processes stay usable. Long-running functions see it through
-/// [`interrupted`](crate::interrupted).
+/// [`interrupted`](crate::runtime::exec::interrupted).
 ///
 /// # Collective
 /// Master only, as in Julia.
@@ -558,15 +558,6 @@ pub fn interrupt(pids: &[Pid]) -> Result<()> {
         rt.send(pid, &Msg::Interrupt, &Body::Owned(Vec::new()))?;
     }
     Ok(())
-}
-
-/// This process's id: 1 on the master, 2, 3, ... on workers; 1 before `init`, as the process
-/// that has not started cohort is the master-to-be (and Julia's process 1).
-///
-/// # Julia
-/// `myid()`.
-pub fn myid() -> Pid {
-    try_rt().map_or(1, |r| r.myid())
 }
 
 /// What this process is in the cluster: see [`myrole`].
@@ -723,7 +714,7 @@ pub fn live_refs_on(pid: Pid) -> Result<usize> {
     }
     let f = rt.request(
         pid,
-        &Msg::Query(crate::proto::Query::LiveRefs),
+        &Msg::Query(crate::wire::proto::Query::LiveRefs),
         &Body::Owned(Vec::new()),
     )?;
     let b: [u8; 8] = f
@@ -775,9 +766,9 @@ impl Drop for Cluster {
 /// Starts cohort in a message-passing world (MPI mode): rank 0 becomes the master (pid 1) and
 /// returns the guard; ranks 1.. become workers 2.. and never return. All traffic goes through
 /// the world; no listener is opened.
-pub fn init_world(world: Arc<dyn crate::transport::MessageWorld>) -> Result<Cluster> {
-    crate::env::startup()?;
-    let rt = crate::world::start_world(world)?;
+pub fn init_world(world: Arc<dyn crate::links::transport::MessageWorld>) -> Result<Cluster> {
+    crate::base::env::startup()?;
+    let rt = crate::runtime::world::start_world(world)?;
     rt.on_exit
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -790,12 +781,12 @@ pub fn init_world(world: Arc<dyn crate::transport::MessageWorld>) -> Result<Clus
 /// In a worker (the environment a manager sets) it serves until told to exit and never
 /// returns. In the master it returns a guard that removes the workers when dropped, after
 /// adding `COHORT_PROCS` local workers if that is set. A `COHORT_*` variable that does not
-/// parse is `Error::Invalid` naming it (see [`crate::env`]); a worker exits with that message.
+/// parse is `Error::Invalid` naming it (see [`crate::base::env`]); a worker exits with that message.
 pub fn init_with(
     transport: Arc<dyn Transport>,
     default_manager: Arc<dyn ClusterManager>,
 ) -> Result<Cluster> {
-    let config = crate::env::startup()?;
+    let config = crate::base::env::startup()?;
     if config.worker {
         runtime::run_worker(transport);
     }

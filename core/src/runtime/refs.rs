@@ -17,28 +17,22 @@
 //! reference inside a value put remotely into a Future and fetched by several processes is
 //! still counted once per fetch: the owner holds such a value only as bytes.
 
-use crate::error::{Error, Result};
-use crate::proto::Msg;
+use crate::base::error::{Error, Result};
+use crate::base::ids::{Pid, Rrid};
+use crate::runtime::store::Item;
+use crate::runtime::store::INITIAL_WEIGHT;
 use crate::runtime::{rt, try_rt};
-use crate::store::Item;
-use crate::wire::Body;
-use crate::Pid;
+use crate::wire::codec::Body;
+use crate::wire::proto::Msg;
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
-/// The total weight of a new reference.
-pub(crate) const INITIAL_WEIGHT: u64 = 1 << 62;
-
-/// A remote reference id: the creating process and a number unique there (Julia's `RRID`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Rrid {
-    /// The process that created the reference.
-    pub whence: Pid,
-    /// Unique on `whence`.
-    pub id: u64,
-}
+/// This process's live handles, by reference: an arriving copy of a reference this process
+/// already holds joins that hold instead of starting a second one.
+static HANDLES: std::sync::LazyLock<Mutex<std::collections::HashMap<Rrid, Weak<RefInner>>>> =
+    std::sync::LazyLock::new(|| Mutex::new(std::collections::HashMap::new()));
 
 /// What one process knows of a reference beside its weight.
 #[derive(Default)]
@@ -111,8 +105,8 @@ impl RefInner {
     /// A new reference owned by `owner`, holding the whole weight.
     pub(crate) fn new(rrid: Rrid, owner: Pid) -> Arc<RefInner> {
         let r = Self::with_weight(rrid, owner, INITIAL_WEIGHT, RefState::default());
-        if let Some(rt) = try_rt() {
-            rt.handles
+        if try_rt().is_some() {
+            HANDLES
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(rrid, Arc::downgrade(&r));
@@ -203,7 +197,7 @@ impl RefInner {
         CODED.with(|c| c.set(c.get() + 1));
         let copy = COPY.with(|c| c.get());
         let cached = w.cached.map(|b| Ok(Item::Bytes(b)));
-        let Some(rt) = try_rt() else {
+        let Some(_) = try_rt() else {
             let st = RefState {
                 cache: cached,
                 ..RefState::default()
@@ -212,13 +206,13 @@ impl RefInner {
         };
         // A finalized handle stays unusable; what arrives now is a new hold. Handles found are
         // dropped only once the table is unlocked (a last drop locks it).
-        let live = |rt: &crate::runtime::Runtime| {
-            let h = rt.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let live = || {
+            let h = HANDLES.lock().unwrap_or_else(|e| e.into_inner());
             let found = h.get(&w.rrid).and_then(Weak::upgrade);
             drop(h);
             found.filter(|r| !r.lock().finalized)
         };
-        if let Some(existing) = live(rt) {
+        if let Some(existing) = live() {
             if !copy {
                 existing.weight.fetch_add(w.weight, Ordering::AcqRel);
             }
@@ -242,7 +236,7 @@ impl RefInner {
             fetching: false,
         };
         let r = Self::with_weight(w.rrid, w.owner, weight, st);
-        let mut h = rt.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let mut h = HANDLES.lock().unwrap_or_else(|e| e.into_inner());
         let other = h.get(&w.rrid).and_then(Weak::upgrade);
         match other {
             Some(existing) if !existing.lock().finalized => {
@@ -283,7 +277,7 @@ impl Drop for RefInner {
     fn drop(&mut self) {
         let Some(rt) = try_rt() else { return };
         {
-            let mut h = rt.handles.lock().unwrap_or_else(|e| e.into_inner());
+            let mut h = HANDLES.lock().unwrap_or_else(|e| e.into_inner());
             if h.get(&self.rrid).is_some_and(|w| w.strong_count() == 0) {
                 h.remove(&self.rrid);
             }

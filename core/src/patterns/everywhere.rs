@@ -1,11 +1,12 @@
 //! `everywhere`: run a registered function on every process and wait.
 
-use crate::error::{Error, Result};
-use crate::future::decode_frame;
-use crate::proto::{Mode, Msg};
-use crate::registry::{self, RemoteFn};
+use crate::base::error::{Error, Result};
+use crate::base::ids::Pid;
+use crate::remote::future::decode_frame;
+use crate::runtime::registry::{self, RemoteFn};
 use crate::runtime::{rt, run_guarded};
-use crate::{wire, Pid};
+use crate::wire::codec as wire;
+use crate::wire::proto::{Mode, Msg};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -19,7 +20,7 @@ where
     let name = f.name();
     let entry = registry::lookup(name).ok_or_else(|| Error::UnknownFunction {
         name: name.to_string(),
-        pid: crate::myid(),
+        pid: crate::base::ids::myid(),
     })?;
     let out = run_guarded(name, || (entry.call_local)(Box::new(args)))?;
     out.downcast::<F::Output>()
@@ -28,7 +29,7 @@ where
 }
 
 /// Runs `f(args...)` on every process — the master and all workers, this process included —
-/// and waits for all of them. Returns the results in the order of [`procs`](crate::procs).
+/// and waits for all of them. Returns the results in the order of [`procs`](crate::runtime::cluster::procs).
 ///
 /// The arguments are encoded once and sent to every other process; this process runs the call
 /// itself on a copy. Errors: one [`Error::Composite`] listing each process that failed with
@@ -42,7 +43,7 @@ where
     A: Serialize + Clone + Send + 'static,
     F::Output: DeserializeOwned,
 {
-    everywhere_on(&crate::procs(), f, args)
+    everywhere_on(&crate::runtime::cluster::procs(), f, args)
 }
 
 /// [`everywhere`] on the processes `pids` only, once per occurrence: a pid listed twice runs
@@ -99,5 +100,5 @@ where
         })
         .collect();
     in_order.reverse();
-    crate::error::all_or_composite(in_order)
+    crate::base::error::all_or_composite(in_order)
 }

@@ -19,11 +19,10 @@
 //!   connection: wrong cluster cookie ...` (the message, then the `error` field). Worker
 //!   processes write there too, and their manager forwards it to the master. `COHORT_LOG` is
 //!   `off`, `error`, `warn`, `info`, `debug` or `trace`; a value `init` cannot parse is an
-//!   [`Error::Invalid`](crate::Error::Invalid) naming the variable. `RUST_LOG` is left to the
+//!   [`Error::Invalid`](crate::base::error::Error::Invalid) naming the variable. `RUST_LOG` is left to the
 //!   user's subscriber (`tracing_subscriber::EnvFilter` reads it).
 
 use std::fmt::{self, Write as _};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
@@ -31,7 +30,7 @@ use tracing::subscriber::{Interest, NoSubscriber, Subscriber};
 use tracing::{Dispatch, Event, Metadata};
 
 /// Emits a `tracing` event with this process's `pid` as a field, writing the readable stderr
-/// line instead when no subscriber is set (see [`crate::log`]). The one way cohort logs.
+/// line instead when no subscriber is set (see [`crate::base::log`]). The one way cohort logs.
 ///
 /// `log!(warn, error = %e, "refused a connection")`: the level (`error`, `warn`, `info`,
 /// `debug`, `trace`), then `tracing`'s fields and message. The stderr line shows the message
@@ -47,19 +46,10 @@ macro_rules! log {
 #[doc(hidden)]
 pub use tracing as __tracing;
 
-/// This process's pid for the `pid` field, told by the runtime when it learns it (so that this
-/// module stays below the runtime); 0 before.
-static PID: AtomicUsize = AtomicUsize::new(0);
-
-/// The runtime learned this process's pid.
-pub(crate) fn set_pid(pid: crate::Pid) {
-    PID.store(pid, Ordering::Relaxed);
-}
-
 /// The `pid` field: this process's pid, none before it has one.
 #[doc(hidden)]
-pub fn __pid() -> Option<crate::Pid> {
-    Some(PID.load(Ordering::Relaxed)).filter(|&p| p != 0)
+pub fn __pid() -> Option<crate::base::ids::Pid> {
+    crate::base::ids::known_pid()
 }
 
 /// Runs `event` (a `tracing` macro) under the fallback subscriber when no other is current.
@@ -74,10 +64,10 @@ pub fn __emit(event: impl FnOnce()) {
 }
 
 /// `COHORT_LOG`, checked where the master starts so that a typo is an error, not silence.
-pub(crate) fn check_env() -> crate::Result<()> {
-    parse_level(crate::env::log().as_deref())
+pub(crate) fn check_env() -> crate::base::error::Result<()> {
+    parse_level(crate::base::env::log().as_deref())
         .map(|_| ())
-        .map_err(crate::Error::Invalid)
+        .map_err(crate::base::error::Error::Invalid)
 }
 
 fn parse_level(v: Option<&str>) -> Result<LevelFilter, String> {
@@ -93,7 +83,7 @@ fn fallback() -> &'static Dispatch {
     static D: OnceLock<Dispatch> = OnceLock::new();
     D.get_or_init(|| {
         // A worker's bad value was already refused by its master's `init`: the default then.
-        let max = parse_level(crate::env::log().as_deref()).unwrap_or(LevelFilter::INFO);
+        let max = parse_level(crate::base::env::log().as_deref()).unwrap_or(LevelFilter::INFO);
         Dispatch::new(Fallback {
             max,
             out: Arc::new(|line: &str| {

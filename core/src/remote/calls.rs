@@ -1,14 +1,15 @@
 //! The remote call family.
 
-use crate::error::{Error, Result};
-use crate::future::{decode_frame, Future};
-use crate::proto::{Mode, Msg};
-use crate::refs::RefInner;
-use crate::registry::{self, RemoteFn};
+use crate::base::error::{Error, Result};
+use crate::base::ids::Pid;
+use crate::remote::future::{decode_frame, Future};
+use crate::runtime::exec;
+use crate::runtime::refs::RefInner;
+use crate::runtime::registry::{self, RemoteFn};
+use crate::runtime::store::{Item, Stored};
 use crate::runtime::{rt, run_guarded, PendingReq};
-use crate::store::{Item, Stored};
-use crate::wire;
-use crate::{exec, Pid};
+use crate::wire::codec as wire;
+use crate::wire::proto::{Mode, Msg};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 fn entry_for(name: &str) -> Result<&'static registry::RemoteEntry> {
     registry::lookup(name).ok_or_else(|| Error::UnknownFunction {
         name: name.to_string(),
-        pid: crate::myid(),
+        pid: crate::base::ids::myid(),
     })
 }
 
@@ -24,7 +25,7 @@ fn encode_args<'a, A: Serialize + 'static>(args: &'a A, name: &str) -> Result<wi
     wire::encode(args).map_err(|e| Error::Codec {
         action: "encode",
         what: format!("arguments of {name}"),
-        pid: crate::myid(),
+        pid: crate::base::ids::myid(),
         reason: e.to_string(),
     })
 }
@@ -228,7 +229,7 @@ static NEXT_ANY: AtomicUsize = AtomicUsize::new(0);
 
 /// The next worker in round-robin order (the master alone when there are none).
 pub fn next_pid() -> Pid {
-    let ws = crate::cluster::workers();
+    let ws = crate::runtime::cluster::workers();
     ws[NEXT_ANY.fetch_add(1, Ordering::Relaxed) % ws.len()]
 }
 

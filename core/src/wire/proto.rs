@@ -1,7 +1,7 @@
 //! The messages inside frames, and the connection handshake.
 
-use crate::refs::Rrid;
-use crate::Pid;
+use crate::base::ids::Pid;
+use crate::base::ids::Rrid;
 use serde::{Deserialize, Serialize};
 
 /// The prefix of the line a worker prints on its stdout to report its listener address:

@@ -26,8 +26,7 @@ pub const PROTOCOL_VERSION: u8 = 1;
 pub const KIND_MESSAGE: u8 = 1;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 24;
-/// Default cap on a frame's payload (4 GiB); `COHORT_MAX_FRAME` changes it.
-pub const DEFAULT_MAX_FRAME: u64 = 4 << 30;
+pub use crate::base::env::DEFAULT_MAX_FRAME;
 
 /// A decoded frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +122,7 @@ impl From<FrameError> for io::Error {
 /// A large payload (1 MiB or more) is kept in two parts: the message and the first 8 body bytes
 /// (`head`), and the rest in its own 8-byte-aligned allocation (`tail`). A body that is a raw
 /// vector of 8-byte numbers then becomes the caller's `Vec` without a copy
-/// ([`wire::decode_frame`](crate::wire::decode_frame)).
+/// ([`wire::decode_frame`](crate::wire::codec::decode_frame)).
 #[derive(Debug)]
 pub struct Frame {
     /// The header.
@@ -148,7 +147,7 @@ pub fn tail_buffer(bytes: usize) -> Vec<u64> {
         return pool.swap_remove(i);
     }
     drop(pool);
-    crate::wire::zeroed_vec::<u64>(words)
+    crate::base::mem::zeroed_vec::<u64>(words)
 }
 
 impl Drop for Frame {

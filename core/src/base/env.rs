@@ -18,15 +18,18 @@
 //! | `COHORT_MACHINE_FILE` | the facade's `init` adds SSH workers on the hosts of this machine file (`cohort --machine-file`) | a path | unset |
 //! | `COHORT_SSHFLAGS` | extra ssh arguments for those workers, split at whitespace | any text | empty |
 //! | `COHORT_SSH_TUNNEL` | those workers are reached through ssh tunnels | `1`/`true` or `0`/`false` | `0` |
-//! | `COHORT_LOG` | level of the stderr lines when no `tracing` subscriber is set (parsed in [`crate::log`]) | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
+//! | `COHORT_LOG` | level of the stderr lines when no `tracing` subscriber is set (parsed in [`crate::base::log`]) | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
 //!
 //! `COHORT_TRANSPORT` names a transport of the program's choosing under `init_with` (workers
 //! inherit the master's), so only `cohort::init` limits it to the names above.
 
-use crate::error::{Error, Result};
-use crate::topology::Topology;
+use crate::base::error::{Error, Result};
+use crate::base::topology::Topology;
 use std::sync::OnceLock;
 use std::time::Duration;
+
+/// Default cap on a frame's payload (4 GiB); `COHORT_MAX_FRAME` changes it.
+pub const DEFAULT_MAX_FRAME: u64 = 4 << 30;
 
 /// The settings the environment gives this process.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +67,7 @@ impl Default for Config {
             worker_timeout: Duration::from_secs(60),
             bind: "127.0.0.1".into(),
             spin: Duration::from_micros(200),
-            max_frame: crate::frame::DEFAULT_MAX_FRAME,
+            max_frame: DEFAULT_MAX_FRAME,
             transport: "tcp".into(),
             topology: Topology::AllToAll,
             machine_file: None,
@@ -279,7 +282,7 @@ pub fn ssh_flags() -> Vec<String> {
     current().ssh_flags.clone()
 }
 
-/// `COHORT_LOG`, unparsed: [`crate::log`] reads its level from it.
+/// `COHORT_LOG`, unparsed: [`crate::base::log`] reads its level from it.
 pub fn log() -> Option<String> {
     std::env::var("COHORT_LOG")
         .ok()

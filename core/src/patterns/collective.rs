@@ -8,57 +8,13 @@
 //! part. Over byte-stream transports the data moves along binomial trees (`log2(n)` rounds;
 //! no process talks to all others); large numeric payloads travel as raw bytes.
 
-use crate::error::{Error, Result};
-use crate::frame::Frame;
-use crate::proto::Msg;
+use crate::base::error::{Error, Result};
+use crate::base::ids::Pid;
+use crate::runtime::exec;
 use crate::runtime::rt;
-use crate::wire::Body;
-use crate::{exec, Pid};
+use crate::wire::codec::Body;
+use crate::wire::proto::Msg;
 use bytemuck::Pod;
-use std::collections::HashMap;
-use std::sync::{Condvar, Mutex};
-use std::time::Duration;
-
-/// Pieces of collectives that arrived, by (sequence number, sender).
-#[derive(Default)]
-pub(crate) struct Mailbox {
-    m: Mutex<HashMap<(u64, Pid), Frame>>,
-    cv: Condvar,
-    /// Collectives started so far, per group: members number them alike.
-    seqs: Mutex<HashMap<Vec<Pid>, u64>>,
-}
-
-impl Mailbox {
-    pub(crate) fn deposit(&self, seq: u64, from: Pid, f: Frame) {
-        self.m
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((seq, from), f);
-        self.cv.notify_all();
-    }
-    pub(crate) fn wake(&self) {
-        self.cv.notify_all();
-    }
-    fn take(&self, seq: u64, from: Pid) -> Result<Frame> {
-        let rt = rt()?;
-        let mut m = self.m.lock().unwrap_or_else(|e| e.into_inner());
-        let _b = exec::blocking();
-        loop {
-            if let Some(f) = m.remove(&(seq, from)) {
-                return Ok(f);
-            }
-            if rt.is_removed(from) {
-                return Err(Error::ProcessExited(from));
-            }
-            exec::check_interrupt()?;
-            m = self
-                .cv
-                .wait_timeout(m, Duration::from_millis(50))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-}
 
 /// An associative reduction of `T`, applied element by element.
 pub struct Op<T> {
@@ -73,21 +29,7 @@ impl<T> Clone for Op<T> {
 }
 impl<T> Copy for Op<T> {}
 
-/// Which built-in operation an [`Op`] is (MPI runs those natively).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum OpKind {
-    /// Addition (`MPI_SUM`).
-    Sum,
-    /// Multiplication (`MPI_PROD`).
-    Prod,
-    /// Minimum (`MPI_MIN`).
-    Min,
-    /// Maximum (`MPI_MAX`).
-    Max,
-    /// A user function.
-    Custom,
-}
+pub use crate::links::transport::OpKind;
 
 /// Numbers the built-in operations apply to.
 pub trait Number:
@@ -150,12 +92,12 @@ impl<T> Op<T> {
 }
 
 /// The library's own collectives, in MPI mode.
-fn native() -> Option<&'static dyn crate::transport::NativeCollectives> {
+fn native() -> Option<&'static dyn crate::links::transport::NativeCollectives> {
     rt().ok()?.world.get()?.native()
 }
 
-fn dtype_of<T: 'static>() -> Option<crate::transport::DType> {
-    use crate::transport::DType;
+fn dtype_of<T: 'static>() -> Option<crate::links::transport::DType> {
+    use crate::links::transport::DType;
     use std::any::TypeId;
     let t = TypeId::of::<T>();
     [
@@ -178,8 +120,8 @@ fn mpi_err(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
 
 /// The group a collective runs over: every process, by pid.
 fn group() -> Result<(Vec<Pid>, usize)> {
-    let me = crate::myid();
-    let g = crate::cluster::procs();
+    let me = crate::base::ids::myid();
+    let g = crate::runtime::cluster::procs();
     let r = g
         .iter()
         .position(|&p| p == me)
@@ -200,7 +142,7 @@ pub fn rank() -> Result<usize> {
 /// # MPI
 /// `MPI_Comm_size`.
 pub fn size() -> usize {
-    crate::cluster::procs().len()
+    crate::runtime::cluster::procs().len()
 }
 
 /// The number of this collective within its group, with the group in the top bits so that
@@ -229,7 +171,8 @@ fn send_bytes(to: Pid, seq: u64, b: Vec<u8>) -> Result<()> {
 }
 
 fn recv<T: Pod>(from: Pid, seq: u64) -> Result<Vec<T>> {
-    let f = rt()?.coll.take(seq, from)?;
+    let rt = rt()?;
+    let f = rt.coll.take(seq, from, |p| rt.is_removed(p))?;
     if std::mem::size_of::<T>() == 8 && std::mem::align_of::<T>() == 8 {
         match f.into_raw8::<T>() {
             Ok(v) => return Ok(v),
@@ -250,7 +193,12 @@ fn decode_pod<T: Pod>(b: &[u8]) -> Result<Vec<T>> {
 }
 
 fn recv_bytes(from: Pid, seq: u64) -> Result<Vec<u8>> {
-    Ok(rt()?.coll.take(seq, from)?.body().into_owned())
+    let rt = rt()?;
+    Ok(rt
+        .coll
+        .take(seq, from, |p| rt.is_removed(p))?
+        .body()
+        .into_owned())
 }
 
 /// Blocks until every process has called `barrier`.

@@ -1,7 +1,7 @@
 //! The cluster topologies, by name: one list for `COHORT_TOPOLOGY`, `set_topology` and the
 //! `cohort --topology` flag.
 
-use crate::error::{Error, Result};
+use crate::base::error::{Error, Result};
 
 /// How workers connect to each other.
 ///

@@ -2,11 +2,11 @@
 //! start, frames arrive through polling instead of descriptors, and the library is shut down
 //! by the master when the program ends.
 
-use crate::error::{Error, Result};
-use crate::link::Link;
-use crate::proto::{Msg, PeerInfo};
+use crate::base::error::{Error, Result};
+use crate::links::link::Link;
+use crate::links::transport::{Listener, Transport};
 use crate::runtime::{install_panic_hook, Runtime, RT};
-use crate::transport::{Listener, Transport};
+use crate::wire::proto::{Msg, PeerInfo};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
@@ -35,14 +35,14 @@ impl Transport for NoStreams {
 }
 
 impl Runtime {
-    fn world_loop(&'static self, w: Arc<dyn crate::transport::MessageWorld>) {
+    fn world_loop(&'static self, w: Arc<dyn crate::links::transport::MessageWorld>) {
         let mut idle = 0u32;
         while !self.world_stop.load(Ordering::Acquire) {
-            if crate::link::WORLD_SPINNERS.load(Ordering::Acquire) > 0 {
+            if crate::links::link::WORLD_SPINNERS.load(Ordering::Acquire) > 0 {
                 std::thread::sleep(Duration::from_micros(200));
                 continue;
             }
-            match crate::link::poll_world(w.as_ref(), &mut |rank, frame| {
+            match crate::links::link::poll_world(w.as_ref(), &mut |rank, frame| {
                 self.dispatch(rank + 1, frame)
             }) {
                 true => idle = 0,
@@ -79,14 +79,14 @@ impl Runtime {
 /// Starts this process in a message-passing world (MPI mode): rank 0 is the master and
 /// returns; every other rank serves and never returns.
 pub(crate) fn start_world(
-    world: Arc<dyn crate::transport::MessageWorld>,
+    world: Arc<dyn crate::links::transport::MessageWorld>,
 ) -> Result<&'static Runtime> {
-    crate::log::check_env()?;
+    crate::base::log::check_env()?;
     let me = world.rank();
     let rt = Runtime::new(me == 0, Arc::new(NoStreams))
         .map_err(|e| Error::io("creating the runtime", e))?;
     rt.myid.store(me + 1, Ordering::Release);
-    crate::log::set_pid(me + 1);
+    crate::base::ids::set_myid(me + 1);
     if RT.set(rt).is_err() {
         return Err(Error::invalid("cohort::init was already called"));
     }

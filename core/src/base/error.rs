@@ -1,6 +1,6 @@
 //! Errors: every failure a caller can see, as a value (DESIGN decision 6).
 
-use crate::Pid;
+use crate::base::ids::Pid;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -41,7 +41,7 @@ pub enum Error {
     #[error("no process with pid {0} in the cluster")]
     NoSuchProcess(Pid),
     /// The call named a function the target's binary does not register (Julia's
-    /// `UndefVarError`): a call by name ([`remotecall_fetch_by_name`](crate::remotecall_fetch_by_name))
+    /// `UndefVarError`): a call by name ([`remotecall_fetch_by_name`](crate::remote::calls::remotecall_fetch_by_name))
     /// of a name no `#[cohort::remote]` function has, or a worker running another binary. (Passing
     /// an unmarked function itself does not compile.)
     #[error("function `{name}` is not registered on worker {pid} (mark it #[cohort::remote])")]

@@ -4,15 +4,24 @@
 //! decision 8); values that arrived from elsewhere stay in their encoded form until someone
 //! asks for them with a type.
 
-use crate::error::{Error, Result};
-use crate::registry::{AnyBox, EncodeFn};
-use crate::wire::{self, Body};
-use crate::{exec, Pid};
+use crate::base::error::{Error, Result};
+use crate::base::ids::Pid;
+use crate::runtime::exec;
+use crate::wire::codec::{self as wire, Body};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
+
+/// The total weight of a new reference: the owner's entry starts with it, the first handle
+/// holds all of it.
+pub(crate) const INITIAL_WEIGHT: u64 = 1 << 62;
+
+/// A type-erased value produced or consumed by a registered function.
+pub type AnyBox = Box<dyn std::any::Any + Send>;
+/// Encoder of a registered function's result type.
+pub type EncodeFn = for<'a> fn(&'a (dyn std::any::Any + Send)) -> Result<Body<'a>, bincode::Error>;
 
 /// A value in a store.
 pub enum Item {
@@ -26,7 +35,7 @@ pub enum Item {
     /// Arrived encoded.
     Bytes(Vec<u8>),
     /// Arrived encoded, still inside its frame.
-    Frame(crate::frame::Frame),
+    Frame(crate::wire::frame::Frame),
 }
 
 fn encode_as<T: Serialize + Send + 'static>(
@@ -75,7 +84,7 @@ impl Item {
             Item::Local { value, encode } => encode(value.as_ref()).map_err(|e| Error::Codec {
                 action: "encode",
                 what: "a stored value".into(),
-                pid: crate::myid(),
+                pid: crate::base::ids::myid(),
                 reason: e.to_string(),
             }),
             Item::Bytes(b) => Ok(Body::Borrowed(b)),
@@ -91,7 +100,7 @@ pub(crate) fn decode_as<T: DeserializeOwned + 'static>(b: &[u8], what: &str) -> 
     wire::decode(b).map_err(|e| Error::Codec {
         action: "decode",
         what: format!("{what} as {}", std::any::type_name::<T>()),
-        pid: crate::myid(),
+        pid: crate::base::ids::myid(),
         reason: e.to_string(),
     })
 }

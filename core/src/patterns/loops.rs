@@ -35,12 +35,12 @@
 //! futures at once and [`sync`] waits for them (`@sync @distributed for`);
 //! [`sync_distributed_for`] does both in one, with one message each way per worker.
 
-use crate::error::{Error, Result};
-use crate::future::{decode_frame, Future};
-use crate::proto::{Mode, Msg};
-use crate::registry::RemoteFn;
+use crate::base::error::{Error, Result};
+use crate::base::ids::Pid;
+use crate::remote::future::{decode_frame, Future};
+use crate::runtime::registry::RemoteFn;
 use crate::runtime::rt;
-use crate::Pid;
+use crate::wire::proto::{Mode, Msg};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -298,7 +298,7 @@ pub fn split_range(range: Range<i64>, n: usize) -> Vec<Range<i64>> {
 }
 
 fn plan(range: Range<i64>, op: Op) -> Vec<(Pid, Part)> {
-    let ws = crate::cluster::workers();
+    let ws = crate::runtime::cluster::workers();
     let chunks = split_range(range, ws.len());
     let parts = chunks.len();
     chunks
@@ -383,17 +383,17 @@ where
             sent.push(None);
             continue;
         }
-        let body = crate::pmap::encode_value(&(part, args), name)?;
+        let body = crate::wire::codec::encode_value(&(part, args), name)?;
         sent.push(Some(rt.request_start(
             *pid,
             &msg,
-            &crate::wire::Body::Owned(body),
+            &crate::wire::codec::Body::Owned(body),
         )));
     }
     let mut out: Vec<Result<R>> = Vec::with_capacity(parts.len());
     for ((_, part), s) in parts.iter().zip(&sent) {
         out.push(match s {
-            None => crate::everywhere::call_local(body, (*part, args.clone())),
+            None => crate::patterns::everywhere::call_local(body, (*part, args.clone())),
             Some(_) => Err(Error::invalid("pending")),
         });
     }
@@ -431,7 +431,7 @@ where
 {
     let parts = plan(range.into_loop_range(), Op::None);
     let results = run_parts(&parts, body, &args)?;
-    crate::error::all_or_composite(parts.iter().map(|(pid, _)| *pid).zip(results))
+    crate::base::error::all_or_composite(parts.iter().map(|(pid, _)| *pid).zip(results))
 }
 
 /// Starts a loop over `range` on the workers without a reducer and returns at once with one
@@ -451,7 +451,7 @@ where
 {
     plan(range.into_loop_range(), Op::None)
         .into_iter()
-        .map(|(pid, part)| crate::calls::remotecall(body, pid, (part, args.clone())))
+        .map(|(pid, part)| crate::remote::calls::remotecall(body, pid, (part, args.clone())))
         .collect()
 }
 
@@ -464,10 +464,10 @@ pub fn sync<T>(futures: &[Future<T>]) -> Result<()>
 where
     T: Serialize + DeserializeOwned + Clone + Send + 'static,
 {
-    let results = crate::future::fetch_all(futures)
+    let results = crate::remote::future::fetch_all(futures)
         .into_iter()
         .map(|r| r.map(drop));
-    crate::error::all_or_composite(futures.iter().map(|f| f.owner()).zip(results)).map(drop)
+    crate::base::error::all_or_composite(futures.iter().map(|f| f.owner()).zip(results)).map(drop)
 }
 
 /// A fast 64-bit mixing function (SplitMix64's finaliser): `mix(seed ^ i)` gives each index

@@ -44,7 +44,7 @@ pub trait MessageWorld: Send + Sync + 'static {
     /// with the link's writer lock held, so frames to one rank never interleave.
     fn send(&self, rank: usize, parts: &[&[u8]]) -> io::Result<()>;
     /// The next whole frame from any rank, if one has arrived (never blocks for long).
-    fn poll(&self) -> io::Result<Option<(usize, crate::frame::Frame)>>;
+    fn poll(&self) -> io::Result<Option<(usize, crate::wire::frame::Frame)>>;
     /// The library's own collectives, when it has them.
     fn native(&self) -> Option<&dyn NativeCollectives> {
         None
@@ -86,16 +86,26 @@ pub trait NativeCollectives: Send + Sync {
         &self,
         root: usize,
         dtype: DType,
-        op: crate::collective::OpKind,
+        op: OpKind,
         data: &[u8],
         out: Option<&mut [u8]>,
     ) -> io::Result<()>;
     /// `MPI_Allreduce`.
-    fn all_reduce(
-        &self,
-        dtype: DType,
-        op: crate::collective::OpKind,
-        data: &[u8],
-        out: &mut [u8],
-    ) -> io::Result<()>;
+    fn all_reduce(&self, dtype: DType, op: OpKind, data: &[u8], out: &mut [u8]) -> io::Result<()>;
+}
+
+/// Which built-in operation an [`Op`] is (MPI runs those natively).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpKind {
+    /// Addition (`MPI_SUM`).
+    Sum,
+    /// Multiplication (`MPI_PROD`).
+    Prod,
+    /// Minimum (`MPI_MIN`).
+    Min,
+    /// Maximum (`MPI_MAX`).
+    Max,
+    /// A user function.
+    Custom,
 }

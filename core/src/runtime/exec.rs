@@ -5,7 +5,7 @@
 //! fetch, a channel take, a nested remote call) hands the rest of its queue to another thread
 //! first, so it never holds up later requests; the same happens when it is interrupted.
 
-use crate::error::{Error, Result};
+use crate::base::error::{Error, Result};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -224,7 +224,7 @@ pub struct Blocking(());
 /// `Err(Interrupted)` when `interrupt` was called for the request this thread runs.
 pub fn check_interrupt() -> Result<()> {
     if interrupted() {
-        Err(Error::Interrupted(crate::myid()))
+        Err(Error::Interrupted(crate::base::ids::myid()))
     } else {
         Ok(())
     }

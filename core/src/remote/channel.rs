@@ -1,13 +1,13 @@
 //! `RemoteChannel`: a channel that lives on one process and is used from any.
 
-use crate::error::{Error, Result};
-use crate::proto::{ChanOp, Msg};
-use crate::refs::{copy_scope, RefInner, RefWire};
-use crate::registry::RemoteFn;
+use crate::base::error::{Error, Result};
+use crate::base::ids::Pid;
+use crate::runtime::refs::{copy_scope, RefInner, RefWire};
+use crate::runtime::registry::RemoteFn;
 use crate::runtime::rt;
-use crate::store::{decode_as, ErasedChannel, Item, ItemChannel, Stored};
-use crate::wire::{self, Body};
-use crate::Pid;
+use crate::runtime::store::{decode_as, ErasedChannel, Item, ItemChannel, Stored};
+use crate::wire::codec::{self as wire, Body};
+use crate::wire::proto::{ChanOp, Msg};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
@@ -55,7 +55,7 @@ fn codec<'a, E: std::fmt::Display>(
     move |e| Error::Codec {
         action,
         what: what.to_string(),
-        pid: crate::myid(),
+        pid: crate::base::ids::myid(),
         reason: e.to_string(),
     }
 }
@@ -93,14 +93,14 @@ where
     K: Serialize + DeserializeOwned + Send + 'static,
 {
     /// A channel built on `pid` by the registered function `f` applied to `args`; `f` returns a
-    /// type implementing [`AbstractChannel`](crate::AbstractChannel) with `Item = T`, `Key = K`.
+    /// type implementing [`AbstractChannel`](crate::runtime::store::AbstractChannel) with `Item = T`, `Key = K`.
     ///
     /// # Julia
     /// `RemoteChannel(() -> DictChannel(), pid)`.
     pub fn from_fn<F, A>(f: F, pid: Pid, args: A) -> Result<Self>
     where
         F: RemoteFn<A>,
-        F::Output: crate::AbstractChannel<Item = T, Key = K>,
+        F::Output: crate::runtime::store::AbstractChannel<Item = T, Key = K>,
         A: Serialize + Send + 'static,
     {
         let rt = rt()?;
@@ -150,12 +150,17 @@ where
         })
     }
 
-    fn remote(&self, op: ChanOp, key: &K, body: &Body<'_>) -> Result<crate::frame::Frame> {
+    fn remote(&self, op: ChanOp, key: &K, body: &Body<'_>) -> Result<crate::wire::frame::Frame> {
         let key = wire::encode_vec(key).map_err(codec("encode", "channel key"))?;
         self.remote_raw(op, key, body)
     }
 
-    fn remote_raw(&self, op: ChanOp, key: Vec<u8>, body: &Body<'_>) -> Result<crate::frame::Frame> {
+    fn remote_raw(
+        &self,
+        op: ChanOp,
+        key: Vec<u8>,
+        body: &Body<'_>,
+    ) -> Result<crate::wire::frame::Frame> {
         let rt = rt()?;
         if self.inner.weight() == 0 {
             return Err(Error::invalid("RemoteChannel was finalized"));
@@ -257,7 +262,8 @@ where
         if self.inner.weight() == 0 {
             return Err(Error::invalid("RemoteChannel was finalized"));
         }
-        match crate::calls::remotecall_fetch(chan_probe, self.owner(), (self.inner.rrid,))? {
+        match crate::remote::calls::remotecall_fetch(chan_probe, self.owner(), (self.inner.rrid,))?
+        {
             Probe::State(open, empty) => Ok((open, empty)),
             Probe::Failed(e) => Err(e),
         }
@@ -265,7 +271,7 @@ where
 
     /// Whether the channel is open: `false` once [`close`](Self::close)d, even while values
     /// are left to take. A user channel answers through
-    /// [`AbstractChannel::isopen`](crate::AbstractChannel::isopen).
+    /// [`AbstractChannel::isopen`](crate::runtime::store::AbstractChannel::isopen).
     ///
     /// # Julia
     /// `isopen(rr)`.
@@ -418,7 +424,7 @@ enum Probe {
 
 /// Reads the state of a channel stored here (the caller's handle keeps it alive).
 #[cohort_macros::remote(crate = crate)]
-fn chan_probe(rrid: crate::refs::Rrid) -> Probe {
+fn chan_probe(rrid: crate::base::ids::Rrid) -> Probe {
     let r = rt().and_then(|rt| match rt.entry(rrid) {
         Some(e) => match &e.stored {
             Stored::Channel(ch) => Ok((ch.isopen(), ch.isempty())),

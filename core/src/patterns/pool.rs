@@ -47,11 +47,12 @@
 //! # }
 //! ```
 
-use crate::error::{Error, Result};
-use crate::future::Future;
-use crate::registry::RemoteFn;
+use crate::base::error::{Error, Result};
+use crate::base::ids::Pid;
+use crate::remote::future::Future;
+use crate::runtime::exec;
+use crate::runtime::registry::RemoteFn;
 use crate::runtime::try_rt;
-use crate::{exec, Pid};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::RefCell;
@@ -64,14 +65,14 @@ use std::time::Duration;
 /// Total bytes of frames this process has written to its links (headers included), since it
 /// started. Compare two readings to see what an operation shipped.
 pub fn bytes_sent() -> u64 {
-    crate::link::BYTES_SENT.load(Ordering::Relaxed)
+    crate::links::link::BYTES_SENT.load(Ordering::Relaxed)
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// An id unique in the cluster: this process's pid in the high bits.
 fn unique_id() -> u64 {
-    ((crate::myid() as u64) << 40) | NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    ((crate::base::ids::myid() as u64) << 40) | NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 struct State {
@@ -115,7 +116,7 @@ impl Inner {
         if !self.tracks_cluster {
             return;
         }
-        let ws = crate::cluster::workers();
+        let ws = crate::runtime::cluster::workers();
         let alone = ws == [1];
         for p in ws {
             if p == 1 && alone {
@@ -146,8 +147,11 @@ impl Drop for Inner {
             let held = std::mem::take(&mut *c.lock().unwrap_or_else(|e| e.into_inner()));
             for (pid, ids) in held {
                 if !ids.is_empty() {
-                    let _ =
-                        crate::calls::remote_do(cache_clear_here, pid, (cache_prefix(self.id),));
+                    let _ = crate::remote::calls::remote_do(
+                        cache_clear_here,
+                        pid,
+                        (cache_prefix(self.id),),
+                    );
                 }
             }
         }
@@ -295,7 +299,7 @@ impl WorkerPool {
     /// The process that holds the pool (this one, unless the pool came from elsewhere).
     pub fn owner(&self) -> Pid {
         match &self.place {
-            Place::Here(_) => crate::myid(),
+            Place::Here(_) => crate::base::ids::myid(),
             Place::There { owner, .. } => *owner,
         }
     }
@@ -306,10 +310,12 @@ impl WorkerPool {
             return None;
         };
         Some(
-            crate::calls::remotecall_fetch(pool_op, owner, (id, op)).and_then(|r| match r {
-                PoolReply::Failed(e) => Err(e),
-                r => Ok(r),
-            }),
+            crate::remote::calls::remotecall_fetch(pool_op, owner, (id, op)).and_then(
+                |r| match r {
+                    PoolReply::Failed(e) => Err(e),
+                    r => Ok(r),
+                },
+            ),
         )
     }
 
@@ -546,7 +552,9 @@ impl WorkerPool {
         F::Output: Serialize + DeserializeOwned,
     {
         let pid = self.take()?;
-        let r = self.shipping_to(pid, || crate::calls::remotecall_notified(f, pid, args));
+        let r = self.shipping_to(pid, || {
+            crate::remote::calls::remotecall_notified(f, pid, args)
+        });
         match r {
             Ok((fut, pending)) => {
                 let pool = self.clone();
@@ -587,7 +595,7 @@ impl WorkerPool {
         A: Serialize + Send + 'static,
         F::Output: DeserializeOwned,
     {
-        self.checked_out(|pid| crate::calls::remotecall_fetch(f, pid, args))
+        self.checked_out(|pid| crate::remote::calls::remotecall_fetch(f, pid, args))
     }
 
     /// Waits for an idle worker, calls `f(args...)` there and waits until it has finished;
@@ -601,7 +609,7 @@ impl WorkerPool {
         A: Serialize + Send + 'static,
         F::Output: Serialize + DeserializeOwned,
     {
-        self.checked_out(|pid| crate::calls::remotecall_wait(f, pid, args))
+        self.checked_out(|pid| crate::remote::calls::remotecall_wait(f, pid, args))
     }
 
     /// Waits for an idle worker and starts `f(args...)` there, without a result; the worker
@@ -614,7 +622,7 @@ impl WorkerPool {
         F: RemoteFn<A>,
         A: Serialize + Send + 'static,
     {
-        self.checked_out(|pid| crate::calls::remote_do(f, pid, args))
+        self.checked_out(|pid| crate::remote::calls::remote_do(f, pid, args))
     }
 }
 
@@ -676,7 +684,7 @@ fn pool_op(id: u64, op: PoolOp) -> PoolReply {
     let Some(pool) = find_pool(id) else {
         return PoolReply::Failed(Error::invalid(format!(
             "the worker pool {id} is gone from pid {} (its last handle there was dropped)",
-            crate::myid()
+            crate::base::ids::myid()
         )));
     };
     let done = |r: Result<PoolReply>| r.unwrap_or_else(PoolReply::Failed);
@@ -701,7 +709,7 @@ fn pool_op(id: u64, op: PoolOp) -> PoolReply {
 impl Serialize for WorkerPool {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let (owner, id) = match &self.place {
-            Place::Here(inner) => (crate::myid(), inner.id),
+            Place::Here(inner) => (crate::base::ids::myid(), inner.id),
             Place::There { owner, id } => (*owner, *id),
         };
         (owner, id).serialize(s)
@@ -711,7 +719,7 @@ impl Serialize for WorkerPool {
 impl<'de> Deserialize<'de> for WorkerPool {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let (owner, id): (Pid, u64) = Deserialize::deserialize(d)?;
-        if owner == crate::myid() {
+        if owner == crate::base::ids::myid() {
             if let Some(p) = find_pool(id) {
                 return Ok(p);
             }
@@ -785,7 +793,7 @@ impl CachingPool {
         let prefix = cache_prefix(self.pool.local_inner().id);
         let mut errors = Vec::new();
         for pid in held {
-            match crate::calls::remotecall_fetch(cache_clear_here, pid, (prefix.clone(),)) {
+            match crate::remote::calls::remotecall_fetch(cache_clear_here, pid, (prefix.clone(),)) {
                 Ok(_) | Err(Error::ProcessExited(_)) => {}
                 Err(e) => errors.push((pid, e)),
             }
@@ -872,7 +880,7 @@ fn cache_prefix(pool: u64) -> String {
 /// Removes the payloads of one caching pool from this process.
 #[cohort_macros::remote(crate = crate)]
 fn cache_clear_here(prefix: String) -> usize {
-    crate::local::remove_prefix(&prefix)
+    crate::patterns::local::remove_prefix(&prefix)
 }
 
 /// A captured payload that a [`CachingPool`] ships to each worker once.
@@ -965,15 +973,15 @@ where
             Some(v) => {
                 let value = Arc::new(v);
                 if pool != 0 {
-                    crate::local::set_arc(&key, Arc::clone(&value));
+                    crate::patterns::local::set_arc(&key, Arc::clone(&value));
                 }
                 Ok(Cached { id, value })
             }
-            None => match crate::local::get::<T>(&key) {
+            None => match crate::patterns::local::get::<T>(&key) {
                 Some(value) => Ok(Cached { id, value }),
                 None => Err(serde::de::Error::custom(format!(
                     "cached payload {id} of a CachingPool is not on pid {} (cleared?)",
-                    crate::myid()
+                    crate::base::ids::myid()
                 ))),
             },
         }

@@ -43,15 +43,15 @@
 //! # Julia
 //! `pmap(f, [pool,] c...; distributed, batch_size, on_error, retry_delays, retry_check)`.
 
-use crate::error::{Error, Result};
-use crate::everywhere::call_local;
-use crate::future::decode_frame;
-use crate::pool::{default_worker_pool, WorkerPool};
-use crate::proto::{Mode, Msg};
-use crate::registry::{self, RemoteFn};
+use crate::base::error::{Error, Result};
+use crate::base::ids::Pid;
+use crate::patterns::everywhere::call_local;
+use crate::patterns::pool::{default_worker_pool, WorkerPool};
+use crate::remote::future::decode_frame;
+use crate::runtime::registry::{self, RemoteFn};
 use crate::runtime::{rt, run_guarded, PendingReq};
-use crate::wire::Body;
-use crate::Pid;
+use crate::wire::codec::Body;
+use crate::wire::proto::{Mode, Msg};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::VecDeque;
@@ -150,7 +150,7 @@ impl<R> PmapOptions<R> {
         Self::default()
     }
     /// Runs on `pool` (a [`WorkerPool`] or, through deref, a
-    /// [`CachingPool`](crate::CachingPool)) instead of the default pool.
+    /// [`CachingPool`](crate::patterns::pool::CachingPool)) instead of the default pool.
     pub fn pool(mut self, pool: &WorkerPool) -> Self {
         self.pool = Some(pool.clone());
         self
@@ -260,7 +260,7 @@ impl ExponentialBackOff {
         let max = self.max_delay.as_secs_f64();
         (0..self.n)
             .map(|_| {
-                s = crate::loops::mix(s);
+                s = crate::patterns::loops::mix(s);
                 let u = (s >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
                 let d = (cur * (1.0 + self.jitter * (2.0 * u - 1.0))).clamp(0.0, max);
                 cur = (cur * self.factor).min(max);
@@ -364,7 +364,7 @@ where
         return Ok(Vec::new());
     }
     let pool = opts.pool.clone().unwrap_or_else(default_worker_pool);
-    let me = crate::myid();
+    let me = crate::base::ids::myid();
     let pool_workers = pool.workers();
     let mut distributed = opts.distributed;
     if pool_workers.is_empty() && distributed {
@@ -548,8 +548,10 @@ where
                 return;
             };
             let (f, pool) = (self.f, self.pool.clone());
-            crate::exec::spawn(Box::new(move || {
-                let r = pool.shipping_to(pid, || crate::calls::remotecall_fetch(f, pid, (args,)));
+            crate::runtime::exec::spawn(Box::new(move || {
+                let r = pool.shipping_to(pid, || {
+                    crate::remote::calls::remotecall_fetch(f, pid, (args,))
+                });
                 if matches!(&r, Err(Error::Codec { .. })) {
                     pool.forget_cached(pid);
                 }
@@ -572,7 +574,7 @@ where
     fn next(&mut self) -> Option<Result<F::Output>> {
         self.top_up();
         let rx = self.inflight.pop_front()?;
-        let _b = crate::exec::blocking();
+        let _b = crate::runtime::exec::blocking();
         Some(
             rx.recv().unwrap_or_else(|_| {
                 Err(Error::invalid("pgenerate: a call ended without a result"))
@@ -872,7 +874,7 @@ where
         rt.request_start(pid, &msg, &body)
     }
 
-    fn decode(&self, job: &Job, frame: crate::frame::Frame) -> Outcome<R> {
+    fn decode(&self, job: &Job, frame: crate::wire::frame::Frame) -> Outcome<R> {
         let what = || format!("result of {}", self.name);
         if job.idx.len() == 1 {
             return Outcome::Items(vec![decode_frame::<R>(frame, &what())]);
@@ -883,7 +885,7 @@ where
             match r.u8()? {
                 0 => {}
                 _ => {
-                    let e: Error = crate::wire::decode(r.0).map_err(|_| "bad error")?;
+                    let e: Error = crate::wire::codec::decode(r.0).map_err(|_| "bad error")?;
                     return Ok(Outcome::Whole(e));
                 }
             }
@@ -893,9 +895,9 @@ where
                 let len = r.u32()? as usize;
                 let bytes = r.take(len)?;
                 out.push(if tag == 0 {
-                    crate::wire::decode::<R>(bytes).map_err(|e| codec("decode", what(), e))
+                    crate::wire::codec::decode::<R>(bytes).map_err(|e| codec("decode", what(), e))
                 } else {
-                    Err(crate::wire::decode::<Error>(bytes)
+                    Err(crate::wire::codec::decode::<Error>(bytes)
                         .unwrap_or_else(|e| Error::Protocol(format!("undecodable error: {e}"))))
                 });
             }
@@ -1015,24 +1017,12 @@ fn codec(action: &'static str, what: String, e: bincode::Error) -> Error {
     Error::Codec {
         action,
         what,
-        pid: crate::myid(),
+        pid: crate::base::ids::myid(),
         reason: e.to_string(),
     }
 }
 
-fn encode_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> bincode::Result<()> {
-    use bincode::Options;
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .serialize_into(out, v)
-}
-
-/// Encodes a value in the wire format (the same bytes as `wire::encode`), from a reference.
-pub(crate) fn encode_value<T: Serialize + ?Sized>(v: &T, name: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    encode_into(&mut out, v).map_err(|e| codec("encode", format!("arguments of {name}"), e))?;
-    Ok(out)
-}
+use crate::wire::codec::{encode_into, encode_value};
 
 fn put_u32(b: &mut Vec<u8>, n: usize) {
     b.extend_from_slice(&(n as u32).to_le_bytes());
@@ -1129,13 +1119,13 @@ fn run_batch(req: &[u8], out: &mut Vec<u8>) -> Result<()> {
     let count = r.u32().map_err(bad)? as usize;
     let entry = registry::lookup(name).ok_or_else(|| Error::UnknownFunction {
         name: name.to_string(),
-        pid: crate::myid(),
+        pid: crate::base::ids::myid(),
     })?;
     let encode = (entry.encoder)()
         .ok_or_else(|| Error::invalid(format!("the result of {name} is not serializable")))?;
     out.push(0);
     for _ in 0..count {
-        crate::exec::check_interrupt()?;
+        crate::runtime::exec::check_interrupt()?;
         let len = r.u32().map_err(bad)? as usize;
         let args = r.take(len).map_err(bad)?;
         let res = run_guarded(name, || (entry.call)(args)).and_then(|v| {

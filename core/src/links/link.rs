@@ -14,9 +14,9 @@
 //! an interrupt among them, wait at most that long. A poller about to sleep for long makes
 //! executors arm at once instead.
 
-use crate::frame::{FdSource, Frame, FrameReader, Header};
-use crate::wire::Body;
-use crate::Pid;
+use crate::base::ids::Pid;
+use crate::wire::codec::Body;
+use crate::wire::frame::{FdSource, Frame, FrameReader, Header};
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -44,7 +44,10 @@ pub(crate) struct Link {
     /// A byte stream, or `None` for a message link.
     fd: Option<OwnedFd>,
     /// A message link: the world and the peer's rank in it.
-    world: Option<(std::sync::Arc<dyn crate::transport::MessageWorld>, usize)>,
+    world: Option<(
+        std::sync::Arc<dyn crate::links::transport::MessageWorld>,
+        usize,
+    )>,
     writer: Mutex<Vec<u8>>,
     reader: Mutex<FrameReader>,
     dead: AtomicBool,
@@ -163,7 +166,7 @@ impl Link {
     pub(crate) fn new_message(
         peer: Pid,
         token: u64,
-        world: std::sync::Arc<dyn crate::transport::MessageWorld>,
+        world: std::sync::Arc<dyn crate::links::transport::MessageWorld>,
         rank: usize,
     ) -> Link {
         Link {
@@ -468,7 +471,7 @@ static WORLD_POLL: Mutex<()> = Mutex::new(());
 /// `deliver` before letting go: frames from one rank are then dispatched in the order they
 /// arrived, whichever thread reads them.
 pub(crate) fn poll_world(
-    w: &dyn crate::transport::MessageWorld,
+    w: &dyn crate::links::transport::MessageWorld,
     deliver: &mut dyn FnMut(usize, Frame),
 ) -> bool {
     let Ok(_g) = WORLD_POLL.try_lock() else {

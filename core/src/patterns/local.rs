@@ -1,7 +1,7 @@
 //! Worker-local state: the Rust counterpart of globals defined on workers.
 //!
 //! Every process has one typed store of named values. Remote functions use it to keep data
-//! between calls: send a large array to each worker once (with [`everywhere`](fn@crate::everywhere)
+//! between calls: send a large array to each worker once (with [`everywhere`](fn@crate::patterns::everywhere)
 //! and a registered function that calls [`set`]), then have later calls read it with [`get`].
 //! [`clear`] removes names on a set of processes (Julia's `clear!`), so that their memory is
 //! freed there.
@@ -33,8 +33,8 @@
 //! Global bindings in `Main` on workers (`@everywhere A = ...`, `remotecall_fetch(() -> sum(A), 2)`)
 //! and `clear!(syms, pids)`.
 
-use crate::error::Result;
-use crate::Pid;
+use crate::base::error::Result;
+use crate::base::ids::Pid;
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -139,13 +139,13 @@ fn clear_here(names: Vec<String>) -> usize {
 
 /// Removes `names` on every process in `pids` (this one included when listed) and frees
 /// their values there. Returns how many names were set on each pid, in the order of `pids`;
-/// failures come back as one [`Error::Composite`](crate::Error::Composite) naming each pid.
+/// failures come back as one [`Error::Composite`](crate::base::error::Error::Composite) naming each pid.
 ///
 /// # Julia
 /// `clear!(syms, pids=workers())`.
 pub fn clear(names: &[&str], pids: &[Pid]) -> Result<Vec<usize>> {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    crate::everywhere::everywhere_on(pids, clear_here, (names,))
+    crate::patterns::everywhere::everywhere_on(pids, clear_here, (names,))
 }
 
 #[cfg(test)]

@@ -1,0 +1,27 @@
+//! What tests and diagnostics ask of the runtime (re-exported as `cohort::__private`).
+
+use crate::base::ids::Pid;
+use crate::runtime::try_rt;
+
+/// The name of the transport this process runs over.
+pub fn transport_name() -> Option<&'static str> {
+    Some(try_rt()?.transport.name())
+}
+
+/// The listener address this process knows for `pid` (tests, diagnostics).
+pub fn peer_address(pid: Pid) -> Option<String> {
+    try_rt()?
+        .peers
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&pid)
+        .map(|i| i.addr.clone())
+        .filter(|a| !a.is_empty())
+}
+
+/// Runs the connecting side of a handshake with `cookie` and protocol `version` against a
+/// listener, as a foreign process would (tests of refusal). Returns the open socket when
+/// the listener accepted.
+pub fn raw_handshake(addr: &str, cookie: &str, version: u8) -> std::io::Result<std::fs::File> {
+    crate::runtime::raw_handshake(addr, cookie, version)
+}
