@@ -2,6 +2,14 @@
 //! `Future`, `RemoteChannel`, distributed reference counting, and the `Transport` and
 //! `ClusterManager` traits. Users reach all of this through the `cohort` facade crate.
 //!
+//! The crate is in layers, one folder each, bottom first: `base` (ids, errors, environment,
+//! logging), `wire` (codec, frames, protocol), `links` (a link to a peer, the transport traits),
+//! `runtime` (the per-process runtime: requests, dispatch, the owner store, reference counting,
+//! the executor, the handshake, MPI mode, cluster management), `remote` (calls, `Future`,
+//! `RemoteChannel`), `patterns` (pmap, loops, everywhere, pools, collectives). A file imports
+//! only its own layer and lower ones (`tests/layers.rs` checks it); docs/ARCHITECTURE.md has
+//! the picture.
+//!
 //! Dependencies: `serde`/`bincode` (the wire format of values), `inventory` (link-time
 //! registration of remote functions), `nix` (epoll, sockets, signals), `getrandom` (cookies),
 //! `bytemuck` (raw numeric vectors), `thiserror` (error types), `libc` (`madvise` for huge-page

@@ -60,7 +60,7 @@ impl fmt::Display for HostId {
 /// The element type of an array, as far as a process can check it: its name and layout.
 ///
 /// The name is [`std::any::type_name`], which is reliable between processes of one binary
-/// (DESIGN decision 1); size and alignment are checked as well.
+/// (docs/ARCHITECTURE.md, decision 1); size and alignment are checked as well.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ElemInfo {
     /// `std::any::type_name::<T>()`.

@@ -1,4 +1,4 @@
-//! Errors: every failure a caller can see, as a value (DESIGN decision 6).
+//! Errors: every failure a caller can see, as a value (docs/ARCHITECTURE.md, decision 6).
 
 use crate::base::ids::Pid;
 use serde::{Deserialize, Serialize};

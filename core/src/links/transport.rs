@@ -1,7 +1,7 @@
 //! The `Transport` trait: how a process listens for and opens byte-stream links.
 //!
 //! A transport hands the core connected, bidirectional byte streams as file descriptors; the
-//! core frames them itself (DESIGN decision 4) and waits on them with `epoll`. Concrete
+//! core frames them itself (docs/ARCHITECTURE.md, decision 4) and waits on them with `epoll`. Concrete
 //! transports (TCP, Unix sockets) live in `cohort-transports`.
 
 use std::io;

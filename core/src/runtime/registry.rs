@@ -1,4 +1,4 @@
-//! The registry of remote functions (DESIGN decision 2).
+//! The registry of remote functions (docs/ARCHITECTURE.md, decision 2).
 //!
 //! `#[cohort::remote]` submits one [`RemoteEntry`] per function at link time (with `inventory`).
 //! A function's registered name is its Rust path as the compiler spells it

@@ -1,5 +1,5 @@
 //! Values on the wire: serde with bincode's fixed-width little-endian format, with a fast path
-//! that writes and reads vectors of machine numbers as raw bytes (DESIGN decision 4).
+//! that writes and reads vectors of machine numbers as raw bytes (docs/ARCHITECTURE.md, decision 4).
 //!
 //! The fast path produces exactly the bytes bincode would (a `u64` length, then the elements
 //! little-endian), so either side may take either path: it only saves the per-element loop.

@@ -1,4 +1,4 @@
-//! Frames: the unit the core speaks in (DESIGN decision 4).
+//! Frames: the unit the core speaks in (docs/ARCHITECTURE.md, decision 4).
 //!
 //! Every frame is a fixed 24-byte header followed by `len` payload bytes. The payload is a
 //! small bincode-encoded message (`meta_len` bytes) followed by a body: encoded arguments or a
