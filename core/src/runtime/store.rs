@@ -1,8 +1,8 @@
 //! What an owner stores behind a remote reference: a Future's value, or a channel.
 //!
 //! Values put by the owner's own process are kept as they were moved in (`Item::Local`,
-//! docs/ARCHITECTURE.md, decision 8); values that arrived from elsewhere stay in their encoded form until someone
-//! asks for them with a type.
+//! docs/ARCHITECTURE.md, decision 8); values that arrived from elsewhere stay in their encoded
+//! form until someone asks for them with a type.
 
 use crate::base::error::{Error, Result};
 use crate::base::ids::Pid;
