@@ -55,7 +55,11 @@ where
     fan_out_all(
         f,
         pids,
-        |_| Ok(reborrow(body.as_ref().expect("encoded for another process"))),
+        |_| {
+            Ok(reborrow(
+                body.as_ref().expect("encoded for another process"),
+            ))
+        },
         |_| args.clone(),
     )
 }

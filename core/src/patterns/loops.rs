@@ -374,9 +374,7 @@ where
     fan_out(
         body,
         &pids,
-        |i| {
-            crate::wire::codec::encode_value(&(&parts[i].1, args), body.name()).map(Body::Owned)
-        },
+        |i| crate::wire::codec::encode_value(&(&parts[i].1, args), body.name()).map(Body::Owned),
         |i| (parts[i].1, args.clone()),
     )
 }
