@@ -6,6 +6,7 @@ use crate::base::env;
 use crate::base::error::{Error, RemoteException, Result, WireError};
 use crate::base::ids::Pid;
 use crate::base::ids::Rrid;
+use crate::base::topology::Topology;
 use crate::links::link::{read_exact_until, write_all, FrameSink, Link};
 use crate::links::transport::{Listener, Transport};
 use crate::runtime::exec::{JobCtl, SerialQueue};
@@ -125,7 +126,7 @@ pub(crate) struct Runtime {
     connect_lock: Mutex<()>,
     pub(crate) spin: Duration,
     max_frame: u64,
-    pub(crate) topology: RwLock<String>,
+    pub(crate) topology: RwLock<Topology>,
     /// Custom topology, on a worker: the workers it may talk to.
     allowed: RwLock<Option<HashSet<Pid>>>,
     /// Called on the master when a worker's link goes (pools and the cluster table listen).
@@ -378,18 +379,14 @@ impl Runtime {
         if info.addr.is_empty() {
             return Err(Error::ProcessExited(pid));
         }
-        let topo = self
-            .topology
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if topo == "master_worker" && self.myid() != 1 && pid != 1 {
+        let topo = *self.topology.read().unwrap_or_else(|e| e.into_inner());
+        if topo == Topology::MasterWorker && self.myid() != 1 && pid != 1 {
             return Err(Error::invalid(format!(
                 "worker {} cannot call worker {pid}: the cluster topology is master_worker, which only links the master with each worker",
                 self.myid()
             )));
         }
-        if topo == "custom" && self.myid() != 1 && pid != 1 {
+        if topo == Topology::Custom && self.myid() != 1 && pid != 1 {
             let ok = self
                 .allowed
                 .read()

@@ -322,3 +322,67 @@ fn the_checker_reports_upward_imports_cycles_and_strays() {
         ]
     );
 }
+
+/// What only layer 5 (`remote/`) may use to reach the network: protocol messages and the
+/// runtime's requests. The patterns go through its fan-out engine (`remote/fanout.rs`) and the
+/// collectives' messages (`remote/coll.rs`).
+const NETWORK: &[&str] = &[
+    "Msg::",
+    "wire::proto",
+    ".request(",
+    "request_start",
+    "request_finish",
+    "await_all",
+    "PendingReq",
+    ".coll.",
+];
+
+/// Each use of [`NETWORK`] in a file of `patterns/`, one line each.
+fn network_uses(src: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for (module, path) in sources(src) {
+        if layer_of(&module) != "patterns" {
+            continue;
+        }
+        let code = code_only(&std::fs::read_to_string(&path).expect("a source file"));
+        for (i, line) in code.lines().enumerate() {
+            for n in NETWORK.iter().filter(|n| line.contains(*n)) {
+                found.push(format!(
+                    "{module}.rs:{} uses {n}: patterns reach the network through remote/",
+                    i + 1
+                ));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn patterns_reach_the_network_only_through_layer_5() {
+    let found = network_uses(Path::new(SRC));
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+#[test]
+fn the_network_checker_reports_protocol_use_in_patterns() {
+    let dir = std::env::temp_dir().join(format!("cohort-core-net-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for d in ["patterns", "remote"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let w = |p: &str, s: &str| std::fs::write(dir.join(p), s).unwrap();
+    w(
+        "patterns/p.rs",
+        "// Msg:: in a comment\nfn f() { rt.request_start(p, &Msg::Call { x }, b); }\n",
+    );
+    w("remote/r.rs", "fn g() { rt.request(p, &Msg::Fetch, b); }\n");
+    let found = network_uses(&dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        found,
+        [
+            "patterns/p.rs:2 uses Msg::: patterns reach the network through remote/",
+            "patterns/p.rs:2 uses request_start: patterns reach the network through remote/",
+        ]
+    );
+}

@@ -262,9 +262,9 @@ pub fn max_frame() -> u64 {
     current().max_frame
 }
 
-/// `COHORT_TOPOLOGY`, by name.
-pub fn topology() -> String {
-    current().topology.name().to_string()
+/// `COHORT_TOPOLOGY`.
+pub fn topology() -> Topology {
+    current().topology
 }
 
 /// `COHORT_TRANSPORT`, lower-cased.

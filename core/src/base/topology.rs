@@ -2,13 +2,14 @@
 //! `cohort --topology` flag.
 
 use crate::base::error::{Error, Result};
+use serde::{Deserialize, Serialize};
 
 /// How workers connect to each other.
 ///
 /// # Julia
 /// `addprocs(...; topology = :all_to_all | :master_worker | :custom)`, `lazy = true | false`:
 /// `AllToAll` is Julia's lazy all-to-all, `AllToAllEager` its `lazy = false`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Topology {
     /// `all_to_all`: every process may call every other; worker links open on first use (the

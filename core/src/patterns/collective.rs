@@ -10,10 +10,9 @@
 
 use crate::base::error::{Error, Result};
 use crate::base::ids::Pid;
+use crate::remote::coll::{self, native, next_seq};
 use crate::runtime::exec;
-use crate::runtime::rt;
 use crate::wire::codec::Body;
-use crate::wire::proto::Msg;
 use bytemuck::Pod;
 
 /// An associative reduction of `T`, applied element by element.
@@ -91,11 +90,6 @@ impl<T> Op<T> {
     }
 }
 
-/// The library's own collectives, in MPI mode.
-fn native() -> Option<&'static dyn crate::links::transport::NativeCollectives> {
-    rt().ok()?.world.get()?.native()
-}
-
 fn dtype_of<T: 'static>() -> Option<crate::links::transport::DType> {
     use crate::links::transport::DType;
     use std::any::TypeId;
@@ -145,34 +139,20 @@ pub fn size() -> usize {
     crate::runtime::cluster::procs().len()
 }
 
-/// The number of this collective within its group, with the group in the top bits so that
-/// collectives of different groups never collide.
-fn next_seq(g: &[Pid]) -> Result<u64> {
-    let rt = rt()?;
-    let mut seqs = rt.coll.seqs.lock().unwrap_or_else(|e| e.into_inner());
-    let c = seqs.entry(g.to_vec()).or_insert(0);
-    let n = *c;
-    *c += 1;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    std::hash::Hash::hash(g, &mut h);
-    Ok((std::hash::Hasher::finish(&h) << 40) ^ n)
-}
-
 fn send<T: Pod>(to: Pid, seq: u64, data: &[T]) -> Result<()> {
     let body = Body::Raw {
         prefix: (data.len() as u64).to_le_bytes(),
         bytes: bytemuck::cast_slice(data),
     };
-    rt()?.send(to, &Msg::Coll { seq }, &body)
+    coll::send(to, seq, &body)
 }
 
 fn send_bytes(to: Pid, seq: u64, b: Vec<u8>) -> Result<()> {
-    rt()?.send(to, &Msg::Coll { seq }, &Body::Owned(b))
+    coll::send(to, seq, &Body::Owned(b))
 }
 
 fn recv<T: Pod>(from: Pid, seq: u64) -> Result<Vec<T>> {
-    let rt = rt()?;
-    let f = rt.coll.take(seq, from, |p| rt.is_removed(p))?;
+    let f = coll::recv(from, seq)?;
     if std::mem::size_of::<T>() == 8 && std::mem::align_of::<T>() == 8 {
         match f.into_raw8::<T>() {
             Ok(v) => return Ok(v),
@@ -193,12 +173,7 @@ fn decode_pod<T: Pod>(b: &[u8]) -> Result<Vec<T>> {
 }
 
 fn recv_bytes(from: Pid, seq: u64) -> Result<Vec<u8>> {
-    let rt = rt()?;
-    Ok(rt
-        .coll
-        .take(seq, from, |p| rt.is_removed(p))?
-        .body()
-        .into_owned())
+    Ok(coll::recv(from, seq)?.body().into_owned())
 }
 
 /// Blocks until every process has called `barrier`.

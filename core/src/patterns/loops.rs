@@ -37,10 +37,10 @@
 
 use crate::base::error::{Error, Result};
 use crate::base::ids::Pid;
-use crate::remote::future::{decode_frame, Future};
+use crate::remote::fanout::fan_out;
+use crate::remote::future::Future;
 use crate::runtime::registry::RemoteFn;
-use crate::runtime::rt;
-use crate::wire::proto::{Mode, Msg};
+use crate::wire::codec::Body;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -370,42 +370,13 @@ where
     A: Serialize + Clone + Send + 'static,
     R: DeserializeOwned + Send + 'static,
 {
-    let rt = rt()?;
-    let me = rt.myid();
-    let name = body.name();
-    let msg = Msg::Call {
-        func: name.to_string(),
-        mode: Mode::Fetch,
-    };
-    let mut sent = Vec::with_capacity(parts.len());
-    for (pid, part) in parts {
-        if *pid == me {
-            sent.push(None);
-            continue;
-        }
-        let body = crate::wire::codec::encode_value(&(part, args), name)?;
-        sent.push(Some(rt.request_start(
-            *pid,
-            &msg,
-            &crate::wire::codec::Body::Owned(body),
-        )));
-    }
-    let mut out: Vec<Result<R>> = Vec::with_capacity(parts.len());
-    for ((_, part), s) in parts.iter().zip(&sent) {
-        out.push(match s {
-            None => crate::patterns::everywhere::call_local(body, (*part, args.clone())),
-            Some(_) => Err(Error::invalid("pending")),
-        });
-    }
-    rt.await_all(sent.iter().filter_map(|s| s.as_ref()?.as_ref().ok()));
-    for (slot, s) in out.iter_mut().zip(sent) {
-        if let Some(s) = s {
-            *slot = s
-                .and_then(|p| rt.request_finish(p))
-                .and_then(|f| decode_frame::<R>(f, &format!("result of {name}")));
-        }
-    }
-    Ok(out)
+    let pids: Vec<Pid> = parts.iter().map(|(pid, _)| *pid).collect();
+    fan_out(
+        body,
+        &pids,
+        |i| crate::wire::codec::encode_value(&(&parts[i].1, args), body.name()).map(Body::Owned),
+        |i| (parts[i].1, args.clone()),
+    )
 }
 
 /// Runs a loop over `range` on the workers without a reducer and waits until every part is

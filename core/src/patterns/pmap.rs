@@ -45,13 +45,11 @@
 
 use crate::base::error::{Error, Result};
 use crate::base::ids::Pid;
-use crate::patterns::everywhere::call_local;
 use crate::patterns::pool::{default_worker_pool, WorkerPool};
-use crate::remote::future::decode_frame;
+use crate::remote::fanout::{self, call_here, decode_frame, Pending};
 use crate::runtime::registry::{self, RemoteFn};
-use crate::runtime::{rt, run_guarded, PendingReq};
+use crate::runtime::run_guarded;
 use crate::wire::codec::Body;
-use crate::wire::proto::{Mode, Msg};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::VecDeque;
@@ -780,7 +778,7 @@ where
     /// it at the end, unless it died.
     fn driver(&self, pid: Pid, from_pool: bool) {
         let local = pid == self.me;
-        let mut inflight: VecDeque<(Job, Result<PendingReq>)> = VecDeque::new();
+        let mut inflight: VecDeque<(Job, Result<Pending>)> = VecDeque::new();
         let mut dead = false;
         let mut window = self.window;
         let mut last = Instant::now();
@@ -805,7 +803,7 @@ where
             let Some((job, sent)) = inflight.pop_front() else {
                 break;
             };
-            let out = match sent.and_then(|p| rt().and_then(|rt| rt.request_finish(p))) {
+            let out = match sent.and_then(Pending::finish) {
                 Ok(frame) => self.decode(&job, frame),
                 Err(e) => {
                     if is_loss(&e, pid) {
@@ -835,18 +833,13 @@ where
         self.cv.notify_all();
     }
 
-    fn send(&self, pid: Pid, job: &Job) -> Result<PendingReq> {
-        let rt = rt()?;
+    fn send(&self, pid: Pid, job: &Job) -> Result<Pending> {
         if job.idx.len() == 1 {
             let i = job.idx.get(0);
             let body = self
                 .pool
                 .shipping_to(pid, || encode_value(&self.items[i], self.name))?;
-            let msg = Msg::Call {
-                func: self.name.to_string(),
-                mode: Mode::Fetch,
-            };
-            return rt.request_start(pid, &msg, &Body::Owned(body));
+            return fanout::start_call(pid, self.name, &Body::Owned(body));
         }
         let blob = self.pool.shipping_to(pid, || {
             let mut b = Vec::with_capacity(64 + 16 * job.idx.len());
@@ -863,15 +856,11 @@ where
             }
             Ok::<_, Error>(b)
         })?;
-        let msg = Msg::Call {
-            func: apply_batch_name().to_string(),
-            mode: Mode::Fetch,
-        };
         let body = Body::Raw {
             prefix: (blob.len() as u64).to_le_bytes(),
             bytes: &blob,
         };
-        rt.request_start(pid, &msg, &body)
+        fanout::start_call(pid, apply_batch_name(), &body)
     }
 
     fn decode(&self, job: &Job, frame: crate::wire::frame::Frame) -> Outcome<R> {
@@ -913,7 +902,7 @@ where
     fn run_local(&self, job: &Job) -> Outcome<R> {
         Outcome::Items(
             (0..job.idx.len())
-                .map(|k| call_local(self.f, self.items[job.idx.get(k)].clone()))
+                .map(|k| call_here(self.f, self.items[job.idx.get(k)].clone()))
                 .collect(),
         )
     }

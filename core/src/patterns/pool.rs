@@ -563,7 +563,7 @@ impl WorkerPool {
                     let _b = exec::blocking();
                     match pending {
                         Some(p) => {
-                            let _ = try_rt().map(|rt| rt.request_finish(p));
+                            let _ = p.finish();
                         }
                         // In this process: the handle keeps the value until the call is done.
                         None => {

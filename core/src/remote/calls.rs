@@ -2,12 +2,13 @@
 
 use crate::base::error::{Error, Result};
 use crate::base::ids::Pid;
-use crate::remote::future::{decode_frame, Future};
+use crate::remote::fanout::{self, call_here, decode_frame, Pending};
+use crate::remote::future::Future;
 use crate::runtime::exec;
 use crate::runtime::refs::RefInner;
 use crate::runtime::registry::{self, RemoteFn};
 use crate::runtime::store::{Item, Stored};
-use crate::runtime::{rt, run_guarded, PendingReq};
+use crate::runtime::{rt, run_guarded};
 use crate::wire::codec as wire;
 use crate::wire::proto::{Mode, Msg};
 use serde::de::DeserializeOwned;
@@ -28,20 +29,6 @@ fn encode_args<'a, A: Serialize + 'static>(args: &'a A, name: &str) -> Result<wi
         pid: crate::base::ids::myid(),
         reason: e.to_string(),
     })
-}
-
-/// Runs a registered function here on moved arguments.
-fn call_here<F, A>(f: F, args: A) -> Result<F::Output>
-where
-    F: RemoteFn<A>,
-    A: Send + 'static,
-{
-    let name = f.name();
-    let entry = entry_for(name)?;
-    let out = run_guarded(name, || (entry.call_local)(Box::new(args)))?;
-    out.downcast::<F::Output>()
-        .map(|b| *b)
-        .map_err(|_| Error::invalid(format!("{name} returned an unexpected type")))
 }
 
 /// Calls `f(args...)` on `pid` and returns a [`Future`] for its result at once.
@@ -100,7 +87,7 @@ pub(crate) fn remotecall_notified<F, A>(
     f: F,
     pid: Pid,
     args: A,
-) -> Result<(Future<F::Output>, Option<PendingReq>)>
+) -> Result<(Future<F::Output>, Option<Pending>)>
 where
     F: RemoteFn<A>,
     A: Serialize + Send + 'static,
@@ -114,11 +101,7 @@ where
     let name = f.name();
     let body = encode_args(&args, name)?;
     let fut = Future::from_inner(RefInner::new(rrid, pid));
-    let msg = Msg::Call {
-        func: name.to_string(),
-        mode: Mode::Store { rrid, notify: true },
-    };
-    let pending = rt.request_start(pid, &msg, &body)?;
+    let pending = fanout::start_stored_call(pid, name, rrid, &body)?;
     Ok((fut, Some(pending)))
 }
 
@@ -162,14 +145,7 @@ where
     let name = f.name();
     let body = encode_args(&args, name)?;
     let fut = Future::from_inner(RefInner::new(rrid, pid));
-    rt.request(
-        pid,
-        &Msg::Call {
-            func: name.to_string(),
-            mode: Mode::Store { rrid, notify: true },
-        },
-        &body,
-    )?;
+    fanout::start_stored_call(pid, name, rrid, &body)?.finish()?;
     Ok(fut)
 }
 
@@ -296,13 +272,6 @@ where
             reason: "the function returns another type".into(),
         });
     }
-    let frame = rt.request(
-        pid,
-        &Msg::Call {
-            func: name.to_string(),
-            mode: Mode::Fetch,
-        },
-        &body,
-    )?;
+    let frame = fanout::start_call(pid, name, &body)?.finish()?;
     decode_frame(frame, &format!("result of {name}"))
 }

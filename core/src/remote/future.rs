@@ -2,6 +2,7 @@
 
 use crate::base::error::{Error, Result};
 use crate::base::ids::Pid;
+use crate::remote::fanout;
 use crate::runtime::exec;
 use crate::runtime::refs::{copy_scope, refs_during, RefInner, RefWire};
 use crate::runtime::rt;
@@ -465,7 +466,7 @@ where
     let Ok(rt) = rt() else {
         return futures.iter().map(|f| f.fetch()).collect();
     };
-    type Started<'a> = Option<(Leading<'a>, Result<crate::runtime::PendingReq>)>;
+    type Started<'a> = Option<(Leading<'a>, Result<fanout::Pending>)>;
     let started: Vec<Started<'_>> = futures
         .iter()
         .map(|f| {
@@ -480,13 +481,10 @@ where
                 rrid: f.inner.rrid,
                 release: 0,
             };
-            Some((
-                g,
-                rt.request_start(f.owner(), &msg, &Body::Owned(Vec::new())),
-            ))
+            Some((g, fanout::start(f.owner(), &msg, &Body::Owned(Vec::new()))))
         })
         .collect();
-    rt.await_all(
+    fanout::wait_all(
         started
             .iter()
             .filter_map(|s| s.as_ref().and_then(|(_, p)| p.as_ref().ok())),
@@ -496,7 +494,7 @@ where
         .zip(started)
         .map(|(f, p)| match p {
             None => f.fetch(),
-            Some((_g, Ok(p))) => f.keep(rt.request_finish(p)),
+            Some((_g, Ok(p))) => f.keep(p.finish()),
             Some((_g, Err(e))) => Err(e),
         })
         .collect()
@@ -517,16 +515,4 @@ impl<'de, T> Deserialize<'de> for Future<T> {
             .map(Future::from_inner)
             .map_err(serde::de::Error::custom)
     }
-}
-
-pub(crate) fn decode_frame<T: DeserializeOwned + 'static>(
-    f: crate::wire::frame::Frame,
-    what: &str,
-) -> Result<T> {
-    wire::decode_frame(f).map_err(|e| Error::Codec {
-        action: "decode",
-        what: format!("{what} as {}", std::any::type_name::<T>()),
-        pid: crate::base::ids::myid(),
-        reason: e.to_string(),
-    })
 }

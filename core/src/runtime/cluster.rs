@@ -364,7 +364,7 @@ pub fn addprocs_with(
 /// The cluster's topology (`COHORT_TOPOLOGY` at start, or [`set_topology`]).
 pub fn current_topology() -> Topology {
     try_rt()
-        .and_then(|r| Topology::parse(&r.topology.read().unwrap_or_else(|e| e.into_inner())).ok())
+        .map(|r| *r.topology.read().unwrap_or_else(|e| e.into_inner()))
         .unwrap_or(Topology::AllToAll)
 }
 
@@ -380,7 +380,7 @@ pub fn set_topology(t: Topology) -> Result<()> {
             "the topology can only be set before workers are added",
         ));
     }
-    *rt.topology.write().unwrap_or_else(|e| e.into_inner()) = t.name().to_string();
+    *rt.topology.write().unwrap_or_else(|e| e.into_inner()) = t;
     Ok(())
 }
 

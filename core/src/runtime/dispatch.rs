@@ -71,9 +71,9 @@ impl Runtime {
                     p.insert(i.pid, i);
                 }
                 drop(p);
-                let eager = match topology.as_str() {
-                    "all_to_all_eager" => existing,
-                    "custom" => allowed.clone().unwrap_or_default(),
+                let eager = match topology {
+                    Topology::AllToAllEager => existing,
+                    Topology::Custom => allowed.clone().unwrap_or_default(),
                     _ => Vec::new(),
                 };
                 *self.allowed.write().unwrap_or_else(|e| e.into_inner()) =

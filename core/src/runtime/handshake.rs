@@ -137,11 +137,7 @@ impl Runtime {
             .values()
             .cloned()
             .collect();
-        let topology = self
-            .topology
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let topology = *self.topology.read().unwrap_or_else(|e| e.into_inner());
         let cfg = Msg::Config {
             pid,
             peers: others.clone(),

@@ -2,6 +2,7 @@
 
 use crate::base::ids::Pid;
 use crate::base::ids::Rrid;
+use crate::base::topology::Topology;
 use serde::{Deserialize, Serialize};
 
 /// The prefix of the line a worker prints on its stdout to report its listener address:
@@ -98,7 +99,7 @@ pub(crate) enum Msg {
     Config {
         pid: Pid,
         peers: Vec<PeerInfo>,
-        topology: String,
+        topology: Topology,
         /// Custom topology: the workers this one may talk to.
         allowed: Option<Vec<Pid>>,
     },

@@ -1,0 +1,169 @@
+//! The fan-out engine: a call by registered name on one pid, or on several with every request
+//! in flight at once, the replies awaited on this thread in one spin loop, the values gathered
+//! in pid order. pmap, the distributed loops, `everywhere`, the remotecall family and
+//! `fetch_all` reach the network through it; `patterns/` builds no protocol message itself.
+//!
+//! The wait is the runtime's spin over the links of the requests in flight (then a park): one
+//! loop for one link and for a fan-out, so that a call on one worker costs what
+//! `remotecall_fetch` costs, and a call on every worker costs the slowest reply, not the sum.
+
+use crate::base::error::{all_or_composite, Error, Result};
+use crate::base::ids::{Pid, Rrid};
+use crate::runtime::registry::{self, RemoteFn};
+use crate::runtime::{rt, run_guarded, PendingReq};
+use crate::wire::codec::{self as wire, Body};
+use crate::wire::frame::Frame;
+use crate::wire::proto::{Mode, Msg};
+use serde::de::DeserializeOwned;
+
+/// A request sent whose reply has not been taken yet.
+pub(crate) struct Pending(PendingReq);
+
+impl Pending {
+    /// Waits for the reply: its body, or the error the other side sent.
+    pub(crate) fn finish(self) -> Result<Frame> {
+        rt()?.request_finish(self.0)
+    }
+}
+
+/// Starts `name(args)` on `pid`; the reply carries the value (nothing is stored there).
+pub(crate) fn start_call(pid: Pid, name: &str, args: &Body<'_>) -> Result<Pending> {
+    let msg = Msg::Call {
+        func: name.to_string(),
+        mode: Mode::Fetch,
+    };
+    rt()?.request_start(pid, &msg, args).map(Pending)
+}
+
+/// Starts `name(args)` on `pid`, its result stored there under `rrid`; the reply comes once the
+/// call has finished (empty, or the call's error).
+pub(crate) fn start_stored_call(
+    pid: Pid,
+    name: &str,
+    rrid: Rrid,
+    args: &Body<'_>,
+) -> Result<Pending> {
+    let msg = Msg::Call {
+        func: name.to_string(),
+        mode: Mode::Store { rrid, notify: true },
+    };
+    rt()?.request_start(pid, &msg, args).map(Pending)
+}
+
+/// Starts any request (the reference operations of `future.rs`).
+pub(crate) fn start(pid: Pid, msg: &Msg, body: &Body<'_>) -> Result<Pending> {
+    rt()?.request_start(pid, msg, body).map(Pending)
+}
+
+/// Waits on this thread until every request of `pending` has its reply, in one spin loop over
+/// their links; their [`Pending::finish`] then finds the replies there.
+pub(crate) fn wait_all<'a>(pending: impl IntoIterator<Item = &'a Pending>) {
+    if let Ok(rt) = rt() {
+        rt.await_all(pending.into_iter().map(|p| &p.0));
+    }
+}
+
+/// Runs the registered function `f` here on moved arguments: through the registry, so that an
+/// unregistered function fails here as it would on a worker and a panic comes back as an error.
+pub(crate) fn call_here<F, A>(f: F, args: A) -> Result<F::Output>
+where
+    F: RemoteFn<A>,
+    A: Send + 'static,
+{
+    let name = f.name();
+    let entry = registry::lookup(name).ok_or_else(|| Error::UnknownFunction {
+        name: name.to_string(),
+        pid: crate::base::ids::myid(),
+    })?;
+    let out = run_guarded(name, || (entry.call_local)(Box::new(args)))?;
+    out.downcast::<F::Output>()
+        .map(|b| *b)
+        .map_err(|_| Error::invalid(format!("{name} returned an unexpected type")))
+}
+
+/// Decodes a reply's body as the result of `what`.
+pub(crate) fn decode_frame<T: DeserializeOwned + 'static>(f: Frame, what: &str) -> Result<T> {
+    wire::decode_frame(f).map_err(|e| Error::Codec {
+        action: "decode",
+        what: format!("{what} as {}", std::any::type_name::<T>()),
+        pid: crate::base::ids::myid(),
+        reason: e.to_string(),
+    })
+}
+
+/// Calls `f` on each of `pids` (a pid listed twice is called twice) and returns each call's
+/// result, in the order of `pids`.
+///
+/// Every call on another process goes out first, its arguments the bytes `encoded(i)` gives for
+/// position `i`; then this process runs its own positions in order, on the moved arguments
+/// `here(i)` (nothing encoded), while the others work; then the replies are awaited together.
+/// An error of `encoded` (arguments that do not encode) is returned at once.
+pub(crate) fn fan_out<'b, F, A>(
+    f: F,
+    pids: &[Pid],
+    mut encoded: impl FnMut(usize) -> Result<Body<'b>>,
+    mut here: impl FnMut(usize) -> A,
+) -> Result<Vec<Result<F::Output>>>
+where
+    F: RemoteFn<A>,
+    A: Send + 'static,
+    F::Output: DeserializeOwned,
+{
+    let me = rt()?.myid();
+    let name = f.name();
+    let mut sent: Vec<Option<Result<Pending>>> = Vec::with_capacity(pids.len());
+    for (i, &pid) in pids.iter().enumerate() {
+        sent.push(if pid == me {
+            None
+        } else {
+            Some(start_call(pid, name, &encoded(i)?))
+        });
+    }
+    let mut out: Vec<Option<Result<F::Output>>> = sent
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.is_none().then(|| call_here(f, here(i))))
+        .collect();
+    wait_all(sent.iter().filter_map(|s| s.as_ref()?.as_ref().ok()));
+    for (slot, s) in out.iter_mut().zip(sent) {
+        if let Some(s) = s {
+            *slot = Some(
+                s.and_then(Pending::finish)
+                    .and_then(|fr| decode_frame(fr, &format!("result of {name}"))),
+            );
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|r| r.expect("one result per position"))
+        .collect())
+}
+
+/// The same bytes again, borrowed: one encoding sent to several pids.
+pub(crate) fn reborrow<'a>(b: &'a Body<'_>) -> Body<'a> {
+    match b {
+        Body::Owned(v) => Body::Borrowed(v),
+        Body::Borrowed(v) => Body::Borrowed(v),
+        Body::Raw { prefix, bytes } => Body::Raw {
+            prefix: *prefix,
+            bytes,
+        },
+    }
+}
+
+/// [`fan_out`], gathered: the values in the order of `pids`, or one [`Error::Composite`]
+/// naming each pid whose call failed, with its error (the others have run).
+pub(crate) fn fan_out_all<'b, F, A>(
+    f: F,
+    pids: &[Pid],
+    encoded: impl FnMut(usize) -> Result<Body<'b>>,
+    here: impl FnMut(usize) -> A,
+) -> Result<Vec<F::Output>>
+where
+    F: RemoteFn<A>,
+    A: Send + 'static,
+    F::Output: DeserializeOwned,
+{
+    let results = fan_out(f, pids, encoded, here)?;
+    all_or_composite(pids.iter().copied().zip(results))
+}
