@@ -46,7 +46,13 @@ impl Runtime {
         };
         match msg {
             Msg::Reply { .. } => self.complete(frame.header.id, Ok(frame)),
-            Msg::DelRef { rrid, weight } => self.release(rrid, weight),
+            Msg::DelRef { rrid, weight } => self.release(rrid, from, weight),
+            Msg::AddClient {
+                rrid,
+                from: a,
+                to,
+                weight,
+            } => self.client_moved(rrid, a, to, weight),
             Msg::Interrupt => self.interrupt_local(),
             Msg::Exit => {
                 use std::io::Write;
@@ -217,7 +223,7 @@ impl Runtime {
                 } else {
                     reply(Err(Error::invalid("reference is a channel, not a Future")));
                 }
-                self.release(rrid, release);
+                self.release(rrid, from, release);
             }
             Msg::Wait { rrid } => {
                 let e = self.value_entry(rrid, from);
@@ -283,7 +289,7 @@ impl Runtime {
                 let e = self.entry(rrid);
                 match e {
                     Some(e) => {
-                        *e.weight.lock().unwrap_or_else(|e| e.into_inner()) += weight;
+                        e.clients().add(from, weight);
                         reply(Ok(Body::Owned(Vec::new())));
                     }
                     None => reply(Err(Error::invalid("reference was already freed"))),
