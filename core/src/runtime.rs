@@ -25,8 +25,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-pub mod cluster;
 pub(crate) mod clients;
+pub mod cluster;
 pub(crate) mod diag;
 mod dispatch;
 pub mod exec;

@@ -183,8 +183,8 @@ where
             Err(kv) => kv,
         };
         // The owner keeps the bytes: references inside are its to hold.
-        let body = sent_to(self.owner(), || wire::encode(&v))
-            .map_err(codec("encode", "channel value"))?;
+        let body =
+            sent_to(self.owner(), || wire::encode(&v)).map_err(codec("encode", "channel value"))?;
         self.remote(ChanOp::Put, &key, &body).map(|_| ())
     }
 

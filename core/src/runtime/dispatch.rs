@@ -117,6 +117,15 @@ impl Runtime {
             Msg::PeerRemoved(pid) => self.peer_gone(pid),
             Msg::Coll { seq } => self.coll.deposit(seq, from, frame),
             req => {
+                // A remotecall's entry exists from here on, in the order of the caller's
+                // messages: its holds returned while the call waits or runs then free it.
+                if let Msg::Call {
+                    mode: Mode::Store { rrid, .. },
+                    ..
+                } = &req
+                {
+                    self.value_entry(*rrid, from);
+                }
                 let id = frame.header.id;
                 let ctl = Arc::new(JobCtl::default());
                 let job_ctl = Arc::clone(&ctl);
@@ -186,9 +195,11 @@ impl Runtime {
                             Ok(_) => Ok(Body::Owned(Vec::new())),
                             Err(e) => Err(e.clone()),
                         };
-                        let cell = self.value_entry(rrid, from);
-                        if let Stored::Value(c) = &cell.stored {
-                            let _ = c.set(item);
+                        // No entry: every hold was returned meanwhile, and the value goes.
+                        if let Some(cell) = self.entry(rrid) {
+                            if let Stored::Value(c) = &cell.stored {
+                                let _ = c.set(item);
+                            }
                         }
                         if notify {
                             reply(ack);
