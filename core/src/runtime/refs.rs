@@ -5,7 +5,8 @@
 //! the first handle holds all of it, a handle serialized to another process gives half of its
 //! weight to the copy, and a handle dropped (or a Future fetched, or `finalize`d) sends its
 //! weight back. The owner frees the entry when all weight has returned. A handle down to weight
-//! 1 asks the owner for more before splitting (after 62 hops; in practice never).
+//! 1 asks the owner for more before splitting (after 62 hops; in practice never). The owner
+//! also books which pid holds how much (`clients`), so that a dead process's holds are freed.
 //!
 //! Weight travels inside the bytes of a value, so bytes decoded more than once (a channel value
 //! read with `fetch`, a cached Future value) would count it again: those are coded in a
