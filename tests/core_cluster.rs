@@ -1129,6 +1129,133 @@ fn owner_frees_on_fetch_and_put() {
     assert!(common::eventually(Duration::from_secs(5), || live(2) == 0));
 }
 
+#[cohort::remote]
+fn hold_chan(c: RemoteChannel<i64>) {
+    cohort::local::set("held_chan", c);
+}
+
+/// Puts through the channel this worker holds (it is still usable there).
+#[cohort::remote]
+fn held_chan_put(v: i64) -> cohort::Result<()> {
+    let c = cohort::local::get::<RemoteChannel<i64>>("held_chan").expect("held");
+    c.put(v)
+}
+
+#[cohort::remote]
+fn hold_future(f: Future<Vec<i64>>) {
+    cohort::local::set("held_future", f);
+}
+
+#[cohort::remote]
+fn held_future_ready() -> cohort::Result<bool> {
+    cohort::local::get::<Future<Vec<i64>>>("held_future")
+        .expect("held")
+        .isready()
+}
+
+/// A new worker (the holder to be killed) and its OS pid.
+fn new_holder() -> (usize, i32) {
+    let b = addprocs(1).unwrap()[0];
+    (b, remotecall_fetch(ospid, b, ()).unwrap() as i32)
+}
+
+/// Kills the holder with SIGKILL (no chance to give anything back) and waits until it is gone.
+fn kill_holder(b: usize, os: i32) -> Instant {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(os),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    assert!(common::eventually(Duration::from_secs(5), || !workers().contains(&b)));
+    t0
+}
+
+/// Worker 2 owns what a killed worker alone held: it frees it (Julia's `deregister_worker`).
+fn killed_holder_frees_channel() {
+    let live = |p: usize| cohort::live_refs_on(p).unwrap();
+    assert!(common::eventually(Duration::from_secs(5), || live(2) == 0));
+    let (b, os) = new_holder();
+    let c: RemoteChannel<i64> = RemoteChannel::new(1, 2).unwrap();
+    remotecall_fetch(hold_chan, b, (c.clone(),)).unwrap();
+    remotecall_fetch(held_chan_put, b, (5,)).unwrap();
+    assert_eq!(c.take().unwrap(), 5);
+    drop(c);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(live(2), 1, "the holder keeps it");
+    let t0 = kill_holder(b, os);
+    assert!(
+        common::eventually(Duration::from_secs(2), || live(2) == 0),
+        "freed after {:?}: {}",
+        t0.elapsed(),
+        live(2)
+    );
+    assert_eq!(remotecall_fetch(add, 2, (1, 1)).unwrap(), 2);
+}
+
+fn killed_holder_frees_future() {
+    let live = |p: usize| cohort::live_refs_on(p).unwrap();
+    assert!(common::eventually(Duration::from_secs(5), || live(2) == 0));
+    let (b, os) = new_holder();
+    let f = remotecall(make_vec, 2, (3,)).unwrap();
+    f.wait().unwrap();
+    remotecall_fetch(hold_future, b, (f.clone(),)).unwrap();
+    drop(f);
+    assert!(remotecall_fetch(held_future_ready, b, ()).unwrap());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(live(2), 1, "the holder keeps it");
+    let t0 = kill_holder(b, os);
+    assert!(
+        common::eventually(Duration::from_secs(2), || live(2) == 0),
+        "freed after {:?}: {}",
+        t0.elapsed(),
+        live(2)
+    );
+    // Dropped while its call runs: freed once stored.
+    let f = remotecall(slow_add, 2, (300, 1, 2)).unwrap();
+    drop(f);
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(common::eventually(Duration::from_secs(2), || live(2) == 0));
+    // A Future whose call is still running when its only holder dies: freed once stored.
+    let (b, os) = new_holder();
+    let f = remotecall(slow_add, 2, (500, 1, 2)).unwrap();
+    remotecall_fetch(hold_future_i64, b, (f.clone(),)).unwrap();
+    drop(f);
+    kill_holder(b, os);
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(common::eventually(Duration::from_secs(2), || live(2) == 0));
+}
+
+#[cohort::remote]
+fn hold_future_i64(f: Future<i64>) {
+    cohort::local::set("held_future_i64", f);
+}
+
+/// Held by the killed worker and the master: it stays for the master, freed when it drops it.
+fn killed_holder_shared_ref_survives() {
+    let live = |p: usize| cohort::live_refs_on(p).unwrap();
+    assert!(common::eventually(Duration::from_secs(5), || live(2) == 0));
+    let (b, os) = new_holder();
+    let c: RemoteChannel<i64> = RemoteChannel::new(2, 2).unwrap();
+    let f = remotecall(make_vec, 2, (4,)).unwrap();
+    f.wait().unwrap();
+    remotecall_fetch(hold_chan, b, (c.clone(),)).unwrap();
+    remotecall_fetch(hold_future, b, (f.clone(),)).unwrap();
+    remotecall_fetch(held_chan_put, b, (6,)).unwrap();
+    assert_eq!(live(2), 2);
+    kill_holder(b, os);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(live(2), 2, "the master's holds keep them");
+    assert_eq!(c.take().unwrap(), 6);
+    c.put(7).unwrap();
+    assert_eq!(c.take().unwrap(), 7);
+    assert_eq!(f.fetch().unwrap(), vec![0, 1, 2, 3]);
+    assert!(common::eventually(Duration::from_secs(2), || live(2) == 1));
+    drop(c);
+    assert!(common::eventually(Duration::from_secs(2), || live(2) == 0));
+    drop(f);
+}
+
 fn future_timeouts() {
     let short = Duration::from_millis(50);
     for p in [2, 1] {
@@ -1226,6 +1353,12 @@ fn main() {
             (
                 "cluster_management_is_master_only",
                 cluster_management_is_master_only,
+            ),
+            ("killed_holder_frees_channel", killed_holder_frees_channel),
+            ("killed_holder_frees_future", killed_holder_frees_future),
+            (
+                "killed_holder_shared_ref_survives",
+                killed_holder_shared_ref_survives,
             ),
         ],
         Duration::from_secs(60),

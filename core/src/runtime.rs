@@ -9,9 +9,9 @@ use crate::base::ids::Rrid;
 use crate::base::topology::Topology;
 use crate::links::link::{read_exact_until, write_all, FrameSink, Link};
 use crate::links::transport::{Listener, Transport};
+use crate::runtime::clients::{Booked, Clients};
 use crate::runtime::exec::{JobCtl, SerialQueue};
 use crate::runtime::registry::CallError;
-use crate::runtime::store::INITIAL_WEIGHT;
 use crate::runtime::store::{Entry, ErasedChannel, Item, ItemChannel, Stored, ValueCell};
 use crate::wire::codec::Body;
 use crate::wire::frame::{Frame, PROTOCOL_VERSION};
@@ -26,6 +26,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+pub(crate) mod clients;
 pub mod cluster;
 pub(crate) mod diag;
 mod dispatch;
@@ -572,15 +573,12 @@ impl Runtime {
     }
 
     pub(crate) fn insert_entry(&self, rrid: Rrid, stored: Stored, creator: Pid) -> Arc<Entry> {
-        let e = Arc::new(Entry {
-            stored,
-            weight: Mutex::new(INITIAL_WEIGHT),
-            creator,
-        });
-        self.stores
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(rrid, Arc::clone(&e));
+        let e = Arc::new(Entry::new(stored, rrid.whence, creator));
+        let mut s = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        // Made for a process that died meanwhile: nobody holds it.
+        if !self.is_gone(rrid.whence) {
+            s.insert(rrid, Arc::clone(&e));
+        }
         e
     }
 
@@ -588,45 +586,91 @@ impl Runtime {
     /// third process before the call that fills it).
     pub(crate) fn value_entry(&self, rrid: Rrid, creator: Pid) -> Arc<Entry> {
         let mut s = self.stores.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(s.entry(rrid).or_insert_with(|| {
-            Arc::new(Entry {
-                stored: Stored::Value(ValueCell::default()),
-                weight: Mutex::new(INITIAL_WEIGHT),
-                creator,
-            })
-        }))
+        if let Some(e) = s.get(&rrid) {
+            return Arc::clone(e);
+        }
+        let e = Arc::new(Entry::new(
+            Stored::Value(ValueCell::default()),
+            rrid.whence,
+            creator,
+        ));
+        if !self.is_gone(rrid.whence) {
+            s.insert(rrid, Arc::clone(&e));
+        }
+        e
     }
 
-    /// Returns reference weight to the owner's entry; frees it at zero.
-    pub(crate) fn release(&self, rrid: Rrid, weight: u64) {
+    /// Whether `pid` is another process that has died (its holds are dropped, see `clients`).
+    fn is_gone(&self, pid: Pid) -> bool {
+        pid != self.myid() && self.is_removed(pid)
+    }
+
+    /// Changes the books of `rrid` with `f` and frees the entry when nobody holds it. A missing
+    /// entry is made (as a value) if `create`: a message about a reference can overtake the
+    /// call that creates it. Runs under the store's lock, so that a death (`drop_holder`) is
+    /// booked either wholly before or wholly after.
+    fn book(&self, rrid: Rrid, create: bool, f: impl FnOnce(&mut Clients, &dyn Fn(Pid) -> bool)) {
+        let mut s = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        let gone = |p: Pid| self.is_gone(p);
+        let e = match s.get(&rrid) {
+            Some(e) => Arc::clone(e),
+            None if !create || gone(rrid.whence) => return,
+            None => {
+                let e = Arc::new(Entry::new(
+                    Stored::Value(ValueCell::default()),
+                    rrid.whence,
+                    rrid.whence,
+                ));
+                s.insert(rrid, Arc::clone(&e));
+                e
+            }
+        };
+        let free = {
+            let mut c = e.clients();
+            f(&mut c, &gone);
+            c.is_free()
+        };
+        if free {
+            s.remove(&rrid);
+        }
+        // The value may hold handles whose drop comes back here: drop it unlocked.
+        drop(s);
+        if free {
+            if let Stored::Channel(ch) = &e.stored {
+                ch.close();
+            }
+        }
+    }
+
+    /// Returns `from`'s reference weight to the owner's entry; frees it when none is left. A
+    /// dead process's returns are ignored: its share went with it.
+    pub(crate) fn release(&self, rrid: Rrid, from: Pid, weight: u64) {
         if weight == 0 {
             return;
         }
-        let mut s = self.stores.lock().unwrap_or_else(|e| e.into_inner());
-        let gone = match s.get(&rrid) {
-            Some(e) => {
-                let mut w = e.weight.lock().unwrap_or_else(|e| e.into_inner());
-                *w = w.saturating_sub(weight);
-                *w == 0
+        self.book(rrid, true, |c, gone| {
+            if !gone(from) {
+                c.sub(from, weight)
             }
-            None => {
-                // A release can overtake the call that creates the entry: keep the books.
-                let e = Arc::new(Entry {
-                    stored: Stored::Value(ValueCell::default()),
-                    weight: Mutex::new(INITIAL_WEIGHT - weight.min(INITIAL_WEIGHT)),
-                    creator: rrid.whence,
-                });
-                let zero = *e.weight.lock().unwrap_or_else(|e| e.into_inner()) == 0;
-                s.insert(rrid, e);
-                zero
-            }
-        };
-        if gone {
-            if let Some(e) = s.remove(&rrid) {
-                drop(s);
-                if let Stored::Channel(ch) = &e.stored {
-                    ch.close();
-                }
+        });
+    }
+
+    /// Books `weight` of `rrid` as `to`'s rather than `from`'s (`Msg::AddClient`).
+    pub(crate) fn client_moved(&self, rrid: Rrid, from: Pid, to: Pid, weight: u64) {
+        let create = !self.is_gone(from);
+        self.book(rrid, create, |c, gone| c.moved(from, to, weight, gone));
+    }
+
+    /// Drops a departed process's holds on this process's entries and frees what nobody else
+    /// holds (Julia's `deregister_worker`).
+    fn drop_holder(&self, pid: Pid) {
+        let freed = clients::drop_holder(
+            &mut self.stores.lock().unwrap_or_else(|e| e.into_inner()),
+            pid,
+        );
+        for e in freed {
+            if let Stored::Channel(ch) = &e.stored {
+                ch.close();
             }
         }
     }
@@ -635,9 +679,7 @@ impl Runtime {
     /// caller's hold is the last one); otherwise changes nothing.
     pub(crate) fn release_if_last(&self, rrid: Rrid, weight: u64) -> Option<Arc<Entry>> {
         let mut s = self.stores.lock().unwrap_or_else(|e| e.into_inner());
-        let last = s
-            .get(&rrid)
-            .is_some_and(|e| *e.weight.lock().unwrap_or_else(|e| e.into_inner()) == weight);
+        let last = s.get(&rrid).is_some_and(|e| e.clients().total() == weight);
         if last {
             s.remove(&rrid)
         } else {
@@ -648,7 +690,7 @@ impl Runtime {
     /// Sends weight back to `owner` (or releases it here).
     pub(crate) fn del_ref(&'static self, owner: Pid, rrid: Rrid, weight: u64) {
         if owner == self.myid() {
-            self.release(rrid, weight);
+            self.release(rrid, owner, weight);
             return;
         }
         if let Some(l) = self.link_of(owner) {
@@ -713,6 +755,7 @@ impl Runtime {
                 return;
             }
         }
+        self.drop_holder(pid);
         if let Some(l) = self
             .links
             .write()

@@ -2,7 +2,7 @@
 
 use crate::base::error::{Error, Result};
 use crate::base::ids::Pid;
-use crate::runtime::refs::{copy_scope, RefInner, RefWire};
+use crate::runtime::refs::{copy_scope, sent_to, RefInner, RefWire};
 use crate::runtime::registry::RemoteFn;
 use crate::runtime::rt;
 use crate::runtime::store::{decode_as, ErasedChannel, Item, ItemChannel, Stored};
@@ -182,7 +182,9 @@ where
             Ok(r) => return r,
             Err(kv) => kv,
         };
-        let body = wire::encode(&v).map_err(codec("encode", "channel value"))?;
+        // The owner keeps the bytes: references inside are its to hold.
+        let body =
+            sent_to(self.owner(), || wire::encode(&v)).map_err(codec("encode", "channel value"))?;
         self.remote(ChanOp::Put, &key, &body).map(|_| ())
     }
 

@@ -4,7 +4,7 @@ use crate::base::error::{Error, Result};
 use crate::base::ids::Pid;
 use crate::remote::fanout;
 use crate::runtime::exec;
-use crate::runtime::refs::{copy_scope, refs_during, RefInner, RefWire};
+use crate::runtime::refs::{copy_scope, refs_during, sent_to, RefInner, RefWire};
 use crate::runtime::rt;
 use crate::runtime::store::{decode_as, Item, Stored};
 use crate::wire::codec::{self as wire, Body};
@@ -310,7 +310,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Future<T> {
             }
             return Ok(());
         }
-        let (body, has_refs) = refs_during(|| wire::encode(&v));
+        let (body, has_refs) = refs_during(|| sent_to(self.owner(), || wire::encode(&v)));
         let body = body.map_err(|e| Error::Codec {
             action: "encode",
             what: "the value put in a Future".into(),
@@ -416,7 +416,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Future<T> {
                     Err(e) => Err(e.clone()),
                 });
                 drop(st);
-                rt.release(rrid, w);
+                rt.release(rrid, rt.myid(), w);
             }
         }
         out

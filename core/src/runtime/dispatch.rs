@@ -46,7 +46,13 @@ impl Runtime {
         };
         match msg {
             Msg::Reply { .. } => self.complete(frame.header.id, Ok(frame)),
-            Msg::DelRef { rrid, weight } => self.release(rrid, weight),
+            Msg::DelRef { rrid, weight } => self.release(rrid, from, weight),
+            Msg::AddClient {
+                rrid,
+                from: a,
+                to,
+                weight,
+            } => self.client_moved(rrid, a, to, weight),
             Msg::Interrupt => self.interrupt_local(),
             Msg::Exit => {
                 use std::io::Write;
@@ -111,6 +117,15 @@ impl Runtime {
             Msg::PeerRemoved(pid) => self.peer_gone(pid),
             Msg::Coll { seq } => self.coll.deposit(seq, from, frame),
             req => {
+                // A remotecall's entry exists from here on, in the order of the caller's
+                // messages: its holds returned while the call waits or runs then free it.
+                if let Msg::Call {
+                    mode: Mode::Store { rrid, .. },
+                    ..
+                } = &req
+                {
+                    self.value_entry(*rrid, from);
+                }
                 let id = frame.header.id;
                 let ctl = Arc::new(JobCtl::default());
                 let job_ctl = Arc::clone(&ctl);
@@ -180,9 +195,11 @@ impl Runtime {
                             Ok(_) => Ok(Body::Owned(Vec::new())),
                             Err(e) => Err(e.clone()),
                         };
-                        let cell = self.value_entry(rrid, from);
-                        if let Stored::Value(c) = &cell.stored {
-                            let _ = c.set(item);
+                        // No entry: every hold was returned meanwhile, and the value goes.
+                        if let Some(cell) = self.entry(rrid) {
+                            if let Stored::Value(c) = &cell.stored {
+                                let _ = c.set(item);
+                            }
                         }
                         if notify {
                             reply(ack);
@@ -217,7 +234,7 @@ impl Runtime {
                 } else {
                     reply(Err(Error::invalid("reference is a channel, not a Future")));
                 }
-                self.release(rrid, release);
+                self.release(rrid, from, release);
             }
             Msg::Wait { rrid } => {
                 let e = self.value_entry(rrid, from);
@@ -283,7 +300,7 @@ impl Runtime {
                 let e = self.entry(rrid);
                 match e {
                     Some(e) => {
-                        *e.weight.lock().unwrap_or_else(|e| e.into_inner()) += weight;
+                        e.clients().add(from, weight);
                         reply(Ok(Body::Owned(Vec::new())));
                     }
                     None => reply(Err(Error::invalid("reference was already freed"))),

@@ -5,7 +5,8 @@
 //! the first handle holds all of it, a handle serialized to another process gives half of its
 //! weight to the copy, and a handle dropped (or a Future fetched, or `finalize`d) sends its
 //! weight back. The owner frees the entry when all weight has returned. A handle down to weight
-//! 1 asks the owner for more before splitting (after 62 hops; in practice never).
+//! 1 asks the owner for more before splitting (after 62 hops; in practice never). The owner
+//! also books which pid holds how much (`clients`), so that a dead process's holds are freed.
 //!
 //! Weight travels inside the bytes of a value, so bytes decoded more than once (a channel value
 //! read with `fetch`, a cached Future value) would count it again: those are coded in a
@@ -19,6 +20,7 @@
 
 use crate::base::error::{Error, Result};
 use crate::base::ids::{Pid, Rrid};
+use crate::runtime::clients::Booked;
 use crate::runtime::store::Item;
 use crate::runtime::store::INITIAL_WEIGHT;
 use crate::runtime::{rt, try_rt};
@@ -62,6 +64,9 @@ pub(crate) struct RefWire {
     rrid: Rrid,
     owner: Pid,
     weight: u64,
+    /// The pid the owner books `weight` to (see `clients`): the destination where the sender
+    /// knew it, else the sender.
+    holder: Pid,
     cached: Option<Vec<u8>>,
 }
 
@@ -70,6 +75,36 @@ thread_local! {
     static COPY: Cell<bool> = const { Cell::new(false) };
     /// References exported or imported by this thread, to tell whether a value holds any.
     static CODED: Cell<u64> = const { Cell::new(0) };
+    /// Where the bytes being encoded go, if known (see [`sent_to`]); 0: unknown.
+    static DEST: Cell<Pid> = const { Cell::new(0) };
+}
+
+/// Runs `f`, an encoding of bytes that `dest` keeps as they are (a value put into a channel or
+/// a Future there): weight exported inside is booked to `dest` on its owner at once, so that
+/// the reference outlives this process while the bytes wait there.
+pub(crate) fn sent_to<R>(dest: Pid, f: impl FnOnce() -> R) -> R {
+    let outer = DEST.with(|c| c.replace(dest));
+    let r = f();
+    DEST.with(|c| c.set(outer));
+    r
+}
+
+/// Tells the owner of `rrid` that `weight` of it is now `to`'s rather than `from`'s. Sent at
+/// once on the link to the owner, ahead of any later return of that weight on it.
+fn rebook(owner: Pid, rrid: Rrid, from: Pid, to: Pid, weight: u64) {
+    let Some(rt) = try_rt() else { return };
+    if owner == rt.myid() {
+        rt.client_moved(rrid, from, to, weight);
+        return;
+    }
+    let msg = Msg::AddClient {
+        rrid,
+        from,
+        to,
+        weight,
+    };
+    // An owner that cannot be reached cannot free the reference either.
+    let _ = rt.send(owner, &msg, &Body::Owned(Vec::new()));
 }
 
 /// Runs `f` as the encoding or decoding of a *copy*: bytes that may be decoded more than once
@@ -162,10 +197,20 @@ impl RefInner {
         } else {
             self.split_weight()?
         };
+        drop(st);
+        let me = crate::base::ids::myid();
+        let holder = match DEST.with(|c| c.get()) {
+            0 => me,
+            d => d,
+        };
+        if give > 0 && holder != me {
+            rebook(self.owner, self.rrid, me, holder, give);
+        }
         Ok(RefWire {
             rrid: self.rrid,
             owner: self.owner,
             weight: give,
+            holder,
             cached,
         })
     }
@@ -197,13 +242,17 @@ impl RefInner {
         CODED.with(|c| c.set(c.get() + 1));
         let copy = COPY.with(|c| c.get());
         let cached = w.cached.map(|b| Ok(Item::Bytes(b)));
-        let Some(_) = try_rt() else {
+        let Some(rt) = try_rt() else {
             let st = RefState {
                 cache: cached,
                 ..RefState::default()
             };
             return Ok(Self::with_weight(w.rrid, w.owner, w.weight, st));
         };
+        // Before this hold can be dropped (and its return sent after this on the same link).
+        if !copy && w.weight > 0 && w.holder != rt.myid() {
+            rebook(w.owner, w.rrid, w.holder, rt.myid(), w.weight);
+        }
         // A finalized handle stays unusable; what arrives now is a new hold. Handles found are
         // dropped only once the table is unlocked (a last drop locks it).
         let live = || {
@@ -262,7 +311,7 @@ fn add_weight(rrid: Rrid, owner: Pid) -> Result<u64> {
         let e = rt
             .entry(rrid)
             .ok_or_else(|| Error::invalid(format!("reference {rrid:?} was already freed")))?;
-        *e.weight.lock().unwrap_or_else(|e| e.into_inner()) += INITIAL_WEIGHT;
+        e.clients().add(owner, INITIAL_WEIGHT);
     } else {
         let msg = Msg::AddWeight {
             rrid,

@@ -6,6 +6,7 @@
 
 use crate::base::error::{Error, Result};
 use crate::base::ids::Pid;
+use crate::runtime::clients::{Booked, Clients};
 use crate::runtime::exec;
 use crate::wire::codec::{self as wire, Body};
 use serde::de::DeserializeOwned;
@@ -401,8 +402,25 @@ pub enum Stored {
 pub struct Entry {
     /// The value or channel.
     pub stored: Stored,
-    /// Outstanding weight; the entry is dropped when it reaches zero.
-    pub weight: Mutex<u64>,
+    /// Outstanding weight by holder; the entry is dropped when none is left.
+    pub(crate) clients: Mutex<Clients>,
     /// Who created the reference (for diagnostics).
     pub creator: Pid,
+}
+
+impl Entry {
+    /// A new entry, all its weight held by `holder` (the process that made the reference).
+    pub(crate) fn new(stored: Stored, holder: Pid, creator: Pid) -> Entry {
+        Entry {
+            stored,
+            clients: Mutex::new(Clients::new(holder, INITIAL_WEIGHT)),
+            creator,
+        }
+    }
+}
+
+impl Booked for Entry {
+    fn clients(&self) -> MutexGuard<'_, Clients> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }

@@ -112,6 +112,13 @@ pub(crate) enum Msg {
     Coll {
         seq: u64,
     },
+    /// To a reference's owner: `weight` of it that was `from`'s is now `to`'s.
+    AddClient {
+        rrid: Rrid,
+        from: Pid,
+        to: Pid,
+        weight: u64,
+    },
 }
 
 /// Handshake: the connecting side sends `HELLO_LEN` bytes, the listening side answers
