@@ -119,6 +119,8 @@ fn wait_on<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> Result<MutexGuard<'a, T
 pub struct ValueCell {
     state: Mutex<Option<std::result::Result<Item, Error>>>,
     cond: Condvar,
+    /// Tasks awaiting the value here (an async fetch on the owner), woken by `set`.
+    tasks: Mutex<Vec<std::task::Waker>>,
 }
 
 impl ValueCell {
@@ -131,7 +133,23 @@ impl ValueCell {
         *g = Some(v);
         drop(g);
         self.cond.notify_all();
+        for w in std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner())) {
+            w.wake();
+        }
         Ok(())
+    }
+    /// True once set; otherwise `cx`'s waker is kept and woken by `set`.
+    pub(crate) fn poll_ready(&self, cx: &std::task::Context<'_>) -> bool {
+        let g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_some() {
+            return true;
+        }
+        // Registered under the state lock, so a `set` after the check finds it.
+        let mut t = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if !t.iter().any(|w| w.will_wake(cx.waker())) {
+            t.push(cx.waker().clone());
+        }
+        false
     }
     /// True once set.
     pub fn isready(&self) -> bool {
