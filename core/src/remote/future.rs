@@ -471,11 +471,12 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Future<T> {
 impl<T: Serialize + DeserializeOwned + Clone + Send + 'static> Future<T> {
     /// [`Future::fetch`] as a `std::future::Future`, for any executor: `f.fetch_async().await`,
     /// or `f.await` / `(&f).await` (see [`IntoFuture`](std::future::IntoFuture)). Same result
-    /// and errors as `fetch`, cached the same way; no thread waits for the reply (the runtime's
-    /// poller wakes the task), so any number can be pending at once. A cached value, or one
-    /// already stored on this process, is there on the first poll. Dropping it before it is
-    /// done drops the request (the reference stays usable). Tasks and threads of one process
-    /// fetching the same reference share one request, as with `fetch`.
+    /// and errors as `fetch`, cached the same way; no thread of this process waits for the
+    /// reply (the runtime's poller wakes the task), so many can be pending on one thread. A
+    /// cached value, or one already stored on this process, is there on the first poll.
+    /// Dropping it before it is done drops the request (the reference stays usable). Tasks and
+    /// threads of one process fetching the same reference share one request, as with `fetch`.
+    /// Unlike `fetch`, it does not see `interrupt` (the task's executor cancels it by dropping).
     ///
     /// # Julia
     /// `fetch(f)` inside a `@async` task.
