@@ -1260,10 +1260,13 @@ fn async_fetch_without_threads() {
 }
 
 fn async_fetch_ready_at_once() {
+    // Any executor, multi-threaded ones included.
+    fn send<T: Send + Unpin>(_: &T) {}
     // Cached by a fetch.
     let f = remotecall(add, 2, (1, 2)).unwrap();
     assert_eq!(f.fetch().unwrap(), 3);
     assert_eq!(poll_once(&mut f.fetch_async()).unwrap().unwrap(), 3);
+    send(&f.fetch_async());
     // Stored on this process.
     let l = remotecall_wait(add, 1, (2, 2)).unwrap();
     assert_eq!(poll_once(&mut l.fetch_async()).unwrap().unwrap(), 4);
