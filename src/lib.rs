@@ -138,8 +138,8 @@ pub use cohort_core::{
     myid, myrole, next_pid, nprocs, nworkers, procs, procs_on, remote_do, remotecall,
     remotecall_fetch, remotecall_fetch_by_name, remotecall_wait, rmprocs, set_cluster_cookie,
     set_topology, spawnat, workers, AbstractChannel, AddProcsParams, Cluster, ClusterManager,
-    Count, Error, Future, ManageOp, NoAddress, Pid, RemoteChannel, RemoteException, RemoteFn,
-    Result, RmProcs, Role, Target, Topology, WorkerConfig, WORKER_ADDRESS_TAG,
+    Count, Error, Fetch, Future, ManageOp, NoAddress, Pid, RemoteChannel, RemoteException,
+    RemoteFn, Result, RmProcs, Role, Target, Topology, WorkerConfig, WORKER_ADDRESS_TAG,
 };
 pub use cohort_core::{
     bytes_sent, default_worker_pool, distributed_for, distributed_reduce, everywhere,

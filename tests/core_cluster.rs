@@ -1289,6 +1289,216 @@ fn future_timeouts() {
     assert_eq!(remotecall_fetch(add, 3, (1, 1)).unwrap(), 2);
 }
 
+/// The number of threads of this process.
+fn threads() -> usize {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("Threads: in /proc/self/status")
+}
+
+/// A minimal executor: polls `f` on this thread and parks until woken (a missing wake-up
+/// hangs the test); `idle` runs before each park.
+fn block_on<F: std::future::IntoFuture>(f: F, mut idle: impl FnMut()) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark()
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f.into_future());
+    loop {
+        if let std::task::Poll::Ready(v) = std::future::Future::poll(f.as_mut(), &mut cx) {
+            return v;
+        }
+        idle();
+        std::thread::park();
+    }
+}
+
+/// Polls once: `Some` if it is done at once.
+fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::future::Future::poll(std::pin::Pin::new(f), &mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+fn async_fetch_without_threads() {
+    let before = threads();
+    let futs: Vec<Future<u64>> = (0..100u64)
+        .map(|i| remotecall(sleep_ms, 2 + (i % 3) as usize, (400 + i,)).unwrap())
+        .collect();
+    let t0 = Instant::now();
+    let (mut most, mut waits) = (0, 0);
+    let out = block_on(
+        futures_util::future::join_all(futs.iter().map(|f| f.fetch_async())),
+        || {
+            most = most.max(threads());
+            waits += 1;
+        },
+    );
+    let out: Vec<u64> = out.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(out, (400..500).collect::<Vec<u64>>());
+    assert!(waits > 0, "the fetches were pending");
+    assert!(
+        most <= before + 3,
+        "100 pending fetches, threads {before} -> {most}"
+    );
+    // One after another they would take 45 s.
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // Fetched: from the cache, on the first poll.
+    for (i, f) in futs.iter().enumerate() {
+        assert_eq!(
+            poll_once(&mut f.fetch_async()).unwrap().unwrap(),
+            400 + i as u64
+        );
+    }
+    // The `.await` forms, and a remote error, cached like a value.
+    let g = remotecall(add, 3, (2, 3)).unwrap();
+    assert_eq!(block_on(async { (&g).await }, || ()).unwrap(), 5);
+    assert_eq!(block_on(g, || ()).unwrap(), 5);
+    let b = remotecall(boom, 4, ("async".to_string(),)).unwrap();
+    for _ in 0..2 {
+        let e = block_on(&b, || ()).unwrap_err();
+        assert_eq!(
+            e.as_remote().map(|r| (r.pid, r.error.clone())),
+            Some((4, "panic: async".to_string()))
+        );
+    }
+    // Another thread's fetch of the same Future in progress: the task gets its value too.
+    let h = remotecall(sleep_ms, 2, (300,)).unwrap();
+    let h2 = h.clone();
+    let t = std::thread::spawn(move || h2.fetch());
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(block_on(h.fetch_async(), || ()).unwrap(), 300);
+    assert_eq!(t.join().unwrap().unwrap(), 300);
+    // Dropped while pending: the request goes, the reference stays usable.
+    let k = remotecall(sleep_ms, 3, (200,)).unwrap();
+    let mut pending = k.fetch_async();
+    assert!(poll_once(&mut pending).is_none());
+    drop(pending);
+    assert_eq!(k.fetch().unwrap(), 200);
+    assert_eq!(remotecall_fetch(add, 2, (1, 1)).unwrap(), 2);
+}
+
+fn async_fetch_ready_at_once() {
+    // Any executor, multi-threaded ones included.
+    fn send<T: Send + Unpin>(_: &T) {}
+    // Cached by a fetch.
+    let f = remotecall(add, 2, (1, 2)).unwrap();
+    assert_eq!(f.fetch().unwrap(), 3);
+    assert_eq!(poll_once(&mut f.fetch_async()).unwrap().unwrap(), 3);
+    send(&f.fetch_async());
+    // Stored on this process.
+    let l = remotecall_wait(add, 1, (2, 2)).unwrap();
+    assert_eq!(poll_once(&mut l.fetch_async()).unwrap().unwrap(), 4);
+    let p: Future<i64> = Future::new(1).unwrap();
+    p.put(6).unwrap();
+    assert_eq!(poll_once(&mut p.fetch_async()).unwrap().unwrap(), 6);
+    // Local and not set yet: pending, then woken by the put.
+    let h: Future<i64> = Future::new(1).unwrap();
+    let mut pending = h.fetch_async();
+    assert!(poll_once(&mut pending).is_none());
+    let h2 = h.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        h2.put(9)
+    });
+    assert_eq!(block_on(pending, || ()).unwrap(), 9);
+    t.join().unwrap().unwrap();
+    // Finalized: the error at once.
+    let g = remotecall(add, 3, (1, 1)).unwrap();
+    g.finalize();
+    match poll_once(&mut g.fetch_async()) {
+        Some(Err(Error::Invalid(m))) => {
+            assert!(m.starts_with("fetch of a finalized reference"), "{m}")
+        }
+        other => panic!("expected the finalized error, got {other:?}"),
+    }
+}
+
+fn async_fetch_worker_killed() {
+    let p = addprocs(1).unwrap()[0];
+    let os_pid = remotecall_fetch(ospid, p, ()).unwrap();
+    let f = remotecall(sleep_ms, p, (60_000,)).unwrap();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(os_pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        Instant::now()
+    });
+    let r = block_on(f.fetch_async(), || ());
+    let killed = killer.join().unwrap();
+    assert!(matches!(r, Err(Error::ProcessExited(q)) if q == p), "{r:?}");
+    assert!(killed.elapsed() < Duration::from_secs(2));
+    // Not cached: a later fetch says the same.
+    assert!(matches!(block_on(&f, || ()), Err(Error::ProcessExited(q)) if q == p));
+    assert!(common::eventually(Duration::from_secs(2), || workers() == vec![2, 3, 4]));
+    assert_eq!(
+        block_on(remotecall(add, 2, (1, 1)).unwrap(), || ()).unwrap(),
+        2
+    );
+}
+
+fn channel_timeouts() {
+    let short = Duration::from_millis(50);
+    let timeout = |r: Result<(), Error>| match r {
+        Err(Error::Timeout(m)) => m,
+        other => panic!("expected a timeout, got {other:?}"),
+    };
+    for p in [2, 1] {
+        let said = |why: &str| format!("on pid {p}: {why} within 50ms");
+        let c: RemoteChannel<i64> = RemoteChannel::new(1, p).unwrap();
+        let t0 = Instant::now();
+        let m = timeout(c.take_timeout(short).map(|_| ()));
+        assert!(t0.elapsed() >= short && t0.elapsed() < Duration::from_millis(1500));
+        assert!(m.starts_with("take of RemoteChannel"), "{m}");
+        assert!(m.ends_with(&said("no value")), "{m}");
+        // A value put after the timed-out take is there for the next one.
+        remotecall_fetch(chan_put_all, 3, (c.clone(), 10, 1)).unwrap();
+        assert_eq!(c.take_timeout(Duration::from_secs(5)).unwrap(), 10);
+        // Full: the timed-out put did not insert its value.
+        c.put(1).unwrap();
+        let m = timeout(c.put_timeout(2, short));
+        assert!(m.starts_with("put of RemoteChannel"), "{m}");
+        assert!(m.ends_with(&said("no room")), "{m}");
+        assert_eq!(c.take().unwrap(), 1);
+        assert!(!c.isready().unwrap(), "2 was not put");
+        c.put_timeout(3, Duration::from_secs(5)).unwrap();
+        assert_eq!(c.take().unwrap(), 3);
+        // A take waiting when the value comes.
+        let c2 = c.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            c2.put(7)
+        });
+        assert_eq!(c.take_timeout(Duration::from_secs(5)).unwrap(), 7);
+        t.join().unwrap().unwrap();
+        // Rendezvous: no taker, no value left behind; with one, the value goes through.
+        let r: RemoteChannel<i64> = RemoteChannel::new(0, p).unwrap();
+        let m = timeout(r.put_timeout(5, short));
+        assert!(m.ends_with(&said("no taker")), "{m}");
+        assert!(!r.isready().unwrap(), "5 was not left in the channel");
+        let r2 = r.clone();
+        let taker = std::thread::spawn(move || r2.take());
+        r.put_timeout(6, Duration::from_secs(5)).unwrap();
+        assert_eq!(taker.join().unwrap().unwrap(), 6);
+        // Closed: the channel's own errors.
+        c.close().unwrap();
+        assert!(matches!(c.put_timeout(1, short), Err(Error::ChannelClosed)));
+        assert!(matches!(c.take_timeout(short), Err(Error::ChannelClosed)));
+    }
+    assert_eq!(remotecall_fetch(add, 2, (1, 1)).unwrap(), 2);
+}
+
 fn main() {
     if std::env::var_os(ROLE).is_some() && std::env::var_os("COHORT_WORKER").is_none() {
         return init_report();
@@ -1360,6 +1570,10 @@ fn main() {
                 "killed_holder_shared_ref_survives",
                 killed_holder_shared_ref_survives,
             ),
+            ("async_fetch_without_threads", async_fetch_without_threads),
+            ("async_fetch_ready_at_once", async_fetch_ready_at_once),
+            ("async_fetch_worker_killed", async_fetch_worker_killed),
+            ("channel_timeouts", channel_timeouts),
         ],
         Duration::from_secs(60),
         other.into_iter().collect(),

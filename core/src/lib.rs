@@ -52,7 +52,7 @@ pub use cluster::{
 pub use error::{Error, RemoteException, Result};
 pub use everywhere::{everywhere, everywhere_on};
 pub use exec::{blocking, check_interrupt, interrupted};
-pub use future::{fetch_all, Future};
+pub use future::{fetch_all, Fetch, Future};
 pub use loops::{
     distributed_for, distributed_reduce, split_range, sync, sync_distributed_for, Op, Part, Reducer,
 };

@@ -23,6 +23,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
+use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,8 @@ pub(crate) struct Slot {
     done: AtomicBool,
     val: Mutex<Option<Result<Frame>>>,
     waiter: Mutex<Option<Thread>>,
+    /// The task awaiting the reply (`PendingReq::poll_done`): woken by whoever completes it.
+    task: Mutex<Option<Waker>>,
 }
 
 impl Slot {
@@ -58,6 +61,7 @@ impl Slot {
             done: AtomicBool::new(false),
             val: Mutex::new(None),
             waiter: Mutex::new(None),
+            task: Mutex::new(None),
         })
     }
     fn complete(&self, r: Result<Frame>) {
@@ -70,6 +74,9 @@ impl Slot {
         self.done.store(true, Ordering::Release);
         if let Some(t) = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take() {
             t.unpark();
+        }
+        if let Some(w) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            w.wake();
         }
     }
     fn is_done(&self) -> bool {
@@ -89,6 +96,23 @@ pub(crate) struct PendingReq {
     id: u64,
     slot: Arc<Slot>,
     link: Arc<Link>,
+}
+
+impl PendingReq {
+    /// Ready once the reply is in (or the request failed: the peer is gone); otherwise the
+    /// slot keeps `cx`'s waker and wakes it then. No thread waits: the poller completes it.
+    pub(crate) fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.slot.is_done() {
+            return Poll::Ready(());
+        }
+        *self.slot.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+        // Completed between the check and the store: its `complete` may have found no waker.
+        if self.slot.is_done() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
 }
 
 /// A running request: caller, request id, control, and the Future a `remotecall` fills.
@@ -519,6 +543,14 @@ impl Runtime {
         }
         let frame = slot.take()?;
         reply_result(frame)
+    }
+
+    /// Gives up on a request without waiting for its reply, which is dropped when it comes.
+    pub(crate) fn request_forget(&self, p: PendingReq) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&p.id);
     }
 
     /// Waits (polling, for the spin window) until every request in `pending` has its reply:

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A handle to a channel stored on process [`RemoteChannel::owner`].
 ///
@@ -345,6 +346,83 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> RemoteChannel<T> {
             None => self.isready().map(|r| !r),
         }
     }
+    /// [`take`](Self::take) for at most `d`: `Err(Error::Timeout)` if no value came by then,
+    /// and nothing was taken (a later `take` gets the next value). `d` is measured on the
+    /// owner, so the call may return up to a round trip later. A channel of a user type
+    /// ([`RemoteChannel::from_fn`]) has no timed take: `Error::Invalid`.
+    ///
+    /// # Julia
+    /// No counterpart (`take!` has no timeout); cohort's own.
+    pub fn take_timeout(&self, d: Duration) -> Result<T> {
+        let rt = rt()?;
+        let r = if self.owner() == rt.myid() {
+            self.local(|ch| {
+                ch.take_until(Item::local(()), deadline_in(d))?
+                    .into_typed("channel")
+            })
+            .expect("owner is local")
+        } else {
+            self.timed(d, None)
+                .and_then(|b| decode_as(&b, "channel value"))
+        };
+        r.map_err(|e| self.timed_out(e, "take", d))
+    }
+
+    /// [`put`](Self::put) for at most `d`: `Err(Error::Timeout)` if the channel had no room
+    /// by then (for capacity 0: no taker), and `v` was not inserted. `d` is measured on the
+    /// owner, so the call may return up to a round trip later. A channel of a user type has no
+    /// timed put: `Error::Invalid`.
+    ///
+    /// # Julia
+    /// No counterpart (`put!` has no timeout); cohort's own.
+    pub fn put_timeout(&self, v: T, d: Duration) -> Result<()> {
+        let rt = rt()?;
+        let r = if self.owner() == rt.myid() {
+            self.local(|ch| ch.put_until(Item::local(()), Item::local(v), deadline_in(d)))
+                .expect("owner is local")
+        } else {
+            let body = wire::encode_vec(&v).map_err(codec("encode", "channel value"))?;
+            self.timed(d, Some(body)).map(|_| ())
+        };
+        r.map_err(|e| self.timed_out(e, "put", d))
+    }
+
+    /// A timed take (`value` `None`) or put of `value` on the owner.
+    fn timed(&self, d: Duration, value: Option<Vec<u8>>) -> Result<Vec<u8>> {
+        if self.inner.weight() == 0 {
+            return Err(Error::invalid("RemoteChannel was finalized"));
+        }
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let rrid = self.inner.rrid;
+        let out = match value {
+            None => crate::remote::calls::remotecall_fetch(
+                chan_take_timed,
+                self.owner(),
+                (rrid, nanos),
+            )?,
+            Some(v) => crate::remote::calls::remotecall_fetch(
+                chan_put_timed,
+                self.owner(),
+                (rrid, nanos, v),
+            )?,
+        };
+        match out {
+            Timed::Done(b) => Ok(b),
+            Timed::Failed(e) => Err(e),
+        }
+    }
+
+    /// The owner's timeout (why: "no value", "no room", "no taker"), said for this handle.
+    fn timed_out(&self, e: Error, op: &str, d: Duration) -> Error {
+        match e {
+            Error::Timeout(why) => Error::Timeout(format!(
+                "{op} of RemoteChannel {:?} on pid {}: {why} within {d:?}",
+                self.inner.rrid, self.inner.owner
+            )),
+            e => e,
+        }
+    }
+
     /// Iterates by `take` until the channel is closed and drained.
     ///
     /// Items are `Result`s: a closed, drained channel ends the iteration, and any other error
@@ -415,6 +493,64 @@ impl<'de, T, K> Deserialize<'de> for RemoteChannel<T, K> {
             _t: PhantomData,
         })
     }
+}
+
+/// `now + d`, or far ahead where that does not fit.
+fn deadline_in(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(86400 * 365))
+}
+
+/// A timed channel operation's outcome on the owner: the value taken (encoded), or the error.
+#[derive(Serialize, Deserialize)]
+enum Timed {
+    Done(Vec<u8>),
+    Failed(Error),
+}
+
+/// The stored channel under `rrid` (the caller's handle keeps it alive).
+fn stored_channel(
+    rrid: crate::base::ids::Rrid,
+    f: impl FnOnce(&dyn ErasedChannel) -> Result<Vec<u8>>,
+) -> Timed {
+    let r = rt().and_then(|rt| match rt.entry(rrid) {
+        Some(e) => match &e.stored {
+            Stored::Channel(ch) => f(ch.as_ref()),
+            Stored::Value(_) => Err(Error::invalid("reference is a Future")),
+        },
+        None => Err(Error::invalid("RemoteChannel was freed (finalize called?)")),
+    });
+    match r {
+        Ok(b) => Timed::Done(b),
+        Err(e) => Timed::Failed(e),
+    }
+}
+
+/// `take_timeout` on the owner.
+#[cohort_macros::remote(crate = crate)]
+fn chan_take_timed(rrid: crate::base::ids::Rrid, nanos: u64) -> Timed {
+    stored_channel(rrid, |ch| {
+        let item = ch.take_until(
+            Item::Bytes(Vec::new()),
+            deadline_in(Duration::from_nanos(nanos)),
+        )?;
+        // The value moves to the caller, references inside with their weight.
+        Ok(item.encode()?.into_vec())
+    })
+}
+
+/// `put_timeout` on the owner.
+#[cohort_macros::remote(crate = crate)]
+fn chan_put_timed(rrid: crate::base::ids::Rrid, nanos: u64, value: Vec<u8>) -> Timed {
+    stored_channel(rrid, |ch| {
+        ch.put_until(
+            Item::Bytes(Vec::new()),
+            Item::Bytes(value),
+            deadline_in(Duration::from_nanos(nanos)),
+        )
+        .map(|_| Vec::new())
+    })
 }
 
 /// A channel's state as its owner sees it.

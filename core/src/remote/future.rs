@@ -5,14 +5,17 @@ use crate::base::ids::Pid;
 use crate::remote::fanout;
 use crate::runtime::exec;
 use crate::runtime::refs::{copy_scope, refs_during, sent_to, RefInner, RefWire};
-use crate::runtime::rt;
 use crate::runtime::store::{decode_as, Item, Stored};
+use crate::runtime::{rt, PendingReq};
 use crate::wire::codec::{self as wire, Body};
 use crate::wire::proto::Msg;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::future::IntoFuture;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// A reference to a value that is, or will be, stored on process [`Future::owner`].
@@ -88,8 +91,20 @@ struct Leading<'a>(&'a RefInner);
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
-        self.0.lock().fetching = false;
-        self.0.fetched.notify_all();
+        end_lead(self.0);
+    }
+}
+
+/// Ends a thread's (or a task's) turn at talking to the owner: waiting threads and tasks go.
+fn end_lead(inner: &RefInner) {
+    let tasks = {
+        let mut st = inner.lock();
+        st.fetching = false;
+        std::mem::take(&mut st.tasks)
+    };
+    inner.fetched.notify_all();
+    for w in tasks {
+        w.wake();
     }
 }
 
@@ -451,6 +466,184 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Future<T> {
         drop(st);
         self.inner.release_weight();
         out
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Clone + Send + 'static> Future<T> {
+    /// [`Future::fetch`] as a `std::future::Future`, for any executor: `f.fetch_async().await`,
+    /// or `f.await` / `(&f).await` (see [`IntoFuture`](std::future::IntoFuture)). Same result
+    /// and errors as `fetch`, cached the same way; no thread of this process waits for the
+    /// reply (the runtime's poller wakes the task), so many can be pending on one thread. A
+    /// cached value, or one already stored on this process, is there on the first poll.
+    /// Dropping it before it is done drops the request (the reference stays usable). Tasks and
+    /// threads of one process fetching the same reference share one request, as with `fetch`.
+    /// Unlike `fetch`, it does not see `interrupt` (the task's executor cancels it by dropping).
+    ///
+    /// # Julia
+    /// `fetch(f)` inside a `@async` task.
+    pub fn fetch_async(&self) -> Fetch<T> {
+        Fetch {
+            fut: self.clone(),
+            step: Step::Start,
+        }
+    }
+
+    /// The first step of an async fetch: the value at once (cached, local, or an error), or the
+    /// request this task now leads, or `None` when it waits (its waker kept by the reference
+    /// or the local cell).
+    fn start_async(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> std::result::Result<PendingReq, Poll<Result<T>>> {
+        loop {
+            let g = match self.lead("fetch", None, false) {
+                Err(e) => return Err(Poll::Ready(Err(e))),
+                Ok(Lead::Cached) => match self.cached() {
+                    Some(r) => return Err(Poll::Ready(r)),
+                    // Finalized meanwhile: `lead` says so.
+                    None => continue,
+                },
+                Ok(Lead::Busy) => {
+                    let mut st = self.inner.lock();
+                    if !st.fetching {
+                        // That fetch ended after `lead` looked: look again.
+                        continue;
+                    }
+                    if !st.tasks.iter().any(|w| w.will_wake(cx.waker())) {
+                        st.tasks.push(cx.waker().clone());
+                    }
+                    return Err(Poll::Pending);
+                }
+                Ok(Lead::Leader(g)) => g,
+            };
+            let rt = match rt() {
+                Ok(rt) => rt,
+                Err(e) => return Err(Poll::Ready(Err(e))),
+            };
+            let rrid = self.inner.rrid;
+            if self.owner() == rt.myid() {
+                let e = rt.value_entry(rrid, rt.myid());
+                return Err(match &e.stored {
+                    // Waits for the cell, not as leader: the lead ends here (`g` drops).
+                    Stored::Value(c) if !c.poll_ready(cx) => Poll::Pending,
+                    Stored::Value(_) => {
+                        drop(e);
+                        Poll::Ready(self.fetch_led(None))
+                    }
+                    Stored::Channel(_) => {
+                        Poll::Ready(Err(Error::invalid("reference is a channel")))
+                    }
+                });
+            }
+            let msg = Msg::Fetch { rrid, release: 0 };
+            return match rt.request_start(self.owner(), &msg, &Body::Owned(Vec::new())) {
+                Ok(p) => {
+                    // The lead passes to the `Fetch`, which ends it when done or dropped.
+                    std::mem::forget(g);
+                    Ok(p)
+                }
+                Err(e) => Err(Poll::Ready(Err(e))),
+            };
+        }
+    }
+}
+
+/// Where a [`Fetch`] is.
+enum Step {
+    /// Not asked yet (or waiting for another fetch of the same reference, or a local value).
+    Start,
+    /// Leading: the Fetch request is out.
+    Asked(PendingReq),
+    /// The result was returned.
+    Done,
+}
+
+/// The `std::future::Future` of [`Future::fetch_async`] (and of `.await` on a `Future`):
+/// resolves to what [`Future::fetch`] returns.
+#[must_use = "a Fetch does nothing unless polled (`.await`)"]
+pub struct Fetch<T> {
+    fut: Future<T>,
+    step: Step,
+}
+
+impl<T> std::fmt::Debug for Fetch<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let step = match self.step {
+            Step::Start => "start",
+            Step::Asked(_) => "asked",
+            Step::Done => "done",
+        };
+        write!(f, "Fetch({:?}, {step})", self.fut)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Clone + Send + 'static> std::future::Future for Fetch<T> {
+    type Output = Result<T>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let this = &mut *self;
+        match std::mem::replace(&mut this.step, Step::Done) {
+            Step::Done => Poll::Ready(Err(Error::invalid(format!(
+                "{:?} polled again after it returned its result",
+                this.fut
+            )))),
+            Step::Start => match this.fut.start_async(cx) {
+                Err(out) => {
+                    if out.is_pending() {
+                        this.step = Step::Start;
+                    }
+                    out
+                }
+                Ok(p) => {
+                    this.step = Step::Asked(p);
+                    // The reply may be in already.
+                    Pin::new(this).poll(cx)
+                }
+            },
+            Step::Asked(p) => {
+                if p.poll_done(cx).is_pending() {
+                    this.step = Step::Asked(p);
+                    return Poll::Pending;
+                }
+                let out = match rt() {
+                    Ok(rt) => this.fut.keep(rt.request_finish(p)),
+                    Err(e) => Err(e),
+                };
+                end_lead(&this.fut.inner);
+                Poll::Ready(out)
+            }
+        }
+    }
+}
+
+impl<T> Drop for Fetch<T> {
+    fn drop(&mut self) {
+        if let Step::Asked(p) = std::mem::replace(&mut self.step, Step::Done) {
+            if let Some(rt) = crate::runtime::try_rt() {
+                rt.request_forget(p);
+            }
+            end_lead(&self.fut.inner);
+        }
+    }
+}
+
+/// `f.await`: [`Future::fetch_async`].
+impl<T: Serialize + DeserializeOwned + Clone + Send + 'static> IntoFuture for Future<T> {
+    type Output = Result<T>;
+    type IntoFuture = Fetch<T>;
+    fn into_future(self) -> Fetch<T> {
+        Fetch {
+            fut: self,
+            step: Step::Start,
+        }
+    }
+}
+
+/// `(&f).await`: [`Future::fetch_async`], keeping `f`.
+impl<T: Serialize + DeserializeOwned + Clone + Send + 'static> IntoFuture for &Future<T> {
+    type Output = Result<T>;
+    type IntoFuture = Fetch<T>;
+    fn into_future(self) -> Fetch<T> {
+        self.fetch_async()
     }
 }
 

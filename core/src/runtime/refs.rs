@@ -44,6 +44,8 @@ pub(crate) struct RefState {
     /// A thread of this process is fetching: others wait for its result instead of asking the
     /// owner again (the owner frees the value once this process's weight is back).
     pub(crate) fetching: bool,
+    /// Tasks awaiting the end of that fetch (async fetches), woken with `fetched`.
+    pub(crate) tasks: Vec<std::task::Waker>,
     /// `finalize` was called (or the handle arrived without weight or value): unusable.
     pub(crate) finalized: bool,
 }
@@ -282,7 +284,7 @@ impl RefInner {
         let st = RefState {
             finalized: weight == 0 && cached.is_none(),
             cache: cached,
-            fetching: false,
+            ..RefState::default()
         };
         let r = Self::with_weight(w.rrid, w.owner, weight, st);
         let mut h = HANDLES.lock().unwrap_or_else(|e| e.into_inner());

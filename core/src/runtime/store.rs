@@ -14,6 +14,7 @@ use serde::Serialize;
 use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// The total weight of a new reference: the owner's entry starts with it, the first handle
 /// holds all of it.
@@ -115,11 +116,39 @@ fn wait_on<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> Result<MutexGuard<'a, T
     Ok(g)
 }
 
+/// [`wait_on`] until `deadline` at most: `Err(Timeout(why))` once it has passed.
+fn wait_until<'a, T>(
+    cv: &Condvar,
+    g: MutexGuard<'a, T>,
+    deadline: Option<Instant>,
+    why: &str,
+) -> Result<MutexGuard<'a, T>> {
+    let Some(d) = deadline else {
+        return wait_on(cv, g);
+    };
+    let left = d.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Error::Timeout(why.into()));
+    }
+    exec::check_interrupt()?;
+    let (g, _) = cv
+        .wait_timeout(g, left.min(std::time::Duration::from_millis(50)))
+        .unwrap_or_else(|e| e.into_inner());
+    exec::check_interrupt()?;
+    Ok(g)
+}
+
+fn untimed() -> Error {
+    Error::invalid("a user channel (AbstractChannel) has no timed put or take: use put or take")
+}
+
 /// The write-once cell behind a `Future`.
 #[derive(Default)]
 pub struct ValueCell {
     state: Mutex<Option<std::result::Result<Item, Error>>>,
     cond: Condvar,
+    /// Tasks awaiting the value here (an async fetch on the owner), woken by `set`.
+    tasks: Mutex<Vec<std::task::Waker>>,
 }
 
 impl ValueCell {
@@ -132,7 +161,23 @@ impl ValueCell {
         *g = Some(v);
         drop(g);
         self.cond.notify_all();
+        for w in std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner())) {
+            w.wake();
+        }
         Ok(())
+    }
+    /// True once set; otherwise `cx`'s waker is kept and woken by `set`.
+    pub(crate) fn poll_ready(&self, cx: &std::task::Context<'_>) -> bool {
+        let g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_some() {
+            return true;
+        }
+        // Registered under the state lock, so a `set` after the check finds it.
+        let mut t = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if !t.iter().any(|w| w.will_wake(cx.waker())) {
+            t.push(cx.waker().clone());
+        }
+        false
     }
     /// True once set.
     pub fn isready(&self) -> bool {
@@ -214,6 +259,18 @@ pub trait ErasedChannel: Send + Sync {
     fn wait(&self, key: Item) -> Result<()>;
     /// Closes it.
     fn close(&self);
+    /// [`put`](Self::put), giving up with `Error::Timeout` at `deadline` without inserting
+    /// `v`; a user channel cannot (`Error::Invalid`).
+    fn put_until(&self, key: Item, v: Item, deadline: Instant) -> Result<()> {
+        let _ = (key, v, deadline);
+        Err(untimed())
+    }
+    /// [`take`](Self::take), giving up with `Error::Timeout` at `deadline` without removing
+    /// anything; a user channel cannot (`Error::Invalid`).
+    fn take_until(&self, key: Item, deadline: Instant) -> Result<Item> {
+        let _ = (key, deadline);
+        Err(untimed())
+    }
     /// Whether it is open (a user channel: see [`AbstractChannel::isopen`]).
     fn isopen(&self) -> bool {
         true
@@ -290,12 +347,12 @@ impl ItemChannel {
     }
 }
 
-impl ErasedChannel for ItemChannel {
-    fn put(&self, _key: Item, v: Item) -> Result<()> {
+impl ItemChannel {
+    fn put_by(&self, v: Item, deadline: Option<Instant>) -> Result<()> {
         let mut g = self.lock();
         let _b = exec::blocking();
         while !g.closed && g.cap > 0 && g.queue.len() >= g.cap {
-            g = wait_on(&self.cond, g)?;
+            g = wait_until(&self.cond, g, deadline, "no room")?;
         }
         if g.closed {
             return Err(Error::ChannelClosed);
@@ -322,17 +379,22 @@ impl ErasedChannel for ItemChannel {
                 gone(&mut g);
                 return Err(Error::ChannelClosed);
             }
-            g = match wait_on(&self.cond, g) {
+            g = match wait_until(&self.cond, g, deadline, "no taker") {
                 Ok(g) => g,
                 Err(e) => {
                     let mut g = self.lock();
+                    // Taken while this waited for the lock: the put happened.
+                    if let Some(i) = g.taken.iter().position(|&t| t == ticket) {
+                        g.taken.swap_remove(i);
+                        return Ok(());
+                    }
                     gone(&mut g);
                     return Err(e);
                 }
             };
         }
     }
-    fn take(&self, _key: Item) -> Result<Item> {
+    fn take_by(&self, deadline: Option<Instant>) -> Result<Item> {
         let mut g = self.lock();
         let _b = exec::blocking();
         loop {
@@ -346,8 +408,23 @@ impl ErasedChannel for ItemChannel {
             if g.closed {
                 return Err(Error::ChannelClosed);
             }
-            g = wait_on(&self.cond, g)?;
+            g = wait_until(&self.cond, g, deadline, "no value")?;
         }
+    }
+}
+
+impl ErasedChannel for ItemChannel {
+    fn put(&self, _key: Item, v: Item) -> Result<()> {
+        self.put_by(v, None)
+    }
+    fn take(&self, _key: Item) -> Result<Item> {
+        self.take_by(None)
+    }
+    fn put_until(&self, _key: Item, v: Item, deadline: Instant) -> Result<()> {
+        self.put_by(v, Some(deadline))
+    }
+    fn take_until(&self, _key: Item, deadline: Instant) -> Result<Item> {
+        self.take_by(Some(deadline))
     }
     fn peek(&self, _key: Item, f: &mut dyn FnMut(&Item) -> Result<()>) -> Result<()> {
         let mut g = self.lock();
