@@ -91,6 +91,10 @@ impl JobCtl {
     pub fn claim_reply(&self) -> bool {
         !self.replied.swap(true, Ordering::AcqRel)
     }
+    /// Whether the reply was sent (or claimed).
+    pub fn is_answered(&self) -> bool {
+        self.replied.load(Ordering::Acquire)
+    }
     /// Marks the request interrupted.
     pub fn interrupt(&self) {
         self.interrupted.store(true, Ordering::Release);
