@@ -1,7 +1,8 @@
 //! Where requests run: a cached thread pool and one serial queue per peer.
 //!
-//! Requests from one peer start in the order they arrived, one after another on that peer's
-//! queue, like the tasks of a Julia worker. A request that blocks on a cohort primitive (a
+//! Calls from one peer start in the order they arrived, one after another on that peer's
+//! queue, like the tasks of a Julia worker (requests that run no user code take no queue: see
+//! `dispatch`). A request that blocks on a cohort primitive (a
 //! fetch, a channel take, a nested remote call) hands the rest of its queue to another thread
 //! first, so it never holds up later requests; the same happens when it is interrupted.
 

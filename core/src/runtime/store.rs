@@ -260,6 +260,9 @@ pub trait ErasedChannel: Send + Sync {
     }
 }
 
+/// How a parked `fetch` copies a channel's next value.
+pub type CopyFn = fn(&Item) -> Result<Item>;
+
 /// A channel operation that may have to wait, for [`ErasedChannel::park`].
 pub enum ParkOp {
     /// Store the value once there is room (done: an empty item).
@@ -267,7 +270,7 @@ pub enum ParkOp {
     /// Remove the next value (done: the value).
     Take,
     /// Copy the next value with this function (done: the copy).
-    Peek(fn(&Item) -> Result<Item>),
+    Peek(CopyFn),
     /// Wait for a value (done: an empty item).
     Wait,
 }
@@ -326,7 +329,7 @@ struct ChanState {
     /// Parked requests (from other processes): takers, readers (peek or wait), putters waiting
     /// for room, and rendezvous putters waiting for their value to be taken, by ticket.
     takers: VecDeque<Parked>,
-    readers: Vec<(Option<fn(&Item) -> Result<Item>>, Parked)>,
+    readers: Vec<(Option<CopyFn>, Parked)>,
     putters: VecDeque<(Item, Parked)>,
     rendezvous: Vec<(u64, Parked)>,
 }
