@@ -1499,6 +1499,199 @@ fn channel_timeouts() {
     assert_eq!(remotecall_fetch(add, 2, (1, 1)).unwrap(), 2);
 }
 
+/// Sleeps without marking itself blocking: holds its caller's request queue the whole time.
+#[cohort::remote]
+fn hold_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// `n` takes from `c` at once, each on its own thread here.
+#[cohort::remote]
+fn parallel_takes(c: RemoteChannel<i64>, n: usize) -> cohort::Result<Vec<i64>> {
+    let _b = cohort::blocking();
+    let hs: Vec<_> = (0..n)
+        .map(|_| {
+            let c = c.clone();
+            std::thread::spawn(move || c.take())
+        })
+        .collect();
+    hs.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// Waits for each Future here, each on its own thread; their values.
+#[cohort::remote]
+fn parallel_waits(fs: Vec<Future<i64>>) -> cohort::Result<Vec<i64>> {
+    let _b = cohort::blocking();
+    let hs: Vec<_> = fs
+        .into_iter()
+        .map(|f| std::thread::spawn(move || f.wait().and_then(|_| f.fetch())))
+        .collect();
+    hs.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// The number of threads of a process, from `/proc`.
+fn threads_of(os: u32) -> usize {
+    let s = std::fs::read_to_string(format!("/proc/{os}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Requests that run no user code are answered at once while a long call holds the worker.
+fn owner_answers_during_long_call() {
+    let c: RemoteChannel<i64> = RemoteChannel::new(4, 2).unwrap();
+    let t0 = Instant::now();
+    let long = remotecall(hold_ms, 2, (2000,)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let quick = |what: &str, f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        let d = t.elapsed();
+        assert!(d < Duration::from_millis(50), "{what} took {d:?}");
+    };
+    quick("isready", &mut || assert!(!long.isready().unwrap()));
+    let mut made = None;
+    quick("RemoteChannel::new", &mut || {
+        made = Some(RemoteChannel::<i64>::new(1, 2).unwrap())
+    });
+    quick("put", &mut || c.put(7).unwrap());
+    quick("isready on a channel", &mut || {
+        assert!(c.isready().unwrap())
+    });
+    quick("fetch on a channel", &mut || {
+        assert_eq!(c.fetch().unwrap(), 7)
+    });
+    quick("take", &mut || assert_eq!(c.take().unwrap(), 7));
+    let made = made.unwrap();
+    quick("put on the new channel", &mut || made.put(1).unwrap());
+    let h: Future<i64> = Future::new(2).unwrap();
+    quick("put on a Future", &mut || h.put(3).unwrap());
+    // Calls still start in the order they were made: this one after the long call.
+    assert_eq!(remotecall_fetch(add, 2, (1, 2)).unwrap(), 3);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(long.isready().unwrap());
+    assert_eq!(long.fetch().unwrap(), 2000);
+}
+
+/// 1,000 takes parked on an empty channel cost its owner no threads; every one gets exactly
+/// one of the values put later. A parked take fails when the channel closes or when the owner
+/// is interrupted, and then takes no value.
+fn parked_takes_cost_no_threads() {
+    let owner = 3;
+    let os = remotecall_fetch(ospid, owner, ()).unwrap();
+    let c: RemoteChannel<i64> = RemoteChannel::new(8, owner).unwrap();
+    // Links from the other callers exist before counting.
+    for p in [2, 4] {
+        let f = remotecall(parallel_takes, p, (c.clone(), 1)).unwrap();
+        c.put(-1).unwrap();
+        assert_eq!(f.fetch().unwrap(), vec![-1]);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let before = threads_of(os);
+    let on_workers: Vec<Future<Vec<i64>>> = [2, 4]
+        .iter()
+        .map(|&p| remotecall(parallel_takes, p, (c.clone(), 250)).unwrap())
+        .collect();
+    let here: Vec<_> = (0..500)
+        .map(|_| {
+            let c = c.clone();
+            std::thread::spawn(move || c.take().unwrap())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let parked = threads_of(os);
+    assert!(
+        parked <= before + 8,
+        "the owner went from {before} to {parked} threads with 1000 takes parked"
+    );
+    assert!(!c.isready().unwrap());
+    for i in 0..1000 {
+        c.put(i).unwrap();
+    }
+    let mut got: Vec<i64> = here.into_iter().map(|h| h.join().unwrap()).collect();
+    for f in on_workers {
+        got.extend(f.fetch().unwrap());
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..1000).collect::<Vec<i64>>());
+    assert!(!c.isready().unwrap());
+    // Closed while parked: the take fails with ChannelClosed, the owner serves on.
+    let d: RemoteChannel<i64> = RemoteChannel::new(1, owner).unwrap();
+    let d2 = d.clone();
+    let t = std::thread::spawn(move || d2.take());
+    std::thread::sleep(Duration::from_millis(100));
+    d.close().unwrap();
+    assert!(matches!(t.join().unwrap(), Err(Error::ChannelClosed)));
+    // Interrupted while parked: the take fails, and the next value goes to the next take.
+    let e: RemoteChannel<i64> = RemoteChannel::new(1, owner).unwrap();
+    let e2 = e.clone();
+    let t = std::thread::spawn(move || e2.take());
+    std::thread::sleep(Duration::from_millis(100));
+    cohort::interrupt(&[owner]).unwrap();
+    assert!(matches!(t.join().unwrap(), Err(Error::Interrupted(3))));
+    e.put(5).unwrap();
+    assert_eq!(e.take().unwrap(), 5);
+    assert_eq!(remotecall_fetch(add, owner, (1, 1)).unwrap(), 2);
+}
+
+/// 200 waits parked on unset Futures cost their owner no threads, and all return once the
+/// values are put. (Threads of one process waiting on one Future send one request between
+/// them, so the 200 are on 200 Futures; one Future waited from three processes at once is
+/// answered by one put.)
+fn parked_waits_cost_no_threads() {
+    let owner = 3;
+    let os = remotecall_fetch(ospid, owner, ()).unwrap();
+    let fs: Vec<Future<i64>> = (0..200).map(|_| Future::new(owner).unwrap()).collect();
+    let shared: Future<i64> = Future::new(owner).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let before = threads_of(os);
+    let on_workers: Vec<Future<Vec<i64>>> = [2, 4]
+        .iter()
+        .map(|&p| {
+            let mine: Vec<Future<i64>> = fs[..50].to_vec();
+            let mine = if p == 2 { mine } else { fs[50..100].to_vec() };
+            let mut mine = mine;
+            mine.push(shared.clone());
+            remotecall(parallel_waits, p, (mine,)).unwrap()
+        })
+        .collect();
+    let here: Vec<_> = fs[100..]
+        .iter()
+        .cloned()
+        .chain([shared.clone()])
+        .map(|f| std::thread::spawn(move || f.wait().and_then(|_| f.fetch())))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    let parked = threads_of(os);
+    assert!(
+        parked <= before + 8,
+        "the owner went from {before} to {parked} threads with 200 waits parked"
+    );
+    assert!(!fs[0].isready().unwrap());
+    shared.put(-1).unwrap();
+    for (i, f) in fs.iter().enumerate() {
+        f.put(i as i64).unwrap();
+    }
+    let mut got: Vec<i64> = here
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect();
+    for f in on_workers {
+        got.extend(f.fetch().unwrap());
+    }
+    got.sort_unstable();
+    let want: Vec<i64> = [-1, -1, -1].into_iter().chain(0..200).collect();
+    assert_eq!(got, want);
+}
+
 fn main() {
     if std::env::var_os(ROLE).is_some() && std::env::var_os("COHORT_WORKER").is_none() {
         return init_report();
@@ -1574,6 +1767,12 @@ fn main() {
             ("async_fetch_ready_at_once", async_fetch_ready_at_once),
             ("async_fetch_worker_killed", async_fetch_worker_killed),
             ("channel_timeouts", channel_timeouts),
+            (
+                "owner_answers_during_long_call",
+                owner_answers_during_long_call,
+            ),
+            ("parked_takes_cost_no_threads", parked_takes_cost_no_threads),
+            ("parked_waits_cost_no_threads", parked_waits_cost_no_threads),
         ],
         Duration::from_secs(60),
         other.into_iter().collect(),

@@ -277,6 +277,15 @@ pub(crate) fn run_guarded(
     }
 }
 
+/// Runs `f`, a wait for replies that may read other frames, marked as such (see
+/// `dispatch::AWAITING`).
+fn awaiting<R>(f: impl FnOnce() -> R) -> R {
+    let outer = dispatch::AWAITING.with(|a| a.replace(true));
+    let r = f();
+    dispatch::AWAITING.with(|a| a.set(outer));
+    r
+}
+
 fn meta_of(msg: &Msg) -> Vec<u8> {
     bincode::serialize(msg).expect("messages always encode")
 }
@@ -504,13 +513,15 @@ impl Runtime {
         let PendingReq { id, slot, link } = p;
         if !slot.is_done() {
             let past = || deadline.is_some_and(|d| Instant::now() >= d);
-            link.spin(
-                &self.ep,
-                self,
-                self.spin,
-                &|| slot.is_done() || past(),
-                false,
-            );
+            awaiting(|| {
+                link.spin(
+                    &self.ep,
+                    self,
+                    self.spin,
+                    &|| slot.is_done() || past(),
+                    false,
+                )
+            });
         }
         if !slot.is_done() {
             let _b = exec::blocking();
@@ -562,8 +573,10 @@ impl Runtime {
             return;
         }
         let links: Vec<&Link> = pending.iter().map(|p| &*p.link).collect();
-        crate::links::link::spin_many(&links, &self.ep, self, self.spin, &|| {
-            pending.iter().all(|p| p.slot.is_done())
+        awaiting(|| {
+            crate::links::link::spin_many(&links, &self.ep, self, self.spin, &|| {
+                pending.iter().all(|p| p.slot.is_done())
+            })
         });
     }
 

@@ -1,12 +1,93 @@
 //! Incoming frames: dispatch by message kind, the per-peer request queues, and the work each
 //! request does on the receiving process.
+//!
+//! Only requests that run user code (calls, user channel constructors and operations) take a
+//! thread: calls from one peer on that peer's serial queue, so they start in the order they
+//! were made. Everything else (Future and built-in channel operations, reference counts,
+//! queries) is answered on the thread that read it, at once, whatever user code runs: what has
+//! to wait (a `wait` on an unset Future, a `take` on an empty channel, a `put` on a full one)
+//! parks on the owner's entry and is answered by the thread that makes it possible.
 
 use super::*;
+use crate::runtime::store::{ParkOp, Parked};
 
 /// What a channel operation answers.
 enum ChanOut {
     Bytes(Vec<u8>),
     Item(Item),
+}
+
+/// Replies up to this size go out on the thread that has them (the poller, say); larger ones
+/// from a pool thread, so that the poller never waits for room on a socket (or, with MPI, for a
+/// receiver to match a large message).
+const INLINE_REPLY: usize = 8 * 1024;
+
+thread_local! {
+    /// Set while this thread waits for a reply (and may read other frames meanwhile): it may hold
+    /// locks, so requests it reads are served from a pool thread instead.
+    pub(crate) static AWAITING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether an item can be answered from the poller: already encoded, and small.
+fn item_inline(i: &Item) -> bool {
+    !matches!(i, Item::Local { .. }) && i.encode().is_ok_and(|b| b.len() <= INLINE_REPLY)
+}
+
+/// A copy of a channel's next value, for a remote `fetch`: references inside go without weight
+/// (see `copy_scope`).
+fn copy_item(i: &Item) -> Result<Item> {
+    crate::runtime::refs::copy_scope(|| i.encode()).map(|b| Item::Bytes(b.into_vec()))
+}
+
+/// A parked request: answered later by whichever thread makes the answer possible. It is listed
+/// as running, so that an interrupt answers it (it then stays silent).
+struct Parking {
+    rt: &'static Runtime,
+    from: Pid,
+    id: u64,
+    job: u64,
+    ctl: Arc<JobCtl>,
+}
+
+impl Parking {
+    fn answer(self, r: Result<Body<'_>>) {
+        if self.id != 0 && self.ctl.claim_reply() {
+            self.rt.reply_inline(self.from, self.id, r);
+        }
+    }
+
+    fn answer_item(self, r: Result<Item>) {
+        match r {
+            Ok(item) if !item_inline(&item) => {
+                exec::spawn(Box::new(move || self.answer(item.encode())));
+            }
+            Ok(item) => self.answer(item.encode()),
+            Err(e) => self.answer(Err(e)),
+        }
+    }
+
+    fn answer_empty(self, r: Result<Item>) {
+        self.answer(r.map(|_| Body::Owned(Vec::new())));
+    }
+
+    /// The channel's view: whether the answer is still wanted, and what to do with it.
+    fn parked(self, done: fn(Parking, Result<Item>)) -> Parked {
+        let (rt, from, ctl) = (self.rt, self.from, Arc::clone(&self.ctl));
+        Parked {
+            live: Box::new(move || !ctl.is_answered() && !rt.is_removed(from)),
+            done: Box::new(move |r| done(self, r)),
+        }
+    }
+}
+
+impl Drop for Parking {
+    fn drop(&mut self) {
+        self.rt
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.job);
+    }
 }
 
 impl Runtime {
@@ -116,7 +197,7 @@ impl Runtime {
             }
             Msg::PeerRemoved(pid) => self.peer_gone(pid),
             Msg::Coll { seq } => self.coll.deposit(seq, from, frame),
-            req => {
+            req @ (Msg::Call { .. } | Msg::NewChanFrom { .. }) => {
                 // A remotecall's entry exists from here on, in the order of the caller's
                 // messages: its holds returned while the call waits or runs then free it.
                 if let Msg::Call {
@@ -134,7 +215,210 @@ impl Runtime {
                     Box::new(move || self.run_request(from, id, req, frame, job_ctl)),
                 );
             }
+            req if AWAITING.with(|a| a.get()) => {
+                exec::spawn(Box::new(move || self.serve(from, req, frame)));
+            }
+            req => self.serve(from, req, frame),
         }
+    }
+
+    /// Serves a request that runs no user code, on this thread, without blocking; an operation
+    /// on a user-defined channel gets a thread of its own.
+    fn serve(&'static self, from: Pid, msg: Msg, frame: Frame) {
+        let id = frame.header.id;
+        if let Some((msg, frame)) = self.serve_now(from, id, msg, frame) {
+            exec::spawn(Box::new(move || {
+                self.run_request(from, id, msg, frame, Arc::new(JobCtl::default()))
+            }));
+        }
+    }
+
+    /// A reply from a thread that must not wait: large bodies, and replies with no link to use
+    /// yet, go from a pool thread.
+    fn reply_inline(&'static self, to: Pid, id: u64, r: Result<Body<'_>>) {
+        let big = matches!(&r, Ok(b) if b.len() > INLINE_REPLY);
+        if !big && self.link_of(to).is_some() {
+            return self.reply(to, id, r);
+        }
+        let r = r.map(|b| b.into_vec());
+        exec::spawn(Box::new(move || self.reply(to, id, r.map(Body::Owned))));
+    }
+
+    fn parking(&'static self, from: Pid, id: u64) -> Parking {
+        let job = self.next_job.fetch_add(1, Ordering::Relaxed);
+        let ctl = Arc::new(JobCtl::default());
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job, (from, id, Arc::clone(&ctl), None));
+        Parking {
+            rt: self,
+            from,
+            id,
+            job,
+            ctl,
+        }
+    }
+
+    /// Answers a `Fetch` once the Future has its value.
+    fn park_fetch(&'static self, p: Parking, e: &Arc<Entry>, rrid: Rrid, from: Pid, release: u64) {
+        let Stored::Value(c) = &e.stored else {
+            unreachable!("a value entry");
+        };
+        let weak = Arc::downgrade(e);
+        c.when_set(Box::new(move |v| match v {
+            Ok(item) if !item_inline(item) => {
+                // Encoded and written from a pool thread, from where the value lies.
+                exec::spawn(Box::new(move || {
+                    match weak.upgrade() {
+                        Some(e) => match &e.stored {
+                            Stored::Value(c) => {
+                                let r = c.with(|v| match v {
+                                    Ok(item) => p.answer(item.encode()),
+                                    Err(err) => p.answer(Err(err.clone())),
+                                });
+                                if let Err(err) = r {
+                                    crate::log!(warn, error = %err, "fetch of {rrid:?}: {err}");
+                                }
+                            }
+                            Stored::Channel(_) => unreachable!("a value entry"),
+                        },
+                        None => p.answer(Err(Error::invalid("the Future was freed"))),
+                    }
+                    self.release(rrid, from, release);
+                }));
+            }
+            Ok(item) => {
+                p.answer(item.encode());
+                self.release(rrid, from, release);
+            }
+            Err(err) => {
+                p.answer(Err(err.clone()));
+                self.release(rrid, from, release);
+            }
+        }));
+    }
+
+    /// [`Runtime::serve`]'s work; hands back a request that needs a thread.
+    fn serve_now(
+        &'static self,
+        from: Pid,
+        id: u64,
+        msg: Msg,
+        frame: Frame,
+    ) -> Option<(Msg, Frame)> {
+        let now = |r: Result<Body<'_>>| {
+            if id != 0 {
+                self.reply_inline(from, id, r)
+            }
+        };
+        let empty = || Ok(Body::Owned(Vec::new()));
+        match msg {
+            Msg::Fetch { rrid, release } => {
+                let e = self.value_entry(rrid, from);
+                if let Stored::Value(_) = &e.stored {
+                    self.park_fetch(self.parking(from, id), &e, rrid, from, release);
+                } else {
+                    now(Err(Error::invalid("reference is a channel, not a Future")));
+                    self.release(rrid, from, release);
+                }
+            }
+            Msg::Wait { rrid } => {
+                let e = self.value_entry(rrid, from);
+                match &e.stored {
+                    // Julia's `wait` on a Future raises the call's error.
+                    Stored::Value(c) => {
+                        let p = self.parking(from, id);
+                        c.when_set(Box::new(move |v| {
+                            p.answer(
+                                v.as_ref()
+                                    .map(|_| Body::Owned(Vec::new()))
+                                    .map_err(Error::clone),
+                            )
+                        }));
+                    }
+                    Stored::Channel(ch) if ch.parks() => ch.park(
+                        ParkOp::Wait,
+                        self.parking(from, id).parked(Parking::answer_empty),
+                    ),
+                    Stored::Channel(_) => return Some((Msg::Wait { rrid }, frame)),
+                }
+            }
+            Msg::IsReady { rrid } => {
+                let e = self.value_entry(rrid, from);
+                let ready = match &e.stored {
+                    Stored::Value(c) => Ok(c.isready()),
+                    Stored::Channel(ch) if ch.parks() => ch.isready(Item::Bytes(Vec::new())),
+                    Stored::Channel(_) => return Some((Msg::IsReady { rrid }, frame)),
+                };
+                now(ready.map(|b| Body::Owned(vec![b as u8])));
+            }
+            Msg::Put { rrid } => {
+                let e = self.value_entry(rrid, from);
+                let r = match &e.stored {
+                    Stored::Value(c) => c.set(Ok(Item::Bytes(frame.body().to_vec()))),
+                    Stored::Channel(_) => {
+                        Err(Error::invalid("reference is a channel, not a Future"))
+                    }
+                };
+                now(r.map(|_| Body::Owned(Vec::new())));
+            }
+            Msg::NewChan { rrid, cap } => {
+                self.insert_entry(
+                    rrid,
+                    Stored::Channel(Box::new(ItemChannel::new(cap as usize))),
+                    from,
+                );
+                now(empty());
+            }
+            Msg::Chan { rrid, op, key } => {
+                let e = match self.channel_entry(rrid) {
+                    Ok(e) => e,
+                    Err(err) => {
+                        now(Err(err));
+                        return None;
+                    }
+                };
+                let Stored::Channel(ch) = &e.stored else {
+                    unreachable!("a channel entry");
+                };
+                if !ch.parks() {
+                    return Some((Msg::Chan { rrid, op, key }, frame));
+                }
+                let p = || self.parking(from, id);
+                match op {
+                    ChanOp::Put => ch.park(
+                        ParkOp::Put(Item::Bytes(frame.body().to_vec())),
+                        p().parked(Parking::answer_empty),
+                    ),
+                    ChanOp::Take => ch.park(ParkOp::Take, p().parked(Parking::answer_item)),
+                    ChanOp::Fetch => {
+                        ch.park(ParkOp::Peek(copy_item), p().parked(Parking::answer_item))
+                    }
+                    ChanOp::Wait => ch.park(ParkOp::Wait, p().parked(Parking::answer_empty)),
+                    ChanOp::IsReady => now(ch
+                        .isready(Item::Bytes(key))
+                        .map(|b| Body::Owned(vec![b as u8]))),
+                    ChanOp::Close => {
+                        ch.close();
+                        now(empty());
+                    }
+                }
+            }
+            Msg::AddWeight { rrid, weight } => match self.entry(rrid) {
+                Some(e) => {
+                    e.clients().add(from, weight);
+                    now(empty());
+                }
+                None => now(Err(Error::invalid("reference was already freed"))),
+            },
+            Msg::Query(Query::LiveRefs) => {
+                let n = self.stores.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
+                now(Ok(Body::Owned(n.to_le_bytes().to_vec())));
+            }
+            other => return Some((other, frame)),
+        }
+        None
     }
 
     fn run_request(&'static self, from: Pid, id: u64, msg: Msg, frame: Frame, ctl: Arc<JobCtl>) {
@@ -217,25 +501,6 @@ impl Runtime {
                     }
                 }
             }
-            Msg::Fetch { rrid, release } => {
-                let e = self.value_entry(rrid, from);
-                if let Stored::Value(c) = &e.stored {
-                    // Reply from inside the cell: a large value is written from where it lies.
-                    let r = c.with(|v| match v {
-                        Ok(item) => match item.encode() {
-                            Ok(b) => reply(Ok(b)),
-                            Err(err) => reply(Err(err)),
-                        },
-                        Err(err) => reply(Err(err.clone())),
-                    });
-                    if let Err(err) = r {
-                        reply(Err(err));
-                    }
-                } else {
-                    reply(Err(Error::invalid("reference is a channel, not a Future")));
-                }
-                self.release(rrid, from, release);
-            }
             Msg::Wait { rrid } => {
                 let e = self.value_entry(rrid, from);
                 match &e.stored {
@@ -260,24 +525,6 @@ impl Runtime {
                 };
                 reply(ready.map(|b| Body::Owned(vec![b as u8])));
             }
-            Msg::Put { rrid } => {
-                let e = self.value_entry(rrid, from);
-                let r = match &e.stored {
-                    Stored::Value(c) => c.set(Ok(Item::Bytes(frame.body().to_vec()))),
-                    Stored::Channel(_) => {
-                        Err(Error::invalid("reference is a channel, not a Future"))
-                    }
-                };
-                reply(r.map(|_| Body::Owned(Vec::new())));
-            }
-            Msg::NewChan { rrid, cap } => {
-                self.insert_entry(
-                    rrid,
-                    Stored::Channel(Box::new(ItemChannel::new(cap as usize))),
-                    from,
-                );
-                reply(Ok(Body::Owned(Vec::new())));
-            }
             Msg::NewChanFrom { rrid, func } => {
                 let r = self.construct_channel(&func, |entry| (entry.call)(&frame.body()));
                 match r {
@@ -296,20 +543,6 @@ impl Runtime {
                 },
                 Err(e) => reply(Err(e)),
             },
-            Msg::AddWeight { rrid, weight } => {
-                let e = self.entry(rrid);
-                match e {
-                    Some(e) => {
-                        e.clients().add(from, weight);
-                        reply(Ok(Body::Owned(Vec::new())));
-                    }
-                    None => reply(Err(Error::invalid("reference was already freed"))),
-                }
-            }
-            Msg::Query(Query::LiveRefs) => {
-                let n = self.stores.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
-                reply(Ok(Body::Owned(n.to_le_bytes().to_vec())));
-            }
             other => crate::log!(
                 warn,
                 peer = from,
@@ -342,15 +575,23 @@ impl Runtime {
         Ok(conv(v))
     }
 
-    fn chan_op(&self, rrid: Rrid, op: ChanOp, key: Vec<u8>, body: &[u8]) -> Result<ChanOut> {
+    fn channel_entry(&self, rrid: Rrid) -> Result<Arc<Entry>> {
         let e = self.entry(rrid).ok_or_else(|| {
             Error::invalid(format!(
                 "RemoteChannel {rrid:?} does not exist on pid {} (freed?)",
                 self.myid()
             ))
         })?;
+        match &e.stored {
+            Stored::Channel(_) => Ok(e),
+            Stored::Value(_) => Err(Error::invalid("reference is a Future, not a channel")),
+        }
+    }
+
+    fn chan_op(&self, rrid: Rrid, op: ChanOp, key: Vec<u8>, body: &[u8]) -> Result<ChanOut> {
+        let e = self.channel_entry(rrid)?;
         let Stored::Channel(ch) = &e.stored else {
-            return Err(Error::invalid("reference is a Future, not a channel"));
+            unreachable!("a channel entry");
         };
         let key = Item::Bytes(key);
         let bytes = ChanOut::Bytes;

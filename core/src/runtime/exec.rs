@@ -1,7 +1,8 @@
 //! Where requests run: a cached thread pool and one serial queue per peer.
 //!
-//! Requests from one peer start in the order they arrived, one after another on that peer's
-//! queue, like the tasks of a Julia worker. A request that blocks on a cohort primitive (a
+//! Calls from one peer start in the order they arrived, one after another on that peer's
+//! queue, like the tasks of a Julia worker (requests that run no user code take no queue: see
+//! `dispatch`). A request that blocks on a cohort primitive (a
 //! fetch, a channel take, a nested remote call) hands the rest of its queue to another thread
 //! first, so it never holds up later requests; the same happens when it is interrupted.
 
@@ -90,6 +91,10 @@ impl JobCtl {
     /// Claims the right to send the reply; false if it was already sent.
     pub fn claim_reply(&self) -> bool {
         !self.replied.swap(true, Ordering::AcqRel)
+    }
+    /// Whether the reply was sent (or claimed).
+    pub fn is_answered(&self) -> bool {
+        self.replied.load(Ordering::Acquire)
     }
     /// Marks the request interrupted.
     pub fn interrupt(&self) {

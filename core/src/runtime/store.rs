@@ -142,34 +142,53 @@ fn untimed() -> Error {
     Error::invalid("a user channel (AbstractChannel) has no timed put or take: use put or take")
 }
 
+/// What a parked request does with a Future's value once it is there (see [`ValueCell::when_set`]).
+pub type OnSet = Box<dyn FnOnce(&std::result::Result<Item, Error>) + Send>;
+
+#[derive(Default)]
+struct CellState {
+    value: Option<std::result::Result<Item, Error>>,
+    /// Requests from other processes waiting for the value, without a thread each.
+    waiters: Vec<OnSet>,
+}
+
 /// The write-once cell behind a `Future`.
 #[derive(Default)]
 pub struct ValueCell {
-    state: Mutex<Option<std::result::Result<Item, Error>>>,
+    state: Mutex<CellState>,
     cond: Condvar,
     /// Tasks awaiting the value here (an async fetch on the owner), woken by `set`.
     tasks: Mutex<Vec<std::task::Waker>>,
 }
 
 impl ValueCell {
-    /// Sets the value or error; `AlreadySet` if it holds one.
+    fn lock(&self) -> MutexGuard<'_, CellState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// Sets the value or error; `AlreadySet` if it holds one. Parked waiters run here, on the
+    /// setter's thread.
     pub fn set(&self, v: std::result::Result<Item, Error>) -> Result<()> {
-        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if g.is_some() {
+        let mut g = self.lock();
+        if g.value.is_some() {
             return Err(Error::AlreadySet);
         }
-        *g = Some(v);
-        drop(g);
+        g.value = Some(v);
+        let waiters = std::mem::take(&mut g.waiters);
         self.cond.notify_all();
         for w in std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner())) {
             w.wake();
+        }
+        // Under the lock, as `with` answers: the value cannot be moved out meanwhile.
+        let v = g.value.as_ref().expect("just set");
+        for w in waiters {
+            w(v);
         }
         Ok(())
     }
     /// True once set; otherwise `cx`'s waker is kept and woken by `set`.
     pub(crate) fn poll_ready(&self, cx: &std::task::Context<'_>) -> bool {
-        let g = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if g.is_some() {
+        let g = self.lock();
+        if g.value.is_some() {
             return true;
         }
         // Registered under the state lock, so a `set` after the check finds it.
@@ -181,10 +200,16 @@ impl ValueCell {
     }
     /// True once set.
     pub fn isready(&self) -> bool {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.lock().value.is_some()
+    }
+    /// Calls `f` with the value: now if it is set, else when it is set, on the setter's thread.
+    /// Holds no thread meanwhile; `f` must not block.
+    pub fn when_set(&self, f: OnSet) {
+        let mut g = self.lock();
+        match g.value.as_ref() {
+            Some(v) => f(v),
+            None => g.waiters.push(f),
+        }
     }
     /// Blocks until set, then calls `f` on the value.
     pub fn with<R>(&self, f: impl FnOnce(&std::result::Result<Item, Error>) -> R) -> Result<R> {
@@ -196,21 +221,21 @@ impl ValueCell {
         deadline: Option<std::time::Instant>,
         f: impl FnOnce(&std::result::Result<Item, Error>) -> R,
     ) -> Result<R> {
-        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if g.is_none() {
+        let mut g = self.lock();
+        if g.value.is_none() {
             let _b = exec::blocking();
-            while g.is_none() {
+            while g.value.is_none() {
                 if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
                     return Err(Error::Timeout("the Future has no value yet".into()));
                 }
                 g = wait_on(&self.cond, g)?;
             }
         }
-        Ok(f(g.as_ref().expect("set")))
+        Ok(f(g.value.as_ref().expect("set")))
     }
     /// Moves the value out (for an entry nobody else can reach any more).
     pub(crate) fn take(&self) -> Option<std::result::Result<Item, Error>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.lock().value.take()
     }
 }
 
@@ -279,6 +304,42 @@ pub trait ErasedChannel: Send + Sync {
     fn isempty(&self) -> Option<bool> {
         None
     }
+    /// Whether [`ErasedChannel::park`] works: true for the built-in channel. A user channel's
+    /// methods may block, so a request from another process runs them on a thread of its own.
+    fn parks(&self) -> bool {
+        false
+    }
+    /// Starts `op` for a request from another process without holding a thread: `p.done` gets
+    /// the outcome now or, on the thread that makes it possible, later. Only where
+    /// [`ErasedChannel::parks`].
+    fn park(&self, op: ParkOp, p: Parked) {
+        let _ = op;
+        (p.done)(Err(Error::invalid("this channel cannot park requests")));
+    }
+}
+
+/// How a parked `fetch` copies a channel's next value.
+pub type CopyFn = fn(&Item) -> Result<Item>;
+
+/// A channel operation that may have to wait, for [`ErasedChannel::park`].
+pub enum ParkOp {
+    /// Store the value once there is room (done: an empty item).
+    Put(Item),
+    /// Remove the next value (done: the value).
+    Take,
+    /// Copy the next value with this function (done: the copy).
+    Peek(CopyFn),
+    /// Wait for a value (done: an empty item).
+    Wait,
+}
+
+/// A request parked on a channel or a Future until it can be answered.
+pub struct Parked {
+    /// False once nobody wants the answer (the request was interrupted, or its caller is
+    /// gone): the request is dropped without taking a value.
+    pub live: Box<dyn Fn() -> bool + Send>,
+    /// Receives the outcome; must not block.
+    pub done: Box<dyn FnOnce(Result<Item>) + Send>,
 }
 
 /// Adapter of a user channel to [`ErasedChannel`].
@@ -314,15 +375,111 @@ impl<C: AbstractChannel> ErasedChannel for Typed<C> {
     }
 }
 
+type Completion = Box<dyn FnOnce() + Send>;
+
 struct ChanState {
     queue: VecDeque<(u64, Item)>,
     cap: usize,
     closed: bool,
     put_seq: u64,
+    /// Rendezvous tickets taken, for local putters waiting on the condition.
     taken: Vec<u64>,
+    /// Parked requests (from other processes): takers, readers (peek or wait), putters waiting
+    /// for room, and rendezvous putters waiting for their value to be taken, by ticket.
+    takers: VecDeque<Parked>,
+    readers: Vec<(Option<CopyFn>, Parked)>,
+    putters: VecDeque<(Item, Parked)>,
+    rendezvous: Vec<(u64, Parked)>,
+}
+
+impl ChanState {
+    fn push(&mut self, v: Item) -> u64 {
+        self.put_seq += 1;
+        let ticket = self.put_seq;
+        self.queue.push_back((ticket, v));
+        ticket
+    }
+
+    /// A value leaves the queue: a rendezvous putter learns it was taken.
+    fn taken_now(&mut self, ticket: u64, out: &mut Vec<Completion>) {
+        if self.cap != 0 {
+            return;
+        }
+        match self.rendezvous.iter().position(|(t, _)| *t == ticket) {
+            Some(i) => {
+                let (_, p) = self.rendezvous.swap_remove(i);
+                out.push(Box::new(move || (p.done)(Ok(Item::Bytes(Vec::new())))));
+            }
+            None => self.taken.push(ticket),
+        }
+    }
+
+    /// Serves every parked request the state allows; returns what to run once unlocked.
+    fn pump(&mut self) -> Vec<Completion> {
+        let mut out: Vec<Completion> = Vec::new();
+        loop {
+            let mut progress = false;
+            while !self.closed && self.cap > 0 && self.queue.len() < self.cap {
+                let Some((v, p)) = self.putters.pop_front() else {
+                    break;
+                };
+                if (p.live)() {
+                    self.push(v);
+                    out.push(Box::new(move || (p.done)(Ok(Item::Bytes(Vec::new())))));
+                    progress = true;
+                }
+            }
+            if !self.queue.is_empty() && !self.readers.is_empty() {
+                for (peek, p) in std::mem::take(&mut self.readers) {
+                    if !(p.live)() {
+                        continue;
+                    }
+                    let r = match peek {
+                        Some(copy) => copy(&self.queue.front().expect("not empty").1),
+                        None => Ok(Item::Bytes(Vec::new())),
+                    };
+                    out.push(Box::new(move || (p.done)(r)));
+                }
+            }
+            while !self.queue.is_empty() {
+                let Some(p) = self.takers.pop_front() else {
+                    break;
+                };
+                if !(p.live)() {
+                    continue;
+                }
+                let (ticket, v) = self.queue.pop_front().expect("not empty");
+                self.taken_now(ticket, &mut out);
+                out.push(Box::new(move || (p.done)(Ok(v))));
+                progress = true;
+            }
+            if !progress {
+                break;
+            }
+        }
+        if self.closed {
+            let closed =
+                |p: Parked| -> Completion { Box::new(move || (p.done)(Err(Error::ChannelClosed))) };
+            out.extend(self.putters.drain(..).map(|(_, p)| closed(p)));
+            for (ticket, p) in std::mem::take(&mut self.rendezvous) {
+                if let Some(i) = self.queue.iter().position(|(t, _)| *t == ticket) {
+                    self.queue.remove(i);
+                }
+                out.push(closed(p));
+            }
+            if self.queue.is_empty() {
+                out.extend(self.takers.drain(..).map(closed));
+                out.extend(self.readers.drain(..).map(|(_, p)| closed(p)));
+            }
+        }
+        out
+    }
 }
 
 /// The built-in channel: FIFO, bounded by `cap`, `cap == 0` a rendezvous.
+///
+/// Threads of the owning process block on its condition; requests from other processes park
+/// on it instead ([`ErasedChannel::park`]) and are answered by whichever thread changes it.
 pub struct ItemChannel {
     st: Mutex<ChanState>,
     cond: Condvar,
@@ -338,12 +495,25 @@ impl ItemChannel {
                 closed: false,
                 put_seq: 0,
                 taken: Vec::new(),
+                takers: VecDeque::new(),
+                readers: Vec::new(),
+                putters: VecDeque::new(),
+                rendezvous: Vec::new(),
             }),
             cond: Condvar::new(),
         }
     }
     fn lock(&self) -> MutexGuard<'_, ChanState> {
         self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// Serves parked requests after a change, wakes local threads, and answers outside the lock.
+    fn changed(&self, mut g: MutexGuard<'_, ChanState>) {
+        let out = g.pump();
+        drop(g);
+        self.cond.notify_all();
+        for c in out {
+            c();
+        }
     }
 }
 
@@ -357,12 +527,19 @@ impl ItemChannel {
         if g.closed {
             return Err(Error::ChannelClosed);
         }
-        g.put_seq += 1;
-        let ticket = g.put_seq;
-        g.queue.push_back((ticket, v));
-        self.cond.notify_all();
+        let ticket = g.push(v);
         if g.cap > 0 {
+            self.changed(g);
             return Ok(());
+        }
+        let out = g.pump();
+        self.cond.notify_all();
+        if !out.is_empty() {
+            drop(g);
+            for c in out {
+                c();
+            }
+            g = self.lock();
         }
         // Rendezvous: return once a taker has the value.
         loop {
@@ -399,10 +576,14 @@ impl ItemChannel {
         let _b = exec::blocking();
         loop {
             if let Some((ticket, v)) = g.queue.pop_front() {
-                if g.cap == 0 {
-                    g.taken.push(ticket);
-                }
+                let mut out = Vec::new();
+                g.taken_now(ticket, &mut out);
+                out.extend(g.pump());
+                drop(g);
                 self.cond.notify_all();
+                for c in out {
+                    c();
+                }
                 return Ok(v);
             }
             if g.closed {
@@ -456,14 +637,39 @@ impl ErasedChannel for ItemChannel {
         }
     }
     fn close(&self) {
-        self.lock().closed = true;
-        self.cond.notify_all();
+        let mut g = self.lock();
+        g.closed = true;
+        self.changed(g);
     }
     fn isopen(&self) -> bool {
         !self.lock().closed
     }
     fn isempty(&self) -> Option<bool> {
         Some(self.lock().queue.is_empty())
+    }
+    fn parks(&self) -> bool {
+        true
+    }
+    fn park(&self, op: ParkOp, p: Parked) {
+        let mut g = self.lock();
+        match op {
+            ParkOp::Put(v) => {
+                if g.closed {
+                    drop(g);
+                    return (p.done)(Err(Error::ChannelClosed));
+                }
+                if g.cap == 0 {
+                    let ticket = g.push(v);
+                    g.rendezvous.push((ticket, p));
+                } else {
+                    g.putters.push_back((v, p));
+                }
+            }
+            ParkOp::Take => g.takers.push_back(p),
+            ParkOp::Peek(copy) => g.readers.push((Some(copy), p)),
+            ParkOp::Wait => g.readers.push((None, p)),
+        }
+        self.changed(g);
     }
 }
 
