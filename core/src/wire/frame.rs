@@ -20,8 +20,9 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Frame header magic.
 pub const MAGIC: u16 = 0x4863;
-/// The wire protocol version; it is also checked in the handshake.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The wire protocol version; it is also checked in the handshake. 2: per-holder reference
+/// books (`AddClient`), the topology as an enum in `Config`.
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Frame kind of a message frame (the only kind so far).
 pub const KIND_MESSAGE: u8 = 1;
 /// Size of the fixed header.
