@@ -1559,6 +1559,10 @@ fn owner_answers_during_long_call() {
         made = Some(RemoteChannel::<i64>::new(1, 2).unwrap())
     });
     quick("put", &mut || c.put(7).unwrap());
+    quick("isopen", &mut || assert!(c.isopen().unwrap()));
+    quick("isempty with a value", &mut || {
+        assert!(!c.isempty().unwrap())
+    });
     quick("isready on a channel", &mut || {
         assert!(c.isready().unwrap())
     });
@@ -1566,6 +1570,7 @@ fn owner_answers_during_long_call() {
         assert_eq!(c.fetch().unwrap(), 7)
     });
     quick("take", &mut || assert_eq!(c.take().unwrap(), 7));
+    quick("isempty once taken", &mut || assert!(c.isempty().unwrap()));
     let made = made.unwrap();
     quick("put on the new channel", &mut || made.put(1).unwrap());
     let h: Future<i64> = Future::new(2).unwrap();

@@ -5,7 +5,7 @@ use crate::base::ids::Pid;
 use crate::runtime::refs::{copy_scope, sent_to, RefInner, RefWire};
 use crate::runtime::registry::RemoteFn;
 use crate::runtime::rt;
-use crate::runtime::store::{decode_as, ErasedChannel, Item, ItemChannel, Stored};
+use crate::runtime::store::{decode_as, empty_under, ErasedChannel, Item, ItemChannel, Stored};
 use crate::wire::codec::{self as wire, Body};
 use crate::wire::proto::{ChanOp, Msg};
 use serde::de::DeserializeOwned;
@@ -257,21 +257,6 @@ where
             .map(|_| ())
     }
 
-    /// The channel's state (open, empty when it can tell), read on the owner.
-    fn probe(&self) -> Result<(bool, Option<bool>)> {
-        if let Some(r) = self.local(|ch| Ok((ch.isopen(), ch.isempty()))) {
-            return r;
-        }
-        if self.inner.weight() == 0 {
-            return Err(Error::invalid("RemoteChannel was finalized"));
-        }
-        match crate::remote::calls::remotecall_fetch(chan_probe, self.owner(), (self.inner.rrid,))?
-        {
-            Probe::State(open, empty) => Ok((open, empty)),
-            Probe::Failed(e) => Err(e),
-        }
-    }
-
     /// Whether the channel is open: `false` once [`close`](Self::close)d, even while values
     /// are left to take. A user channel answers through
     /// [`AbstractChannel::isopen`](crate::runtime::store::AbstractChannel::isopen).
@@ -279,7 +264,12 @@ where
     /// # Julia
     /// `isopen(rr)`.
     pub fn isopen(&self) -> Result<bool> {
-        self.probe().map(|(open, _)| open)
+        if let Some(r) = self.local(|ch| Ok(ch.isopen())) {
+            return r;
+        }
+        // A protocol operation, not a call: the owner answers it while user calls run.
+        let f = self.remote_raw(ChanOp::IsOpen, Vec::new(), &Body::Owned(Vec::new()))?;
+        Ok(f.body().first() == Some(&1))
     }
 
     /// Closes the channel: later `put`s fail, `take`s fail once it is drained.
@@ -340,11 +330,11 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> RemoteChannel<T> {
     /// # Julia
     /// `isempty(rr)`.
     pub fn isempty(&self) -> Result<bool> {
-        match self.probe()?.1 {
-            Some(empty) => Ok(empty),
-            // A user channel: by its `isready`.
-            None => self.isready().map(|r| !r),
+        if let Some(r) = self.local(|ch| empty_under(ch, Item::local(()))) {
+            return r;
         }
+        let f = self.remote(ChanOp::IsEmpty, &(), &Body::Owned(Vec::new()))?;
+        Ok(f.body().first() == Some(&1))
     }
     /// [`take`](Self::take) for at most `d`: `Err(Error::Timeout)` if no value came by then,
     /// and nothing was taken (a later `take` gets the next value). `d` is measured on the
@@ -551,27 +541,4 @@ fn chan_put_timed(rrid: crate::base::ids::Rrid, nanos: u64, value: Vec<u8>) -> T
         )
         .map(|_| Vec::new())
     })
-}
-
-/// A channel's state as its owner sees it.
-#[derive(Serialize, Deserialize)]
-enum Probe {
-    State(bool, Option<bool>),
-    Failed(Error),
-}
-
-/// Reads the state of a channel stored here (the caller's handle keeps it alive).
-#[cohort_macros::remote(crate = crate)]
-fn chan_probe(rrid: crate::base::ids::Rrid) -> Probe {
-    let r = rt().and_then(|rt| match rt.entry(rrid) {
-        Some(e) => match &e.stored {
-            Stored::Channel(ch) => Ok((ch.isopen(), ch.isempty())),
-            Stored::Value(_) => Err(Error::invalid("reference is a Future")),
-        },
-        None => Err(Error::invalid("RemoteChannel was freed (finalize called?)")),
-    });
-    match r {
-        Ok((open, empty)) => Probe::State(open, empty),
-        Err(e) => Probe::Failed(e),
-    }
 }

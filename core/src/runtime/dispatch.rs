@@ -9,7 +9,7 @@
 //! parks on the owner's entry and is answered by the thread that makes it possible.
 
 use super::*;
-use crate::runtime::store::{ParkOp, Parked};
+use crate::runtime::store::{empty_under, ParkOp, Parked};
 
 /// What a channel operation answers.
 enum ChanOut {
@@ -403,6 +403,9 @@ impl Runtime {
                         ch.close();
                         now(empty());
                     }
+                    ChanOp::IsOpen => now(Ok(Body::Owned(vec![ch.isopen() as u8]))),
+                    ChanOp::IsEmpty => now(empty_under(ch.as_ref(), Item::Bytes(key))
+                        .map(|b| Body::Owned(vec![b as u8]))),
                 }
             }
             Msg::AddWeight { rrid, weight } => match self.entry(rrid) {
@@ -615,6 +618,8 @@ impl Runtime {
                 ch.close();
                 Ok(bytes(Vec::new()))
             }
+            ChanOp::IsOpen => Ok(bytes(vec![ch.isopen() as u8])),
+            ChanOp::IsEmpty => Ok(bytes(vec![empty_under(ch.as_ref(), key)? as u8])),
         }
     }
 }

@@ -270,6 +270,15 @@ pub trait AbstractChannel: Send + Sync + 'static {
     }
 }
 
+/// Whether no value is waiting in `ch`: a user channel, which cannot tell without a key,
+/// answers by `isready` under `key`.
+pub(crate) fn empty_under(ch: &dyn ErasedChannel, key: Item) -> Result<bool> {
+    match ch.isempty() {
+        Some(empty) => Ok(empty),
+        None => ch.isready(key).map(|r| !r),
+    }
+}
+
 /// The owner-side face of any channel, built-in or user-defined, with values as [`Item`]s.
 pub trait ErasedChannel: Send + Sync {
     /// Stores `v` under `key`.

@@ -32,6 +32,10 @@ pub(crate) enum ChanOp {
     IsReady,
     Wait,
     Close,
+    /// Whether the channel is open; the reply is one byte, 1 for open.
+    IsOpen,
+    /// Whether no value is waiting (a user channel: by `isready` under the key); one byte.
+    IsEmpty,
 }
 
 /// What a process knows about another.
