@@ -46,7 +46,8 @@ const LISTENER_TOKEN: u64 = 1;
 const WAKER_TOKEN: u64 = 2;
 const FIRST_LINK_TOKEN: u64 = 16;
 
-/// A reply slot: where the frame answering a request lands.
+/// A reply slot: where the answer to a request lands, its message already decoded by the
+/// dispatcher: the reply frame of a value, or the error the reply carries.
 pub(crate) struct Slot {
     done: AtomicBool,
     val: Mutex<Option<Result<Frame>>>,
@@ -286,10 +287,6 @@ fn awaiting<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-fn meta_of(msg: &Msg) -> Vec<u8> {
-    bincode::serialize(msg).expect("messages always encode")
-}
-
 impl Runtime {
     pub(crate) fn new(is_master: bool, transport: Arc<dyn Transport>) -> io::Result<Runtime> {
         let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
@@ -464,7 +461,7 @@ impl Runtime {
     /// Sends a message without waiting for anything.
     pub(crate) fn send(&self, pid: Pid, msg: &Msg, body: &Body<'_>) -> Result<()> {
         let link = self.link_to(pid)?;
-        link.send(0, &meta_of(msg), body)
+        link.send(0, &encode_msg(msg), body)
             .map_err(|e| Error::on_send(pid, e))
     }
 
@@ -484,7 +481,7 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, (pid, Arc::clone(&slot)));
-        let sent = link.send(id, &meta_of(msg), body);
+        let sent = link.send(id, &encode_msg(msg), body);
         if sent.is_err() || link.is_dead() {
             self.pending
                 .lock()
@@ -552,8 +549,7 @@ impl Runtime {
                 }
             }
         }
-        let frame = slot.take()?;
-        reply_result(frame)
+        slot.take()
     }
 
     /// Gives up on a request without waiting for its reply, which is dropped when it comes.
@@ -596,11 +592,11 @@ impl Runtime {
             return;
         };
         let res = match r {
-            Ok(body) => link.send(id, &meta_of(&Msg::Reply { ok: true }), &body),
+            Ok(body) => link.send(id, &encode_msg(&Msg::Reply { ok: true }), &body),
             Err(e) => {
                 let we = WireError::from(&e);
-                let b = bincode::serialize(&we).unwrap_or_default();
-                link.send(id, &meta_of(&Msg::Reply { ok: false }), &Body::Owned(b))
+                let b = crate::wire::codec::encode_vec(&we).unwrap_or_default();
+                link.send(id, &encode_msg(&Msg::Reply { ok: false }), &Body::Owned(b))
             }
         };
         // The caller is gone when this fails; its pending call fails on its side.
@@ -741,7 +737,7 @@ impl Runtime {
         if let Some(l) = self.link_of(owner) {
             let _ = l.send(
                 0,
-                &meta_of(&Msg::DelRef { rrid, weight }),
+                &encode_msg(&Msg::DelRef { rrid, weight }),
                 &Body::Owned(Vec::new()),
             );
         } else if !self.is_removed(owner) {
@@ -924,7 +920,7 @@ impl Runtime {
 
     /// Sends a bodiless message on every link (best effort: a dead peer is skipped).
     pub(crate) fn tell_all(&self, msg: &Msg) {
-        let meta = meta_of(msg);
+        let meta = encode_msg(msg);
         let links: Vec<_> = self
             .links
             .read()
@@ -1003,14 +999,14 @@ impl FrameSink for Runtime {
     }
 }
 
-/// The reply's value body, or the error it carries.
-pub(crate) fn reply_result(frame: Frame) -> Result<Frame> {
-    match bincode::deserialize::<Msg>(frame.meta()) {
-        Ok(Msg::Reply { ok: true }) => Ok(frame),
-        Ok(Msg::Reply { ok: false }) => match bincode::deserialize::<WireError>(&frame.body()) {
-            Ok(e) => Err(e.into()),
-            Err(e) => Err(Error::Protocol(format!("undecodable error reply: {e}"))),
-        },
-        _ => Err(Error::Protocol("unexpected reply".into())),
+/// What a reply frame answers, from its `Reply { ok }` message decoded by the dispatcher: the
+/// value body, or the error it carries.
+fn reply_result(ok: bool, frame: Frame) -> Result<Frame> {
+    if ok {
+        return Ok(frame);
+    }
+    match crate::wire::codec::decode::<WireError>(&frame.body()) {
+        Ok(e) => Err(e.into()),
+        Err(e) => Err(Error::Protocol(format!("undecodable error reply: {e}"))),
     }
 }

@@ -12,7 +12,7 @@ use crate::base::error::{Error, Result};
 use crate::base::ids::Pid;
 use crate::remote::coll::{self, native, next_seq};
 use crate::runtime::exec;
-use crate::wire::codec::Body;
+use crate::wire::codec::{self, Body};
 use bytemuck::Pod;
 
 /// An associative reduction of `T`, applied element by element.
@@ -323,12 +323,12 @@ pub fn gather<T: Pod>(root: usize, data: &[T]) -> Result<Option<Vec<Vec<T>>>> {
             let src = v | mask;
             if src < n {
                 let b = recv_bytes(abs(src), seq)?;
-                let sub: Vec<(u64, Vec<u8>)> = bincode::deserialize(&b)
-                    .map_err(|e| Error::Protocol(format!("gather: {e}")))?;
+                let sub: Vec<(u64, Vec<u8>)> =
+                    codec::decode(&b).map_err(|e| Error::Protocol(format!("gather: {e}")))?;
                 parts.extend(sub);
             }
         } else {
-            let b = bincode::serialize(&parts).map_err(|e| Error::Protocol(e.to_string()))?;
+            let b = codec::encode_vec(&parts).map_err(|e| Error::Protocol(e.to_string()))?;
             send_bytes(abs(v & !mask), seq, b)?;
             return Ok(None);
         }
@@ -377,8 +377,7 @@ pub fn scatter<T: Pod>(root: usize, parts: Option<&[Vec<T>]>) -> Result<Vec<T>> 
         loop {
             if v & mask != 0 {
                 let b = recv_bytes(abs(v - mask), seq)?;
-                break bincode::deserialize(&b)
-                    .map_err(|e| Error::Protocol(format!("scatter: {e}")))?;
+                break codec::decode(&b).map_err(|e| Error::Protocol(format!("scatter: {e}")))?;
             }
             mask <<= 1;
         }
@@ -396,7 +395,7 @@ pub fn scatter<T: Pod>(root: usize, parts: Option<&[Vec<T>]>) -> Result<Vec<T>> 
                 .into_iter()
                 .partition(|(rel, _)| (*rel as usize) >= child && (*rel as usize) < child + mask);
             mine = keep;
-            let b = bincode::serialize(&theirs).map_err(|e| Error::Protocol(e.to_string()))?;
+            let b = codec::encode_vec(&theirs).map_err(|e| Error::Protocol(e.to_string()))?;
             send_bytes(abs(child), seq, b)?;
         }
         mask >>= 1;

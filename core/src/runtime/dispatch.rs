@@ -103,7 +103,7 @@ impl Runtime {
     }
 
     pub(crate) fn dispatch(&'static self, from: Pid, frame: Frame) {
-        let msg: Msg = match bincode::deserialize(frame.meta()) {
+        let msg = match decode_msg(frame.meta()) {
             Ok(m) => m,
             Err(e) => {
                 crate::log!(
@@ -126,7 +126,7 @@ impl Runtime {
             }
         };
         match msg {
-            Msg::Reply { .. } => self.complete(frame.header.id, Ok(frame)),
+            Msg::Reply { ok } => self.complete(frame.header.id, reply_result(ok, frame)),
             Msg::DelRef { rrid, weight } => self.release(rrid, from, weight),
             Msg::AddClient {
                 rrid,

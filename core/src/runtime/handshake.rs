@@ -144,14 +144,14 @@ impl Runtime {
             topology,
             allowed: allowed.clone(),
         };
-        link.send(0, &meta_of(&cfg), &Body::Owned(Vec::new()))
+        link.send(0, &encode_msg(&cfg), &Body::Owned(Vec::new()))
             .map_err(|_| Error::ProcessExited(pid))?;
         self.peers
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(pid, info.clone());
-        let added = meta_of(&Msg::PeerAdded(info));
-        let allow = meta_of(&Msg::Allow(vec![pid]));
+        let added = encode_msg(&Msg::PeerAdded(info));
+        let allow = encode_msg(&Msg::Allow(vec![pid]));
         for p in others.iter().filter(|p| p.pid != 1) {
             if let Some(l) = self.link_of(p.pid) {
                 let _ = l.send(0, &added, &Body::Owned(Vec::new()));

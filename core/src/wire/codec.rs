@@ -99,7 +99,7 @@ pub fn encode<T: Serialize + 'static>(value: &T) -> Result<Body<'_>, bincode::Er
 
 /// The one bincode configuration of cohort: fixed-width little-endian integers (the bytes of
 /// `bincode::serialize`), no trailing bytes accepted.
-fn options() -> impl bincode::Options {
+pub(crate) fn options() -> impl bincode::Options {
     use bincode::Options;
     bincode::DefaultOptions::new()
         .with_fixint_encoding()

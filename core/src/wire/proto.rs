@@ -3,6 +3,7 @@
 use crate::base::ids::Pid;
 use crate::base::ids::Rrid;
 use crate::base::topology::Topology;
+use crate::wire::codec;
 use serde::{Deserialize, Serialize};
 
 /// The prefix of the line a worker prints on its stdout to report its listener address:
@@ -125,6 +126,23 @@ pub(crate) enum Msg {
     },
 }
 
+/// Encodes a message in the codec's configuration (fixed-width integers, as always). Sized
+/// first, so the buffer is allocated once (a message holds no references whose `Serialize`
+/// must run only once).
+pub(crate) fn encode_msg(msg: &Msg) -> Vec<u8> {
+    use bincode::Options;
+    codec::options()
+        .serialize(msg)
+        .expect("messages always encode")
+}
+
+/// Decodes a frame's message ([`Frame::meta`](crate::wire::frame::Frame::meta) is exactly the
+/// message's bytes, so trailing bytes are an error).
+pub(crate) fn decode_msg(meta: &[u8]) -> Result<Msg, bincode::Error> {
+    use bincode::Options;
+    codec::options().deserialize(meta)
+}
+
 /// Handshake: the connecting side sends `HELLO_LEN` bytes, the listening side answers
 /// `WELCOME_LEN` bytes or closes (a wrong cookie gets no answer).
 pub(crate) const HELLO_MAGIC: &[u8; 8] = b"COHORTHS";
@@ -207,5 +225,59 @@ impl Welcome {
             pid: u64::from_le_bytes(b[16..24].try_into().ok()?) as Pid,
             host: get_host(&b[24..]),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes on the wire are those of protocol version 2's `bincode::serialize`.
+    #[test]
+    fn messages_encode_as_bincode_serialize() {
+        let msgs = [
+            Msg::Reply { ok: true },
+            Msg::Reply { ok: false },
+            Msg::Call {
+                func: "mod::f".into(),
+                mode: Mode::Store {
+                    rrid: Rrid { whence: 3, id: 77 },
+                    notify: true,
+                },
+            },
+            Msg::Chan {
+                rrid: Rrid { whence: 1, id: 2 },
+                op: ChanOp::Take,
+                key: vec![9, 8, 7],
+            },
+            Msg::Config {
+                pid: 4,
+                peers: vec![PeerInfo {
+                    pid: 2,
+                    addr: "127.0.0.1:9000".into(),
+                    host: "h".into(),
+                }],
+                topology: Topology::AllToAllEager,
+                allowed: Some(vec![2, 3]),
+            },
+            Msg::Coll { seq: u64::MAX },
+        ];
+        for m in &msgs {
+            let ours = encode_msg(m);
+            assert_eq!(ours, bincode::serialize(m).unwrap(), "{m:?}");
+            let back = decode_msg(&ours).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{m:?}"));
+        }
+        // `Reply { ok: true }`: variant index 1 as a fixed-width u32, then the bool.
+        assert_eq!(encode_msg(&Msg::Reply { ok: true }), [1, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn decode_rejects_trailing_and_short_bytes() {
+        let mut b = encode_msg(&Msg::Coll { seq: 5 });
+        assert!(decode_msg(&b[..b.len() - 1]).is_err());
+        b.push(0);
+        assert!(decode_msg(&b).is_err());
+        assert!(decode_msg(&[200, 0, 0, 0]).is_err());
     }
 }
