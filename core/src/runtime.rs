@@ -21,7 +21,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
@@ -123,7 +123,6 @@ pub(crate) type ExitHook = Box<dyn Fn(Pid) + Send + Sync>;
 
 /// A process's place in the cluster.
 pub(crate) struct Runtime {
-    pub(crate) myid: AtomicUsize,
     pub(crate) is_master: bool,
     pub(crate) transport: Arc<dyn Transport>,
     cookie: Mutex<[u8; COOKIE_LEN]>,
@@ -296,7 +295,6 @@ impl Runtime {
         ep.add(&waker, EpollEvent::new(EpollFlags::EPOLLIN, WAKER_TOKEN))?;
         crate::base::ids::set_myid(if is_master { 1 } else { 0 });
         Ok(Runtime {
-            myid: AtomicUsize::new(if is_master { 1 } else { 0 }),
             is_master,
             transport,
             cookie: Mutex::new(random_cookie()),
@@ -332,8 +330,9 @@ impl Runtime {
         })
     }
 
+    /// This process's pid (kept in `base::ids`, set here at start and by the handshake).
     pub(crate) fn myid(&self) -> Pid {
-        self.myid.load(Ordering::Acquire)
+        crate::base::ids::myid()
     }
 
     pub(crate) fn cookie(&self) -> [u8; COOKIE_LEN] {

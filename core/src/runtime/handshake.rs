@@ -85,17 +85,10 @@ impl Runtime {
             if h.from != 1 {
                 return refuse("only the master assigns pids".into());
             }
-            let _ = self
-                .myid
-                .compare_exchange(0, h.assign, Ordering::AcqRel, Ordering::Acquire);
-            if self.myid() != h.assign {
-                return refuse(format!(
-                    "already pid {}, asked to be {}",
-                    self.myid(),
-                    h.assign
-                ));
+            let now = crate::base::ids::assign_myid(h.assign);
+            if now != h.assign {
+                return refuse(format!("already pid {now}, asked to be {}", h.assign));
             }
-            crate::base::ids::set_myid(h.assign);
         } else if self.myid() == 0 {
             return refuse("not yet part of a cluster".into());
         }

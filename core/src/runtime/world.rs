@@ -85,7 +85,6 @@ pub(crate) fn start_world(
     let me = world.rank();
     let rt = Runtime::new(me == 0, Arc::new(NoStreams))
         .map_err(|e| Error::io("creating the runtime", e))?;
-    rt.myid.store(me + 1, Ordering::Release);
     crate::base::ids::set_myid(me + 1);
     if RT.set(rt).is_err() {
         return Err(Error::invalid("cohort::init was already called"));
