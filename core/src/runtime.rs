@@ -8,6 +8,7 @@ use crate::base::ids::Pid;
 use crate::base::ids::Rrid;
 use crate::base::topology::Topology;
 use crate::links::link::{read_exact_until, write_all, FrameSink, Link};
+use crate::links::poller::{Poller, Woken};
 use crate::links::transport::{Listener, Transport};
 use crate::runtime::clients::{Booked, Clients};
 use crate::runtime::exec::{JobCtl, SerialQueue};
@@ -16,12 +17,12 @@ use crate::runtime::store::{Entry, ErasedChannel, Item, ItemChannel, Stored, Val
 use crate::wire::codec::Body;
 use crate::wire::frame::{Frame, PROTOCOL_VERSION};
 use crate::wire::proto::*;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{EpollEvent, EpollFlags};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
@@ -37,14 +38,16 @@ pub(crate) mod mailbox;
 pub mod refs;
 pub mod registry;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 pub(crate) mod world;
 
 pub(crate) use handshake::{raw_handshake, run_worker, start_master};
 
 const LISTENER_TOKEN: u64 = 1;
-/// The poller's own wake-up (see `link::defer`).
-const WAKER_TOKEN: u64 = 2;
-const FIRST_LINK_TOKEN: u64 = 16;
+const FIRST_LINK_TOKEN: u64 = crate::links::poller::FIRST_FREE_TOKEN;
 
 /// A reply slot: where the answer to a request lands, its message already decoded by the
 /// dispatcher: the reply frame of a value, or the error the reply carries.
@@ -121,15 +124,25 @@ type Inflight = (Pid, u64, Arc<JobCtl>, Option<Rrid>);
 /// Told the pid of each worker that is gone.
 pub(crate) type ExitHook = Box<dyn Fn(Pid) + Send + Sync>;
 
-/// A process's place in the cluster.
+/// A process's place in the cluster: its links and their poller, the requests it waits on, the
+/// entries it owns, and what it knows of the others.
+///
+/// A process has one, installed at `init` (`RT`); a test may build more in one process
+/// ([`Runtime::detached`]), each with its own pid, poller and store, joined by socket pairs.
 pub(crate) struct Runtime {
     pub(crate) is_master: bool,
+    /// This runtime's pid (0: a worker not yet contacted). The process's runtime also publishes
+    /// it as the process's `myid` (`base::ids`), which user code reads.
+    me: AtomicUsize,
+    /// Whether this is the process's runtime (`init`): it publishes its pid, and its process
+    /// exits when the master goes or says `Exit`; a detached runtime just stops.
+    process: bool,
+    /// Set by [`Runtime::stop`]: the poller returns.
+    stopping: AtomicBool,
     pub(crate) transport: Arc<dyn Transport>,
     cookie: Mutex<[u8; COOKIE_LEN]>,
     pub(crate) host: String,
-    ep: Epoll,
-    /// Wakes the poller out of a sleep without deadline.
-    waker: nix::sys::eventfd::EventFd,
+    poller: Poller,
     pub(crate) links: RwLock<HashMap<Pid, Arc<Link>>>,
     tokens: RwLock<HashMap<u64, Arc<Link>>>,
     pub(crate) next_token: AtomicU64,
@@ -246,12 +259,21 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs a registered function, turning panics and returned errors into errors.
+/// Runs a registered function on this process, turning panics and returned errors into
+/// errors.
 pub(crate) fn run_guarded(
     func: &str,
     f: impl FnOnce() -> std::result::Result<registry::AnyBox, CallError>,
 ) -> Result<registry::AnyBox> {
-    let me = crate::base::ids::myid();
+    run_guarded_as(crate::base::ids::myid(), func, f)
+}
+
+/// [`run_guarded`] for the runtime with pid `me`, which the errors name.
+pub(crate) fn run_guarded_as(
+    me: Pid,
+    func: &str,
+    f: impl FnOnce() -> std::result::Result<registry::AnyBox, CallError>,
+) -> Result<registry::AnyBox> {
     // Nested calls (a remote function calling one on this process) restore the outer mark.
     let outer = IN_REMOTE.with(|c| c.replace(Some(String::new())));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
@@ -287,20 +309,46 @@ fn awaiting<R>(f: impl FnOnce() -> R) -> R {
 }
 
 impl Runtime {
+    /// The process's runtime (installed in `RT` by the caller): pid 1 on the master, none yet
+    /// on a worker.
     pub(crate) fn new(is_master: bool, transport: Arc<dyn Transport>) -> io::Result<Runtime> {
-        let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        let waker = nix::sys::eventfd::EventFd::from_flags(
-            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
-        )?;
-        ep.add(&waker, EpollEvent::new(EpollFlags::EPOLLIN, WAKER_TOKEN))?;
-        crate::base::ids::set_myid(if is_master { 1 } else { 0 });
+        let rt = Runtime::build(is_master, true, transport)?;
+        rt.set_pid(if is_master { 1 } else { 0 });
+        Ok(rt)
+    }
+
+    /// A runtime with pid `pid` that is not the process's: for tests that run several in one
+    /// process. It lives for the rest of the process (like the process's runtime, which lives
+    /// in a static), its poller runs until [`Runtime::stop`].
+    #[cfg(test)]
+    pub(crate) fn detached(
+        pid: Pid,
+        transport: Arc<dyn Transport>,
+    ) -> io::Result<&'static Runtime> {
+        let rt: &'static Runtime = Box::leak(Box::new(Runtime::build(pid == 1, false, transport)?));
+        rt.set_pid(pid);
+        rt.peers.write().unwrap_or_else(|e| e.into_inner()).insert(
+            pid,
+            PeerInfo {
+                pid,
+                addr: String::new(),
+                host: rt.host.clone(),
+            },
+        );
+        rt.start_poller()?;
+        Ok(rt)
+    }
+
+    fn build(is_master: bool, process: bool, transport: Arc<dyn Transport>) -> io::Result<Runtime> {
         Ok(Runtime {
             is_master,
+            me: AtomicUsize::new(0),
+            process,
+            stopping: AtomicBool::new(false),
             transport,
             cookie: Mutex::new(random_cookie()),
             host: hostname(),
-            ep,
-            waker,
+            poller: Poller::new()?,
             links: RwLock::new(HashMap::new()),
             tokens: RwLock::new(HashMap::new()),
             next_token: AtomicU64::new(FIRST_LINK_TOKEN),
@@ -330,9 +378,58 @@ impl Runtime {
         })
     }
 
-    /// This process's pid (kept in `base::ids`, set here at start and by the handshake).
+    /// This runtime's pid.
     pub(crate) fn myid(&self) -> Pid {
-        crate::base::ids::myid()
+        self.me.load(Ordering::Acquire)
+    }
+
+    /// Sets this runtime's pid (at start, and from the rank in MPI mode).
+    pub(crate) fn set_pid(&self, pid: Pid) {
+        self.me.store(pid, Ordering::Release);
+        if self.process {
+            crate::base::ids::set_myid(pid);
+        }
+    }
+
+    /// The handshake's assignment: takes `pid` if this runtime has none yet; returns the pid it
+    /// has afterwards (another one means it was already assigned).
+    pub(crate) fn assign_pid(&self, pid: Pid) -> Pid {
+        match self
+            .me
+            .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                if self.process {
+                    crate::base::ids::set_myid(pid);
+                }
+                pid
+            }
+            Err(now) => now,
+        }
+    }
+
+    /// Starts the poller thread.
+    pub(crate) fn start_poller(&'static self) -> io::Result<()> {
+        std::thread::Builder::new()
+            .name("cohort-poller".into())
+            .spawn(move || self.poll_loop())
+            .map(|_| ())
+    }
+
+    /// Stops a detached runtime: closes its links (its peers see it gone) and ends its poller.
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let links: Vec<Arc<Link>> = self
+            .tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for l in links {
+            l.kill(&self.poller);
+        }
+        self.poller.wake();
     }
 
     pub(crate) fn cookie(&self) -> [u8; COOKIE_LEN] {
@@ -371,7 +468,7 @@ impl Runtime {
                 })
                 .or_insert_with(|| Arc::clone(&link)),
         );
-        link.register(&self.ep)?;
+        link.register(&self.poller)?;
         Ok(chosen)
     }
 
@@ -465,7 +562,7 @@ impl Runtime {
     }
 
     /// Sends a request and waits for its reply; returns the reply's body as a frame.
-    pub(crate) fn request(&self, pid: Pid, msg: &Msg, body: &Body<'_>) -> Result<Frame> {
+    pub(crate) fn request(&'static self, pid: Pid, msg: &Msg, body: &Body<'_>) -> Result<Frame> {
         let p = self.request_start(pid, msg, body)?;
         self.request_finish(p)
     }
@@ -495,14 +592,14 @@ impl Runtime {
     }
 
     /// Waits for the reply of a request sent with [`Runtime::request_start`].
-    pub(crate) fn request_finish(&self, p: PendingReq) -> Result<Frame> {
+    pub(crate) fn request_finish(&'static self, p: PendingReq) -> Result<Frame> {
         self.request_finish_until(p, None)
     }
 
     /// Like [`Runtime::request_finish`], giving up with `Error::Timeout` at `deadline` (a
     /// reply that comes later is dropped).
     pub(crate) fn request_finish_until(
-        &self,
+        &'static self,
         p: PendingReq,
         deadline: Option<Instant>,
     ) -> Result<Frame> {
@@ -511,8 +608,8 @@ impl Runtime {
             let past = || deadline.is_some_and(|d| Instant::now() >= d);
             awaiting(|| {
                 link.spin(
-                    &self.ep,
-                    self,
+                    &self.poller,
+                    &self,
                     self.spin,
                     &|| slot.is_done() || past(),
                     false,
@@ -562,14 +659,14 @@ impl Runtime {
     /// Waits (polling, for the spin window) until every request in `pending` has its reply:
     /// the fan-out counterpart of the spin in [`Runtime::request_finish`], which then finds
     /// the replies there.
-    pub(crate) fn await_all<'a>(&self, pending: impl IntoIterator<Item = &'a PendingReq>) {
+    pub(crate) fn await_all<'a>(&'static self, pending: impl IntoIterator<Item = &'a PendingReq>) {
         let pending: Vec<&PendingReq> = pending.into_iter().collect();
         if pending.iter().all(|p| p.slot.is_done()) {
             return;
         }
         let links: Vec<&Link> = pending.iter().map(|p| &*p.link).collect();
         awaiting(|| {
-            crate::links::link::spin_many(&links, &self.ep, self, self.spin, &|| {
+            crate::links::link::spin_many(&links, &self.poller, &self, self.spin, &|| {
                 pending.iter().all(|p| p.slot.is_done())
             })
         });
@@ -802,7 +899,7 @@ impl Runtime {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&pid)
         {
-            l.kill(&self.ep);
+            l.kill(&self.poller);
         }
         let failed: Vec<(u64, Arc<Slot>)> = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -833,7 +930,7 @@ impl Runtime {
             for h in hooks.iter() {
                 h(pid);
             }
-        } else if pid == 1 {
+        } else if pid == 1 && self.process {
             // The master is gone: a worker has nothing left to serve (as in Julia).
             std::process::exit(0);
         }
@@ -865,54 +962,39 @@ impl Runtime {
 
     pub(crate) fn poll_loop(&'static self) {
         let mut events = vec![EpollEvent::empty(); 64];
-        loop {
-            let timeout = crate::links::link::poller_timeout()
-                .map_or(1000u16, |d| d.as_millis().clamp(1, 1000) as u16);
-            let r = self.ep.wait(&mut events, EpollTimeout::from(timeout));
-            crate::links::link::poller_awake();
-            let n = match r {
-                Ok(n) => n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    crate::log!(error, error = %e, "epoll failed");
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
+        while !self.stopping.load(Ordering::Acquire) {
+            let Woken::Events(evs) = self.poller.wait(&mut events, Duration::from_secs(1)) else {
+                continue;
             };
-            for ev in &events[..n] {
+            for ev in evs {
                 let t = ev.data();
                 if t == LISTENER_TOKEN {
                     self.accept_all();
                     continue;
                 }
-                if t == WAKER_TOKEN {
-                    let _ = self.waker.read();
+                if Poller::is_own(t) {
                     continue;
                 }
-                let link = self
-                    .tokens
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&t)
-                    .cloned();
+                let link = self.token_link(t);
                 if let Some(link) = link {
-                    link.service(&self.ep, self);
+                    link.service(&self.poller, &self);
                 }
             }
-            crate::links::link::arm_deferred(&self.ep, self, &|t| {
-                self.tokens
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&t)
-                    .cloned()
-            });
+            crate::links::link::arm_deferred(&self.poller, &self, &|t| self.token_link(t));
         }
     }
 
+    fn token_link(&self, t: u64) -> Option<Arc<Link>> {
+        self.tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&t)
+            .cloned()
+    }
+
     pub(crate) fn set_listener(&self, l: Box<dyn Listener>) -> io::Result<()> {
-        self.ep
-            .add(l.fd(), EpollEvent::new(EpollFlags::EPOLLIN, LISTENER_TOKEN))
-            .map_err(io::Error::from)?;
+        self.poller
+            .add(l.fd(), EpollFlags::EPOLLIN, LISTENER_TOKEN)?;
         *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(l);
         Ok(())
     }
@@ -947,23 +1029,18 @@ impl Runtime {
     }
 }
 
-impl FrameSink for Runtime {
-    fn wake_poller(&self) {
-        let _ = self.waker.write(1);
-    }
+impl FrameSink for &'static Runtime {
     fn on_world_frame(&self, from: Pid, frame: Frame) {
-        let rt: &'static Runtime = RT.get().expect("runtime initialised");
-        rt.dispatch(from, frame);
+        self.dispatch(from, frame);
     }
     fn on_frame(&self, link: &Link, frame: Frame) {
-        // SAFETY-free: the runtime lives in a static; recover the 'static reference.
-        let rt: &'static Runtime = RT.get().expect("runtime initialised");
-        rt.dispatch(link.peer, frame);
+        self.dispatch(link.peer, frame);
     }
     fn on_close(&self, link: &Link, why: io::Error) {
-        let rt: &'static Runtime = RT.get().expect("runtime initialised");
+        let rt: &'static Runtime = self;
         if why.kind() != io::ErrorKind::UnexpectedEof
             && why.kind() != io::ErrorKind::ConnectionReset
+            && !rt.stopping.load(Ordering::Acquire)
         {
             crate::log!(
                 warn,
@@ -984,7 +1061,7 @@ impl FrameSink for Runtime {
         if !other_alive {
             rt.peer_gone(link.peer);
         }
-        link.kill(&rt.ep);
+        link.kill(&rt.poller);
         rt.tokens
             .write()
             .unwrap_or_else(|e| e.into_inner())

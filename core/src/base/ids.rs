@@ -41,13 +41,6 @@ pub(crate) fn set_myid(pid: Pid) {
     STARTED.store(true, Ordering::Release);
 }
 
-/// The handshake's assignment: takes `pid` if this process has none yet; returns the pid it
-/// has afterwards (another one means it was already assigned).
-pub(crate) fn assign_myid(pid: Pid) -> Pid {
-    let _ = MYID.compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire);
-    MYID.load(Ordering::Acquire)
-}
-
 /// The pid for log lines: none before the process has one.
 pub(crate) fn known_pid() -> Option<Pid> {
     Some(MYID.load(Ordering::Acquire)).filter(|&p| p != 0 && STARTED.load(Ordering::Acquire))

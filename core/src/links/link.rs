@@ -1,6 +1,8 @@
-//! A link to one peer: a framed byte stream shared by a writer lock and a reader lock.
+//! A link to one peer, in one of two flavours: a framed byte stream (a socket) shared by a
+//! writer lock and a reader lock, or a rank of a message-passing world (MPI), whose frames a
+//! progress thread or a spinner polls from the world.
 //!
-//! Reading follows a leader/follower scheme. The process's poller thread waits on every link
+//! Reading a stream follows a leader/follower scheme. The runtime's poller thread waits on every link
 //! with `epoll` in one-shot mode. A thread that expects a frame soon (a caller waiting for its
 //! reply, an executor that just finished a request) takes the reader lock itself, disarms the
 //! link in `epoll` and polls the socket for a short window: the frame is handled on the thread
@@ -9,19 +11,21 @@
 //!
 //! One exception saves the two `epoll_ctl` calls per request on a busy worker: an executor
 //! whose spin ends because a request arrived leaves the link disarmed, as it will spin on it
-//! again when the request is done. The link is then on the deferred list, and the poller arms
+//! again when the request is done. The link is then on the poller's deferred list, and the poller arms
 //! it once it has stayed so for [`DEFER`] (a long request), so frames that arrive meanwhile,
 //! an interrupt among them, wait at most that long. A poller about to sleep for long makes
 //! executors arm at once instead.
 
 use crate::base::ids::Pid;
+use crate::links::poller::{Poller, DEFER};
+use crate::links::transport::MessageWorld;
 use crate::wire::codec::Body;
 use crate::wire::frame::{FdSource, Frame, FrameReader, Header};
-use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use nix::sys::epoll::EpollFlags;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// What the reader of a link does with each frame and with the link's end.
@@ -30,8 +34,6 @@ pub(crate) trait FrameSink {
     /// A frame that came from `from` by way of a message-passing world.
     fn on_world_frame(&self, from: Pid, frame: Frame);
     fn on_close(&self, link: &Link, why: io::Error);
-    /// Wakes the poller thread (it sleeps without a deadline for deferred links).
-    fn wake_poller(&self);
 }
 
 /// Bytes of frames this process has handed to its links (headers included); see
@@ -41,16 +43,25 @@ pub(crate) static BYTES_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::
 pub(crate) struct Link {
     pub(crate) peer: Pid,
     pub(crate) token: u64,
-    /// A byte stream, or `None` for a message link.
-    fd: Option<OwnedFd>,
-    /// A message link: the world and the peer's rank in it.
-    world: Option<(
-        std::sync::Arc<dyn crate::links::transport::MessageWorld>,
-        usize,
-    )>,
+    dead: AtomicBool,
+    flavour: Flavour,
+}
+
+/// How a link carries frames.
+enum Flavour {
+    /// A byte stream (a socket), read by whoever holds its reader lock.
+    Stream(Stream),
+    /// A rank of a message-passing world, whose progress thread (or a spinner) delivers frames.
+    Message {
+        world: Arc<dyn MessageWorld>,
+        rank: usize,
+    },
+}
+
+struct Stream {
+    fd: OwnedFd,
     writer: Mutex<Vec<u8>>,
     reader: Mutex<FrameReader>,
-    dead: AtomicBool,
     /// Whether the link is armed in epoll (or fired and about to be serviced and re-armed).
     /// Changed only under the reader lock.
     armed: AtomicBool,
@@ -58,15 +69,6 @@ pub(crate) struct Link {
     /// only under the reader lock.
     deferred_at: AtomicU64,
 }
-
-/// How long a link may stay disarmed after a spin before the poller arms it.
-pub(crate) const DEFER: Duration = Duration::from_millis(1);
-
-/// Tokens of links a spin left disarmed.
-static DEFERRED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
-
-/// Set while the poller sleeps without a deadline for deferred links.
-static POLLER_IDLE: AtomicBool = AtomicBool::new(false);
 
 fn epoch() -> Instant {
     static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -78,67 +80,38 @@ fn now_ns() -> u64 {
     epoch().elapsed().as_nanos() as u64 | 1
 }
 
-/// Whether links wait on the deferred list (the poller then wakes within [`DEFER`]).
-pub(crate) fn has_deferred() -> bool {
-    !DEFERRED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .is_empty()
-}
-
-/// The poller's sleep: how long it may wait for events. Without deferred links it marks itself
-/// idle first, so that a spin ending meanwhile arms its link itself.
-pub(crate) fn poller_timeout() -> Option<Duration> {
-    if has_deferred() {
-        return Some(DEFER);
-    }
-    POLLER_IDLE.store(true, Ordering::SeqCst);
-    if has_deferred() {
-        POLLER_IDLE.store(false, Ordering::SeqCst);
-        return Some(DEFER);
-    }
-    None
-}
-
-/// The poller is awake again.
-pub(crate) fn poller_awake() {
-    POLLER_IDLE.store(false, Ordering::SeqCst);
-}
-
 /// Arms the deferred links that have waited [`DEFER`] and that nobody is reading, after
 /// handling the frames they hold (the poller's path). `lookup` finds a link by token.
 pub(crate) fn arm_deferred(
-    ep: &Epoll,
+    poller: &Poller,
     sink: &dyn FrameSink,
-    lookup: &dyn Fn(u64) -> Option<std::sync::Arc<Link>>,
+    lookup: &dyn Fn(u64) -> Option<Arc<Link>>,
 ) {
-    let tokens = DEFERRED.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let now = now_ns();
     let mut done = Vec::new();
-    for t in tokens {
+    for t in poller.deferred() {
         let Some(link) = lookup(t).filter(|l| !l.is_dead()) else {
             done.push(t);
             continue;
         };
-        // A spinner reads it: it arms or defers it again when it stops.
-        let Ok(r) = link.reader.try_lock() else {
+        let Some(s) = link.stream() else {
+            done.push(t);
             continue;
         };
-        let at = link.deferred_at.load(Ordering::Acquire);
+        // A spinner reads it: it arms or defers it again when it stops.
+        let Ok(r) = s.reader.try_lock() else {
+            continue;
+        };
+        let at = s.deferred_at.load(Ordering::Acquire);
         if at != 0 && now.saturating_sub(at) < DEFER.as_nanos() as u64 {
             continue;
         }
         done.push(t);
         if at != 0 {
-            link.service_locked(r, ep, sink);
+            link.service_locked(s, r, poller, sink);
         }
     }
-    if !done.is_empty() {
-        DEFERRED
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|t| !done.contains(t));
-    }
+    poller.undefer(&done);
 }
 
 const ARMED: EpollFlags = EpollFlags::EPOLLIN
@@ -151,13 +124,14 @@ impl Link {
         Ok(Link {
             peer,
             token,
-            fd: Some(fd),
-            world: None,
-            writer: Mutex::new(Vec::with_capacity(16 * 1024)),
-            reader: Mutex::new(FrameReader::new(max_frame)),
             dead: AtomicBool::new(false),
-            armed: AtomicBool::new(true),
-            deferred_at: AtomicU64::new(0),
+            flavour: Flavour::Stream(Stream {
+                fd,
+                writer: Mutex::new(Vec::with_capacity(16 * 1024)),
+                reader: Mutex::new(FrameReader::new(max_frame)),
+                armed: AtomicBool::new(true),
+                deferred_at: AtomicU64::new(0),
+            }),
         })
     }
 
@@ -166,73 +140,58 @@ impl Link {
     pub(crate) fn new_message(
         peer: Pid,
         token: u64,
-        world: std::sync::Arc<dyn crate::links::transport::MessageWorld>,
+        world: Arc<dyn MessageWorld>,
         rank: usize,
     ) -> Link {
         Link {
             peer,
             token,
-            fd: None,
-            world: Some((world, rank)),
-            writer: Mutex::new(Vec::new()),
-            reader: Mutex::new(FrameReader::new(0)),
             dead: AtomicBool::new(false),
-            armed: AtomicBool::new(false),
-            deferred_at: AtomicU64::new(0),
+            flavour: Flavour::Message { world, rank },
         }
     }
 
-    pub(crate) fn register(&self, ep: &Epoll) -> io::Result<()> {
-        match &self.fd {
-            Some(fd) => ep
-                .add(fd, EpollEvent::new(ARMED, self.token))
-                .map_err(io::Error::from),
+    fn stream(&self) -> Option<&Stream> {
+        match &self.flavour {
+            Flavour::Stream(s) => Some(s),
+            Flavour::Message { .. } => None,
+        }
+    }
+
+    pub(crate) fn register(&self, poller: &Poller) -> io::Result<()> {
+        match self.stream() {
+            Some(s) => poller.add(&s.fd, ARMED, self.token),
             None => Ok(()),
         }
     }
 
-    /// Arms or disarms the link in epoll; called with the reader lock held.
-    fn arm(&self, ep: &Epoll, on: bool) {
-        let Some(fd) = &self.fd else { return };
-        self.armed.store(on, Ordering::Release);
+    /// Arms or disarms the stream in epoll; called with its reader lock held.
+    fn arm(&self, s: &Stream, poller: &Poller, on: bool) {
+        s.armed.store(on, Ordering::Release);
         if on {
-            self.deferred_at.store(0, Ordering::Release);
+            s.deferred_at.store(0, Ordering::Release);
         }
         let flags = if on { ARMED } else { EpollFlags::EPOLLONESHOT };
-        let mut ev = EpollEvent::new(flags, self.token);
-        // A failure means the descriptor is already closed and deregistered: nothing to arm.
-        let _ = ep.modify(fd, &mut ev);
+        poller.modify(&s.fd, flags, self.token);
     }
 
     pub(crate) fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Acquire)
     }
 
-    /// Leaves the link disarmed for a spin that comes soon; called with the reader lock held.
-    fn defer(&self, sink: &dyn FrameSink) {
-        if self.deferred_at.swap(now_ns(), Ordering::AcqRel) == 0 {
-            DEFERRED
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(self.token);
-        }
-        // The poller sleeps without a deadline: it would not come back for this link. The first
-        // spin to see it wakes it (then it keeps short sleeps while links wait).
-        if POLLER_IDLE
-            .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-        {
-            sink.wake_poller();
-        }
+    /// Leaves the stream disarmed for a spin that comes soon; called with its reader lock held.
+    fn defer(&self, s: &Stream, poller: &Poller) {
+        let first = s.deferred_at.swap(now_ns(), Ordering::AcqRel) == 0;
+        poller.defer(self.token, first);
     }
 
     /// Marks the link dead and shuts the socket so that both directions fail fast.
-    pub(crate) fn kill(&self, ep: &Epoll) {
+    pub(crate) fn kill(&self, poller: &Poller) {
         if !self.dead.swap(true, Ordering::AcqRel) {
-            if let Some(fd) = &self.fd {
-                let _ = ep.delete(fd);
+            if let Some(s) = self.stream() {
+                poller.delete(&s.fd);
                 let _ =
-                    nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+                    nix::sys::socket::shutdown(s.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
             }
         }
     }
@@ -251,39 +210,42 @@ impl Link {
         }
         .encode();
         BYTES_SENT.fetch_add((header.len() + total) as u64, Ordering::Relaxed);
-        let mut buf = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(fd) = &self.fd else {
-            let (w, rank) = self.world.as_ref().expect("a link has a stream or a world");
-            return w.send(*rank, &[&header, meta, b0, b1]);
+        let s = match &self.flavour {
+            Flavour::Stream(s) => s,
+            Flavour::Message { world, rank } => return world.send(*rank, &[&header, meta, b0, b1]),
         };
+        let mut buf = s.writer.lock().unwrap_or_else(|e| e.into_inner());
         if total <= 64 * 1024 {
             buf.clear();
             buf.extend_from_slice(&header);
             buf.extend_from_slice(meta);
             buf.extend_from_slice(b0);
             buf.extend_from_slice(b1);
-            write_all(fd, &[&buf])
+            write_all(&s.fd, &[&buf])
         } else {
-            write_all(fd, &[&header, meta, b0, b1])
+            write_all(&s.fd, &[&header, meta, b0, b1])
         }
     }
 
     /// Reads and handles every complete frame now available (the poller's path).
-    pub(crate) fn service(&self, ep: &Epoll, sink: &dyn FrameSink) {
-        if self.fd.is_none() {
-            return;
-        }
-        let r = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        self.service_locked(r, ep, sink);
+    pub(crate) fn service(&self, poller: &Poller, sink: &dyn FrameSink) {
+        let Some(s) = self.stream() else { return };
+        let r = s.reader.lock().unwrap_or_else(|e| e.into_inner());
+        self.service_locked(s, r, poller, sink);
     }
 
-    fn service_locked(&self, mut r: MutexGuard<'_, FrameReader>, ep: &Epoll, sink: &dyn FrameSink) {
-        let Some(fd) = &self.fd else { return };
+    fn service_locked(
+        &self,
+        s: &Stream,
+        mut r: MutexGuard<'_, FrameReader>,
+        poller: &Poller,
+        sink: &dyn FrameSink,
+    ) {
         loop {
-            match r.poll(&mut FdSource(fd.as_fd())) {
+            match r.poll(&mut FdSource(s.fd.as_fd())) {
                 Ok(Some(f)) => sink.on_frame(self, f),
                 Ok(None) => {
-                    self.arm(ep, true);
+                    self.arm(s, poller, true);
                     return;
                 }
                 Err(e) => {
@@ -301,7 +263,7 @@ impl Link {
     /// on it again soon.
     pub(crate) fn spin(
         &self,
-        ep: &Epoll,
+        poller: &Poller,
         sink: &dyn FrameSink,
         window: Duration,
         done: &dyn Fn() -> bool,
@@ -310,62 +272,79 @@ impl Link {
         if window.is_zero() || self.is_dead() {
             return;
         }
-        if self.fd.is_none() {
-            // A message link: poll the world on this thread (whoever holds the poll token
-            // reads; the progress thread is the fallback), as a stream spinner reads its socket.
-            let (w, _) = self.world.as_ref().expect("a link has a stream or a world");
-            WORLD_SPINNERS.fetch_add(1, Ordering::AcqRel);
-            let mut last = Instant::now();
-            let mut progressed = false;
-            let mut n = 0u32;
-            while !done() {
-                if poll_world(w.as_ref(), &mut |rank, f| sink.on_world_frame(rank + 1, f)) {
-                    progressed = true;
-                    continue;
-                }
-                // Poll hot (as MPI itself does), now and then leaving the core to others and
-                // reading the clock (at every poll it would cost a tenth of the loop).
-                n = n.wrapping_add(1);
-                if n.is_multiple_of(64) {
-                    if progressed {
-                        progressed = false;
-                        last = Instant::now();
-                    } else if last.elapsed() >= window {
-                        break;
-                    }
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
-                }
+        let s = match &self.flavour {
+            Flavour::Stream(s) => s,
+            Flavour::Message { world, .. } => {
+                return spin_world(world.as_ref(), sink, window, done)
             }
-            WORLD_SPINNERS.fetch_sub(1, Ordering::AcqRel);
-            return;
-        }
-        let Some(r) = self.take_reader(ep) else {
+        };
+        let Some(r) = self.take_reader(s, poller) else {
             return;
         };
-        let mut held = vec![(self, r)];
+        let mut held = vec![(self, s, r)];
         let finished = spin_held(&mut held, sink, window, done);
         if held.is_empty() {
             return; // closed
         }
         if finished && defer {
-            self.defer(sink);
+            self.defer(s, poller);
         } else {
-            self.arm(ep, true);
+            self.arm(s, poller, true);
         }
     }
 
-    /// The reader lock, unless another thread holds it, with the link disarmed in epoll: what
+    /// The reader lock, unless another thread holds it, with the stream disarmed in epoll: what
     /// a spinner starts with.
-    fn take_reader(&self, ep: &Epoll) -> Option<MutexGuard<'_, FrameReader>> {
-        let r = self.reader.try_lock().ok()?;
-        if self.armed.load(Ordering::Acquire) {
-            self.arm(ep, false);
+    fn take_reader<'a>(
+        &self,
+        s: &'a Stream,
+        poller: &Poller,
+    ) -> Option<MutexGuard<'a, FrameReader>> {
+        let r = s.reader.try_lock().ok()?;
+        if s.armed.load(Ordering::Acquire) {
+            self.arm(s, poller, false);
         }
         Some(r)
     }
 }
+
+/// A message link's spin: polls the world on this thread (whoever holds the poll token reads;
+/// the progress thread is the fallback), as a stream spinner reads its socket.
+fn spin_world(
+    w: &dyn MessageWorld,
+    sink: &dyn FrameSink,
+    window: Duration,
+    done: &dyn Fn() -> bool,
+) {
+    WORLD_SPINNERS.fetch_add(1, Ordering::AcqRel);
+    let mut last = Instant::now();
+    let mut progressed = false;
+    let mut n = 0u32;
+    while !done() {
+        if poll_world(w, &mut |rank, f| sink.on_world_frame(rank + 1, f)) {
+            progressed = true;
+            continue;
+        }
+        // Poll hot (as MPI itself does), now and then leaving the core to others and reading
+        // the clock (at every poll it would cost a tenth of the loop).
+        n = n.wrapping_add(1);
+        if n.is_multiple_of(64) {
+            if progressed {
+                progressed = false;
+                last = Instant::now();
+            } else if last.elapsed() >= window {
+                break;
+            }
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    WORLD_SPINNERS.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// A stream link whose reader this thread holds.
+type Held<'a> = (&'a Link, &'a Stream, MutexGuard<'a, FrameReader>);
 
 /// The spin over the stream links whose readers this thread holds: reads and hands on every
 /// frame, and stops when `done()` (true) or when `window` passes with no byte read (false). A
@@ -373,30 +352,27 @@ impl Link {
 /// a complete frame buffered, so stopping loses nothing (a buffered frame would never wake
 /// the poller).
 fn spin_held(
-    held: &mut Vec<(&Link, MutexGuard<'_, FrameReader>)>,
+    held: &mut Vec<Held<'_>>,
     sink: &dyn FrameSink,
     window: Duration,
     done: &dyn Fn() -> bool,
 ) -> bool {
-    let bytes = |held: &Vec<(&Link, MutexGuard<'_, FrameReader>)>| -> u64 {
-        held.iter().map(|(_, r)| r.bytes_read()).sum()
-    };
+    let bytes = |held: &Vec<Held<'_>>| -> u64 { held.iter().map(|(_, _, r)| r.bytes_read()).sum() };
     let mut last = Instant::now();
     let mut seen = bytes(held);
     let mut n = 0u32;
     while !held.is_empty() {
         let mut i = 0;
         while i < held.len() {
-            let (l, r) = &mut held[i];
-            let fd = l.fd.as_ref().expect("a stream link");
-            match r.poll(&mut FdSource(fd.as_fd())) {
+            let (l, s, r) = &mut held[i];
+            match r.poll(&mut FdSource(s.fd.as_fd())) {
                 Ok(Some(f)) => {
                     sink.on_frame(l, f);
                     last = Instant::now();
                 }
                 Ok(None) => i += 1,
                 Err(e) => {
-                    let (l, r) = held.swap_remove(i);
+                    let (l, _, r) = held.swap_remove(i);
                     drop(r);
                     sink.on_close(l, e);
                 }
@@ -431,7 +407,7 @@ fn spin_held(
 /// are polled through the world, all ranks at once.
 pub(crate) fn spin_many(
     links: &[&Link],
-    ep: &Epoll,
+    poller: &Poller,
     sink: &dyn FrameSink,
     window: Duration,
     done: &dyn Fn() -> bool,
@@ -439,22 +415,23 @@ pub(crate) fn spin_many(
     if window.is_zero() {
         return;
     }
-    if let Some(l) = links.iter().find(|l| l.fd.is_none()) {
-        l.spin(ep, sink, window, done, false);
+    if let Some(l) = links.iter().find(|l| l.stream().is_none()) {
+        l.spin(poller, sink, window, done, false);
         return;
     }
-    let mut held: Vec<(&Link, MutexGuard<'_, FrameReader>)> = Vec::with_capacity(links.len());
+    let mut held: Vec<Held<'_>> = Vec::with_capacity(links.len());
     for &l in links {
-        if l.is_dead() || held.iter().any(|(h, _)| std::ptr::eq(*h, l)) {
+        if l.is_dead() || held.iter().any(|(h, _, _)| std::ptr::eq(*h, l)) {
             continue;
         }
-        if let Some(r) = l.take_reader(ep) {
-            held.push((l, r));
+        let Some(s) = l.stream() else { continue };
+        if let Some(r) = l.take_reader(s, poller) {
+            held.push((l, s, r));
         }
     }
     spin_held(&mut held, sink, window, done);
-    for (l, _) in &held {
-        l.arm(ep, true);
+    for (l, s, _) in &held {
+        l.arm(s, poller, true);
     }
 }
 

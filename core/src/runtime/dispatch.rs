@@ -96,7 +96,7 @@ impl Runtime {
         Arc::clone(qs.entry(pid).or_insert_with(|| {
             SerialQueue::new(Box::new(move |q: &SerialQueue| {
                 if let Some(link) = self.link_of(pid) {
-                    link.spin(&self.ep, self, self.spin, &|| q.has_jobs(), true);
+                    link.spin(&self.poller, &self, self.spin, &|| q.has_jobs(), true);
                 }
             }))
         }))
@@ -140,6 +140,9 @@ impl Runtime {
                 let _ = std::io::stdout().flush();
                 let _ = std::io::stderr().flush();
                 // In MPI mode this runs on the progress thread, the only one polling the library.
+                if !self.process {
+                    return self.stop();
+                }
                 if let Some(w) = self.world.get() {
                     self.world_stop.store(true, Ordering::Release);
                     w.finalize();
@@ -444,7 +447,8 @@ impl Runtime {
                         pid: self.myid(),
                     }),
                     Some(entry) => {
-                        run_guarded(&func, || (entry.call)(&frame.body())).map(|v| (entry, v))
+                        run_guarded_as(self.myid(), &func, || (entry.call)(&frame.body()))
+                            .map(|v| (entry, v))
                     }
                 };
                 match mode {
@@ -574,7 +578,7 @@ impl Runtime {
                 "{func} does not return a type implementing AbstractChannel"
             ))
         })?;
-        let v = run_guarded(func, || call(entry))?;
+        let v = run_guarded_as(self.myid(), func, || call(entry))?;
         Ok(conv(v))
     }
 

@@ -85,7 +85,7 @@ impl Runtime {
             if h.from != 1 {
                 return refuse("only the master assigns pids".into());
             }
-            let now = crate::base::ids::assign_myid(h.assign);
+            let now = self.assign_pid(h.assign);
             if now != h.assign {
                 return refuse(format!("already pid {now}, asked to be {}", h.assign));
             }
@@ -209,9 +209,7 @@ pub(crate) fn start_master(transport: Arc<dyn Transport>) -> Result<&'static Run
         },
     );
     install_panic_hook();
-    std::thread::Builder::new()
-        .name("cohort-poller".into())
-        .spawn(move || rt.poll_loop())
+    rt.start_poller()
         .map_err(|e| Error::io("starting the poller thread", e))?;
     Ok(rt)
 }
@@ -251,9 +249,7 @@ pub(crate) fn run_worker(transport: Arc<dyn Transport>) -> ! {
         let _ = writeln!(out, "{}{addr}", crate::wire::proto::WORKER_ADDRESS_TAG);
         let _ = out.flush();
     }
-    std::thread::Builder::new()
-        .name("cohort-poller".into())
-        .spawn(move || rt.poll_loop())
+    rt.start_poller()
         .unwrap_or_else(|e| fail(format!("cannot start the poller: {e}")));
     let deadline = Instant::now() + env::worker_timeout();
     while rt.myid() == 0 || rt.link_of(1).is_none() {

@@ -85,7 +85,7 @@ pub(crate) fn start_world(
     let me = world.rank();
     let rt = Runtime::new(me == 0, Arc::new(NoStreams))
         .map_err(|e| Error::io("creating the runtime", e))?;
-    crate::base::ids::set_myid(me + 1);
+    rt.set_pid(me + 1);
     if RT.set(rt).is_err() {
         return Err(Error::invalid("cohort::init was already called"));
     }

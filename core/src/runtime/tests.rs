@@ -1,0 +1,487 @@
+//! In-process tests of the runtime: dispatch, the owner store, reference books and client
+//! sets, and reply slots, on runtimes joined by socket pairs in this process.
+
+use super::testing::{args, eventually, Local};
+use super::*;
+use crate::runtime::registry::RemoteFn;
+use crate::runtime::store::INITIAL_WEIGHT;
+use crate::wire::codec;
+
+#[cohort_macros::remote(crate = crate)]
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+#[cohort_macros::remote(crate = crate)]
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[cohort_macros::remote(crate = crate)]
+fn refuse(x: u64) -> std::result::Result<u64, String> {
+    Err(format!("no {x}"))
+}
+
+fn call(f: &str, mode: Mode) -> Msg {
+    Msg::Call {
+        func: f.to_string(),
+        mode,
+    }
+}
+
+fn none() -> Body<'static> {
+    Body::Owned(Vec::new())
+}
+
+fn value(f: Frame) -> u64 {
+    codec::decode_frame::<u64>(f).expect("a u64 reply")
+}
+
+fn ready(rt: &'static Runtime, owner: Pid, rrid: Rrid) -> bool {
+    let f = rt
+        .request(owner, &Msg::IsReady { rrid }, &none())
+        .expect("isready is answered");
+    f.body()[..] == [1]
+}
+
+#[test]
+fn a_call_is_answered_by_its_owner() {
+    let c = Local::new(2);
+    let f = c
+        .rt(1)
+        .request(2, &call(add.name(), Mode::Fetch), &args(&(2u64, 3u64)))
+        .unwrap();
+    assert_eq!(value(f), 5);
+    // And the other way round: a worker's runtime calls the master's.
+    let f = c
+        .rt(2)
+        .request(1, &call(add.name(), Mode::Fetch), &args(&(40u64, 2u64)))
+        .unwrap();
+    assert_eq!(value(f), 42);
+}
+
+#[test]
+fn errors_name_the_owner_and_leave_the_link_usable() {
+    let c = Local::new(2);
+    let rt = c.rt(1);
+    match rt.request(2, &call("no::such_fn", Mode::Fetch), &none()) {
+        Err(Error::UnknownFunction { name, pid }) => {
+            assert_eq!((name.as_str(), pid), ("no::such_fn", 2))
+        }
+        other => panic!("expected UnknownFunction, got {other:?}"),
+    }
+    match rt.request(2, &call(refuse.name(), Mode::Fetch), &args(&(7u64,))) {
+        Err(Error::Remote(e)) => assert_eq!((e.pid, e.error.as_str()), (2, "no 7")),
+        other => panic!("expected a RemoteException, got {other:?}"),
+    }
+    // Arguments of the wrong shape: a decode error on the owner, named as such.
+    match rt.request(2, &call(add.name(), Mode::Fetch), &args(&(1u8,))) {
+        Err(Error::Codec { action, pid, .. }) => assert_eq!((action, pid), ("decode", 2)),
+        other => panic!("expected a codec error, got {other:?}"),
+    }
+    let f = rt
+        .request(2, &call(add.name(), Mode::Fetch), &args(&(1u64, 1u64)))
+        .unwrap();
+    assert_eq!(value(f), 2);
+}
+
+#[test]
+fn requests_without_user_code_do_not_wait_behind_a_running_call() {
+    let c = Local::new(2);
+    let rt = c.rt(1);
+    let rrid = rt.next_rrid();
+    let running = rt
+        .request_start(
+            2,
+            &call(nap.name(), Mode::Store { rrid, notify: true }),
+            &args(&(1500u64,)),
+        )
+        .unwrap();
+    let t0 = Instant::now();
+    assert!(!ready(rt, 2, rrid));
+    let n = rt
+        .request(2, &Msg::Query(Query::LiveRefs), &none())
+        .unwrap();
+    assert_eq!(n.body()[..], 1u64.to_le_bytes());
+    // Answered while the 1.5 s call runs (the bound leaves room for a loaded machine).
+    assert!(
+        t0.elapsed() < Duration::from_millis(700),
+        "isready took {:?}",
+        t0.elapsed()
+    );
+    // A second user call from the same caller starts after the first, as calls are ordered.
+    let f = rt
+        .request(2, &call(add.name(), Mode::Fetch), &args(&(1u64, 2u64)))
+        .unwrap();
+    assert_eq!(value(f), 3);
+    assert!(running.slot.is_done(), "the earlier call finished first");
+    rt.request_finish(running).unwrap();
+    assert!(ready(rt, 2, rrid));
+    // A fetch that returns the caller's whole weight frees the entry.
+    let f = rt
+        .request(
+            2,
+            &Msg::Fetch {
+                rrid,
+                release: INITIAL_WEIGHT,
+            },
+            &none(),
+        )
+        .unwrap();
+    assert_eq!(value(f), 1500);
+    eventually("the entry freed", || c.rt(2).live_refs() == 0);
+}
+
+#[test]
+fn parked_fetches_from_several_runtimes_all_return() {
+    let c = Local::new(3);
+    let rrid = c.rt(1).next_rrid();
+    let call_msg = call(
+        nap.name(),
+        Mode::Store {
+            rrid,
+            notify: false,
+        },
+    );
+    c.rt(1).send(2, &call_msg, &args(&(200u64,))).unwrap();
+    let fetchers: Vec<_> = [1, 1, 1, 3, 3]
+        .into_iter()
+        .map(|p| {
+            let rt = c.rt(p);
+            std::thread::spawn(move || {
+                value(
+                    rt.request(2, &Msg::Fetch { rrid, release: 0 }, &none())
+                        .unwrap(),
+                )
+            })
+        })
+        .collect();
+    for f in fetchers {
+        assert_eq!(f.join().unwrap(), 200);
+    }
+    // The value stays while its holder keeps its weight, and goes with it.
+    assert_eq!(c.rt(2).live_refs(), 1);
+    c.rt(1).del_ref(2, rrid, INITIAL_WEIGHT);
+    eventually("the entry freed", || c.rt(2).live_refs() == 0);
+}
+
+#[test]
+fn an_entry_lives_until_every_share_of_its_weight_is_back() {
+    let c = Local::new(2);
+    let (rt, owner) = (c.rt(1), c.rt(2));
+    let rrid = rt.next_rrid();
+    rt.request(2, &Msg::NewChan { rrid, cap: 4 }, &none())
+        .unwrap();
+    assert_eq!(owner.live_refs(), 1);
+    let half = INITIAL_WEIGHT / 2;
+    rt.del_ref(2, rrid, half);
+    // A request after the return sees its effect: messages of one link arrive in order.
+    let n = rt
+        .request(2, &Msg::Query(Query::LiveRefs), &none())
+        .unwrap();
+    assert_eq!(n.body()[..], 1u64.to_le_bytes());
+    rt.del_ref(2, rrid, INITIAL_WEIGHT - half);
+    eventually("the channel freed", || owner.live_refs() == 0);
+    // A freed reference is an error to use, not a hang.
+    match rt.request(
+        2,
+        &Msg::Chan {
+            rrid,
+            op: ChanOp::IsReady,
+            key: Vec::new(),
+        },
+        &none(),
+    ) {
+        Err(Error::Invalid(_)) => {}
+        other => panic!("expected an error for a freed channel, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_dead_holders_share_is_released_on_the_owner() {
+    let c = Local::new(3);
+    let (rt, owner) = (c.rt(1), c.rt(2));
+    let rrid = rt.next_rrid();
+    rt.request(2, &Msg::NewChan { rrid, cap: 1 }, &none())
+        .unwrap();
+    let half = INITIAL_WEIGHT / 2;
+    // The master hands half its weight to pid 3, then returns its own half.
+    rt.send(
+        2,
+        &Msg::AddClient {
+            rrid,
+            from: 1,
+            to: 3,
+            weight: half,
+        },
+        &none(),
+    )
+    .unwrap();
+    rt.del_ref(2, rrid, INITIAL_WEIGHT - half);
+    let n = rt
+        .request(2, &Msg::Query(Query::LiveRefs), &none())
+        .unwrap();
+    assert_eq!(n.body()[..], 1u64.to_le_bytes(), "pid 3 still holds it");
+    c.kill(3);
+    eventually("the dead holder's share released", || {
+        owner.live_refs() == 0
+    });
+    // The rest of the cluster keeps working.
+    let f = rt
+        .request(2, &call(add.name(), Mode::Fetch), &args(&(4u64, 5u64)))
+        .unwrap();
+    assert_eq!(value(f), 9);
+}
+
+#[test]
+fn a_reply_slot_fails_when_its_peer_dies() {
+    let c = Local::new(3);
+    let rt = c.rt(1);
+    let p = rt
+        .request_start(3, &call(nap.name(), Mode::Fetch), &args(&(3000u64,)))
+        .unwrap();
+    let t0 = Instant::now();
+    c.kill(3);
+    match rt.request_finish(p) {
+        Err(Error::ProcessExited(3)) => {}
+        other => panic!("expected ProcessExited(3), got {other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert!(rt
+        .pending
+        .lock()
+        .unwrap()
+        .values()
+        .all(|(pid, _)| *pid != 3));
+    match rt.request(3, &Msg::Query(Query::LiveRefs), &none()) {
+        Err(Error::ProcessExited(3)) => {}
+        other => panic!("expected ProcessExited(3) for a new request, got {other:?}"),
+    }
+    let f = rt
+        .request(2, &call(add.name(), Mode::Fetch), &args(&(1u64, 1u64)))
+        .unwrap();
+    assert_eq!(value(f), 2);
+}
+
+#[test]
+fn a_timed_out_slot_drops_its_late_reply() {
+    let c = Local::new(2);
+    let rt = c.rt(1);
+    let p = rt
+        .request_start(2, &call(nap.name(), Mode::Fetch), &args(&(300u64,)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_millis(30);
+    match rt.request_finish_until(p, Some(deadline)) {
+        Err(Error::Timeout(why)) => assert_eq!(why, "no answer from pid 2"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(rt.pending.lock().unwrap().is_empty());
+    // The next request gets its own reply, not the late one.
+    let f = rt
+        .request(2, &call(add.name(), Mode::Fetch), &args(&(20u64, 3u64)))
+        .unwrap();
+    assert_eq!(value(f), 23);
+    assert!(rt.pending.lock().unwrap().is_empty());
+}
+
+#[test]
+fn concurrent_requests_each_get_their_own_reply() {
+    let c = Local::new(3);
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let rt = c.rt(if t % 2 == 0 { 1 } else { 3 });
+            std::thread::spawn(move || {
+                for i in 0..50u64 {
+                    let f = rt
+                        .request(2, &call(add.name(), Mode::Fetch), &args(&(t, i * 100)))
+                        .unwrap();
+                    assert_eq!(value(f), t + i * 100);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+// ---------- the owner store, without links ----------
+
+use crate::runtime::store::{ErasedChannel, ParkOp, Parked, ValueCell};
+use std::sync::mpsc;
+
+fn bytes(i: Item) -> Vec<u8> {
+    match i {
+        Item::Bytes(b) => b,
+        _ => panic!("an encoded item"),
+    }
+}
+
+/// A parked request that reports its outcome on a channel; `live` says whether it is wanted.
+fn parked(live: bool) -> (Parked, mpsc::Receiver<Result<Vec<u8>>>) {
+    let (tx, rx) = mpsc::channel();
+    let p = Parked {
+        live: Box::new(move || live),
+        done: Box::new(move |r| {
+            let _ = tx.send(r.map(bytes));
+        }),
+    };
+    (p, rx)
+}
+
+fn answered(rx: &mpsc::Receiver<Result<Vec<u8>>>) -> Option<Result<Vec<u8>>> {
+    rx.try_recv().ok()
+}
+
+#[test]
+fn a_value_cell_is_set_once_and_answers_its_parked_waiters() {
+    let cell = ValueCell::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    for _ in 0..2 {
+        let seen = Arc::clone(&seen);
+        cell.when_set(Box::new(move |v| {
+            let b = match v {
+                Ok(Item::Bytes(b)) => b.clone(),
+                _ => panic!("the value set"),
+            };
+            seen.lock().unwrap().push(b);
+        }));
+    }
+    let past = Some(Instant::now());
+    match cell.with_until(past, |_| ()) {
+        Err(Error::Timeout(why)) => assert_eq!(why, "the Future has no value yet"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(!cell.isready());
+    cell.set(Ok(Item::Bytes(vec![7]))).unwrap();
+    assert_eq!(*seen.lock().unwrap(), [vec![7], vec![7]]);
+    assert!(matches!(
+        cell.set(Ok(Item::Bytes(vec![8]))),
+        Err(Error::AlreadySet)
+    ));
+    // A waiter that comes after the value is answered at once, with the first value.
+    let seen2 = Arc::clone(&seen);
+    cell.when_set(Box::new(move |v| {
+        if let Ok(Item::Bytes(b)) = v {
+            seen2.lock().unwrap().push(b.clone());
+        }
+    }));
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    assert_eq!(seen.lock().unwrap()[2], [7]);
+}
+
+#[test]
+fn parked_takers_are_served_in_order_and_a_dropped_one_takes_nothing() {
+    let ch = ItemChannel::new(4);
+    let (a, ra) = parked(true);
+    let (gone, rgone) = parked(false);
+    let (b, rb) = parked(true);
+    ch.park(ParkOp::Take, a);
+    ch.park(ParkOp::Take, gone);
+    ch.park(ParkOp::Take, b);
+    assert!(answered(&ra).is_none());
+    ch.put(Item::Bytes(vec![]), Item::Bytes(vec![1])).unwrap();
+    ch.put(Item::Bytes(vec![]), Item::Bytes(vec![2])).unwrap();
+    assert_eq!(answered(&ra).unwrap().unwrap(), [1]);
+    // The taker nobody waits for any more is skipped: its value goes to the next one.
+    assert!(answered(&rgone).is_none());
+    assert_eq!(answered(&rb).unwrap().unwrap(), [2]);
+    assert_eq!(ch.isempty(), Some(true));
+}
+
+#[test]
+fn a_parked_putter_waits_for_room_and_a_rendezvous_for_its_taker() {
+    let ch = ItemChannel::new(1);
+    ch.put(Item::Bytes(vec![]), Item::Bytes(vec![1])).unwrap();
+    let (p, rp) = parked(true);
+    ch.park(ParkOp::Put(Item::Bytes(vec![2])), p);
+    assert!(answered(&rp).is_none(), "no room yet");
+    assert_eq!(bytes(ch.take(Item::Bytes(vec![])).unwrap()), [1]);
+    assert_eq!(answered(&rp).unwrap().unwrap(), Vec::<u8>::new());
+    assert_eq!(bytes(ch.take(Item::Bytes(vec![])).unwrap()), [2]);
+
+    let rv = ItemChannel::new(0);
+    let (p, rp) = parked(true);
+    rv.park(ParkOp::Put(Item::Bytes(vec![9])), p);
+    assert!(answered(&rp).is_none(), "no taker yet");
+    assert_eq!(bytes(rv.take(Item::Bytes(vec![])).unwrap()), [9]);
+    assert_eq!(answered(&rp).unwrap().unwrap(), Vec::<u8>::new());
+}
+
+#[test]
+fn closing_answers_parked_requests_and_keeps_what_is_queued() {
+    let ch = ItemChannel::new(2);
+    let (t, rt_) = parked(true);
+    ch.park(ParkOp::Take, t);
+    ch.close();
+    assert!(matches!(answered(&rt_), Some(Err(Error::ChannelClosed))));
+    let (p, rp) = parked(true);
+    ch.park(ParkOp::Put(Item::Bytes(vec![1])), p);
+    assert!(matches!(answered(&rp), Some(Err(Error::ChannelClosed))));
+    assert!(!ch.isopen());
+
+    // Values queued before the close are still taken, then the channel reads as closed.
+    let ch = ItemChannel::new(2);
+    ch.put(Item::Bytes(vec![]), Item::Bytes(vec![5])).unwrap();
+    ch.close();
+    assert_eq!(bytes(ch.take(Item::Bytes(vec![])).unwrap()), [5]);
+    assert!(matches!(
+        ch.take(Item::Bytes(vec![])),
+        Err(Error::ChannelClosed)
+    ));
+}
+
+#[test]
+fn a_timed_take_that_runs_out_leaves_the_channel_whole() {
+    let ch = ItemChannel::new(1);
+    let soon = Instant::now() + Duration::from_millis(20);
+    match ch.take_until(Item::Bytes(vec![]), soon) {
+        Err(Error::Timeout(why)) => assert_eq!(why, "no value"),
+        other => panic!("expected a timeout, got {:?}", other.map(bytes)),
+    }
+    ch.put(Item::Bytes(vec![]), Item::Bytes(vec![3])).unwrap();
+    let soon = Instant::now() + Duration::from_millis(20);
+    match ch.put_until(Item::Bytes(vec![]), Item::Bytes(vec![4]), soon) {
+        Err(Error::Timeout(why)) => assert_eq!(why, "no room"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(bytes(ch.take(Item::Bytes(vec![])).unwrap()), [3]);
+    assert_eq!(ch.isempty(), Some(true));
+}
+
+#[test]
+fn parked_remote_takes_are_answered_by_puts_from_another_runtime() {
+    let c = Local::new(3);
+    let rrid = c.rt(1).next_rrid();
+    c.rt(1)
+        .request(2, &Msg::NewChan { rrid, cap: 8 }, &none())
+        .unwrap();
+    let chan = |op| Msg::Chan {
+        rrid,
+        op,
+        key: Vec::new(),
+    };
+    // 200 takes parked on the owner, none answered yet.
+    let takes: Vec<PendingReq> = (0..200)
+        .map(|_| {
+            c.rt(1)
+                .request_start(2, &chan(ChanOp::Take), &none())
+                .unwrap()
+        })
+        .collect();
+    assert!(takes.iter().all(|p| !p.slot.is_done()));
+    for i in 0..200u64 {
+        c.rt(3).request(2, &chan(ChanOp::Put), &args(&i)).unwrap();
+    }
+    let mut got: Vec<u64> = takes
+        .into_iter()
+        .map(|p| value(c.rt(1).request_finish(p).unwrap()))
+        .collect();
+    // Parked takers are served in the order they came, one value each.
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order");
+    got.dedup();
+    assert_eq!(got.len(), 200);
+    let empty = c.rt(3).request(2, &chan(ChanOp::IsEmpty), &none()).unwrap();
+    assert_eq!(empty.body()[..], [1]);
+}
