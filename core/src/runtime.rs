@@ -812,6 +812,20 @@ impl Runtime {
         }
     }
 
+    /// Books `weight` more of `rrid` to `to` (a holder whose weight ran low); false if the
+    /// entry is gone. Under the store's lock, so that a death of `to` (`drop_holder`) comes
+    /// wholly before (nothing is booked to a dead holder) or after (and drops it).
+    pub(crate) fn add_weight(&self, rrid: Rrid, to: Pid, weight: u64) -> bool {
+        let s = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        match s.get(&rrid) {
+            Some(e) if !self.is_gone(to) => {
+                e.clients().add(to, weight);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Frees the entry under `rrid` and returns it if `weight` is all that is left of it (the
     /// caller's hold is the last one); otherwise changes nothing.
     pub(crate) fn release_if_last(&self, rrid: Rrid, weight: u64) -> Option<Arc<Entry>> {
@@ -871,8 +885,9 @@ impl Runtime {
         for (from, id, ctl, rrid) in running {
             ctl.interrupt();
             // The Future of an interrupted `remotecall` holds the interrupt error.
-            if let Some(rrid) = rrid {
-                if let Stored::Value(c) = &self.value_entry(rrid, from).stored {
+            // An entry freed meanwhile stays freed: nobody can read the error.
+            if let Some(e) = rrid.and_then(|r| self.entry(r)) {
+                if let Stored::Value(c) = &e.stored {
                     let _ = c.set(Err(Error::Interrupted(me)));
                 }
             }

@@ -411,12 +411,9 @@ impl Runtime {
                         .map(|b| Body::Owned(vec![b as u8]))),
                 }
             }
-            Msg::AddWeight { rrid, weight } => match self.entry(rrid) {
-                Some(e) => {
-                    e.clients().add(from, weight);
-                    now(empty());
-                }
-                None => now(Err(Error::invalid("reference was already freed"))),
+            Msg::AddWeight { rrid, weight } => match self.add_weight(rrid, from, weight) {
+                true => now(empty()),
+                false => now(Err(Error::invalid("reference was already freed"))),
             },
             Msg::Query(Query::LiveRefs) => {
                 let n = self.stores.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;

@@ -20,7 +20,6 @@
 
 use crate::base::error::{Error, Result};
 use crate::base::ids::{Pid, Rrid};
-use crate::runtime::clients::Booked;
 use crate::runtime::store::Item;
 use crate::runtime::store::INITIAL_WEIGHT;
 use crate::runtime::{rt, try_rt};
@@ -310,10 +309,11 @@ impl RefInner {
 fn add_weight(rrid: Rrid, owner: Pid) -> Result<u64> {
     let rt = rt()?;
     if owner == rt.myid() {
-        let e = rt
-            .entry(rrid)
-            .ok_or_else(|| Error::invalid(format!("reference {rrid:?} was already freed")))?;
-        e.clients().add(owner, INITIAL_WEIGHT);
+        if !rt.add_weight(rrid, owner, INITIAL_WEIGHT) {
+            return Err(Error::invalid(format!(
+                "reference {rrid:?} was already freed"
+            )));
+        }
     } else {
         let msg = Msg::AddWeight {
             rrid,

@@ -485,3 +485,31 @@ fn parked_remote_takes_are_answered_by_puts_from_another_runtime() {
     let empty = c.rt(3).request(2, &chan(ChanOp::IsEmpty), &none()).unwrap();
     assert_eq!(empty.body()[..], [1]);
 }
+
+#[test]
+fn weight_asked_for_is_booked_to_the_asker_and_never_to_a_dead_one() {
+    let c = Local::new(3);
+    let (rt, owner) = (c.rt(1), c.rt(2));
+    let rrid = rt.next_rrid();
+    rt.request(2, &Msg::NewChan { rrid, cap: 1 }, &none())
+        .unwrap();
+    rt.request(2, &Msg::AddWeight { rrid, weight: 10 }, &none())
+        .unwrap();
+    rt.del_ref(2, rrid, INITIAL_WEIGHT);
+    let n = rt
+        .request(2, &Msg::Query(Query::LiveRefs), &none())
+        .unwrap();
+    assert_eq!(n.body()[..], 1u64.to_le_bytes(), "the 10 asked for are out");
+    c.kill(3);
+    eventually("pid 3 gone", || owner.is_removed(3));
+    assert!(
+        !owner.add_weight(rrid, 3, 5),
+        "nothing is booked to the dead"
+    );
+    rt.del_ref(2, rrid, 10);
+    eventually("the entry freed", || owner.live_refs() == 0);
+    match rt.request(2, &Msg::AddWeight { rrid, weight: 1 }, &none()) {
+        Err(Error::Invalid(m)) => assert_eq!(m, "reference was already freed"),
+        other => panic!("expected an error for a freed reference, got {other:?}"),
+    }
+}
