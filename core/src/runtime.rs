@@ -33,6 +33,7 @@ pub mod cluster;
 pub(crate) mod diag;
 mod dispatch;
 pub mod exec;
+mod gate;
 mod handshake;
 pub(crate) mod mailbox;
 pub mod refs;
@@ -143,6 +144,8 @@ pub(crate) struct Runtime {
     cookie: Mutex<[u8; COOKIE_LEN]>,
     pub(crate) host: String,
     poller: Poller,
+    /// Accepted connections waiting for their hello.
+    gate: gate::Gate,
     pub(crate) links: RwLock<HashMap<Pid, Arc<Link>>>,
     tokens: RwLock<HashMap<u64, Arc<Link>>>,
     pub(crate) next_token: AtomicU64,
@@ -349,6 +352,7 @@ impl Runtime {
             cookie: Mutex::new(random_cookie()),
             host: hostname(),
             poller: Poller::new()?,
+            gate: gate::Gate::new(),
             links: RwLock::new(HashMap::new()),
             tokens: RwLock::new(HashMap::new()),
             next_token: AtomicU64::new(FIRST_LINK_TOKEN),
@@ -419,6 +423,12 @@ impl Runtime {
     /// Stops a detached runtime: closes its links (its peers see it gone) and ends its poller.
     pub(crate) fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
+        drop(
+            self.listener
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
         let links: Vec<Arc<Link>> = self
             .tokens
             .read()
@@ -672,12 +682,26 @@ impl Runtime {
         });
     }
 
-    fn complete(&self, id: u64, r: Result<Frame>) {
-        let slot = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+    /// Completes request `id` with a reply that came from `from`: only a reply from the pid the
+    /// request went to counts (a peer cannot answer another's request by guessing its id).
+    fn complete(&self, from: Pid, id: u64, r: Result<Frame>) {
+        let slot = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            match p.get(&id) {
+                Some((to, _)) if *to == from => p.remove(&id),
+                Some((to, _)) => {
+                    let to = *to;
+                    drop(p);
+                    crate::log!(
+                        warn,
+                        peer = from,
+                        "dropped a reply from pid {from} to request {id}, which went to pid {to}"
+                    );
+                    return;
+                }
+                None => None,
+            }
+        };
         if let Some((_, s)) = slot {
             s.complete(r);
         }
@@ -959,22 +983,6 @@ impl Runtime {
 
     // ---------- poller ----------
 
-    fn accept_all(&'static self) {
-        let guard = self.listener.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(l) = guard.as_ref() else { return };
-        loop {
-            match l.accept() {
-                Ok(fd) => exec::spawn(Box::new(move || self.handshake_in(fd))),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    crate::log!(error, error = %e, "accept failed");
-                    return;
-                }
-            }
-        }
-    }
-
     pub(crate) fn poll_loop(&'static self) {
         let mut events = vec![EpollEvent::empty(); 64];
         while !self.stopping.load(Ordering::Acquire) {
@@ -990,12 +998,17 @@ impl Runtime {
                 if Poller::is_own(t) {
                     continue;
                 }
+                if self.gate.is_waiting(t) {
+                    self.advance_handshake(t);
+                    continue;
+                }
                 let link = self.token_link(t);
                 if let Some(link) = link {
                     link.service(&self.poller, &self);
                 }
             }
             crate::links::link::arm_deferred(&self.poller, &self, &|t| self.token_link(t));
+            self.expire_handshakes();
         }
     }
 
@@ -1027,6 +1040,16 @@ impl Runtime {
         for l in links {
             let _ = l.send(0, &meta, &Body::Owned(Vec::new()));
         }
+    }
+
+    /// The live links to `pid` (incoming and outgoing).
+    pub(crate) fn live_links_of(&self, pid: Pid) -> usize {
+        self.tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|l| l.peer == pid && !l.is_dead())
+            .count()
     }
 
     /// The number of live links to other processes (for tests of topologies).

@@ -114,6 +114,11 @@ pub(crate) fn arm_deferred(
     poller.undefer(&done);
 }
 
+/// How much of a large frame the poller reads from one link before it serves the others: a
+/// peer sending hundreds of megabytes does not hold up every other link meanwhile (the link is
+/// re-armed, so the poller comes back to it at once).
+const SERVICE_BUDGET: usize = 4 << 20;
+
 const ARMED: EpollFlags = EpollFlags::EPOLLIN
     .union(EpollFlags::EPOLLRDHUP)
     .union(EpollFlags::EPOLLONESHOT);
@@ -242,7 +247,7 @@ impl Link {
         sink: &dyn FrameSink,
     ) {
         loop {
-            match r.poll(&mut FdSource(s.fd.as_fd())) {
+            match r.poll_within(&mut FdSource(s.fd.as_fd()), SERVICE_BUDGET) {
                 Ok(Some(f)) => sink.on_frame(self, f),
                 Ok(None) => {
                     self.arm(s, poller, true);

@@ -49,19 +49,20 @@ impl Runtime {
         Ok((w.pid, w.host))
     }
 
-    /// Runs the listening side of the handshake on an accepted connection.
-    pub(super) fn handshake_in(&'static self, fd: OwnedFd) {
+    /// Runs the listening side of the handshake once an accepted connection's hello is in
+    /// (read by the gate, on the poller). Before the cookie is checked nothing is said: a wrong
+    /// cookie is closed without an answer, whatever the version.
+    pub(super) fn hello_in(&'static self, fd: OwnedFd, hello: &[u8; HELLO_LEN]) {
         let refuse = |why: String| crate::log!(warn, error = %why, "refused a connection");
-        if let Err(e) = crate::links::link::set_nonblocking(&fd) {
-            return refuse(e.to_string());
-        }
-        let mut b = [0u8; HELLO_LEN];
-        if let Err(e) = read_exact_until(&fd, &mut b, Instant::now() + Duration::from_secs(10)) {
-            return refuse(format!("no handshake ({e})"));
-        }
-        let Some(h) = Hello::decode(&b) else {
+        let Some(h) = Hello::decode(hello) else {
             return refuse("not a cohort handshake".into());
         };
+        if !same_cookie(&h.cookie, &self.cookie()) {
+            return refuse(format!(
+                "wrong cluster cookie from a process claiming pid {}",
+                h.from
+            ));
+        }
         if h.version != PROTOCOL_VERSION {
             let w = Welcome {
                 version: PROTOCOL_VERSION,
@@ -75,12 +76,6 @@ impl Runtime {
                 h.version
             ));
         }
-        if h.cookie != self.cookie() {
-            return refuse(format!(
-                "wrong cluster cookie from a process claiming pid {}",
-                h.from
-            ));
-        }
         if h.assign != 0 {
             if h.from != 1 {
                 return refuse("only the master assigns pids".into());
@@ -91,6 +86,11 @@ impl Runtime {
             }
         } else if self.myid() == 0 {
             return refuse("not yet part of a cluster".into());
+        }
+        // One link each way per peer (two when both opened one at once): a process claiming
+        // the pid of a peer that is linked both ways gets no third.
+        if h.from == self.myid() || self.live_links_of(h.from) >= 2 {
+            return refuse(format!("pid {} is already linked to this process", h.from));
         }
         let w = Welcome {
             version: PROTOCOL_VERSION,
@@ -155,6 +155,12 @@ impl Runtime {
         }
         Ok(host)
     }
+}
+
+/// Compares two cookies in time that does not depend on where they differ.
+pub(super) fn same_cookie(a: &[u8; COOKIE_LEN], b: &[u8; COOKIE_LEN]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y));
+    std::hint::black_box(diff) == 0
 }
 
 /// A handshake as a foreign process would run it (for tests of refusal).

@@ -54,7 +54,9 @@ impl Local {
                 host: r.host.clone(),
             })
             .collect();
+        let cookie = rts[0].cookie();
         for r in &rts {
+            r.set_cookie(cookie);
             let mut p = r.peers.write().unwrap_or_else(|e| e.into_inner());
             for i in &infos {
                 p.insert(i.pid, i.clone());
@@ -94,4 +96,48 @@ pub(crate) fn eventually(what: &str, cond: impl Fn() -> bool) {
 /// The encoded argument tuple of a call.
 pub(crate) fn args<T: serde::Serialize + 'static>(t: &T) -> Body<'static> {
     Body::Owned(codec::encode_vec(t).expect("arguments encode"))
+}
+
+/// A Unix-socket listener for a runtime of an in-process cluster; removes its socket file when
+/// dropped.
+pub(crate) struct TestListener {
+    l: std::os::unix::net::UnixListener,
+    path: std::path::PathBuf,
+}
+
+impl Listener for TestListener {
+    fn address(&self) -> String {
+        self.path.display().to_string()
+    }
+    fn accept(&self) -> io::Result<OwnedFd> {
+        self.l.accept().map(|(s, _)| OwnedFd::from(s))
+    }
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.l.as_fd()
+    }
+}
+
+impl Drop for TestListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Makes `rt` listen on a fresh Unix socket; returns its path.
+pub(crate) fn listen(rt: &Runtime) -> std::path::PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "cohort-test-{}-{}.sock",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let l = std::os::unix::net::UnixListener::bind(&path).expect("a test socket");
+    l.set_nonblocking(true).expect("non-blocking");
+    rt.set_listener(Box::new(TestListener {
+        l,
+        path: path.clone(),
+    }))
+    .expect("the listener watched");
+    path
 }

@@ -513,3 +513,114 @@ fn weight_asked_for_is_booked_to_the_asker_and_never_to_a_dead_one() {
         other => panic!("expected an error for a freed reference, got {other:?}"),
     }
 }
+
+#[test]
+fn a_reply_counts_only_from_the_pid_the_request_went_to() {
+    let c = Local::new(3);
+    let rt = c.rt(1);
+    let p = rt
+        .request_start(2, &call(nap.name(), Mode::Fetch), &args(&(200u64,)))
+        .unwrap();
+    // Pid 3 answers pid 1's request to pid 2, guessing its id.
+    let forged = encode_msg(&Msg::Reply { ok: true });
+    c.rt(3)
+        .link_of(1)
+        .unwrap()
+        .send(p.id, &forged, &args(&999u64))
+        .unwrap();
+    assert_eq!(value(rt.request_finish(p).unwrap()), 200);
+    // Pid 3's link still works.
+    let f = c
+        .rt(3)
+        .request(1, &call(add.name(), Mode::Fetch), &args(&(1u64, 2u64)))
+        .unwrap();
+    assert_eq!(value(f), 3);
+}
+
+// ---------- the gate: accepted connections and their hellos ----------
+
+use super::testing::listen;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+
+fn hello(rt: &Runtime, version: u8, cookie: [u8; COOKIE_LEN], from: Pid) -> [u8; HELLO_LEN] {
+    Hello {
+        version,
+        cookie,
+        from,
+        assign: 0,
+        host: rt.host.clone(),
+    }
+    .encode()
+}
+
+/// What the listening side answers `bytes` with: the bytes it sent before closing (or before
+/// a second of silence).
+fn answer(path: &std::path::Path, bytes: &[u8]) -> Vec<u8> {
+    let mut s = UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    got
+}
+
+#[test]
+fn before_the_cookie_is_checked_nothing_is_said() {
+    let c = Local::new(2);
+    let path = listen(c.rt(1));
+    let right = c.rt(1).cookie();
+    let wrong = *b"not-the-cookie!!";
+    // A wrong cookie gets no answer, whatever the version.
+    assert!(answer(&path, &hello(c.rt(2), 99, wrong, 2)).is_empty());
+    assert!(answer(&path, &hello(c.rt(2), PROTOCOL_VERSION, wrong, 2)).is_empty());
+    // The right cookie with another version learns the version it should speak.
+    let w = answer(&path, &hello(c.rt(2), 99, right, 2));
+    let w = Welcome::decode(&w[..WELCOME_LEN].try_into().unwrap()).unwrap();
+    assert_eq!((w.status, w.version), (1, PROTOCOL_VERSION));
+    assert!(same_cookie_for_tests(&right, &right) && !same_cookie_for_tests(&right, &wrong));
+}
+
+fn same_cookie_for_tests(a: &[u8; COOKIE_LEN], b: &[u8; COOKIE_LEN]) -> bool {
+    super::handshake::same_cookie(a, b)
+}
+
+#[test]
+fn waiting_connections_are_bounded_and_a_peer_with_the_cookie_still_gets_in() {
+    let c = Local::new(3);
+    let rt = c.rt(1);
+    let path = listen(rt);
+    let limit = rt.gate.limit();
+    let idle: Vec<UnixStream> = (0..limit + 20)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    eventually("the gate full", || rt.gate.waiting() == limit);
+    // The oldest were shed: they read the end of the stream.
+    let mut first = &idle[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(first.read(&mut b).unwrap(), 0, "the oldest is closed");
+    // Pid 2 opens a second link to pid 1 through the listener while the idle ones wait.
+    let fd = OwnedFd::from(UnixStream::connect(&path).unwrap());
+    let (pid, _) = c.rt(2).handshake_out(&fd, 1, 0).unwrap();
+    assert_eq!(pid, 1);
+    eventually("the second link registered", || rt.live_links_of(2) == 2);
+    // A third link claiming pid 2 is refused (one each way is all a peer gets).
+    let fd = OwnedFd::from(UnixStream::connect(&path).unwrap());
+    match c.rt(2).handshake_out(&fd, 1, 0) {
+        Err(Error::Protocol(m)) => {
+            assert_eq!(m, "pid 1 refused the connection (wrong cluster cookie?)")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(rt.live_links_of(2), 2);
+    // The cluster still answers over the links it has.
+    let f = c
+        .rt(3)
+        .request(1, &call(add.name(), Mode::Fetch), &args(&(2u64, 2u64)))
+        .unwrap();
+    assert_eq!(value(f), 4);
+    drop(idle);
+}
