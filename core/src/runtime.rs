@@ -37,6 +37,7 @@ pub(crate) mod mailbox;
 pub mod refs;
 pub mod registry;
 pub mod store;
+mod timer;
 pub(crate) mod world;
 
 pub(crate) use handshake::{raw_handshake, run_worker, start_master};
@@ -166,6 +167,8 @@ pub(crate) struct Runtime {
     pub(crate) closed: AtomicBool,
     /// Pieces of collective operations that arrived before they were asked for.
     pub(crate) coll: mailbox::Mailbox,
+    /// Deadlines of timed requests parked here (one thread for all of them).
+    timers: timer::Timers,
 }
 
 pub(crate) static RT: OnceLock<Runtime> = OnceLock::new();
@@ -327,6 +330,7 @@ impl Runtime {
             world_stop: AtomicBool::new(false),
             world_thread: Mutex::new(None),
             closed: AtomicBool::new(false),
+            timers: timer::Timers::default(),
         })
     }
 
