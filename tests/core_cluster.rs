@@ -1547,12 +1547,6 @@ fn owner_answers_during_long_call() {
     let t0 = Instant::now();
     let long = remotecall(hold_ms, 2, (2000,)).unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    let quick = |what: &str, f: &mut dyn FnMut()| {
-        let t = Instant::now();
-        f();
-        let d = t.elapsed();
-        assert!(d < Duration::from_millis(50), "{what} took {d:?}");
-    };
     quick("isready", &mut || assert!(!long.isready().unwrap()));
     let mut made = None;
     quick("RemoteChannel::new", &mut || {
@@ -1697,6 +1691,262 @@ fn parked_waits_cost_no_threads() {
     assert_eq!(got, want);
 }
 
+/// Times `f`; fails when it took 50 ms or more.
+fn quick(what: &str, f: &mut dyn FnMut()) {
+    let t = Instant::now();
+    f();
+    let d = t.elapsed();
+    assert!(d < Duration::from_millis(50), "{what} took {d:?}");
+}
+
+/// A pool of `pids` made here and kept here (a handle elsewhere reaches it while it is kept).
+#[cohort::remote]
+fn make_kept_pool(pids: Vec<usize>) -> WorkerPool {
+    let p = WorkerPool::new(pids);
+    local::set("kept-pool", p.clone());
+    p
+}
+
+/// Each operation's name and duration, what `len` read, the worker taken, and whether the
+/// long call was still running at the end.
+type PoolOpsSeen = (Vec<(String, Duration)>, usize, usize, bool);
+
+/// On a worker: keeps the master busy with a 2 s call from this process and uses the master's
+/// default pool meanwhile.
+#[cohort::remote]
+fn pool_ops_while_master_busy() -> cohort::Result<PoolOpsSeen> {
+    let long = remotecall(hold_ms, 1, (2000,))?;
+    std::thread::sleep(Duration::from_millis(100));
+    let pool = default_worker_pool();
+    let mut times = Vec::new();
+    let mut timed = |what: &str, t: Instant| times.push((what.to_string(), t.elapsed()));
+    let t = Instant::now();
+    let n = pool.len();
+    timed("len", t);
+    let t = Instant::now();
+    let p = pool.take()?;
+    timed("take", t);
+    let t = Instant::now();
+    pool.put(p);
+    timed("put", t);
+    let running = !long.isready()?;
+    assert_eq!(long.fetch()?, 2000);
+    Ok((times, n, p, running))
+}
+
+/// Pool operations through a handle run no user code: the owner answers them at once while
+/// a long call from the same process holds that process's queue there.
+fn pool_ops_during_long_call() {
+    let pool: WorkerPool = remotecall_fetch(make_kept_pool, 2, (vec![3, 4],)).unwrap();
+    assert_eq!(pool.owner(), 2);
+    let long = remotecall(hold_ms, 2, (2000,)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    quick("len", &mut || assert_eq!(pool.len(), 2));
+    let mut took = 0;
+    quick("take", &mut || took = pool.take().unwrap());
+    assert!([3, 4].contains(&took), "{took}");
+    quick("idle_count", &mut || assert_eq!(pool.idle_count(), 1));
+    quick("put", &mut || pool.put(took));
+    quick("idle_count after put", &mut || {
+        assert_eq!(pool.idle_count(), 2)
+    });
+    // A take that has to wait holds up neither the other operations nor the put it waits for.
+    let a = pool.take().unwrap();
+    let b = pool.take().unwrap();
+    let waiting = pool.clone();
+    let waiter = std::thread::spawn(move || waiting.take());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!waiter.is_finished(), "no worker is idle");
+    quick("len with a take waiting", &mut || assert_eq!(pool.len(), 2));
+    quick("try_take with none idle", &mut || {
+        assert_eq!(pool.try_take(), None)
+    });
+    quick("put for the waiting take", &mut || pool.put(a));
+    assert_eq!(waiter.join().unwrap().unwrap(), a);
+    pool.put(a);
+    pool.put(b);
+    assert!(
+        !long.isready().unwrap(),
+        "all of it while the long call ran"
+    );
+    assert_eq!(long.fetch().unwrap(), 2000);
+    assert_eq!(pool.idle_count(), 2);
+    // The master's default pool, used from a worker that keeps the master busy.
+    let (times, n, p, running) = remotecall_fetch(pool_ops_while_master_busy, 3, ()).unwrap();
+    for (what, d) in &times {
+        assert!(*d < Duration::from_millis(50), "{what} took {d:?}");
+    }
+    assert_eq!(times.len(), 3);
+    assert_eq!(n, 3);
+    assert!([2, 3, 4].contains(&p), "{p}");
+    assert!(running, "the master's long call ran meanwhile");
+    assert!(common::eventually(Duration::from_secs(2), || {
+        default_worker_pool().idle_count() == 3
+    }));
+    local::clear(&["kept-pool"], &[2]).unwrap();
+}
+
+/// Timed channel operations are answered by the owner while a long call from the caller holds
+/// its queue there: each times out after its own duration, takes or inserts nothing, and the
+/// channel serves on.
+fn timed_channel_ops_during_long_call() {
+    let d = Duration::from_millis(150);
+    let c: RemoteChannel<i64> = RemoteChannel::new(1, 2).unwrap();
+    let r: RemoteChannel<i64> = RemoteChannel::new(0, 2).unwrap();
+    let long = remotecall(hold_ms, 2, (2000,)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let times_out = |what: &str, f: &mut dyn FnMut() -> cohort::Result<()>| -> String {
+        let t = Instant::now();
+        let out = f();
+        let e = t.elapsed();
+        assert!(
+            e >= d && e < d + Duration::from_millis(400),
+            "{what} took {e:?}"
+        );
+        match out {
+            Err(Error::Timeout(m)) => m,
+            other => panic!("{what}: expected a timeout, got {other:?}"),
+        }
+    };
+    let said = |why: &str| format!("on pid 2: {why} within 150ms");
+    let m = times_out("take_timeout", &mut || c.take_timeout(d).map(|_| ()));
+    assert!(m.starts_with("take of RemoteChannel"), "{m}");
+    assert!(m.ends_with(&said("no value")), "{m}");
+    // The timed-out take took nothing: the next value goes to the next take.
+    quick("put after a timed-out take", &mut || c.put(11).unwrap());
+    quick("take_timeout with a value", &mut || {
+        assert_eq!(c.take_timeout(d).unwrap(), 11)
+    });
+    c.put(12).unwrap();
+    let m = times_out("put_timeout on a full channel", &mut || {
+        c.put_timeout(13, d)
+    });
+    assert!(m.starts_with("put of RemoteChannel"), "{m}");
+    assert!(m.ends_with(&said("no room")), "{m}");
+    assert_eq!(c.take().unwrap(), 12);
+    assert!(!c.isready().unwrap(), "13 was not inserted");
+    let m = times_out("put_timeout without a taker", &mut || r.put_timeout(5, d));
+    assert!(m.ends_with(&said("no taker")), "{m}");
+    assert!(!r.isready().unwrap(), "5 was not left in the channel");
+    // A timed take that a put answers in time.
+    let c2 = c.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        c2.put(21)
+    });
+    let t0 = Instant::now();
+    assert_eq!(c.take_timeout(Duration::from_secs(5)).unwrap(), 21);
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+    t.join().unwrap().unwrap();
+    assert!(
+        !long.isready().unwrap(),
+        "all of it while the long call ran"
+    );
+    assert_eq!(long.fetch().unwrap(), 2000);
+    c.put(31).unwrap();
+    assert_eq!(c.take().unwrap(), 31);
+    assert!(!c.isready().unwrap());
+}
+
+/// Timed takes' outcomes: the value taken, or `None` for a timeout, and how long each took.
+type TimedTakes = Vec<(Option<i64>, Duration)>;
+
+/// `n` timed takes (`ms` each) from `c` at once, each on its own thread here: each value
+/// taken, or `None` for a timeout, with the time the take took.
+#[cohort::remote]
+fn parallel_timed_takes(c: RemoteChannel<i64>, n: usize, ms: u64) -> cohort::Result<TimedTakes> {
+    let _b = cohort::blocking();
+    let d = Duration::from_millis(ms);
+    let hs: Vec<_> = (0..n)
+        .map(|_| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                match c.take_timeout(d) {
+                    Ok(v) => Ok((Some(v), t.elapsed())),
+                    Err(Error::Timeout(_)) => Ok((None, t.elapsed())),
+                    Err(e) => Err(e),
+                }
+            })
+        })
+        .collect();
+    hs.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// 500 timed takes parked on an empty channel cost its owner no threads; the values put
+/// meanwhile go one to each of as many takes, the others time out after their duration, and
+/// no timed-out take consumes a later value.
+fn parked_timed_takes_cost_no_threads() {
+    let owner = 3;
+    let os = remotecall_fetch(ospid, owner, ()).unwrap();
+    let c: RemoteChannel<i64> = RemoteChannel::new(8, owner).unwrap();
+    // Links from the other callers exist before counting.
+    for p in [2, 4] {
+        let f = remotecall(parallel_timed_takes, p, (c.clone(), 1, 5000)).unwrap();
+        c.put(-1).unwrap();
+        assert_eq!(f.fetch().unwrap()[0].0, Some(-1));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let before = threads_of(os);
+    let d = Duration::from_millis(3000);
+    let on_workers: Vec<Future<TimedTakes>> = [2, 4]
+        .iter()
+        .map(|&p| remotecall(parallel_timed_takes, p, (c.clone(), 250, 3000)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let parked = threads_of(os);
+    assert!(
+        parked <= before + 8,
+        "the owner went from {before} to {parked} threads with 500 timed takes parked"
+    );
+    assert!(!c.isready().unwrap());
+    for i in 0..200 {
+        c.put(i).unwrap();
+    }
+    let mut got = Vec::new();
+    let mut timed_out = 0;
+    for f in on_workers {
+        for (v, took) in f.fetch().unwrap() {
+            match v {
+                Some(v) => got.push(v),
+                None => {
+                    assert!(took >= d, "a take timed out after {took:?}");
+                    timed_out += 1;
+                }
+            }
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..200).collect::<Vec<i64>>());
+    assert_eq!(timed_out, 300);
+    assert!(threads_of(os) <= before + 8);
+    // Nothing is left, and no timed-out take is still waiting for a value.
+    assert!(!c.isready().unwrap());
+    c.put(7).unwrap();
+    assert!(c.isready().unwrap());
+    assert_eq!(c.take_timeout(Duration::from_secs(1)).unwrap(), 7);
+    // Interrupted while parked: the take fails, and the next value goes to the next take.
+    let c2 = c.clone();
+    let t = std::thread::spawn(move || c2.take_timeout(Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(100));
+    cohort::interrupt(&[owner]).unwrap();
+    assert!(matches!(t.join().unwrap(), Err(Error::Interrupted(3))));
+    c.put(8).unwrap();
+    assert_eq!(c.take().unwrap(), 8);
+    // Closed while parked: the channel's own error, before the deadline.
+    let c2 = c.clone();
+    let t = std::thread::spawn(move || c2.take_timeout(Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    c.close().unwrap();
+    assert!(matches!(t.join().unwrap(), Err(Error::ChannelClosed)));
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
 fn main() {
     if std::env::var_os(ROLE).is_some() && std::env::var_os("COHORT_WORKER").is_none() {
         return init_report();
@@ -1778,6 +2028,15 @@ fn main() {
             ),
             ("parked_takes_cost_no_threads", parked_takes_cost_no_threads),
             ("parked_waits_cost_no_threads", parked_waits_cost_no_threads),
+            ("pool_ops_during_long_call", pool_ops_during_long_call),
+            (
+                "timed_channel_ops_during_long_call",
+                timed_channel_ops_during_long_call,
+            ),
+            (
+                "parked_timed_takes_cost_no_threads",
+                parked_timed_takes_cost_no_threads,
+            ),
         ],
         Duration::from_secs(60),
         other.into_iter().collect(),

@@ -43,6 +43,7 @@ pub mod store;
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+mod timer;
 pub(crate) mod world;
 
 pub(crate) use handshake::{raw_handshake, run_worker, start_master};
@@ -182,6 +183,8 @@ pub(crate) struct Runtime {
     pub(crate) closed: AtomicBool,
     /// Pieces of collective operations that arrived before they were asked for.
     pub(crate) coll: mailbox::Mailbox,
+    /// Deadlines of timed requests parked here (one thread for all of them).
+    timers: timer::Timers,
 }
 
 pub(crate) static RT: OnceLock<Runtime> = OnceLock::new();
@@ -379,6 +382,7 @@ impl Runtime {
             world_stop: AtomicBool::new(false),
             world_thread: Mutex::new(None),
             closed: AtomicBool::new(false),
+            timers: timer::Timers::default(),
         })
     }
 

@@ -16,8 +16,11 @@
 //! default pool, reached remotely.
 //!
 //! A pool passed to a remote call travels as a handle to the pool on the process that made
-//! it; operations through that handle are remote calls to that process (Julia's
-//! `WorkerPool` serializes its `ref` the same way).
+//! it; operations through that handle are requests to that process (Julia's `WorkerPool`
+//! serializes its `ref` the same way). They run no user code, so the owner starts them at
+//! once, never behind the calls the same process has running or queued there (service
+//! calls). A `take` or `wait` that finds no idle worker holds a thread of the owner until one
+//! is idle.
 //!
 //! # Caching
 //! A Julia closure sent to a worker carries what it captured; a [`CachingPool`] sends that
@@ -195,14 +198,16 @@ fn ensure_hook() {
 /// Cloning gives another handle to the same pool. Passed as an argument to a remote call, a
 /// pool travels as a handle to the same pool on the process that made it: on the receiver,
 /// `take`, `put`, `push`, `wait`, the queries and the pool calls all act on the original
-/// (each a remote call to its owner), as in Julia.
+/// (each a request to its owner, answered whatever user code runs there), as in Julia.
 ///
 /// # Differences from Julia
 /// A handle on another process does not keep the pool alive: once every handle on the owner
 /// is dropped, its operations fail with [`Error::Invalid`]. Through such a handle a
 /// [`CachingPool`] acts as a plain pool (`Cached` values travel in full). The queries that
 /// cannot fail here (`len`, `isready`, `workers`, `idle_count`, `try_take`) read as an empty
-/// pool when the owner cannot be reached, and `put`/`push` are then dropped.
+/// pool when the owner cannot be reached, and `put`/`push` are then dropped. A `take` or
+/// `wait` through such a handle that has to wait holds a thread on the owner meanwhile
+/// (Julia's task waiting there costs no thread); every other operation is answered at once.
 ///
 /// # Julia
 /// `WorkerPool(workers)`; the `AbstractWorkerPool` operations `push!`, `put!`, `take!`,
@@ -304,18 +309,17 @@ impl WorkerPool {
         }
     }
 
-    /// Runs `op` on the owner of a pool that lives elsewhere.
+    /// Runs `op` on the owner of a pool that lives elsewhere: as a service call, which the
+    /// owner starts at once, whatever calls of this process run or wait there.
     fn on_owner(&self, op: PoolOp) -> Option<Result<PoolReply>> {
         let Place::There { owner, id } = self.place else {
             return None;
         };
         Some(
-            crate::remote::calls::remotecall_fetch(pool_op, owner, (id, op)).and_then(
-                |r| match r {
-                    PoolReply::Failed(e) => Err(e),
-                    r => Ok(r),
-                },
-            ),
+            crate::remote::calls::service_fetch(pool_op, owner, (id, op)).and_then(|r| match r {
+                PoolReply::Failed(e) => Err(e),
+                r => Ok(r),
+            }),
         )
     }
 
@@ -679,6 +683,7 @@ impl PoolReply {
 }
 
 /// Runs a pool operation for another process's handle (the errors as values, to keep kinds).
+/// Called as a service (see [`WorkerPool::on_owner`]): no user code runs here.
 #[cohort_macros::remote(crate = crate)]
 fn pool_op(id: u64, op: PoolOp) -> PoolReply {
     let Some(pool) = find_pool(id) else {

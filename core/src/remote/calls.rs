@@ -123,6 +123,25 @@ where
     remotecall_fetch_by_name(f.name(), pid, args)
 }
 
+/// [`remotecall_fetch`] of a core function that runs no user code (pool bookkeeping): `pid`
+/// starts it at once on a thread of its own, never behind this process's calls queued there
+/// (Julia answers such requests whatever user code runs). Not for user functions: those keep
+/// the order of their caller's calls.
+pub(crate) fn service_fetch<F, A>(f: F, pid: Pid, args: A) -> Result<F::Output>
+where
+    F: RemoteFn<A>,
+    A: Serialize + Send + 'static,
+    F::Output: DeserializeOwned,
+{
+    if pid == rt()?.myid() {
+        return call_here(f, args);
+    }
+    let name = f.name();
+    let body = encode_args(&args, name)?;
+    let frame = fanout::start_service(pid, name, &body)?.finish()?;
+    decode_frame(frame, &format!("result of {name}"))
+}
+
 /// Calls `f(args...)` on `pid`, waits until it has finished, and returns a [`Future`] for the
 /// result still stored there; a call that failed is its error (`Error::Remote`...), as Julia's
 /// `remotecall_wait` throws the `RemoteException`.

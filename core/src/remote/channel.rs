@@ -5,14 +5,16 @@ use crate::base::ids::Pid;
 use crate::runtime::refs::{copy_scope, sent_to, RefInner, RefWire};
 use crate::runtime::registry::RemoteFn;
 use crate::runtime::rt;
-use crate::runtime::store::{decode_as, empty_under, ErasedChannel, Item, ItemChannel, Stored};
+use crate::runtime::store::{
+    deadline_in, decode_as, empty_under, ErasedChannel, Item, ItemChannel, Stored,
+};
 use crate::wire::codec::{self as wire, Body};
 use crate::wire::proto::{ChanOp, Msg};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A handle to a channel stored on process [`RemoteChannel::owner`].
 ///
@@ -338,8 +340,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> RemoteChannel<T> {
     }
     /// [`take`](Self::take) for at most `d`: `Err(Error::Timeout)` if no value came by then,
     /// and nothing was taken (a later `take` gets the next value). `d` is measured on the
-    /// owner, so the call may return up to a round trip later. A channel of a user type
-    /// ([`RemoteChannel::from_fn`]) has no timed take: `Error::Invalid`.
+    /// owner, so the call may return up to a round trip later. The owner answers it whatever
+    /// user code runs there, and a take waiting there holds none of its threads. A channel of
+    /// a user type ([`RemoteChannel::from_fn`]) has no timed take: `Error::Invalid`.
     ///
     /// # Julia
     /// No counterpart (`take!` has no timeout); cohort's own.
@@ -353,15 +356,16 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> RemoteChannel<T> {
             .expect("owner is local")
         } else {
             self.timed(d, None)
-                .and_then(|b| decode_as(&b, "channel value"))
+                .and_then(|f| decode_as(&f.body(), "channel value"))
         };
         r.map_err(|e| self.timed_out(e, "take", d))
     }
 
     /// [`put`](Self::put) for at most `d`: `Err(Error::Timeout)` if the channel had no room
     /// by then (for capacity 0: no taker), and `v` was not inserted. `d` is measured on the
-    /// owner, so the call may return up to a round trip later. A channel of a user type has no
-    /// timed put: `Error::Invalid`.
+    /// owner, so the call may return up to a round trip later; as for `take_timeout`, the
+    /// owner answers it whatever user code runs there, holding no thread while it waits. A
+    /// channel of a user type has no timed put: `Error::Invalid`.
     ///
     /// # Julia
     /// No counterpart (`put!` has no timeout); cohort's own.
@@ -371,34 +375,26 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> RemoteChannel<T> {
             self.local(|ch| ch.put_until(Item::local(()), Item::local(v), deadline_in(d)))
                 .expect("owner is local")
         } else {
-            let body = wire::encode_vec(&v).map_err(codec("encode", "channel value"))?;
+            // As for `put`: the owner keeps the bytes, references inside are its to hold.
+            let body = sent_to(self.owner(), || wire::encode(&v))
+                .map_err(codec("encode", "channel value"))?;
             self.timed(d, Some(body)).map(|_| ())
         };
         r.map_err(|e| self.timed_out(e, "put", d))
     }
 
-    /// A timed take (`value` `None`) or put of `value` on the owner.
-    fn timed(&self, d: Duration, value: Option<Vec<u8>>) -> Result<Vec<u8>> {
-        if self.inner.weight() == 0 {
-            return Err(Error::invalid("RemoteChannel was finalized"));
-        }
+    /// A timed take (`value` `None`) or put of `value` on the owner: a protocol operation,
+    /// parked there without a thread and answered whatever user code runs; the owner gives
+    /// it up at the deadline.
+    fn timed(&self, d: Duration, value: Option<Body<'_>>) -> Result<crate::wire::frame::Frame> {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let rrid = self.inner.rrid;
-        let out = match value {
-            None => crate::remote::calls::remotecall_fetch(
-                chan_take_timed,
-                self.owner(),
-                (rrid, nanos),
-            )?,
-            Some(v) => crate::remote::calls::remotecall_fetch(
-                chan_put_timed,
-                self.owner(),
-                (rrid, nanos, v),
-            )?,
-        };
-        match out {
-            Timed::Done(b) => Ok(b),
-            Timed::Failed(e) => Err(e),
+        match value {
+            None => self.remote_raw(
+                ChanOp::TakeWithin { nanos },
+                Vec::new(),
+                &Body::Owned(Vec::new()),
+            ),
+            Some(v) => self.remote_raw(ChanOp::PutWithin { nanos }, Vec::new(), &v),
         }
     }
 
@@ -483,62 +479,4 @@ impl<'de, T, K> Deserialize<'de> for RemoteChannel<T, K> {
             _t: PhantomData,
         })
     }
-}
-
-/// `now + d`, or far ahead where that does not fit.
-fn deadline_in(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(86400 * 365))
-}
-
-/// A timed channel operation's outcome on the owner: the value taken (encoded), or the error.
-#[derive(Serialize, Deserialize)]
-enum Timed {
-    Done(Vec<u8>),
-    Failed(Error),
-}
-
-/// The stored channel under `rrid` (the caller's handle keeps it alive).
-fn stored_channel(
-    rrid: crate::base::ids::Rrid,
-    f: impl FnOnce(&dyn ErasedChannel) -> Result<Vec<u8>>,
-) -> Timed {
-    let r = rt().and_then(|rt| match rt.entry(rrid) {
-        Some(e) => match &e.stored {
-            Stored::Channel(ch) => f(ch.as_ref()),
-            Stored::Value(_) => Err(Error::invalid("reference is a Future")),
-        },
-        None => Err(Error::invalid("RemoteChannel was freed (finalize called?)")),
-    });
-    match r {
-        Ok(b) => Timed::Done(b),
-        Err(e) => Timed::Failed(e),
-    }
-}
-
-/// `take_timeout` on the owner.
-#[cohort_macros::remote(crate = crate)]
-fn chan_take_timed(rrid: crate::base::ids::Rrid, nanos: u64) -> Timed {
-    stored_channel(rrid, |ch| {
-        let item = ch.take_until(
-            Item::Bytes(Vec::new()),
-            deadline_in(Duration::from_nanos(nanos)),
-        )?;
-        // The value moves to the caller, references inside with their weight.
-        Ok(item.encode()?.into_vec())
-    })
-}
-
-/// `put_timeout` on the owner.
-#[cohort_macros::remote(crate = crate)]
-fn chan_put_timed(rrid: crate::base::ids::Rrid, nanos: u64, value: Vec<u8>) -> Timed {
-    stored_channel(rrid, |ch| {
-        ch.put_until(
-            Item::Bytes(Vec::new()),
-            Item::Bytes(value),
-            deadline_in(Duration::from_nanos(nanos)),
-        )
-        .map(|_| Vec::new())
-    })
 }

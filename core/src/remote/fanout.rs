@@ -51,6 +51,16 @@ pub(crate) fn start_call_on(
     start_on(rt, pid, &msg, args)
 }
 
+/// Starts `name(args)` on `pid` as a service call: a core function that runs no user code,
+/// which `pid` starts at once rather than behind this process's calls queued there.
+pub(crate) fn start_service(pid: Pid, name: &str, args: &Body<'_>) -> Result<Pending> {
+    let msg = Msg::Call {
+        func: name.to_string(),
+        mode: Mode::Service,
+    };
+    start(pid, &msg, args)
+}
+
 /// Starts `name(args)` on `pid`, its result stored there under `rrid`; the reply comes once the
 /// call has finished (empty, or the call's error).
 pub(crate) fn start_stored_call(

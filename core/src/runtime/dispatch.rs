@@ -6,10 +6,13 @@
 //! were made. Everything else (Future and built-in channel operations, reference counts,
 //! queries) is answered on the thread that read it, at once, whatever user code runs: what has
 //! to wait (a `wait` on an unset Future, a `take` on an empty channel, a `put` on a full one)
-//! parks on the owner's entry and is answered by the thread that makes it possible.
+//! parks on the owner's entry and is answered by the thread that makes it possible; a timed
+//! `take` or `put` is also given up by the runtime's timer thread at its deadline. A service
+//! call (`Mode::Service`: a core function such as a pool operation, no user code) starts at
+//! once on a pool thread of its own, never behind the caller's queued calls.
 
 use super::*;
-use crate::runtime::store::{empty_under, ParkOp, Parked};
+use crate::runtime::store::{deadline_in, empty_under, ParkOp, Parked};
 
 /// What a channel operation answers.
 enum ChanOut {
@@ -76,6 +79,7 @@ impl Parking {
         Parked {
             live: Box::new(move || !ctl.is_answered() && !rt.is_removed(from)),
             done: Box::new(move |r| done(self, r)),
+            tag: 0,
         }
     }
 }
@@ -200,6 +204,15 @@ impl Runtime {
             }
             Msg::PeerRemoved(pid) => self.peer_gone(pid),
             Msg::Coll { seq } => self.coll.deposit(seq, from, frame),
+            req @ Msg::Call {
+                mode: Mode::Service,
+                ..
+            } => {
+                let id = frame.header.id;
+                exec::spawn(Box::new(move || {
+                    self.run_request(from, id, req, frame, Arc::new(JobCtl::default()))
+                }));
+            }
             req @ (Msg::Call { .. } | Msg::NewChanFrom { .. }) => {
                 // A remotecall's entry exists from here on, in the order of the caller's
                 // messages: its holds returned while the call waits or runs then free it.
@@ -260,6 +273,49 @@ impl Runtime {
             id,
             job,
             ctl,
+        }
+    }
+
+    /// Parks a timed put or take on the channel of `e`; once `nanos` have passed, the timer
+    /// thread gives it up ([`ErasedChannel::expire`]) unless it was answered first. No thread
+    /// waits meanwhile.
+    fn park_timed(
+        &'static self,
+        e: &Arc<Entry>,
+        op: ParkOp,
+        nanos: u64,
+        p: Parking,
+        done: fn(Parking, Result<Item>),
+    ) {
+        let Stored::Channel(ch) = &e.stored else {
+            unreachable!("a channel entry");
+        };
+        let at = deadline_in(Duration::from_nanos(nanos));
+        let tag = self.next_job.fetch_add(1, Ordering::Relaxed);
+        let key = (at, tag);
+        let weak = Arc::downgrade(e);
+        // Scheduled before parking, so that an answer's `cancel` always finds it.
+        self.timers.at(
+            key,
+            Box::new(move || {
+                if let Some(e) = weak.upgrade() {
+                    if let Stored::Channel(ch) = &e.stored {
+                        ch.expire(tag);
+                    }
+                }
+            }),
+        );
+        let mut parked = p.parked(done);
+        parked.tag = tag;
+        let answer = parked.done;
+        parked.done = Box::new(move |r| {
+            self.timers.cancel(key);
+            answer(r)
+        });
+        ch.park(op, parked);
+        // A deadline that passed before the request was parked found nothing to expire.
+        if Instant::now() >= at {
+            ch.expire(tag);
         }
     }
 
@@ -409,6 +465,16 @@ impl Runtime {
                     ChanOp::IsOpen => now(Ok(Body::Owned(vec![ch.isopen() as u8]))),
                     ChanOp::IsEmpty => now(empty_under(ch.as_ref(), Item::Bytes(key))
                         .map(|b| Body::Owned(vec![b as u8]))),
+                    ChanOp::TakeWithin { nanos } => {
+                        self.park_timed(&e, ParkOp::Take, nanos, p(), Parking::answer_item)
+                    }
+                    ChanOp::PutWithin { nanos } => self.park_timed(
+                        &e,
+                        ParkOp::Put(Item::Bytes(frame.body().to_vec())),
+                        nanos,
+                        p(),
+                        Parking::answer_empty,
+                    ),
                 }
             }
             Msg::AddWeight { rrid, weight } => match self.add_weight(rrid, from, weight) {
@@ -449,7 +515,7 @@ impl Runtime {
                     }
                 };
                 match mode {
-                    Mode::Fetch => match out {
+                    Mode::Fetch | Mode::Service => match out {
                         Ok((entry, v)) => match (entry.encoder)() {
                             Some(enc) => match enc(v.as_ref()) {
                                 Ok(b) => reply(Ok(b)),
@@ -621,6 +687,16 @@ impl Runtime {
             }
             ChanOp::IsOpen => Ok(bytes(vec![ch.isopen() as u8])),
             ChanOp::IsEmpty => Ok(bytes(vec![empty_under(ch.as_ref(), key)? as u8])),
+            ChanOp::TakeWithin { nanos } => ch
+                .take_until(key, deadline_in(Duration::from_nanos(nanos)))
+                .map(ChanOut::Item),
+            ChanOp::PutWithin { nanos } => ch
+                .put_until(
+                    key,
+                    Item::Bytes(body.to_vec()),
+                    deadline_in(Duration::from_nanos(nanos)),
+                )
+                .map(|_| bytes(Vec::new())),
         }
     }
 }

@@ -138,6 +138,13 @@ fn wait_until<'a, T>(
     Ok(g)
 }
 
+/// `now + d`, or far ahead where that does not fit.
+pub(crate) fn deadline_in(d: std::time::Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(86400 * 365))
+}
+
 fn untimed() -> Error {
     Error::invalid("a user channel (AbstractChannel) has no timed put or take: use put or take")
 }
@@ -325,6 +332,12 @@ pub trait ErasedChannel: Send + Sync {
         let _ = op;
         (p.done)(Err(Error::invalid("this channel cannot park requests")));
     }
+    /// Gives up the parked put or take whose [`Parked::tag`] is `tag`, if it is still waiting:
+    /// it is answered `Error::Timeout` (why: "no value", "no room", "no taker"), having taken
+    /// or inserted nothing. Only where [`ErasedChannel::parks`].
+    fn expire(&self, tag: u64) {
+        let _ = tag;
+    }
 }
 
 /// How a parked `fetch` copies a channel's next value.
@@ -349,6 +362,8 @@ pub struct Parked {
     pub live: Box<dyn Fn() -> bool + Send>,
     /// Receives the outcome; must not block.
     pub done: Box<dyn FnOnce(Result<Item>) + Send>,
+    /// For a timed request, the id [`ErasedChannel::expire`] knows it by; 0 for none.
+    pub tag: u64,
 }
 
 /// Adapter of a user channel to [`ErasedChannel`].
@@ -680,6 +695,29 @@ impl ErasedChannel for ItemChannel {
         }
         self.changed(g);
     }
+    fn expire(&self, tag: u64) {
+        if tag == 0 {
+            return;
+        }
+        let mut g = self.lock();
+        // Under the lock, where `pump` serves: a request is either answered or removed here.
+        let (p, why) = if let Some(i) = g.takers.iter().position(|p| p.tag == tag) {
+            (g.takers.remove(i).expect("found"), "no value")
+        } else if let Some(i) = g.putters.iter().position(|(_, p)| p.tag == tag) {
+            // Its value goes with it, never inserted.
+            (g.putters.remove(i).expect("found").1, "no room")
+        } else if let Some(i) = g.rendezvous.iter().position(|(_, p)| p.tag == tag) {
+            let (ticket, p) = g.rendezvous.swap_remove(i);
+            if let Some(i) = g.queue.iter().position(|(t, _)| *t == ticket) {
+                g.queue.remove(i);
+            }
+            (p, "no taker")
+        } else {
+            return;
+        };
+        drop(g);
+        (p.done)(Err(Error::Timeout(why.into())));
+    }
 }
 
 /// What an owner keeps under a remote reference id.
@@ -714,5 +752,95 @@ impl Entry {
 impl Booked for Entry {
     fn clients(&self) -> MutexGuard<'_, Clients> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    type Outcome = Arc<Mutex<Vec<(u64, Result<Vec<u8>>)>>>;
+
+    /// A parked request that records its outcome under `tag`.
+    fn parked(out: &Outcome, tag: u64) -> Parked {
+        let out = Arc::clone(out);
+        Parked {
+            live: Box::new(|| true),
+            done: Box::new(move |r| {
+                let r = r.and_then(|i| i.encode().map(|b| b.into_vec()));
+                out.lock().unwrap().push((tag, r));
+            }),
+            tag,
+        }
+    }
+
+    fn bytes(b: u8) -> Item {
+        Item::Bytes(vec![b])
+    }
+
+    fn timeout_why(r: &Result<Vec<u8>>) -> &str {
+        match r {
+            Err(Error::Timeout(why)) => why,
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_expired_take_takes_nothing_later() {
+        let ch = ItemChannel::new(2);
+        let out = Outcome::default();
+        ch.park(ParkOp::Take, parked(&out, 7));
+        ch.park(ParkOp::Take, parked(&out, 8));
+        ch.expire(7);
+        // Expiring again, or a tag nobody has, changes nothing.
+        ch.expire(7);
+        ch.expire(99);
+        ch.put(bytes(0), bytes(1)).unwrap();
+        ch.put(bytes(0), bytes(2)).unwrap();
+        let got = std::mem::take(&mut *out.lock().unwrap());
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].0, timeout_why(&got[0].1)), (7, "no value"));
+        assert_eq!(got[1].0, 8);
+        assert_eq!(got[1].1.as_ref().unwrap(), &vec![1]);
+        // 2 is still there, for the next take.
+        assert_eq!(ch.isempty(), Some(false));
+        assert!(matches!(ch.take(bytes(0)).unwrap(), Item::Bytes(b) if b == [2]));
+        // Served before its deadline: a later expire finds nothing to answer.
+        ch.put(bytes(0), bytes(3)).unwrap();
+        ch.park(ParkOp::Take, parked(&out, 9));
+        ch.expire(9);
+        let got = std::mem::take(&mut *out.lock().unwrap());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1.as_ref().unwrap(), &vec![3]);
+    }
+
+    #[test]
+    fn an_expired_put_inserts_nothing() {
+        let ch = ItemChannel::new(1);
+        let out = Outcome::default();
+        ch.put(bytes(0), bytes(1)).unwrap();
+        ch.park(ParkOp::Put(bytes(2)), parked(&out, 3));
+        ch.expire(3);
+        let got = std::mem::take(&mut *out.lock().unwrap());
+        assert_eq!((got[0].0, timeout_why(&got[0].1)), (3, "no room"));
+        assert!(matches!(ch.take(bytes(0)).unwrap(), Item::Bytes(b) if b == [1]));
+        assert_eq!(ch.isempty(), Some(true), "2 was not inserted");
+        // Rendezvous: the value offered leaves the channel with its expired put.
+        let r = ItemChannel::new(0);
+        r.park(ParkOp::Put(bytes(5)), parked(&out, 4));
+        assert_eq!(r.isempty(), Some(false));
+        r.expire(4);
+        let got = std::mem::take(&mut *out.lock().unwrap());
+        assert_eq!((got[0].0, timeout_why(&got[0].1)), (4, "no taker"));
+        assert_eq!(r.isempty(), Some(true));
+        // With a taker in time, the put is answered and a later expire does nothing.
+        r.park(ParkOp::Put(bytes(6)), parked(&out, 5));
+        r.park(ParkOp::Take, parked(&out, 6));
+        r.expire(5);
+        let mut got = std::mem::take(&mut *out.lock().unwrap());
+        got.sort_by_key(|(t, _)| *t);
+        assert_eq!(got[0].1.as_ref().unwrap(), &Vec::<u8>::new());
+        assert_eq!(got[1].1.as_ref().unwrap(), &vec![6]);
     }
 }

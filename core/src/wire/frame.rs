@@ -21,8 +21,9 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// Frame header magic.
 pub const MAGIC: u16 = 0x4863;
 /// The wire protocol version; it is also checked in the handshake. 2: per-holder reference
-/// books (`AddClient`), the topology as an enum in `Config`.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// books (`AddClient`), the topology as an enum in `Config`. 3: service calls
+/// (`Mode::Service`) and timed channel operations (`ChanOp::TakeWithin`, `PutWithin`).
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Frame kind of a message frame (the only kind so far).
 pub const KIND_MESSAGE: u8 = 1;
 /// Size of the fixed header.

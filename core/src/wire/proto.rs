@@ -22,6 +22,10 @@ pub(crate) enum Mode {
     Store { rrid: Rrid, notify: bool },
     /// Drop it (`remote_do`).
     Do,
+    /// Send it back, as `Fetch`, for a core function that runs no user code (pool
+    /// bookkeeping): it starts at once on a thread of its own, never behind the caller's
+    /// calls on its serial queue.
+    Service,
 }
 
 /// Channel operations.
@@ -37,6 +41,14 @@ pub(crate) enum ChanOp {
     IsOpen,
     /// Whether no value is waiting (a user channel: by `isready` under the key); one byte.
     IsEmpty,
+    /// `Take`, giving up after `nanos` (measured on the owner) with nothing taken.
+    TakeWithin {
+        nanos: u64,
+    },
+    /// `Put`, giving up after `nanos` with nothing inserted.
+    PutWithin {
+        nanos: u64,
+    },
 }
 
 /// What a process knows about another.
@@ -232,7 +244,7 @@ impl Welcome {
 mod tests {
     use super::*;
 
-    /// The bytes on the wire are those of protocol version 2's `bincode::serialize`.
+    /// The bytes on the wire are those of `bincode::serialize`.
     #[test]
     fn messages_encode_as_bincode_serialize() {
         let msgs = [
@@ -249,6 +261,15 @@ mod tests {
                 rrid: Rrid { whence: 1, id: 2 },
                 op: ChanOp::Take,
                 key: vec![9, 8, 7],
+            },
+            Msg::Call {
+                func: "pool_op".into(),
+                mode: Mode::Service,
+            },
+            Msg::Chan {
+                rrid: Rrid { whence: 2, id: 5 },
+                op: ChanOp::PutWithin { nanos: u64::MAX },
+                key: Vec::new(),
             },
             Msg::Config {
                 pid: 4,
