@@ -326,6 +326,7 @@ fn parked(live: bool) -> (Parked, mpsc::Receiver<Result<Vec<u8>>>) {
         done: Box::new(move |r| {
             let _ = tx.send(r.map(bytes));
         }),
+        tag: 0,
     };
     (p, rx)
 }
