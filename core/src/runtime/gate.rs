@@ -33,8 +33,9 @@ pub(crate) struct Gate {
     /// A descriptor kept in reserve, given up to accept (and close) a connection when the
     /// process has no other descriptor left.
     spare: Mutex<Option<std::fs::File>>,
-    /// Accept failures since the last log line, and when that was.
-    failures: Mutex<(u64, Option<Instant>)>,
+    /// Accept failures, and connections closed before their hello, since each last log line.
+    failures: Mutex<Throttle>,
+    dropped: Mutex<Throttle>,
     limit: usize,
 }
 
@@ -51,7 +52,8 @@ impl Gate {
         Gate {
             waiting: Mutex::new(HashMap::new()),
             spare: Mutex::new(open_spare()),
-            failures: Mutex::new((0, None)),
+            failures: Mutex::new(Throttle::default()),
+            dropped: Mutex::new(Throttle::default()),
             limit: (soft / 4).clamp(8, 256) as usize,
         }
     }
@@ -83,23 +85,58 @@ impl Gate {
         if let Some(i) = w.remove(&t) {
             poller.delete(&i.fd);
         }
+        drop(w);
+        self.dropped("shed to make room for a newer connection");
         true
     }
 
     /// Counts an accept failure; logs it with the count when the last log is old enough.
     fn failed(&self, e: &io::Error) {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        f.0 += 1;
-        if f.1.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-            crate::log!(
-                error,
-                error = %e,
-                failures = f.0,
-                "accept failed ({} times since the last report): {e}",
-                f.0
-            );
-            *f = (0, Some(Instant::now()));
+        let due = self
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .hit();
+        if let Some(n) = due {
+            crate::log!(error, error = %e, failures = n, "accept failed ({n} since the last report)");
         }
+    }
+
+    /// Counts a connection closed before its hello was in (`why`); logged as [`Gate::failed`].
+    fn dropped(&self, why: &str) {
+        let due = self.dropped.lock().unwrap_or_else(|e| e.into_inner()).hit();
+        if let Some(n) = due {
+            crate::log!(
+                warn,
+                error = %why,
+                refused = n,
+                "refused connections without a handshake ({n} since the last report)"
+            );
+        }
+    }
+}
+
+/// A count of events logged at most once per [`LOG_EVERY`]: a flood of hostile connections
+/// costs a line per interval, not a line per connection.
+#[derive(Default)]
+struct Throttle {
+    count: u64,
+    last: Option<Instant>,
+}
+
+impl Throttle {
+    /// Counts one event; returns the count to report when a line is due.
+    fn hit(&mut self) -> Option<u64> {
+        self.count += 1;
+        if self.last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            return None;
+        }
+        let n = self.count;
+        *self = Throttle {
+            count: 0,
+            last: Some(Instant::now()),
+        };
+        Some(n)
     }
 }
 
@@ -193,7 +230,7 @@ impl Runtime {
         if i.got == HELLO_LEN {
             self.hello_in(i.fd, &i.hello);
         } else {
-            crate::log!(warn, "refused a connection: closed before its handshake");
+            self.gate.dropped("closed before its handshake");
         }
     }
 
@@ -212,10 +249,7 @@ impl Runtime {
         for t in late {
             if let Some(i) = w.remove(&t) {
                 self.poller.delete(&i.fd);
-                crate::log!(
-                    warn,
-                    "refused a connection: no handshake within {HANDSHAKE_DEADLINE:?}"
-                );
+                self.gate.dropped("no handshake within the deadline");
             }
         }
     }
