@@ -24,8 +24,6 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
-use std::task::{Context, Poll, Waker};
-use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 pub(crate) mod clients;
@@ -38,6 +36,7 @@ mod handshake;
 pub(crate) mod mailbox;
 pub mod refs;
 pub mod registry;
+mod requests;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -47,79 +46,10 @@ mod timer;
 pub(crate) mod world;
 
 pub(crate) use handshake::{raw_handshake, run_worker, start_master};
+pub(crate) use requests::PendingReq;
 
 const LISTENER_TOKEN: u64 = 1;
 const FIRST_LINK_TOKEN: u64 = crate::links::poller::FIRST_FREE_TOKEN;
-
-/// A reply slot: where the answer to a request lands, its message already decoded by the
-/// dispatcher: the reply frame of a value, or the error the reply carries.
-pub(crate) struct Slot {
-    done: AtomicBool,
-    val: Mutex<Option<Result<Frame>>>,
-    waiter: Mutex<Option<Thread>>,
-    /// The task awaiting the reply (`PendingReq::poll_done`): woken by whoever completes it.
-    task: Mutex<Option<Waker>>,
-}
-
-impl Slot {
-    fn new() -> Arc<Slot> {
-        Arc::new(Slot {
-            done: AtomicBool::new(false),
-            val: Mutex::new(None),
-            waiter: Mutex::new(None),
-            task: Mutex::new(None),
-        })
-    }
-    fn complete(&self, r: Result<Frame>) {
-        let mut v = self.val.lock().unwrap_or_else(|e| e.into_inner());
-        if v.is_some() {
-            return;
-        }
-        *v = Some(r);
-        drop(v);
-        self.done.store(true, Ordering::Release);
-        if let Some(t) = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            t.unpark();
-        }
-        if let Some(w) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            w.wake();
-        }
-    }
-    fn is_done(&self) -> bool {
-        self.done.load(Ordering::Acquire)
-    }
-    fn take(&self) -> Result<Frame> {
-        self.val
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .unwrap_or_else(|| Err(Error::Protocol("reply taken twice".into())))
-    }
-}
-
-/// A request sent and not answered yet (`Runtime::request_start`).
-pub(crate) struct PendingReq {
-    id: u64,
-    slot: Arc<Slot>,
-    link: Arc<Link>,
-}
-
-impl PendingReq {
-    /// Ready once the reply is in (or the request failed: the peer is gone); otherwise the
-    /// slot keeps `cx`'s waker and wakes it then. No thread waits: the poller completes it.
-    pub(crate) fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.slot.is_done() {
-            return Poll::Ready(());
-        }
-        *self.slot.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
-        // Completed between the check and the store: its `complete` may have found no waker.
-        if self.slot.is_done() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
-}
 
 /// A running request: caller, request id, control, and the Future a `remotecall` fills.
 type Inflight = (Pid, u64, Arc<JobCtl>, Option<Rrid>);
@@ -157,8 +87,7 @@ pub(crate) struct Runtime {
     /// condition: what `rmprocs` waits for.
     pub(crate) exited: Mutex<HashSet<Pid>>,
     pub(crate) removed_cv: Condvar,
-    pending: Mutex<HashMap<u64, (Pid, Arc<Slot>)>>,
-    next_req: AtomicU64,
+    requests: requests::Requests,
     pub(crate) stores: Mutex<HashMap<Rrid, Arc<Entry>>>,
     next_rrid: AtomicU64,
     /// Running requests: caller, request id, control, and the Future a `remotecall` fills.
@@ -364,8 +293,7 @@ impl Runtime {
             removed: Mutex::new(HashSet::new()),
             exited: Mutex::new(HashSet::new()),
             removed_cv: Condvar::new(),
-            pending: Mutex::new(HashMap::new()),
-            next_req: AtomicU64::new(1),
+            requests: requests::Requests::new(),
             stores: Mutex::new(HashMap::new()),
             next_rrid: AtomicU64::new(1),
             inflight: Mutex::new(HashMap::new()),
@@ -585,18 +513,10 @@ impl Runtime {
     /// several in flight); [`Runtime::request_finish`] waits for it.
     pub(crate) fn request_start(&self, pid: Pid, msg: &Msg, body: &Body<'_>) -> Result<PendingReq> {
         let link = self.link_to(pid)?;
-        let id = self.next_req.fetch_add(1, Ordering::Relaxed);
-        let slot = Slot::new();
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, (pid, Arc::clone(&slot)));
+        let (id, slot) = self.requests.open(pid);
         let sent = link.send(id, &encode_msg(msg), body);
         if sent.is_err() || link.is_dead() {
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            self.requests.forget(id);
             return Err(match sent {
                 Err(e) if !link.is_dead() => Error::on_send(pid, e),
                 _ => Error::ProcessExited(pid),
@@ -630,33 +550,17 @@ impl Runtime {
                 )
             });
         }
-        if !slot.is_done() {
-            let _b = exec::blocking();
-            *slot.waiter.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
-            while !slot.is_done() {
-                let mut nap = Duration::from_millis(100);
-                if let Some(d) = deadline {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        self.pending
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&id);
-                        if slot.is_done() {
-                            break;
-                        }
-                        return Err(Error::Timeout(format!("no answer from pid {}", link.peer)));
-                    }
-                    nap = nap.min(left);
+        match slot.park_until(deadline) {
+            requests::Parked::Done => {}
+            requests::Parked::TimedOut => {
+                self.requests.forget(id);
+                if !slot.is_done() {
+                    return Err(Error::Timeout(format!("no answer from pid {}", link.peer)));
                 }
-                std::thread::park_timeout(nap);
-                if exec::interrupted() {
-                    self.pending
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&id);
-                    return Err(Error::Interrupted(self.myid()));
-                }
+            }
+            requests::Parked::Interrupted => {
+                self.requests.forget(id);
+                return Err(Error::Interrupted(self.myid()));
             }
         }
         slot.take()
@@ -664,10 +568,7 @@ impl Runtime {
 
     /// Gives up on a request without waiting for its reply, which is dropped when it comes.
     pub(crate) fn request_forget(&self, p: PendingReq) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&p.id);
+        self.requests.forget(p.id);
     }
 
     /// Waits (polling, for the spin window) until every request in `pending` has its reply:
@@ -684,31 +585,6 @@ impl Runtime {
                 pending.iter().all(|p| p.slot.is_done())
             })
         });
-    }
-
-    /// Completes request `id` with a reply that came from `from`: only a reply from the pid the
-    /// request went to counts (a peer cannot answer another's request by guessing its id).
-    fn complete(&self, from: Pid, id: u64, r: Result<Frame>) {
-        let slot = {
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            match p.get(&id) {
-                Some((to, _)) if *to == from => p.remove(&id),
-                Some((to, _)) => {
-                    let to = *to;
-                    drop(p);
-                    crate::log!(
-                        warn,
-                        peer = from,
-                        "dropped a reply from pid {from} to request {id}, which went to pid {to}"
-                    );
-                    return;
-                }
-                None => None,
-            }
-        };
-        if let Some((_, s)) = slot {
-            s.complete(r);
-        }
     }
 
     fn reply(&self, to: Pid, id: u64, r: Result<Body<'_>>) {
@@ -944,20 +820,7 @@ impl Runtime {
         {
             l.kill(&self.poller);
         }
-        let failed: Vec<(u64, Arc<Slot>)> = {
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            let ids: Vec<u64> = p
-                .iter()
-                .filter(|(_, (q, _))| *q == pid)
-                .map(|(i, _)| *i)
-                .collect();
-            ids.into_iter()
-                .filter_map(|i| p.remove(&i).map(|(_, s)| (i, s)))
-                .collect()
-        };
-        for (_, s) in failed {
-            s.complete(Err(Error::ProcessExited(pid)));
-        }
+        self.requests.fail_to(pid);
         if let Some(i) = self
             .peers
             .write()

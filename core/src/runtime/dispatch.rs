@@ -130,7 +130,10 @@ impl Runtime {
             }
         };
         match msg {
-            Msg::Reply { ok } => self.complete(from, frame.header.id, reply_result(ok, frame)),
+            Msg::Reply { ok } => {
+                self.requests
+                    .complete(from, frame.header.id, reply_result(ok, frame))
+            }
             Msg::DelRef { rrid, weight } => self.release(rrid, from, weight),
             Msg::AddClient {
                 rrid,

@@ -115,7 +115,7 @@ fn requests_without_user_code_do_not_wait_behind_a_running_call() {
         .request(2, &call(add.name(), Mode::Fetch), &args(&(1u64, 2u64)))
         .unwrap();
     assert_eq!(value(f), 3);
-    assert!(running.slot.is_done(), "the earlier call finished first");
+    assert!(running.is_done(), "the earlier call finished first");
     rt.request_finish(running).unwrap();
     assert!(ready(rt, 2, rrid));
     // A fetch that returns the caller's whole weight frees the entry.
@@ -248,12 +248,7 @@ fn a_reply_slot_fails_when_its_peer_dies() {
         other => panic!("expected ProcessExited(3), got {other:?}"),
     }
     assert!(t0.elapsed() < Duration::from_secs(2));
-    assert!(rt
-        .pending
-        .lock()
-        .unwrap()
-        .values()
-        .all(|(pid, _)| *pid != 3));
+    assert_eq!(rt.requests.open_to(Some(3)), 0);
     match rt.request(3, &Msg::Query(Query::LiveRefs), &none()) {
         Err(Error::ProcessExited(3)) => {}
         other => panic!("expected ProcessExited(3) for a new request, got {other:?}"),
@@ -276,13 +271,13 @@ fn a_timed_out_slot_drops_its_late_reply() {
         Err(Error::Timeout(why)) => assert_eq!(why, "no answer from pid 2"),
         other => panic!("expected a timeout, got {other:?}"),
     }
-    assert!(rt.pending.lock().unwrap().is_empty());
+    assert_eq!(rt.requests.open_to(None), 0);
     // The next request gets its own reply, not the late one.
     let f = rt
         .request(2, &call(add.name(), Mode::Fetch), &args(&(20u64, 3u64)))
         .unwrap();
     assert_eq!(value(f), 23);
-    assert!(rt.pending.lock().unwrap().is_empty());
+    assert_eq!(rt.requests.open_to(None), 0);
 }
 
 #[test]
@@ -471,7 +466,7 @@ fn parked_remote_takes_are_answered_by_puts_from_another_runtime() {
                 .unwrap()
         })
         .collect();
-    assert!(takes.iter().all(|p| !p.slot.is_done()));
+    assert!(takes.iter().all(|p| !p.is_done()));
     for i in 0..200u64 {
         c.rt(3).request(2, &chan(ChanOp::Put), &args(&i)).unwrap();
     }
