@@ -10,10 +10,9 @@ use crate::base::topology::Topology;
 use crate::links::link::{read_exact_until, write_all, FrameSink, Link};
 use crate::links::poller::{Poller, Woken};
 use crate::links::transport::{Listener, Transport};
-use crate::runtime::clients::{Booked, Clients};
 use crate::runtime::exec::{JobCtl, SerialQueue};
 use crate::runtime::registry::CallError;
-use crate::runtime::store::{Entry, ErasedChannel, Item, ItemChannel, Stored, ValueCell};
+use crate::runtime::store::{Entry, ErasedChannel, Item, ItemChannel, Stored};
 use crate::wire::codec::Body;
 use crate::wire::frame::{Frame, PROTOCOL_VERSION};
 use crate::wire::proto::*;
@@ -34,6 +33,7 @@ pub mod exec;
 mod gate;
 mod handshake;
 pub(crate) mod mailbox;
+mod owner;
 pub mod refs;
 pub mod registry;
 mod requests;
@@ -88,7 +88,8 @@ pub(crate) struct Runtime {
     pub(crate) exited: Mutex<HashSet<Pid>>,
     pub(crate) removed_cv: Condvar,
     requests: requests::Requests,
-    pub(crate) stores: Mutex<HashMap<Rrid, Arc<Entry>>>,
+    /// The entries this runtime owns, with their books.
+    owned: owner::Owned,
     next_rrid: AtomicU64,
     /// Running requests: caller, request id, control, and the Future a `remotecall` fills.
     inflight: Mutex<HashMap<u64, Inflight>>,
@@ -294,7 +295,7 @@ impl Runtime {
             exited: Mutex::new(HashSet::new()),
             removed_cv: Condvar::new(),
             requests: requests::Requests::new(),
-            stores: Mutex::new(HashMap::new()),
+            owned: owner::Owned::default(),
             next_rrid: AtomicU64::new(1),
             inflight: Mutex::new(HashMap::new()),
             next_job: AtomicU64::new(1),
@@ -603,42 +604,21 @@ impl Runtime {
         let _ = res;
     }
 
-    // ---------- owner-side store ----------
+    // ---------- owner-side store (runtime/owner.rs) ----------
 
     pub(crate) fn entry(&self, rrid: Rrid) -> Option<Arc<Entry>> {
-        self.stores
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&rrid)
-            .cloned()
+        self.owned.get(rrid)
     }
 
     pub(crate) fn insert_entry(&self, rrid: Rrid, stored: Stored, creator: Pid) -> Arc<Entry> {
-        let e = Arc::new(Entry::new(stored, rrid.whence, creator));
-        let mut s = self.stores.lock().unwrap_or_else(|e| e.into_inner());
-        // Made for a process that died meanwhile: nobody holds it.
-        if !self.is_gone(rrid.whence) {
-            s.insert(rrid, Arc::clone(&e));
-        }
-        e
+        self.owned
+            .insert(rrid, stored, creator, &|p| self.is_gone(p))
     }
 
     /// The value entry under `rrid`, created empty on first mention (a fetch may arrive from a
     /// third process before the call that fills it).
     pub(crate) fn value_entry(&self, rrid: Rrid, creator: Pid) -> Arc<Entry> {
-        let mut s = self.stores.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = s.get(&rrid) {
-            return Arc::clone(e);
-        }
-        let e = Arc::new(Entry::new(
-            Stored::Value(ValueCell::default()),
-            rrid.whence,
-            creator,
-        ));
-        if !self.is_gone(rrid.whence) {
-            s.insert(rrid, Arc::clone(&e));
-        }
-        e
+        self.owned.value(rrid, creator, &|p| self.is_gone(p))
     }
 
     /// Whether `pid` is another process that has died (its holds are dropped, see `clients`).
@@ -646,100 +626,27 @@ impl Runtime {
         pid != self.myid() && self.is_removed(pid)
     }
 
-    /// Changes the books of `rrid` with `f` and frees the entry when nobody holds it. A missing
-    /// entry is made (as a value) if `create`: a message about a reference can overtake the
-    /// call that creates it. Runs under the store's lock, so that a death (`drop_holder`) is
-    /// booked either wholly before or wholly after.
-    fn book(&self, rrid: Rrid, create: bool, f: impl FnOnce(&mut Clients, &dyn Fn(Pid) -> bool)) {
-        let mut s = self.stores.lock().unwrap_or_else(|e| e.into_inner());
-        let gone = |p: Pid| self.is_gone(p);
-        let e = match s.get(&rrid) {
-            Some(e) => Arc::clone(e),
-            None if !create || gone(rrid.whence) => return,
-            None => {
-                let e = Arc::new(Entry::new(
-                    Stored::Value(ValueCell::default()),
-                    rrid.whence,
-                    rrid.whence,
-                ));
-                s.insert(rrid, Arc::clone(&e));
-                e
-            }
-        };
-        let free = {
-            let mut c = e.clients();
-            f(&mut c, &gone);
-            c.is_free()
-        };
-        if free {
-            s.remove(&rrid);
-        }
-        // The value may hold handles whose drop comes back here: drop it unlocked.
-        drop(s);
-        if free {
-            if let Stored::Channel(ch) = &e.stored {
-                ch.close();
-            }
-        }
-    }
-
     /// Returns `from`'s reference weight to the owner's entry; frees it when none is left. A
     /// dead process's returns are ignored: its share went with it.
     pub(crate) fn release(&self, rrid: Rrid, from: Pid, weight: u64) {
-        if weight == 0 {
-            return;
-        }
-        self.book(rrid, true, |c, gone| {
-            if !gone(from) {
-                c.sub(from, weight)
-            }
-        });
+        self.owned.release(rrid, from, weight, &|p| self.is_gone(p));
     }
 
     /// Books `weight` of `rrid` as `to`'s rather than `from`'s (`Msg::AddClient`).
     pub(crate) fn client_moved(&self, rrid: Rrid, from: Pid, to: Pid, weight: u64) {
-        let create = !self.is_gone(from);
-        self.book(rrid, create, |c, gone| c.moved(from, to, weight, gone));
+        self.owned
+            .moved(rrid, from, to, weight, &|p| self.is_gone(p));
     }
 
-    /// Drops a departed process's holds on this process's entries and frees what nobody else
-    /// holds (Julia's `deregister_worker`).
-    fn drop_holder(&self, pid: Pid) {
-        let freed = clients::drop_holder(
-            &mut self.stores.lock().unwrap_or_else(|e| e.into_inner()),
-            pid,
-        );
-        for e in freed {
-            if let Stored::Channel(ch) = &e.stored {
-                ch.close();
-            }
-        }
-    }
-
-    /// Books `weight` more of `rrid` to `to` (a holder whose weight ran low); false if the
-    /// entry is gone. Under the store's lock, so that a death of `to` (`drop_holder`) comes
-    /// wholly before (nothing is booked to a dead holder) or after (and drops it).
+    /// Books `weight` more of `rrid` to `to`; false if the entry is gone (or `to` is).
     pub(crate) fn add_weight(&self, rrid: Rrid, to: Pid, weight: u64) -> bool {
-        let s = self.stores.lock().unwrap_or_else(|e| e.into_inner());
-        match s.get(&rrid) {
-            Some(e) if !self.is_gone(to) => {
-                e.clients().add(to, weight);
-                true
-            }
-            _ => false,
-        }
+        self.owned.add(rrid, to, weight, &|p| self.is_gone(p))
     }
 
     /// Frees the entry under `rrid` and returns it if `weight` is all that is left of it (the
     /// caller's hold is the last one); otherwise changes nothing.
     pub(crate) fn release_if_last(&self, rrid: Rrid, weight: u64) -> Option<Arc<Entry>> {
-        let mut s = self.stores.lock().unwrap_or_else(|e| e.into_inner());
-        let last = s.get(&rrid).is_some_and(|e| e.clients().total() == weight);
-        if last {
-            s.remove(&rrid)
-        } else {
-            None
-        }
+        self.owned.release_if_last(rrid, weight)
     }
 
     /// Sends weight back to `owner` (or releases it here).
@@ -811,7 +718,7 @@ impl Runtime {
                 return;
             }
         }
-        self.drop_holder(pid);
+        self.owned.drop_holder(pid);
         if let Some(l) = self
             .links
             .write()
@@ -930,7 +837,7 @@ impl Runtime {
     }
 
     pub(crate) fn live_refs(&self) -> usize {
-        self.stores.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.owned.len()
     }
 }
 

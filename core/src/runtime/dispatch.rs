@@ -485,7 +485,7 @@ impl Runtime {
                 false => now(Err(Error::invalid("reference was already freed"))),
             },
             Msg::Query(Query::LiveRefs) => {
-                let n = self.stores.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
+                let n = self.live_refs() as u64;
                 now(Ok(Body::Owned(n.to_le_bytes().to_vec())));
             }
             other => return Some((other, frame)),
