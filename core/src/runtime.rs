@@ -3,7 +3,7 @@
 //! master's start and a worker's life are in `handshake`.
 
 use crate::base::env;
-use crate::base::error::{Error, RemoteException, Result, WireError};
+use crate::base::error::{Error, Result, WireError};
 use crate::base::ids::Pid;
 use crate::base::ids::Rrid;
 use crate::base::topology::Topology;
@@ -17,7 +17,6 @@ use crate::wire::codec::Body;
 use crate::wire::frame::{Frame, PROTOCOL_VERSION};
 use crate::wire::proto::*;
 use nix::sys::epoll::{EpollEvent, EpollFlags};
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -31,6 +30,7 @@ pub(crate) mod diag;
 mod dispatch;
 pub mod exec;
 mod gate;
+mod guard;
 mod handshake;
 pub(crate) mod mailbox;
 mod owner;
@@ -45,6 +45,7 @@ mod tests;
 mod timer;
 pub(crate) mod world;
 
+pub(crate) use guard::{install_panic_hook, run_guarded, run_guarded_as};
 pub(crate) use handshake::{raw_handshake, run_worker, start_master};
 pub(crate) use requests::PendingReq;
 
@@ -166,73 +167,6 @@ pub(crate) fn cookie_bytes(s: &str) -> Result<[u8; COOKIE_LEN]> {
     let n = b.len().min(COOKIE_LEN);
     c[..n].copy_from_slice(&b[..n]);
     Ok(c)
-}
-
-thread_local! {
-    static IN_REMOTE: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-pub(crate) fn install_panic_hook() {
-    let prev = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let inside = IN_REMOTE.with(|c| c.borrow().is_some());
-        if inside {
-            let bt = std::backtrace::Backtrace::force_capture().to_string();
-            IN_REMOTE.with(|c| *c.borrow_mut() = Some(bt));
-        } else {
-            prev(info);
-        }
-    }));
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        format!("panic: {s}")
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        format!("panic: {s}")
-    } else {
-        "panic with a non-string payload".into()
-    }
-}
-
-/// Runs a registered function on this process, turning panics and returned errors into
-/// errors.
-pub(crate) fn run_guarded(
-    func: &str,
-    f: impl FnOnce() -> std::result::Result<registry::AnyBox, CallError>,
-) -> Result<registry::AnyBox> {
-    run_guarded_as(crate::base::ids::myid(), func, f)
-}
-
-/// [`run_guarded`] for the runtime with pid `me`, which the errors name.
-pub(crate) fn run_guarded_as(
-    me: Pid,
-    func: &str,
-    f: impl FnOnce() -> std::result::Result<registry::AnyBox, CallError>,
-) -> Result<registry::AnyBox> {
-    // Nested calls (a remote function calling one on this process) restore the outer mark.
-    let outer = IN_REMOTE.with(|c| c.replace(Some(String::new())));
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    let bt = IN_REMOTE.with(|c| c.replace(outer)).unwrap_or_default();
-    match r {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(CallError::Args(reason))) => Err(Error::Codec {
-            action: "decode",
-            what: format!("arguments of {func}"),
-            pid: me,
-            reason,
-        }),
-        Ok(Err(CallError::Returned(m))) => Err(Error::Remote(RemoteException {
-            pid: me,
-            error: m,
-            backtrace: String::new(),
-        })),
-        Err(p) => Err(Error::Remote(RemoteException {
-            pid: me,
-            error: panic_message(p.as_ref()),
-            backtrace: bt,
-        })),
-    }
 }
 
 /// Runs `f`, a wait for replies that may read other frames, marked as such (see
