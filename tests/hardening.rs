@@ -219,8 +219,130 @@ fn main() {
                 "a_huge_frame_does_not_stall_other_links",
                 a_huge_frame_does_not_stall_other_links,
             ),
+            (
+                "hostile_clients_change_no_answer",
+                hostile_clients_change_no_answer,
+            ),
         ],
         Duration::from_secs(60),
         Vec::new(),
     );
+}
+
+/// A frame as a peer would send it: header, message bytes, body.
+fn frame(id: u64, meta: &[u8], body: &[u8]) -> Vec<u8> {
+    let h = cohort_core::frame::Header {
+        id,
+        meta_len: meta.len() as u32,
+        len: (meta.len() + body.len()) as u64,
+    };
+    let mut v = h.encode().to_vec();
+    v.extend_from_slice(meta);
+    v.extend_from_slice(body);
+    v
+}
+
+/// Every kind of hostile client at once against worker 2, while the master checks answers.
+fn hostile_clients_change_no_answer() {
+    let os = os_pid(2);
+    let (t0, f0) = (threads(os), fds(os));
+    let addr = address(2);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut attackers = Vec::new();
+    let kinds: [(&str, fn(&str, u64)); 6] = [
+        ("garbage", |addr, i| {
+            if let Ok(mut s) = TcpStream::connect(addr) {
+                let junk: Vec<u8> = (0..600u64).map(|k| (k * 31 + i) as u8).collect();
+                let _ = s.write_all(&junk);
+            }
+        }),
+        ("huge length before the hello", |addr, _| {
+            if let Ok(mut s) = TcpStream::connect(addr) {
+                let _ = s.write_all(&u64::MAX.to_le_bytes().repeat(20));
+            }
+        }),
+        ("slowloris", |addr, _| {
+            if let Ok(mut s) = TcpStream::connect(addr) {
+                for b in b"cohort" {
+                    let _ = s.write_all(&[*b]);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }),
+        ("wrong cookie, wrong version", |addr, i| {
+            let v = if i % 2 == 0 {
+                99
+            } else {
+                cohort::__private::PROTOCOL_VERSION
+            };
+            let _ = cohort::__private::raw_handshake(addr, "wrong-cookie", v);
+        }),
+        ("forged replies", |addr, i| {
+            // Authenticated as pid 1: replies to request ids it never received.
+            if let Ok(mut s) =
+                cohort::__private::raw_handshake(addr, COOKIE, cohort::__private::PROTOCOL_VERSION)
+            {
+                // Request ids count up from 1 in each process: guess the ones in use.
+                let reply_ok = cohort::__private::reply_message(true);
+                for id in 1..=500 {
+                    let id = (i % 20) * 500 + id;
+                    let _ = s.write_all(&frame(id, &reply_ok, &7i64.to_le_bytes()));
+                }
+            }
+        }),
+        ("duplicate pid", |addr, _| {
+            // Worker 2 already has links with the master; a process claiming pid 1 gets at
+            // most one more, then is refused.
+            let held: Vec<_> = (0..5)
+                .filter_map(|_| {
+                    cohort::__private::raw_handshake(
+                        addr,
+                        COOKIE,
+                        cohort::__private::PROTOCOL_VERSION,
+                    )
+                    .ok()
+                })
+                .collect();
+            assert!(
+                held.len() <= 1,
+                "{} links claiming pid 1 accepted",
+                held.len()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }),
+    ];
+    for (name, attack) in kinds {
+        let (addr, stop) = (addr.clone(), stop.clone());
+        attackers.push(std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                attack(&addr, i);
+                i += 1;
+            }
+            (name, i)
+        }));
+    }
+    let end = Instant::now() + Duration::from_secs(4);
+    let (mut calls, mut peak_threads, mut peak_fds) = (0i64, 0, 0);
+    while Instant::now() < end {
+        assert_eq!(remotecall_fetch(add, 2, (calls, 1)).unwrap(), calls + 1);
+        assert_eq!(remotecall_fetch(call_add_on, 3, (2,)).unwrap(), 42);
+        // Worker 2's own requests (to worker 3) get worker 3's answers, not forged ones.
+        assert_eq!(remotecall_fetch(call_add_on, 2, (3,)).unwrap(), 42);
+        calls += 1;
+        peak_threads = peak_threads.max(threads(os));
+        peak_fds = peak_fds.max(fds(os));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for a in attackers {
+        let (name, n) = a.join().expect("an attacker thread");
+        println!("  {name}: {n} attempts");
+    }
+    println!(
+        "worker 2 under attack: {calls} correct round trips; threads {t0} -> peak {peak_threads}, \
+         descriptors {f0} -> peak {peak_fds}"
+    );
+    assert!(peak_threads <= t0 + 8, "threads {t0} -> {peak_threads}");
+    assert!(peak_fds <= f0 + 300, "descriptors {f0} -> {peak_fds}");
+    assert!(calls > 10);
 }

@@ -79,5 +79,5 @@ pub mod __private {
     pub use crate::frame::PROTOCOL_VERSION;
     pub use crate::wire::codec::zeroed_vec;
 
-    pub use crate::runtime::diag::{peer_address, raw_handshake, transport_name};
+    pub use crate::runtime::diag::{peer_address, raw_handshake, reply_message, transport_name};
 }

@@ -25,3 +25,9 @@ pub fn peer_address(pid: Pid) -> Option<String> {
 pub fn raw_handshake(addr: &str, cookie: &str, version: u8) -> std::io::Result<std::fs::File> {
     crate::runtime::raw_handshake(addr, cookie, version)
 }
+
+/// The message bytes of a reply (`ok`: a value follows; else an error), for tests of forged
+/// replies.
+pub fn reply_message(ok: bool) -> Vec<u8> {
+    crate::wire::proto::encode_msg(&crate::wire::proto::Msg::Reply { ok })
+}

@@ -36,6 +36,7 @@ pub(crate) struct Gate {
     /// Accept failures, and connections closed before their hello, since each last log line.
     failures: Mutex<Throttle>,
     dropped: Mutex<Throttle>,
+    refused: Mutex<Throttle>,
     limit: usize,
 }
 
@@ -54,6 +55,7 @@ impl Gate {
             spare: Mutex::new(open_spare()),
             failures: Mutex::new(Throttle::default()),
             dropped: Mutex::new(Throttle::default()),
+            refused: Mutex::new(Throttle::default()),
             limit: (soft / 4).clamp(8, 256) as usize,
         }
     }
@@ -112,6 +114,24 @@ impl Gate {
                 refused = n,
                 "refused connections without a handshake ({n} since the last report)"
             );
+        }
+    }
+}
+
+impl Gate {
+    /// Logs a refused hello (`why`), as [`Gate::failed`]: the first at once, then at most one
+    /// line per interval with the count.
+    pub(super) fn refused(&self, why: &str) {
+        let due = self.refused.lock().unwrap_or_else(|e| e.into_inner()).hit();
+        match due {
+            Some(1) => crate::log!(warn, error = %why, "refused a connection"),
+            Some(n) => crate::log!(
+                warn,
+                error = %why,
+                refused = n,
+                "refused a connection ({n} since the last report)"
+            ),
+            None => {}
         }
     }
 }

@@ -53,7 +53,7 @@ impl Runtime {
     /// (read by the gate, on the poller). Before the cookie is checked nothing is said: a wrong
     /// cookie is closed without an answer, whatever the version.
     pub(super) fn hello_in(&'static self, fd: OwnedFd, hello: &[u8; HELLO_LEN]) {
-        let refuse = |why: String| crate::log!(warn, error = %why, "refused a connection");
+        let refuse = |why: String| self.gate.refused(&why);
         let Some(h) = Hello::decode(hello) else {
             return refuse("not a cohort handshake".into());
         };
