@@ -242,6 +242,9 @@ fn frame(id: u64, meta: &[u8], body: &[u8]) -> Vec<u8> {
     v
 }
 
+/// One attempt of an attacker: the listener's address and the attempt's number.
+type Attack = fn(&str, u64);
+
 /// Every kind of hostile client at once against worker 2, while the master checks answers.
 fn hostile_clients_change_no_answer() {
     let os = os_pid(2);
@@ -249,7 +252,7 @@ fn hostile_clients_change_no_answer() {
     let addr = address(2);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut attackers = Vec::new();
-    let kinds: [(&str, fn(&str, u64)); 6] = [
+    let kinds: [(&str, Attack); 6] = [
         ("garbage", |addr, i| {
             if let Ok(mut s) = TcpStream::connect(addr) {
                 let junk: Vec<u8> = (0..600u64).map(|k| (k * 31 + i) as u8).collect();
