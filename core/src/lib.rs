@@ -79,5 +79,7 @@ pub mod __private {
     pub use crate::frame::PROTOCOL_VERSION;
     pub use crate::wire::codec::zeroed_vec;
 
-    pub use crate::runtime::diag::{peer_address, raw_handshake, reply_message, transport_name};
+    pub use crate::runtime::diag::{
+        decode_hello, decode_message, peer_address, raw_handshake, reply_message, transport_name,
+    };
 }

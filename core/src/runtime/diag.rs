@@ -31,3 +31,20 @@ pub fn raw_handshake(addr: &str, cookie: &str, version: u8) -> std::io::Result<s
 pub fn reply_message(ok: bool) -> Vec<u8> {
     crate::wire::proto::encode_msg(&crate::wire::proto::Msg::Reply { ok })
 }
+
+/// Decodes `bytes` as a protocol message (the fuzz targets): `Err` with the reason if they are
+/// not one; never panics.
+pub fn decode_message(bytes: &[u8]) -> Result<(), String> {
+    crate::wire::proto::decode_msg(bytes)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Decodes the first bytes of `bytes` as a hello (the fuzz targets): whether they are one.
+pub fn decode_hello(bytes: &[u8]) -> bool {
+    let Some(b) = bytes.get(..crate::wire::proto::HELLO_LEN) else {
+        return false;
+    };
+    let b: &[u8; crate::wire::proto::HELLO_LEN] = b.try_into().expect("sliced to length");
+    crate::wire::proto::Hello::decode(b).is_some()
+}
