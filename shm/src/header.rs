@@ -307,7 +307,10 @@ mod tests {
         let elem = ElemInfo::of::<u32>();
         let id = SegmentId(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
         let obj = Backing::Shm {
-            name: "/test".into(),
+            creator: 1,
+            fd: 3,
+            dev: 0,
+            ino: 4,
         };
         // SAFETY: `base` is a private, 8-aligned DATA_OFFSET-byte buffer.
         let err = unsafe { Header::read(base, &obj) }.err().unwrap();
@@ -341,7 +344,12 @@ mod tests {
         long.type_name = "x".repeat(500);
         let h = Header::new(SegmentId(7), &long, &[2], 2);
         assert_eq!(h.elem().type_name.len(), TYPE_NAME_CAP);
-        let obj = Backing::Shm { name: "/t".into() };
+        let obj = Backing::Shm {
+            creator: 1,
+            fd: 3,
+            dev: 0,
+            ino: 4,
+        };
         let size = (DATA_OFFSET + 2) as u64;
         h.check(&obj, None, &long, &[2], size).unwrap();
         let mut other = long.clone();

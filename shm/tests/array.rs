@@ -4,7 +4,7 @@ mod common;
 
 use cohort_shm::ndarray::{Axis, Ix0, Ix1, Ix2, Ix3, IxDyn};
 use cohort_shm::{mapped_segments, release, Backing, SharedArray, ShmError, MAX_DIMS};
-use common::{name_exists, tamper};
+use common::{attachable, tamper};
 
 #[test]
 fn roundtrip_single_pid() {
@@ -40,7 +40,7 @@ fn roundtrip_single_pid() {
 fn single_pid_unlinks_at_construction() {
     let pending = SharedArray::<u32, Ix1>::create(10, &[1], 1).unwrap();
     assert!(
-        !name_exists(pending.handle()),
+        !attachable(pending.handle()),
         "pids == [myid]: unlinked right away"
     );
     let s = pending.finish().unwrap();
@@ -118,17 +118,14 @@ fn three_dims_and_zero_dims() {
 fn attach_in_same_process_as_another_pid() {
     let pending = SharedArray::<f64, Ix2>::create((3, 4), &[1, 2], 1).unwrap();
     let handle = pending.handle().clone();
-    assert!(
-        name_exists(&handle),
-        "two pids: the name lives until finish"
-    );
+    assert!(attachable(&handle), "two pids: the name lives until finish");
     let worker = SharedArray::<f64, Ix2>::attach(&handle, 2).unwrap();
     assert_eq!(worker.id(), pending.array().id());
     assert_eq!(worker.localindices(2), 6..12);
     worker.local_chunk_mut(2).unwrap().fill(2.0);
     pending.array().local_chunk_mut(1).unwrap().fill(1.0);
     let creator = pending.finish().unwrap();
-    assert!(!name_exists(&handle), "finish unlinks");
+    assert!(!attachable(&handle), "finish unlinks");
     assert_eq!(creator.as_slice().to_vec(), [[1.0; 6], [2.0; 6]].concat());
     // After unlink, a handle still finds this process's mapping.
     let again = SharedArray::<f64, Ix2>::lookup(&handle).unwrap();
@@ -171,9 +168,9 @@ fn dropping_the_last_array_unmaps() {
 fn dropped_pending_unlinks() {
     let pending = SharedArray::<u64, Ix1>::create(1000, &[1, 2, 3], 1).unwrap();
     let handle = pending.handle().clone();
-    assert!(name_exists(&handle));
+    assert!(attachable(&handle));
     drop(pending);
-    assert!(!name_exists(&handle));
+    assert!(!attachable(&handle));
     assert!(!mapped_segments().contains(&handle.id()));
 }
 
@@ -416,12 +413,33 @@ fn attach_errors() {
     let missing = tamper(&h, |m| {
         m.id.0 ^= 1;
         m.backing = Backing::Shm {
-            name: "/cohort-1-00000000000000000000000000000000".into(),
+            creator: std::process::id(),
+            fd: i32::MAX,
+            dev: 0,
+            ino: 0,
         };
     });
     let e = SharedArray::<f64, Ix2>::attach(&missing, 2).unwrap_err();
     assert!(
-        matches!(e, ShmError::Io { op, .. } if op.starts_with("shm_open")),
+        matches!(&e, ShmError::Io { op, source, .. }
+            if op.contains("descriptor is gone") && source.kind() == std::io::ErrorKind::NotFound),
+        "{e}"
+    );
+    // The right inode, opened through the creator's descriptor, but another segment id: the
+    // header says no.
+    let other_id = tamper(&h, |m| m.id.0 ^= 1);
+    let e = SharedArray::<f64, Ix2>::attach(&other_id, 2).unwrap_err();
+    assert!(matches!(e, ShmError::BadHeader { .. }), "{e}");
+    // The creator's descriptor, but another inode than the handle's: refused before opening.
+    let other_inode = tamper(&h, |m| {
+        m.id.0 ^= 1;
+        if let Backing::Shm { ino, .. } = &mut m.backing {
+            *ino ^= 1;
+        }
+    });
+    let e = SharedArray::<f64, Ix2>::attach(&other_inode, 2).unwrap_err();
+    assert!(
+        matches!(&e, ShmError::Io { op, .. } if op.contains("descriptor is gone")),
         "{e}"
     );
     let e = SharedArray::<f64, Ix2>::lookup(&missing).unwrap_err();
