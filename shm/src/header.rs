@@ -59,7 +59,7 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 /// The element count and the total object size in bytes (header included), checked.
 ///
 /// An array without data bytes (a zero dim, or a zero-sized element type) is a header-only
-/// object: it is created, attached, unlinked and released like any other, and `mmap` is never
+/// object: it is created, attached, closed and released like any other, and `mmap` is never
 /// asked for zero bytes.
 pub(crate) fn layout(elem: &ElemInfo, dims: &[usize]) -> Result<(usize, usize), ShmError> {
     if dims.len() > MAX_DIMS {

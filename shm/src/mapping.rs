@@ -1,6 +1,6 @@
 //! One mapping of one object (segment or file) per process, and this process's registry of
 //! them, so that an object is mapped once per process and can be found again from a handle
-//! after its name is gone.
+//! after its creator has closed it to attachers.
 //!
 //! The registry lives here, beside [`Mapping`], because the two keep each other true: the
 //! registry holds a `Weak` to every mapping, and a mapping removes its own entry when it drops.

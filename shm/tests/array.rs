@@ -37,11 +37,11 @@ fn roundtrip_single_pid() {
 }
 
 #[test]
-fn single_pid_unlinks_at_construction() {
+fn single_pid_closes_at_construction() {
     let pending = SharedArray::<u32, Ix1>::create(10, &[1], 1).unwrap();
     assert!(
         !attachable(pending.handle()),
-        "pids == [myid]: unlinked right away"
+        "pids == [myid]: closed to attachers right away"
     );
     let s = pending.finish().unwrap();
     s.unlink().unwrap(); // idempotent
@@ -75,7 +75,7 @@ fn column_major_layout() {
     assert_eq!(v.as_slice().unwrap().len(), 12);
     drop(v);
     // And the other way: write by (i, j), read linearly.
-    // SAFETY: no other process knows this segment (single pid, already unlinked).
+    // SAFETY: no other process knows this segment (single pid, already closed to attachers).
     let mut w = unsafe { s.view_mut() }.unwrap();
     w.view_mut()
         .indexed_iter_mut()
@@ -92,7 +92,7 @@ fn three_dims_and_zero_dims() {
         .unwrap()
         .finish()
         .unwrap();
-    // SAFETY: single pid, unlinked: nobody else maps it.
+    // SAFETY: single pid, closed to attachers: nobody else maps it.
     let mut all = unsafe { s.as_mut_slice() }.unwrap();
     all.iter_mut().enumerate().for_each(|(k, x)| *x = k as u16);
     drop(all);
@@ -118,14 +118,17 @@ fn three_dims_and_zero_dims() {
 fn attach_in_same_process_as_another_pid() {
     let pending = SharedArray::<f64, Ix2>::create((3, 4), &[1, 2], 1).unwrap();
     let handle = pending.handle().clone();
-    assert!(attachable(&handle), "two pids: the name lives until finish");
+    assert!(
+        attachable(&handle),
+        "two pids: open to attachers until finish"
+    );
     let worker = SharedArray::<f64, Ix2>::attach(&handle, 2).unwrap();
     assert_eq!(worker.id(), pending.array().id());
     assert_eq!(worker.localindices(2), 6..12);
     worker.local_chunk_mut(2).unwrap().fill(2.0);
     pending.array().local_chunk_mut(1).unwrap().fill(1.0);
     let creator = pending.finish().unwrap();
-    assert!(!attachable(&handle), "finish unlinks");
+    assert!(!attachable(&handle), "finish closes it to attachers");
     assert_eq!(creator.as_slice().to_vec(), [[1.0; 6], [2.0; 6]].concat());
     // After unlink, a handle still finds this process's mapping.
     let again = SharedArray::<f64, Ix2>::lookup(&handle).unwrap();
@@ -165,7 +168,7 @@ fn dropping_the_last_array_unmaps() {
 }
 
 #[test]
-fn dropped_pending_unlinks() {
+fn dropped_pending_closes() {
     let pending = SharedArray::<u64, Ix1>::create(1000, &[1, 2, 3], 1).unwrap();
     let handle = pending.handle().clone();
     assert!(attachable(&handle));
@@ -479,7 +482,7 @@ fn access_errors() {
         s.prefault(0..7),
         Err(ShmError::OutOfBounds { .. })
     ));
-    // SAFETY: single pid, unlinked segment.
+    // SAFETY: single pid, closed to attachers.
     let past_end = unsafe { s.chunk_mut(5..9) };
     assert!(matches!(past_end, Err(ShmError::OutOfBounds { .. })));
     assert!(s.chunk(6..6).unwrap().is_empty());

@@ -67,7 +67,7 @@ fn two_dimensional_empty_arrays_split_their_axes_exactly() {
     let pending = SharedArray::<i64, Ix2>::create((3, 0), &pids, 1).unwrap();
     assert!(
         attachable(pending.handle()),
-        "several pids: named until finish"
+        "several pids: open to attachers until finish"
     );
     let handle = pending.handle().clone();
     let s = pending.finish().unwrap();
