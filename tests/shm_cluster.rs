@@ -667,7 +667,16 @@ const BUSY_ELEMS: usize = 4 << 20;
 /// of the master's or the workers'.
 fn kill_master_during_construction_and_kernels_leaves_nothing() {
     const TRIALS: usize = 50;
+    // The child masters' workers become our children when their master dies, so we can reap
+    // them (and kill them, by pid, should one outlive it).
+    struct Subreaper;
+    impl Drop for Subreaper {
+        fn drop(&mut self) {
+            let _ = nix::sys::prctl::set_child_subreaper(false);
+        }
+    }
     nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+    let _subreaper = Subreaper;
     let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -688,8 +697,12 @@ fn kill_master_during_construction_and_kernels_leaves_nothing() {
             .spawn()
             .expect("start the child master");
         let master = c.id();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
         let out = c.stdout.take().unwrap();
+        let mut guard = Trial {
+            master: Some(c),
+            workers: Vec::new(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
@@ -718,6 +731,7 @@ fn kill_master_during_construction_and_kernels_leaves_nothing() {
             .skip(1)
             .map(|p| p.parse().unwrap())
             .collect();
+        guard.workers.clone_from(&workers);
         assert_eq!(workers.len(), 2);
         // Wait for the first phase start, then kill a random fraction of a typical duration in.
         let typical = {
@@ -729,7 +743,7 @@ fn kill_master_during_construction_and_kernels_leaves_nothing() {
         let delay = rand::Rng::gen_range(&mut rng, 0..typical.max(1));
         std::thread::sleep(Duration::from_micros(delay));
         kill9(master);
-        c.wait().unwrap();
+        guard.master.take().unwrap().wait().unwrap();
         // What the child printed before it died (the reader ends with the pipe).
         let mut finished = false;
         while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
@@ -754,6 +768,7 @@ fn kill_master_during_construction_and_kernels_leaves_nothing() {
             }
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p as i32), None);
         }
+        guard.workers.clear(); // reaped: their pids may be reused from now on
         assert!(gone || !stuck.is_empty());
         for p in std::iter::once(master).chain(workers) {
             for name in shm_names_of(p) {
@@ -762,7 +777,6 @@ fn kill_master_during_construction_and_kernels_leaves_nothing() {
             }
         }
     }
-    nix::sys::prctl::set_child_subreaper(false).expect("PR_SET_CHILD_SUBREAPER");
     // A phase's median in ms, from the runs that were not killed ("?" when every one was).
     let median = |d: &mut Vec<u64>| {
         d.sort_unstable();
@@ -791,6 +805,25 @@ fn kill_master_during_construction_and_kernels_leaves_nothing() {
     );
 }
 
+/// A trial's processes, killed (by pid) and reaped if the trial fails half-way.
+struct Trial {
+    master: Option<std::process::Child>,
+    workers: Vec<u32>,
+}
+
+impl Drop for Trial {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.master {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for &p in &self.workers {
+            kill9(p);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p as i32), None);
+        }
+    }
+}
+
 /// The child master killed by the test above: it builds arrays on two workers and runs
 /// kernels on them, forever, saying when each phase starts and how long it took.
 fn role_busy_master() {
@@ -799,8 +832,11 @@ fn role_busy_master() {
         .iter()
         .map(|&p| remotecall_fetch(ospid, p, ()).unwrap().to_string())
         .collect();
-    println!("READY {}", pids.join(" "));
-    loop {
+    // One round before READY, so that the test knows how long the phases take.
+    for round in 0.. {
+        if round == 1 {
+            println!("READY {}", pids.join(" "));
+        }
         println!("CONSTRUCT");
         let t = std::time::Instant::now();
         let s = SharedArray::<f64, Ix1>::with_init(BUSY_ELEMS, None, fill_mine_1d).unwrap();
