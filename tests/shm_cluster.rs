@@ -2,12 +2,12 @@
 //! same memory.
 //!
 //! The seeds' 3×4 `init` examples, visibility of writes across processes, partitions of
-//! awkward sizes, errors, cleanup (1,000 create/drop cycles; `kill -9` of the master and of a
-//! worker leave `/dev/shm` as it was), file-backed arrays across processes, and the advection
-//! versions agreeing bit for bit.
+//! awkward sizes, errors, cleanup (1,000 create/drop cycles; `kill -9` of the master, idle or
+//! at random moments of constructions and kernels, and of a worker leave `/dev/shm` as it
+//! was), file-backed arrays across processes, and the advection versions agreeing bit for bit.
 //!
-//! Some tests re-execute this binary as a separate master (`COHORT_SHM_TEST_ROLE` set): one
-//! that is killed with `kill -9` while its workers map an array, one that reads a file-backed
+//! Some tests re-execute this binary as a separate master (`COHORT_SHM_TEST_ROLE` set): ones
+//! that are killed with `kill -9` while their workers map arrays, one that reads a file-backed
 //! array written by an earlier process.
 
 mod common;
@@ -162,6 +162,16 @@ fn fill_mine_1d(s: SharedArray<f64, Ix1>) -> cohort::Result<()> {
     Ok(())
 }
 
+/// A kernel over this pid's share: `passes` rounds of `x = 0.5 x + 1`; the share's sum.
+#[cohort::remote]
+fn halve_and_add(s: SharedArray<f64, Ix1>, passes: usize) -> cohort::Result<f64> {
+    let mut mine = s.local_chunk_mut(myid())?;
+    for _ in 0..passes {
+        mine.iter_mut().for_each(|x| *x = 0.5 * *x + 1.0);
+    }
+    Ok(mine.iter().sum())
+}
+
 /// A zero-sized element type deriving `Pod`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -176,7 +186,8 @@ fn report_markers(s: SharedArray<Marker, Ix2>) -> cohort::Result<(usize, Range<u
 
 // ---------- helpers ----------
 
-/// `/dev/shm` names made by the OS process `pid` (`cohort-<pid>-...`).
+/// `/dev/shm` names of the form `cohort-<pid>-...` for the OS process `pid` (cohort's
+/// segments have none; an earlier version's leftovers would).
 fn shm_names_of(pid: u32) -> BTreeSet<String> {
     let prefix = format!("{NAME_PREFIX}{pid}-");
     std::fs::read_dir("/dev/shm")
@@ -187,9 +198,18 @@ fn shm_names_of(pid: u32) -> BTreeSet<String> {
         .collect()
 }
 
-/// Names made by this process.
+/// Names made by this process, and its descriptors of `/dev/shm` inodes (a segment's door
+/// left open would show here).
 fn own_names() -> BTreeSet<String> {
-    shm_names_of(std::process::id())
+    let mut out = shm_names_of(std::process::id());
+    for fd in std::fs::read_dir("/proc/self/fd").expect("/proc").flatten() {
+        if let Ok(link) = std::fs::read_link(fd.path()) {
+            if link.starts_with("/dev/shm/") {
+                out.insert(format!("fd {:?}: {}", fd.file_name(), link.display()));
+            }
+        }
+    }
+    out
 }
 
 /// Whether an OS process is alive (a zombie counts as dead).
@@ -637,6 +657,199 @@ fn role_doomed_master() {
     }
 }
 
+/// Elements of the arrays the busy master builds: 32 MiB of f64 (construction takes tens of
+/// ms here: reserve, attach and prefault on two workers, `init`).
+const BUSY_ELEMS: usize = 4 << 20;
+
+/// 50 child masters, each building `BUSY_ELEMS` arrays on two workers and running kernels on
+/// them in a loop, killed with `kill -9` at a random moment: half inside a construction, half
+/// inside a kernel. After each, the workers exit on their own, and `/dev/shm` holds nothing
+/// of the master's or the workers'.
+fn kill_master_during_construction_and_kernels_leaves_nothing() {
+    const TRIALS: usize = 50;
+    // The child masters' workers become our children when their master dies, so we can reap
+    // them (and kill them, by pid, should one outlive it).
+    struct Subreaper;
+    impl Drop for Subreaper {
+        fn drop(&mut self) {
+            let _ = nix::sys::prctl::set_child_subreaper(false);
+        }
+    }
+    nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+    let _subreaper = Subreaper;
+    let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    );
+    // Phase 0: construction, 1: kernel. Durations (µs) the children report, to aim the kills.
+    let tags = [("CONSTRUCT", "CONSTRUCTED"), ("KERNEL", "KERNELLED")];
+    let mut took: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+    let mut inside = [0usize; 2];
+    let mut left: Vec<String> = Vec::new();
+    let mut stuck: Vec<u32> = Vec::new();
+    let t0 = std::time::Instant::now();
+    for trial in 0..TRIALS {
+        let phase = trial % 2;
+        let mut c = child("busy_master", "")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the child master");
+        let master = c.id();
+        let out = c.stdout.take().unwrap();
+        let mut guard = Trial {
+            master: Some(c),
+            workers: Vec::new(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // Lines up to the next one starting with `want`, keeping the durations on the way.
+        let next = |want: &str, took: &mut [Vec<u64>; 2]| -> String {
+            loop {
+                let line = rx
+                    .recv_timeout(Duration::from_secs(20))
+                    .unwrap_or_else(|e| panic!("child master {master}: no {want} line ({e})"));
+                for (k, (_, end)) in tags.iter().enumerate() {
+                    if let Some(us) = line.strip_prefix(end) {
+                        took[k].push(us.trim().parse().unwrap());
+                    }
+                }
+                if line.starts_with(want) {
+                    return line;
+                }
+            }
+        };
+        let workers: Vec<u32> = next("READY ", &mut took)
+            .split_whitespace()
+            .skip(1)
+            .map(|p| p.parse().unwrap())
+            .collect();
+        guard.workers.clone_from(&workers);
+        assert_eq!(workers.len(), 2);
+        // Wait for the first phase start, then kill a random fraction of a typical duration in.
+        let typical = {
+            let mut d = took[phase].clone();
+            d.sort_unstable();
+            d.get(d.len() / 2).copied().unwrap_or(20_000)
+        };
+        next(tags[phase].0, &mut took);
+        let delay = rand::Rng::gen_range(&mut rng, 0..typical.max(1));
+        std::thread::sleep(Duration::from_micros(delay));
+        kill9(master);
+        guard.master.take().unwrap().wait().unwrap();
+        // What the child printed before it died (the reader ends with the pipe).
+        let mut finished = false;
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+            for (k, (_, end)) in tags.iter().enumerate() {
+                if let Some(us) = line.strip_prefix(end) {
+                    took[k].push(us.trim().parse().unwrap());
+                    finished |= k == phase;
+                }
+            }
+        }
+        if !finished {
+            inside[phase] += 1;
+        }
+        // The workers notice their master is gone and exit; they are our children now.
+        let gone = eventually(Duration::from_secs(10), || {
+            workers.iter().all(|&p| !alive(p))
+        });
+        for &p in &workers {
+            if alive(p) {
+                stuck.push(p);
+                kill9(p);
+            }
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p as i32), None);
+        }
+        guard.workers.clear(); // reaped: their pids may be reused from now on
+        assert!(gone || !stuck.is_empty());
+        for p in std::iter::once(master).chain(workers) {
+            for name in shm_names_of(p) {
+                let _ = nix::sys::mman::shm_unlink(format!("/{name}").as_str());
+                left.push(name);
+            }
+        }
+    }
+    // A phase's median in ms, from the runs that were not killed ("?" when every one was).
+    let median = |d: &mut Vec<u64>| {
+        d.sort_unstable();
+        d.get(d.len() / 2)
+            .map_or("?".to_owned(), |us| format!("{}", us / 1000))
+    };
+    println!(
+        "  {TRIALS} kills in {:.1} s: {} inside a construction (median {} ms), {} inside a \
+         kernel (median {} ms); {} /dev/shm entries left, {} workers outlived their master",
+        t0.elapsed().as_secs_f64(),
+        inside[0],
+        median(&mut took[0]),
+        inside[1],
+        median(&mut took[1]),
+        left.len(),
+        stuck.len()
+    );
+    assert!(left.is_empty(), "left in /dev/shm (removed now): {left:?}");
+    assert!(
+        stuck.is_empty(),
+        "workers outlived their master (killed now): {stuck:?}"
+    );
+    assert!(
+        inside[0] > 0 && inside[1] > 0,
+        "no kill landed inside a phase: {inside:?}"
+    );
+}
+
+/// A trial's processes, killed (by pid) and reaped if the trial fails half-way.
+struct Trial {
+    master: Option<std::process::Child>,
+    workers: Vec<u32>,
+}
+
+impl Drop for Trial {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.master {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for &p in &self.workers {
+            kill9(p);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p as i32), None);
+        }
+    }
+}
+
+/// The child master killed by the test above: it builds arrays on two workers and runs
+/// kernels on them, forever, saying when each phase starts and how long it took.
+fn role_busy_master() {
+    let ws = addprocs(2).unwrap();
+    let pids: Vec<String> = ws
+        .iter()
+        .map(|&p| remotecall_fetch(ospid, p, ()).unwrap().to_string())
+        .collect();
+    // One round before READY, so that the test knows how long the phases take.
+    for round in 0.. {
+        if round == 1 {
+            println!("READY {}", pids.join(" "));
+        }
+        println!("CONSTRUCT");
+        let t = std::time::Instant::now();
+        let s = SharedArray::<f64, Ix1>::with_init(BUSY_ELEMS, None, fill_mine_1d).unwrap();
+        println!("CONSTRUCTED {}", t.elapsed().as_micros());
+        println!("KERNEL");
+        let t = std::time::Instant::now();
+        let sums = s.on_pids_with(halve_and_add, 2).unwrap();
+        println!("KERNELLED {}", t.elapsed().as_micros());
+        assert_eq!(sums.iter().sum::<f64>(), BUSY_ELEMS as f64 * 1.75);
+        drop(s);
+    }
+}
+
 fn kill_worker_leaves_nothing() {
     let before = own_names();
     let new = addprocs(1).unwrap();
@@ -704,6 +917,7 @@ fn main() {
         match role.as_str() {
             "read_file" => role_read_file(Path::new(&arg)),
             "doomed_master" => role_doomed_master(),
+            "busy_master" => role_busy_master(),
             other => panic!("unknown role {other}"),
         }
         drop(cluster);
@@ -744,6 +958,10 @@ fn main() {
                 advection_versions_agree_bit_for_bit,
             ),
             ("kill_master_leaves_nothing", kill_master_leaves_nothing),
+            (
+                "kill_master_during_construction_and_kernels_leaves_nothing",
+                kill_master_during_construction_and_kernels_leaves_nothing,
+            ),
             // Last: it removes a worker (by killing it) from this cluster.
             ("kill_worker_leaves_nothing", kill_worker_leaves_nothing),
         ],

@@ -30,8 +30,6 @@ use std::time::Instant;
 use cohort_shm::ndarray::Ix1;
 use cohort_shm::{Backing, SharedArray};
 use memmap2::{Advice, MmapOptions, MmapRaw};
-use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
 
 /// One `x += 1` pass over `n` f64s at `ptr`; ms.
 fn pass(ptr: *mut f64, n: usize) -> f64 {
@@ -43,10 +41,13 @@ fn pass(ptr: *mut f64, n: usize) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-/// Map the segment `name` with strategy `how`; returns the map and the ms spent prefaulting.
-fn map(name: &str, len: usize, how: &str) -> (MmapRaw, f64) {
-    let fd = nix::sys::mman::shm_open(name, OFlag::O_RDWR, Mode::empty()).expect("shm_open");
-    let file = std::fs::File::from(fd);
+/// Map the segment at `path` with strategy `how`; returns the map and the ms spent prefaulting.
+fn map(path: &str, len: usize, how: &str) -> (MmapRaw, f64) {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open the segment");
     let t = Instant::now();
     let mut opts = MmapOptions::new();
     opts.len(len);
@@ -79,11 +80,13 @@ fn main() {
     );
     for round in 0..rounds {
         for how in ["none", "touch", "map_populate", "populate_write"] {
-            // Two pids, so the name stays until `finish` and the "second pid" can map it.
+            // Two pids, so the segment stays open to attachers until `finish` and the "second
+            // pid" can map it (through the creator's descriptor, as another process would).
             let pending = SharedArray::<f64, Ix1>::create(n, &[1, 2], 1).expect("create");
-            let Backing::Shm { name } = pending.handle().backing().clone() else {
+            let Backing::Shm { fd, .. } = pending.handle().backing().clone() else {
                 unreachable!()
             };
+            let name = format!("/proc/self/fd/{fd}");
             let (t1, p1) = if how == "populate_write" || how == "none" {
                 // The crate's own path: `prefault` is MADV_POPULATE_WRITE.
                 let s = pending.array();

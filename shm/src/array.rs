@@ -108,10 +108,12 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
     /// Create a new zero-filled shared-memory segment of `dims` for `pids`, mapped in this
     /// process (the creator, `myid`; it need not be among `pids`).
     ///
-    /// Returns a [`PendingArray`]: send its [`handle`](PendingArray::handle) to every other pid,
-    /// have each [`attach`](Self::attach), then call [`PendingArray::finish`], which unlinks the
-    /// segment's name. Dropping the `PendingArray` instead (an attach failed) unlinks too. When
-    /// `pids == [myid]` the name is unlinked right here, since nobody else will attach.
+    /// The segment never has a name in `/dev/shm` (see the crate docs' lifecycle): other pids
+    /// open it through this process's descriptor of it. Returns a [`PendingArray`]: send its
+    /// [`handle`](PendingArray::handle) to every other pid, have each [`attach`](Self::attach),
+    /// then call [`PendingArray::finish`], which closes that descriptor ([`unlink`](Self::unlink)).
+    /// Dropping the `PendingArray` instead (an attach failed) closes it too. When
+    /// `pids == [myid]` it is closed right here, since nobody else will attach.
     ///
     /// Any dim may be zero, and `T` may be zero-sized (`()`, `[u8; 0]`): as in Julia, such an
     /// array is valid and its data takes no bytes (the segment holds only the header).
@@ -147,8 +149,8 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
     /// [`TypeMismatch`](ShmError::TypeMismatch) (`T` is not the creator's type),
     /// [`DimensionalityMismatch`](ShmError::DimensionalityMismatch),
     /// [`SizeMismatch`](ShmError::SizeMismatch) / [`BadHeader`](ShmError::BadHeader) (the object
-    /// is not what the handle says), [`Io`](ShmError::Io) (e.g. `shm_open` finds the name already
-    /// unlinked).
+    /// is not what the handle says), [`Io`](ShmError::Io) (e.g. the creator has already
+    /// closed the segment to attachers, or is gone).
     pub fn attach(handle: &ShmHandle, myid: Pid) -> Result<Self, ShmError> {
         let dim = Self::typed_dim(&handle.backing, &handle.elem, &handle.dims)?;
         let map = crate::handle::attach_pinned(handle, myid)?;
@@ -161,7 +163,7 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
     }
 
     /// This process's existing mapping of the array of `handle`, without mapping anything: the
-    /// way to get the array from a handle after its segment's name has been unlinked.
+    /// way to get the array from a handle after its creator has closed it to attachers.
     ///
     /// # Errors
     /// [`NotMapped`](ShmError::NotMapped) if this process has no live mapping of it (never
@@ -244,17 +246,24 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
         self.map.id
     }
 
-    /// The segment name or file path.
+    /// Where the memory lives: the segment (its creator's descriptor and inode) or the file.
     pub fn backing(&self) -> &Backing {
         &self.map.backing
     }
 
-    /// Remove the segment's name from `/dev/shm`, so that it is freed once every process that
-    /// maps it has unmapped it. Idempotent (a name already gone is success); no effect for files.
+    /// Close the segment to attachers: the creator closes its descriptor of the segment, the
+    /// only way other processes open it (the segment has no name: this plays the part of unlinking
+    /// one), so that it is freed once every process that maps it has unmapped it.
+    /// Idempotent; no effect for files, or on a process other than the creator.
     ///
     /// After this, no new process can attach; processes that already mapped it are unaffected.
+    ///
+    /// # Errors
+    /// None today (closing a descriptor cannot fail in a way that matters here); the `Result`
+    /// is kept for backings whose removal can fail.
     pub fn unlink(&self) -> Result<(), ShmError> {
-        self.map.unlink()
+        self.map.unlink();
+        Ok(())
     }
 
     /// The dims as an `ndarray` dimension.
@@ -746,11 +755,13 @@ impl<'de, T: Pod, D: Dimension> Deserialize<'de> for SharedArray<T, D> {
     }
 }
 
-/// A newly created segment whose name still exists, until every pid has attached.
+/// A newly created segment that other pids can still attach, until every pid has attached.
 ///
-/// Call [`finish`](Self::finish) once all pids have attached: it unlinks the name and returns
-/// the array. Dropping a `PendingArray` (an attach failed, a `?` returned early, a panic) also
-/// unlinks the name, so a failed construction never leaves an entry in `/dev/shm`.
+/// Call [`finish`](Self::finish) once all pids have attached: it closes the segment to
+/// attachers ([`SharedArray::unlink`]) and returns the array. Dropping a `PendingArray` (an
+/// attach failed, a `?` returned early, a panic) also closes it. Either way nothing is ever
+/// left in `/dev/shm`: the segment has no name, and a killed creator's descriptor closes with
+/// it.
 pub struct PendingArray<T: Pod, D: Dimension> {
     array: Option<SharedArray<T, D>>,
     handle: ShmHandle,
@@ -776,10 +787,10 @@ impl<T: Pod, D: Dimension> PendingArray<T, D> {
         self.array.as_ref().expect("present until finish or drop")
     }
 
-    /// Every pid has attached: unlink the name and return the array.
+    /// Every pid has attached: close the segment to attachers and return the array.
     ///
     /// # Errors
-    /// [`Io`](ShmError::Io) if `shm_unlink` fails for another reason than "already gone".
+    /// As [`SharedArray::unlink`] (none today).
     pub fn finish(mut self) -> Result<SharedArray<T, D>, ShmError> {
         let array = self.array.take().expect("present until finish or drop");
         array.unlink()?;

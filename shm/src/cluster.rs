@@ -1,4 +1,4 @@
-//! Shared arrays in a cohort cluster: construction on every pid (attach, prefault, unlink),
+//! Shared arrays in a cohort cluster: construction on every pid (attach, prefault, close),
 //! `init` functions run on every pid, and release of every pid's mapping when the creator lets
 //! the array go. See the [crate docs](crate) for the model.
 
@@ -125,7 +125,7 @@ where
 }
 
 /// Make the array known on every pid of `pending`: attach and prefault on the others (in
-/// parallel), prefault here if this pid is one of them, then unlink the name.
+/// parallel), prefault here if this pid is one of them, then close the segment to attachers.
 ///
 /// The creator's mapping gets the hook that releases every other pid's mapping when it goes
 /// away; it is installed first, so a failed attach releases the pids that did attach.
@@ -160,7 +160,8 @@ fn distribute<T: Pod, D: Dimension>(
         }
     }
     if !errors.is_empty() {
-        // Dropping `pending` unlinks the name and (last reference) releases the attached pids.
+        // Dropping `pending` closes the segment to attachers and (last reference) releases the
+        // attached pids.
         drop(pending);
         return Err(combine(errors));
     }
@@ -187,8 +188,9 @@ impl<T: Pod + Send + Sync, D: Dimension + 'static> SharedArray<T, D> {
     /// This process (the creator) makes the segment and maps it whether or not it is among the
     /// pids; every other pid maps it through a remote call, all at once, and faults in its own
     /// [`localindices`](SharedArray::localindices) share (the creator too if it is a pid); then
-    /// the creator removes the name from `/dev/shm`. From then on the memory belongs to the
-    /// processes that map it: killing any of them leaks nothing. Dropping the creator's last
+    /// the creator closes the descriptor they open it through. The segment never has a name in
+    /// `/dev/shm`, and the memory belongs to the processes that hold it: killing any of them,
+    /// at any moment of construction or later, leaks nothing. Dropping the creator's last
     /// handle (or [`finalize`](SharedArray::finalize)) releases every pid's mapping.
     ///
     /// As in Julia, dims may be zero (`SharedArray{Float64}(0)`, `(3, 0)`): the array is empty,

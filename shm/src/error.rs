@@ -27,7 +27,7 @@ impl fmt::Display for Access {
 
 /// Everything that can go wrong creating, attaching or accessing a shared array.
 ///
-/// Each variant says which object (segment name or file path) it is about where there is one.
+/// Each variant says which object (segment or file path) it is about where there is one.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ShmError {
@@ -136,8 +136,8 @@ pub enum ShmError {
     },
     /// [`lookup`](crate::SharedArray::lookup) found no live mapping of the segment here.
     #[error(
-        "segment {id} ({object}) is not mapped in this process: attach it (while its name still \
-         exists) before use"
+        "segment {id} ({object}) is not mapped in this process: attach it (while its creator \
+         constructs the array) before use"
     )]
     NotMapped {
         /// The segment id.
@@ -180,9 +180,9 @@ pub enum ShmError {
     /// A system call failed.
     #[error("{op} failed for {target}: {source}")]
     Io {
-        /// The call (`shm_open`, `mmap`, ...).
+        /// The call (`open`, `mmap`, ...).
         op: &'static str,
-        /// The segment name, path or thing it was about.
+        /// The segment, path or thing it was about.
         target: String,
         /// The OS error.
         #[source]

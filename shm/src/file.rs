@@ -101,6 +101,7 @@ pub(crate) fn create(
         elem,
         writable: true,
         leases: None,
+        door: None,
     });
     mapping::insert(key, &mapping, false);
     guard.0 = None;
@@ -181,6 +182,7 @@ pub(crate) fn open_locked(
         writable: !read_only,
         // A writable remap of a file mapped read-only here shares its borrow table.
         leases: existing.as_ref().map(|m| Arc::clone(&m.leases)),
+        door: None,
     });
     mapping::insert(key, &mapping, false);
     drop(existing); // outside the registry lock (see mapping.rs)

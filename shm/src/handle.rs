@@ -29,7 +29,7 @@ pub struct ShmHandle {
 }
 
 impl ShmHandle {
-    /// The segment name or file path.
+    /// Where the memory lives: the segment (its creator's descriptor and inode) or the file.
     pub fn backing(&self) -> &Backing {
         &self.backing
     }
@@ -69,7 +69,7 @@ impl ShmHandle {
     ///
     /// This is what a worker runs when the creator asks every pid to attach: the typed array is
     /// obtained later with [`SharedArray::lookup`](crate::SharedArray::lookup), which works even
-    /// after the creator has unlinked the segment's name. Checks are those of
+    /// after the creator has closed the segment to attachers. Checks are those of
     /// [`SharedArray::attach`](crate::SharedArray::attach), minus the element type and the
     /// number of dimensions.
     pub fn attach(&self, myid: Pid) -> Result<(), ShmError> {
@@ -131,9 +131,9 @@ pub(crate) fn attach_pinned(handle: &ShmHandle, myid: Pid) -> Result<Arc<Mapping
     check_handle(handle, Some(myid))?;
     let _opening = mapping::open_lock();
     let map = match &handle.backing {
-        Backing::Shm { name } => match mapping::get(&Key::Shm(handle.id)) {
+        Backing::Shm { .. } => match mapping::get(&Key::Shm(handle.id)) {
             Some(m) => m,
-            None => segment::open(name, handle.id, &handle.elem, &handle.dims)?,
+            None => segment::open(&handle.backing, handle.id, &handle.elem, &handle.dims)?,
         },
         Backing::File { path } => file::open_locked(
             path,

@@ -59,7 +59,7 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 /// The element count and the total object size in bytes (header included), checked.
 ///
 /// An array without data bytes (a zero dim, or a zero-sized element type) is a header-only
-/// object: it is created, attached, unlinked and released like any other, and `mmap` is never
+/// object: it is created, attached, closed and released like any other, and `mmap` is never
 /// asked for zero bytes.
 pub(crate) fn layout(elem: &ElemInfo, dims: &[usize]) -> Result<(usize, usize), ShmError> {
     if dims.len() > MAX_DIMS {
@@ -307,7 +307,10 @@ mod tests {
         let elem = ElemInfo::of::<u32>();
         let id = SegmentId(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
         let obj = Backing::Shm {
-            name: "/test".into(),
+            creator: 1,
+            fd: 3,
+            dev: 0,
+            ino: 4,
         };
         // SAFETY: `base` is a private, 8-aligned DATA_OFFSET-byte buffer.
         let err = unsafe { Header::read(base, &obj) }.err().unwrap();
@@ -341,7 +344,12 @@ mod tests {
         long.type_name = "x".repeat(500);
         let h = Header::new(SegmentId(7), &long, &[2], 2);
         assert_eq!(h.elem().type_name.len(), TYPE_NAME_CAP);
-        let obj = Backing::Shm { name: "/t".into() };
+        let obj = Backing::Shm {
+            creator: 1,
+            fd: 3,
+            dev: 0,
+            ino: 4,
+        };
         let size = (DATA_OFFSET + 2) as u64;
         h.check(&obj, None, &long, &[2], size).unwrap();
         let mut other = long.clone();

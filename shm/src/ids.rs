@@ -86,10 +86,17 @@ impl ElemInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Backing {
-    /// A POSIX shared-memory object (`/dev/shm` on Linux), by its `shm_open` name.
+    /// A shared-memory segment: an inode of the `/dev/shm` tmpfs that has no name, reached
+    /// through its creator's descriptor while the array is constructed.
     Shm {
-        /// The name given to `shm_open`, with its leading `/`.
-        name: String,
+        /// The creator's OS process id.
+        creator: u32,
+        /// The creator's descriptor of the segment (`/proc/<creator>/fd/<fd>`).
+        fd: i32,
+        /// The segment's device number, checked before it is opened.
+        dev: u64,
+        /// The segment's inode number, checked before it is opened.
+        ino: u64,
     },
     /// A regular file.
     File {
@@ -101,7 +108,12 @@ pub enum Backing {
 impl fmt::Display for Backing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Backing::Shm { name } => write!(f, "shared-memory segment {name}"),
+            Backing::Shm {
+                creator, fd, ino, ..
+            } => write!(
+                f,
+                "shared-memory segment /dev/shm/#{ino} (descriptor {fd} of process {creator})"
+            ),
             Backing::File { path } => write!(f, "file {}", path.display()),
         }
     }

@@ -57,9 +57,9 @@
 //!   is dropped there, or at [`SharedArray::finalize`], every other pid is told to release its
 //!   mapping, which it unmaps once its own handles are gone; the memory is then freed. Keep the
 //!   creator's handle alive while other processes use the array.
-//! * **Nothing outlives the processes:** the name in `/dev/shm` is removed as soon as every
-//!   pid has mapped the array, during construction. From then on the memory is owned by the
-//!   mappings alone, so even `kill -9` of the master or of a worker leaves nothing behind.
+//! * **Nothing outlives the processes:** a segment never has a name in `/dev/shm`; its memory
+//!   is owned by the processes that hold it, so `kill -9` of the master or of a worker, at any
+//!   moment (during construction too), leaves nothing behind.
 //! * **Pages are faulted in at construction**, each pid its own `localindices` share, in
 //!   parallel, so a first kernel pass runs as fast as later ones.
 //! * **Errors** are `cohort::Error`s: [`ShmError`] converts (a failed system call stays
@@ -92,36 +92,48 @@
 //!
 //! # Segment lifecycle: nothing is left in `/dev/shm`
 //!
-//! As in SharedArrays.jl:
+//! The steps are SharedArrays.jl's, but a segment has no name, so that no moment exists when
+//! a killed process would leave one behind:
 //!
-//! 1. **Create** (one process, usually the master): [`SharedArray::create`] makes a segment under
-//!    an unguessable name `/cohort-<os pid>-<128 random bits in hex>` with
-//!    `shm_open(O_CREAT | O_EXCL, 0600)`, reserves its whole size with `posix_fallocate` (a full
-//!    `/dev/shm` is [`ShmError::NoSpace`] now, never a `SIGBUS` mid-computation), maps it and
-//!    writes a checked header. It returns a [`PendingArray`], which holds the array and a
-//!    serializable [`ShmHandle`].
+//! 1. **Create** (one process, usually the master): [`SharedArray::create`] makes an unnamed
+//!    inode of the `/dev/shm` tmpfs (`open("/dev/shm", O_TMPFILE, 0600)`), reserves its whole
+//!    size with `posix_fallocate` (a full `/dev/shm` is [`ShmError::NoSpace`] now, never a
+//!    `SIGBUS` mid-computation), maps it and writes a checked header. It keeps the descriptor,
+//!    and returns a [`PendingArray`], which holds the array and a serializable [`ShmHandle`]
+//!    (the creator's OS pid, that descriptor's number, the inode).
 //! 2. **Attach** (every other pid): [`SharedArray::attach`] (or the untyped
-//!    [`ShmHandle::attach`]) maps the segment by name after checking host, pid membership,
-//!    element type, dims, the header and the object's size. The mapping is *pinned* in that
-//!    process's registry until [`release`].
-//! 3. **Unlink** as soon as every pid has mapped it: [`PendingArray::finish`]. From then on the
-//!    memory lives exactly as long as some process maps it, so a process killed at any later
-//!    time leaks nothing. Dropping the `PendingArray` instead (an attach failed) unlinks too.
-//!    With `pids == [myid]`, `create` unlinks at once.
+//!    [`ShmHandle::attach`]) checks host, pid membership, element type and dims, then opens the
+//!    segment through `/proc/<creator>/fd/<n>` once that is the handle's inode, and checks the
+//!    object's size and header. The mapping is *pinned* in that process's registry until
+//!    [`release`].
+//! 3. **Close** as soon as every pid has mapped it: [`PendingArray::finish`] closes the
+//!    creator's descriptor ([`SharedArray::unlink`]). Dropping the `PendingArray` instead (an
+//!    attach failed) closes it too. With `pids == [myid]`, `create` closes it at once.
 //! 4. **Use**: a handle that arrives later (say, as an argument of a remote call) is turned back
-//!    into the array with [`SharedArray::lookup`], which finds the existing mapping; the name is
-//!    no longer needed. `SharedArray` serializes as its handle and deserializes by `lookup`.
+//!    into the array with [`SharedArray::lookup`], which finds the existing mapping.
+//!    `SharedArray` serializes as its handle and deserializes by `lookup`.
 //! 5. **Release**: when the owner drops the array, each pid calls [`release`]; the segment is
 //!    unmapped in a process once its last `SharedArray` there is dropped, and freed by the
 //!    kernel once unmapped everywhere.
 //!
-//! Only a process killed between steps 1 and 3 can leave a name behind; [`sweep_orphans`]
-//! removes such names once their creator is dead.
+//! The kernel frees the segment when its last descriptor and mapping go, however the processes
+//! holding them end: a creator killed during construction takes its descriptor with it, a pid
+//! that had not attached yet gets an error, and the memory goes with the last pid that had.
+//! (Its size counts in `df /dev/shm` meanwhile.)
+//!
+//! Opening through `/proc` asks what reading another process's descriptors asks: the same
+//! user, a dumpable creator (not a set-uid or file-capability binary, no `PR_SET_DUMPABLE` 0),
+//! and one pid namespace for the creator and its pids, which processes of one host started by
+//! a cohort manager or by `mpirun` share. Another user's process cannot attach.
+//!
+//! Earlier versions of cohort named segments `/dev/shm/cohort-<os pid>-<hex>` during
+//! construction, and left the name when killed then; [`sweep_orphans`] removes such names
+//! whose creator is gone, and every process runs it at its first construction.
 //!
 //! ```
 //! use cohort_shm::{ndarray::Ix2, SharedArray};
 //!
-//! // One process, pids == [myid]: the name is unlinked at once.
+//! // One process, pids == [myid]: closed to attachers at once.
 //! let s = SharedArray::<f64, Ix2>::create((3, 4), &[1], 1)?.finish()?;
 //! for (k, x) in s.local_chunk_mut(1)?.iter_mut().enumerate() {
 //!     *x = k as f64;
@@ -163,7 +175,8 @@
 //! 3. `header` (the checked header, the size arithmetic) and `lease` (in-process borrows);
 //! 4. `mapping`: one mapping per object and process, and this process's registry of them
 //!    ([`release`], [`mapped_segments`]);
-//! 5. `segment`: `/dev/shm` objects: create, open by name, [`sweep_orphans`];
+//! 5. `segment`: shared-memory segments: create, open through the creator's descriptor,
+//!    [`sweep_orphans`];
 //! 6. `file`: file-backed objects, reserved as segments are;
 //! 7. `handle`: [`ShmHandle`], and the attach and lookup of the object it names;
 //! 8. `array`: [`SharedArray`] and [`PendingArray`], node-local, pids given explicitly;
@@ -172,11 +185,13 @@
 //!
 //! # Platform
 //!
-//! Linux (`/dev/shm`, `posix_fallocate`, `MADV_POPULATE_*` with a fallback before 5.14).
+//! Linux (a tmpfs `/dev/shm` with `O_TMPFILE`, since 3.11; `/proc`; `posix_fallocate`;
+//! `MADV_POPULATE_*` with a fallback before 5.14).
 //!
 //! Dependencies: `memmap2` (the mappings), `bytemuck` (the `Pod` bound and byte views),
-//! `ndarray` (column-major views), `nix` (`shm_open`, `posix_fallocate`, host names),
-//! `getrandom` (unguessable segment names), `serde` (handles), `thiserror` (`ShmError`), and
+//! `ndarray` (column-major views), `nix` (`posix_fallocate`, `madvise` errors, host names,
+//! `shm_unlink` and liveness checks for the sweep), `getrandom` (segment ids), `serde`
+//! (handles), `thiserror` (`ShmError`), and
 //! cohort-core/cohort-macros for the remote calls that attach and release on every pid.
 
 #![deny(missing_docs)]

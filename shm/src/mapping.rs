@@ -1,6 +1,6 @@
 //! One mapping of one object (segment or file) per process, and this process's registry of
 //! them, so that an object is mapped once per process and can be found again from a handle
-//! after its name is gone.
+//! after its creator has closed it to attachers.
 //!
 //! The registry lives here, beside [`Mapping`], because the two keep each other true: the
 //! registry holds a `Weak` to every mapping, and a mapping removes its own entry when it drops.
@@ -18,12 +18,11 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use memmap2::{Advice, MmapRaw};
 use nix::errno::Errno;
-use nix::sys::mman::shm_unlink;
 
 use crate::error::ShmError;
 use crate::header::DATA_OFFSET;
@@ -45,7 +44,9 @@ pub(crate) struct Mapping {
     pub(crate) elem: ElemInfo,
     pub(crate) writable: bool,
     pub(crate) leases: Arc<LeaseTable>,
-    unlinked: AtomicBool,
+    /// The creator's descriptor of a segment, through which other pids open it, until
+    /// [`unlink`](Self::unlink) closes it (`None` elsewhere and for files).
+    door: Mutex<Option<OwnedFd>>,
     /// Runs once when this process's mapping goes away (its last `SharedArray` dropped), or
     /// earlier if taken by `finalize`. The creator's mapping holds "release every other pid".
     on_drop: Mutex<Option<DropHook>>,
@@ -64,6 +65,7 @@ pub(crate) struct MappingParts {
     pub(crate) elem: ElemInfo,
     pub(crate) writable: bool,
     pub(crate) leases: Option<Arc<LeaseTable>>,
+    pub(crate) door: Option<OwnedFd>,
 }
 
 impl Mapping {
@@ -83,7 +85,7 @@ impl Mapping {
             elem: p.elem,
             writable: p.writable,
             leases,
-            unlinked: AtomicBool::new(false),
+            door: Mutex::new(p.door),
             on_drop: Mutex::new(None),
         })
     }
@@ -108,22 +110,16 @@ impl Mapping {
         self.raw.as_mut_ptr().wrapping_add(DATA_OFFSET)
     }
 
-    /// Remove the segment's name (idempotent; a name already gone counts as success).
-    /// Does nothing for files.
-    pub(crate) fn unlink(&self) -> Result<(), ShmError> {
-        let Backing::Shm { name } = &self.backing else {
-            return Ok(());
-        };
-        if self.unlinked.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        match shm_unlink(name.as_str()) {
-            Ok(()) | Err(Errno::ENOENT) => Ok(()),
-            Err(e) => {
-                self.unlinked.store(false, Ordering::Release);
-                Err(ShmError::errno("shm_unlink", name, e))
-            }
-        }
+    /// Close the door: from now on no other process can open the segment, and it is freed
+    /// once unmapped everywhere. Idempotent; does nothing for files or where this process did
+    /// not create the segment.
+    pub(crate) fn unlink(&self) {
+        let door = self
+            .door
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(door);
     }
 
     /// Fault in the pages holding elements `elems` (see `SharedArray::prefault`).

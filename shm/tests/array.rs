@@ -4,7 +4,7 @@ mod common;
 
 use cohort_shm::ndarray::{Axis, Ix0, Ix1, Ix2, Ix3, IxDyn};
 use cohort_shm::{mapped_segments, release, Backing, SharedArray, ShmError, MAX_DIMS};
-use common::{name_exists, tamper};
+use common::{attachable, tamper};
 
 #[test]
 fn roundtrip_single_pid() {
@@ -37,11 +37,11 @@ fn roundtrip_single_pid() {
 }
 
 #[test]
-fn single_pid_unlinks_at_construction() {
+fn single_pid_closes_at_construction() {
     let pending = SharedArray::<u32, Ix1>::create(10, &[1], 1).unwrap();
     assert!(
-        !name_exists(pending.handle()),
-        "pids == [myid]: unlinked right away"
+        !attachable(pending.handle()),
+        "pids == [myid]: closed to attachers right away"
     );
     let s = pending.finish().unwrap();
     s.unlink().unwrap(); // idempotent
@@ -75,7 +75,7 @@ fn column_major_layout() {
     assert_eq!(v.as_slice().unwrap().len(), 12);
     drop(v);
     // And the other way: write by (i, j), read linearly.
-    // SAFETY: no other process knows this segment (single pid, already unlinked).
+    // SAFETY: no other process knows this segment (single pid, already closed to attachers).
     let mut w = unsafe { s.view_mut() }.unwrap();
     w.view_mut()
         .indexed_iter_mut()
@@ -92,7 +92,7 @@ fn three_dims_and_zero_dims() {
         .unwrap()
         .finish()
         .unwrap();
-    // SAFETY: single pid, unlinked: nobody else maps it.
+    // SAFETY: single pid, closed to attachers: nobody else maps it.
     let mut all = unsafe { s.as_mut_slice() }.unwrap();
     all.iter_mut().enumerate().for_each(|(k, x)| *x = k as u16);
     drop(all);
@@ -119,8 +119,8 @@ fn attach_in_same_process_as_another_pid() {
     let pending = SharedArray::<f64, Ix2>::create((3, 4), &[1, 2], 1).unwrap();
     let handle = pending.handle().clone();
     assert!(
-        name_exists(&handle),
-        "two pids: the name lives until finish"
+        attachable(&handle),
+        "two pids: open to attachers until finish"
     );
     let worker = SharedArray::<f64, Ix2>::attach(&handle, 2).unwrap();
     assert_eq!(worker.id(), pending.array().id());
@@ -128,7 +128,7 @@ fn attach_in_same_process_as_another_pid() {
     worker.local_chunk_mut(2).unwrap().fill(2.0);
     pending.array().local_chunk_mut(1).unwrap().fill(1.0);
     let creator = pending.finish().unwrap();
-    assert!(!name_exists(&handle), "finish unlinks");
+    assert!(!attachable(&handle), "finish closes it to attachers");
     assert_eq!(creator.as_slice().to_vec(), [[1.0; 6], [2.0; 6]].concat());
     // After unlink, a handle still finds this process's mapping.
     let again = SharedArray::<f64, Ix2>::lookup(&handle).unwrap();
@@ -168,12 +168,12 @@ fn dropping_the_last_array_unmaps() {
 }
 
 #[test]
-fn dropped_pending_unlinks() {
+fn dropped_pending_closes() {
     let pending = SharedArray::<u64, Ix1>::create(1000, &[1, 2, 3], 1).unwrap();
     let handle = pending.handle().clone();
-    assert!(name_exists(&handle));
+    assert!(attachable(&handle));
     drop(pending);
-    assert!(!name_exists(&handle));
+    assert!(!attachable(&handle));
     assert!(!mapped_segments().contains(&handle.id()));
 }
 
@@ -416,12 +416,33 @@ fn attach_errors() {
     let missing = tamper(&h, |m| {
         m.id.0 ^= 1;
         m.backing = Backing::Shm {
-            name: "/cohort-1-00000000000000000000000000000000".into(),
+            creator: std::process::id(),
+            fd: i32::MAX,
+            dev: 0,
+            ino: 0,
         };
     });
     let e = SharedArray::<f64, Ix2>::attach(&missing, 2).unwrap_err();
     assert!(
-        matches!(e, ShmError::Io { op, .. } if op.starts_with("shm_open")),
+        matches!(&e, ShmError::Io { op, source, .. }
+            if op.contains("descriptor is gone") && source.kind() == std::io::ErrorKind::NotFound),
+        "{e}"
+    );
+    // The right inode, opened through the creator's descriptor, but another segment id: the
+    // header says no.
+    let other_id = tamper(&h, |m| m.id.0 ^= 1);
+    let e = SharedArray::<f64, Ix2>::attach(&other_id, 2).unwrap_err();
+    assert!(matches!(e, ShmError::BadHeader { .. }), "{e}");
+    // The creator's descriptor, but another inode than the handle's: refused before opening.
+    let other_inode = tamper(&h, |m| {
+        m.id.0 ^= 1;
+        if let Backing::Shm { ino, .. } = &mut m.backing {
+            *ino ^= 1;
+        }
+    });
+    let e = SharedArray::<f64, Ix2>::attach(&other_inode, 2).unwrap_err();
+    assert!(
+        matches!(&e, ShmError::Io { op, .. } if op.contains("descriptor is gone")),
         "{e}"
     );
     let e = SharedArray::<f64, Ix2>::lookup(&missing).unwrap_err();
@@ -461,7 +482,7 @@ fn access_errors() {
         s.prefault(0..7),
         Err(ShmError::OutOfBounds { .. })
     ));
-    // SAFETY: single pid, unlinked segment.
+    // SAFETY: single pid, closed to attachers.
     let past_end = unsafe { s.chunk_mut(5..9) };
     assert!(matches!(past_end, Err(ShmError::OutOfBounds { .. })));
     assert!(s.chunk(6..6).unwrap().is_empty());

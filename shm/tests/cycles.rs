@@ -1,6 +1,7 @@
-//! Tests that compare listings of /dev/shm before and after: 1,000 create/drop cycles, and a
-//! construction that fails for lack of space. They live in their own test binary (= their own
-//! process) and take a lock, so no other test creates `cohort-<our pid>-*` names meanwhile.
+//! Tests that compare what this process has in /dev/shm (names, descriptors) before and after:
+//! 1,000 create/drop cycles, and a construction that fails for lack of space. They live in
+//! their own test binary (= their own process) and take a lock, so no other test creates
+//! segments meanwhile.
 
 mod common;
 
@@ -17,14 +18,14 @@ fn thousand_create_drop_cycles_leave_dev_shm_unchanged() {
     let before = common::own_entries();
     for i in 0..1000usize {
         match i % 4 {
-            // Single pid: unlinked at construction.
+            // Single pid: closed to attachers at construction.
             0 => drop(
                 SharedArray::<f64, Ix2>::create((8, 8), &[1], 1)
                     .unwrap()
                     .finish()
                     .unwrap(),
             ),
-            // Several pids, all attached: finish unlinks.
+            // Several pids, all attached: finish closes.
             1 => {
                 let pending = SharedArray::<u32, Ix1>::create(1000, &[1, 2, 3], 1).unwrap();
                 let h = pending.handle().clone();
@@ -33,7 +34,7 @@ fn thousand_create_drop_cycles_leave_dev_shm_unchanged() {
                 s.local_chunk_mut(1).unwrap().fill(i as u32);
                 release(h.id());
             }
-            // An attach "failed": the pending array is dropped, which unlinks.
+            // An attach "failed": the pending array is dropped, which closes.
             2 => drop(SharedArray::<u8, Ix1>::create(4096 * 3, &[1, 2], 1).unwrap()),
             _ => {
                 // A construction that fails before anything was created.

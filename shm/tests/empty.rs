@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytemuck::{Pod, Zeroable};
 use cohort_shm::ndarray::{Axis, Ix1, Ix2, Ix3, IxDyn};
 use cohort_shm::{mapped_segments, release, SharedArray, ShmError};
-use common::{name_exists, own_entries};
+use common::{attachable, own_entries};
 
 /// A zero-sized element type deriving `Pod` (bytemuck accepts a field-less `repr(C)` struct).
 #[repr(C)]
@@ -66,12 +66,12 @@ fn two_dimensional_empty_arrays_split_their_axes_exactly() {
     // (3, 0): the rows split, the columns are empty.
     let pending = SharedArray::<i64, Ix2>::create((3, 0), &pids, 1).unwrap();
     assert!(
-        name_exists(pending.handle()),
-        "several pids: named until finish"
+        attachable(pending.handle()),
+        "several pids: open to attachers until finish"
     );
     let handle = pending.handle().clone();
     let s = pending.finish().unwrap();
-    assert!(!name_exists(&handle));
+    assert!(!attachable(&handle));
     assert_eq!((s.len(), s.is_empty()), (0, true));
     let local: Vec<_> = pids.iter().map(|&p| s.localindices(p)).collect();
     assert_eq!(local, vec![0..0, 0..0, 0..0]);

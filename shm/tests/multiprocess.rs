@@ -4,11 +4,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 
 use cohort_shm::ndarray::Ix2;
-use cohort_shm::{Pid, SharedArray, ShmError};
-use common::{decode_handle, encode_handle, name_exists};
+use cohort_shm::{Pid, SegmentId, SharedArray, ShmError};
+use common::{attachable, decode_handle, encode_handle};
 
 /// Kills the child if the test fails before it does (the creator role sleeps for minutes).
 struct KillOnDrop(Child);
@@ -73,6 +74,22 @@ fn child_main() {
             s.local_chunk_mut(pid).unwrap().fill(pid as f64);
             println!("DONE");
         }
+        // Expect the creator's descriptor to be gone.
+        "expect_gone" => {
+            let e = SharedArray::<f64, Ix2>::attach(handle.as_ref().unwrap(), pid).unwrap_err();
+            assert!(
+                matches!(&e, ShmError::Io { op, .. } if op.contains("descriptor is gone")),
+                "{e}"
+            );
+            assert!(cohort_shm::mapped_segments().is_empty());
+            println!("DONE");
+        }
+        // A first construction in a fresh process (which sweeps the names of dead creators).
+        "create_one" => {
+            let s = SharedArray::<u8, Ix2>::create((4, 4), &[pid], pid).unwrap();
+            drop(s.finish().unwrap());
+            println!("DONE");
+        }
         // Expect a size mismatch from a tampered handle.
         "expect_size_mismatch" => {
             let e = SharedArray::<f64, Ix2>::attach(handle.as_ref().unwrap(), pid).unwrap_err();
@@ -121,7 +138,7 @@ fn workers_attach_by_name_and_fill_their_shares() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("DONE"));
     }
     let s = pending.finish().unwrap();
-    assert!(!name_exists(&s.handle()));
+    assert!(!attachable(&s.handle()));
     let data = s.as_slice();
     for p in pids {
         assert!(
@@ -157,7 +174,7 @@ fn killed_creator_after_finish_leaves_nothing_and_memory_survives() {
     read_tagged(&mut out, "FINISHED");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(!name_exists(&handle), "unlinked before the kill");
+    assert!(!attachable(&handle), "closed to attachers before the kill");
     let data = s.as_slice();
     assert!(
         s.localindices(1).all(|k| data[k] == 1.0),
@@ -169,25 +186,125 @@ fn killed_creator_after_finish_leaves_nothing_and_memory_survives() {
 }
 
 #[test]
-fn creator_killed_before_finish_is_swept() {
+fn creator_killed_before_finish_leaves_nothing() {
     let mut guard = KillOnDrop(spawn("creator", None, 1));
     let child = &mut guard.0;
+    let creator = child.id();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let handle = decode_handle(&read_tagged(&mut out, "HANDLE "));
+    // This process attaches while the creator constructs, then the creator dies mid-way.
+    let s = SharedArray::<f64, Ix2>::attach(&handle, 2).unwrap();
+    s.local_chunk_mut(2).unwrap().fill(2.0);
     writeln!(child.stdin.as_mut().unwrap(), "stall").unwrap();
     read_tagged(&mut out, "STALLED");
-    assert!(name_exists(&handle), "still named while the creator lives");
-    cohort_shm::sweep_orphans().unwrap();
-    assert!(name_exists(&handle), "a live creator's name is not swept");
-    child.kill().unwrap();
+    assert!(
+        attachable(&handle),
+        "open to attachers while the creator lives"
+    );
+    assert!(names_of(creator).is_empty(), "a segment never has a name");
+    child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    assert!(!attachable(&handle), "the door closed with the creator");
+    assert!(names_of(creator).is_empty());
+    // A pid that had not attached yet gets a clear error, and maps nothing.
+    let out = spawn("expect_gone", Some(&encode_handle(&handle)), 2)
+        .wait_with_output()
+        .unwrap();
     assert!(
-        name_exists(&handle),
-        "a SIGKILL inside the window leaks the name..."
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
-    let removed = cohort_shm::sweep_orphans().unwrap();
+    // The pids that had mapped it keep the memory and every write.
+    let data = s.as_slice();
+    assert!(s.localindices(1).all(|k| data[k] == 1.0));
+    assert!(s.localindices(2).all(|k| data[k] == 2.0));
+    drop(data);
+    drop(s);
+    assert!(cohort_shm::release(handle.id()));
+}
+
+/// `/dev/shm` names of the legacy form made by OS process `pid`.
+fn names_of(pid: u32) -> Vec<String> {
+    let prefix = format!("{}{pid}-", cohort_shm::NAME_PREFIX);
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+/// A `/dev/shm` name of the legacy form for OS pid `pid`, created here, unlinked on drop.
+struct LegacyName(String);
+
+impl LegacyName {
+    fn new(pid: u32) -> (LegacyName, std::os::fd::OwnedFd) {
+        use nix::fcntl::OFlag;
+        use nix::sys::stat::Mode;
+        let name = format!(
+            "/{}{pid}-{}",
+            cohort_shm::NAME_PREFIX,
+            SegmentId::random().unwrap()
+        );
+        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR;
+        let fd =
+            nix::sys::mman::shm_open(name.as_str(), flags, Mode::S_IRUSR | Mode::S_IWUSR).unwrap();
+        nix::unistd::ftruncate(&fd, 4096).unwrap();
+        (LegacyName(name), fd)
+    }
+
+    fn exists(&self) -> bool {
+        std::path::Path::new("/dev/shm")
+            .join(self.0.trim_start_matches('/'))
+            .exists()
+    }
+}
+
+impl Drop for LegacyName {
+    fn drop(&mut self) {
+        let _ = nix::sys::mman::shm_unlink(self.0.as_str());
+    }
+}
+
+#[test]
+fn first_construction_sweeps_names_whose_creator_is_gone() {
+    let dead = {
+        let mut c = Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    };
+    // A live process that holds nothing: the pid of the name's creator, reused.
+    let reused = KillOnDrop(Command::new("sleep").arg("60").spawn().unwrap());
+    let (of_dead, _) = LegacyName::new(dead);
+    let (of_reused, _) = LegacyName::new(reused.0.id());
+    // This process as a live creator: one holding a descriptor, one holding a mapping only.
+    let (held_fd, _keep_fd) = LegacyName::new(std::process::id());
+    let (held_map, fd) = LegacyName::new(std::process::id());
+    let map = memmap2::MmapOptions::new()
+        .len(4096)
+        .map_raw(&std::fs::File::from(fd))
+        .unwrap();
+    // Another user's name of a dead creator (only root can make one here).
+    let others = nix::unistd::geteuid().is_root().then(|| {
+        let (n, fd) = LegacyName::new(dead);
+        nix::unistd::fchown(fd.as_raw_fd(), Some(65534.into()), Some(65534.into())).unwrap();
+        n
+    });
+    assert!(of_dead.exists() && of_reused.exists());
+    let out = spawn("create_one", None, 1).wait_with_output().unwrap();
     assert!(
-        !name_exists(&handle),
-        "...and sweep_orphans removes it ({removed:?})"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
+    assert!(!of_dead.exists(), "the name of a dead creator is swept");
+    assert!(!of_reused.exists(), "the name of a reused pid is swept");
+    assert!(held_fd.exists(), "a live creator's name (descriptor) stays");
+    assert!(held_map.exists(), "a live creator's name (mapping) stays");
+    if let Some(n) = &others {
+        assert!(n.exists(), "another user's name stays");
+    }
+    drop(map);
 }

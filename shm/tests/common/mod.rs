@@ -2,28 +2,44 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
 
 use cohort_shm::{Backing, ElemInfo, HostId, Pid, SegmentId, ShmHandle};
 use serde::{Deserialize, Serialize};
 
-/// Names in /dev/shm that this test process created (`cohort-<our pid>-...`).
+/// What this test process has in /dev/shm: names of the form cohort gave segments in earlier
+/// versions (`cohort-<our pid>-...`), and this process's descriptors of /dev/shm inodes (a
+/// creator's open door shows up as `fd N: /dev/shm/#ino (deleted)`).
 pub fn own_entries() -> BTreeSet<String> {
     let prefix = format!("{}{}-", cohort_shm::NAME_PREFIX, std::process::id());
-    std::fs::read_dir("/dev/shm")
+    let mut out: BTreeSet<String> = std::fs::read_dir("/dev/shm")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| n.starts_with(&prefix))
-        .collect()
+        .collect();
+    for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        if let Ok(link) = std::fs::read_link(fd.path()) {
+            if link.starts_with("/dev/shm/") {
+                let n = fd.file_name().to_string_lossy().into_owned();
+                out.insert(format!("fd {n}: {}", link.display()));
+            }
+        }
+    }
+    out
 }
 
-/// Whether the segment of `handle` still has a name in /dev/shm.
-pub fn name_exists(handle: &ShmHandle) -> bool {
+/// Whether another process could still attach the object of `handle`: a segment's creator
+/// still holds its descriptor (the inode of the handle), a file still exists.
+pub fn attachable(handle: &ShmHandle) -> bool {
     match handle.backing() {
-        Backing::Shm { name } => Path::new("/dev/shm")
-            .join(name.trim_start_matches('/'))
-            .exists(),
+        Backing::Shm {
+            creator,
+            fd,
+            dev,
+            ino,
+        } => std::fs::metadata(format!("/proc/{creator}/fd/{fd}"))
+            .is_ok_and(|m| m.dev() == *dev && m.ino() == *ino),
         Backing::File { path } => path.exists(),
         other => panic!("a backing these tests do not know: {other:?}"),
     }
