@@ -126,7 +126,7 @@ fn descriptor_exhaustion_does_not_spin() {
     std::thread::sleep(Duration::from_secs(2));
     let used = (cpu_ticks(os) - c0) as f64 / ticks_per_s() as f64;
     println!("worker 4 at 40 descriptors with 600 idle connections: {used:.2} s of CPU in 2 s");
-    assert!(used < 0.3, "the worker spun: {used:.2} s of CPU in 2 s");
+    assert!(used < 0.1, "the worker spun: {used:.2} s of CPU in 2 s");
     // The cluster still reaches it, and it still reaches others.
     assert_eq!(remotecall_fetch(add, 4, (2, 2)).unwrap(), 4);
     let t = Instant::now();
