@@ -159,7 +159,7 @@ pub mod collective {
 /// Transports: TCP (the default) and Unix domain sockets.
 pub mod transports {
     pub use cohort_core::transport::{Listener, Transport};
-    pub use cohort_transports::{Tcp, Unix};
+    pub use cohort_transports::{Shm, Tcp, Unix};
 }
 
 /// rsmpi, for calling MPI directly next to cohort (feature `mpi`).
@@ -235,9 +235,9 @@ use std::sync::Arc;
 /// Starting `julia` (with `-p N`).
 pub fn init() -> Result<Cluster> {
     let config = cohort_core::env::startup()?;
-    if !matches!(config.transport.as_str(), "tcp" | "unix" | "mpi") {
+    if !matches!(config.transport.as_str(), "shm" | "tcp" | "unix" | "mpi") {
         let e = Error::Invalid(format!(
-            "COHORT_TRANSPORT={:?} is not a transport (tcp, unix or mpi)",
+            "COHORT_TRANSPORT={:?} is not a transport (shm, tcp, unix or mpi)",
             std::env::var("COHORT_TRANSPORT").unwrap_or_default()
         ));
         if config.worker {
@@ -250,7 +250,8 @@ pub fn init() -> Result<Cluster> {
     }
     let transport: Arc<dyn transports::Transport> = match config.transport.as_str() {
         "unix" => Arc::new(cohort_transports::Unix),
-        _ => Arc::new(cohort_transports::Tcp),
+        "tcp" => Arc::new(cohort_transports::Tcp),
+        _ => Arc::new(cohort_transports::Shm),
     };
     let cluster = init_with(transport, Arc::new(cohort_launcher::LocalManager::new()))?;
     // `cohort --machine-file FILE`: workers on the hosts of the file.

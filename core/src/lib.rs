@@ -80,6 +80,7 @@ pub mod __private {
     pub use crate::wire::codec::zeroed_vec;
 
     pub use crate::runtime::diag::{
-        decode_hello, decode_message, peer_address, raw_handshake, reply_message, transport_name,
+        decode_hello, decode_message, link_uses_rings, peer_address, raw_handshake, reply_message,
+        transport_name,
     };
 }

@@ -326,9 +326,14 @@ impl Runtime {
 
     // ---------- links ----------
 
-    fn add_link(&self, pid: Pid, fd: OwnedFd) -> io::Result<Arc<Link>> {
+    fn add_link(
+        &self,
+        pid: Pid,
+        fd: OwnedFd,
+        rings: Option<crate::links::ring::Rings>,
+    ) -> io::Result<Arc<Link>> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let link = Arc::new(Link::new(pid, token, fd, self.max_frame)?);
+        let link = Arc::new(Link::new(pid, token, fd, self.max_frame, rings)?);
         self.tokens
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -424,8 +429,8 @@ impl Runtime {
                 ));
             }
         };
-        let (_, _) = self.handshake_out(&fd, pid, 0)?;
-        self.add_link(pid, fd)
+        let (_, _, rings) = self.handshake_out(&fd, pid, 0, &info.addr)?;
+        self.add_link(pid, fd, rings)
             .map_err(|e| Error::io(format!("registering the link to pid {pid}"), e))
     }
 

@@ -1,6 +1,8 @@
 //! cohort-transports: the byte-stream transports cohort's core runs over.
 //!
-//! - [`Tcp`] — the default: TCP with `TCP_NODELAY`, workers bind loopback unless told otherwise.
+//! - [`Shm`] — the default: shared-memory rings between processes of one host, TCP between
+//!   hosts (every link starts as TCP; on one host its socket only wakes and ends it).
+//! - [`Tcp`] — TCP only, with `TCP_NODELAY`; workers bind loopback unless told otherwise.
 //! - [`Unix`] — Unix domain sockets, for processes on one host.
 //! - `MpiWorld` (cargo feature `mpi`) — MPI through rsmpi, for programs started by `mpirun`.
 //!
@@ -12,6 +14,7 @@
 
 #[cfg(feature = "mpi")]
 mod mpi;
+mod shm;
 mod tcp;
 mod unix;
 
@@ -21,5 +24,6 @@ pub use crate::mpi::MpiWorld;
 /// uses private duplicates of it).
 #[cfg(feature = "mpi")]
 pub use ::mpi as rsmpi;
+pub use shm::Shm;
 pub use tcp::Tcp;
 pub use unix::Unix;

@@ -12,7 +12,7 @@
 //! | `COHORT_BIND` | address a worker binds (`restrict = false` sets `0.0.0.0`) | an address, `address:port` | `127.0.0.1` |
 //! | `COHORT_SPIN_US` | microseconds a thread polls a link before it sleeps | a whole number (0: no polling) | 200 |
 //! | `COHORT_MAX_FRAME` | largest frame payload accepted | a whole number of bytes > 0 | 4 GiB |
-//! | `COHORT_TRANSPORT` | the transport `cohort::init` uses | `tcp`, `unix`, `mpi` (with the `mpi` feature), any case | `tcp` |
+//! | `COHORT_TRANSPORT` | the transport `cohort::init` uses | `shm` (shared memory on one host, TCP between hosts), `tcp`, `unix`, `mpi` (with the `mpi` feature), any case | `shm` |
 //! | `COHORT_TOPOLOGY` | how workers connect ([`Topology`]) | `all_to_all`, `all_to_all_eager`, `master_worker`, `custom` | `all_to_all` |
 //! | `COHORT_MPIRUN` | the MPI launcher `cohort::managers::mpirun_command` starts (read by the launcher crate) | a program | `mpirun` |
 //! | `COHORT_MACHINE_FILE` | the facade's `init` adds SSH workers on the hosts of this machine file (`cohort --machine-file`) | a path | unset |
@@ -68,7 +68,7 @@ impl Default for Config {
             bind: "127.0.0.1".into(),
             spin: Duration::from_micros(200),
             max_frame: DEFAULT_MAX_FRAME,
-            transport: "tcp".into(),
+            transport: "shm".into(),
             topology: Topology::AllToAll,
             machine_file: None,
             ssh_flags: Vec::new(),

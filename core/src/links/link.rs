@@ -18,6 +18,7 @@
 
 use crate::base::ids::Pid;
 use crate::links::poller::{Poller, DEFER};
+use crate::links::ring::{drain_doorbell, RingSource, Rings};
 use crate::links::transport::MessageWorld;
 use crate::wire::codec::Body;
 use crate::wire::frame::{FdSource, Frame, FrameReader, Header};
@@ -49,8 +50,9 @@ pub(crate) struct Link {
 
 /// How a link carries frames.
 enum Flavour {
-    /// A byte stream (a socket), read by whoever holds its reader lock.
-    Stream(Stream),
+    /// A byte stream (a socket, with rings on one host), read by whoever holds its reader
+    /// lock. Boxed: a link is built once and lives long, and the message flavour is small.
+    Stream(Box<Stream>),
     /// A rank of a message-passing world, whose progress thread (or a spinner) delivers frames.
     Message {
         world: Arc<dyn MessageWorld>,
@@ -60,6 +62,9 @@ enum Flavour {
 
 struct Stream {
     fd: OwnedFd,
+    /// Shared-memory rings carrying the frames when both ends share a host (see `ring`); the
+    /// socket then carries doorbells and the end of the link only.
+    rings: Option<Rings>,
     writer: Mutex<Vec<u8>>,
     reader: Mutex<FrameReader>,
     /// Whether the link is armed in epoll (or fired and about to be serviced and re-armed).
@@ -124,19 +129,30 @@ const ARMED: EpollFlags = EpollFlags::EPOLLIN
     .union(EpollFlags::EPOLLONESHOT);
 
 impl Link {
-    pub(crate) fn new(peer: Pid, token: u64, fd: OwnedFd, max_frame: u64) -> io::Result<Link> {
+    pub(crate) fn new(
+        peer: Pid,
+        token: u64,
+        fd: OwnedFd,
+        max_frame: u64,
+        rings: Option<Rings>,
+    ) -> io::Result<Link> {
         set_nonblocking(&fd)?;
+        // A new link starts armed: its reader is the poller, asleep until rung.
+        if let Some(r) = &rings {
+            r.set_sleeping(true);
+        }
         Ok(Link {
             peer,
             token,
             dead: AtomicBool::new(false),
-            flavour: Flavour::Stream(Stream {
+            flavour: Flavour::Stream(Box::new(Stream {
                 fd,
+                rings,
                 writer: Mutex::new(Vec::with_capacity(16 * 1024)),
                 reader: Mutex::new(FrameReader::new(max_frame)),
                 armed: AtomicBool::new(true),
                 deferred_at: AtomicU64::new(0),
-            }),
+            })),
         })
     }
 
@@ -156,6 +172,11 @@ impl Link {
         }
     }
 
+    /// Whether the link carries its frames through shared-memory rings.
+    pub(crate) fn has_rings(&self) -> bool {
+        self.stream().is_some_and(|s| s.rings.is_some())
+    }
+
     fn stream(&self) -> Option<&Stream> {
         match &self.flavour {
             Flavour::Stream(s) => Some(s),
@@ -170,8 +191,12 @@ impl Link {
         }
     }
 
-    /// Arms or disarms the stream in epoll; called with its reader lock held.
+    /// Arms or disarms the stream in epoll; called with its reader lock held. A ring link's
+    /// reader is marked asleep while armed (writers then ring its doorbell).
     fn arm(&self, s: &Stream, poller: &Poller, on: bool) {
+        if let Some(r) = &s.rings {
+            r.set_sleeping(on);
+        }
         s.armed.store(on, Ordering::Release);
         if on {
             s.deferred_at.store(0, Ordering::Release);
@@ -220,6 +245,14 @@ impl Link {
             Flavour::Message { world, rank } => return world.send(*rank, &[&header, meta, b0, b1]),
         };
         let mut buf = s.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = &s.rings {
+            let ring = || doorbell(&s.fd);
+            let dead = || self.is_dead() || hung_up(&s.fd);
+            if r.write_all(&[&header, meta, b0, b1], &ring, &dead)? {
+                ring();
+            }
+            return Ok(());
+        }
         if total <= 64 * 1024 {
             buf.clear();
             buf.extend_from_slice(&header);
@@ -246,12 +279,22 @@ impl Link {
         poller: &Poller,
         sink: &dyn FrameSink,
     ) {
+        if s.rings.is_some() {
+            // The socket carries doorbells and the link's end.
+            if let Err(e) = drain_doorbell(s.fd.as_fd()) {
+                drop(r);
+                sink.on_close(self, e);
+                return;
+            }
+        }
         loop {
-            match r.poll_within(&mut FdSource(s.fd.as_fd()), SERVICE_BUDGET) {
+            // A ring is read whole: it moves at memory speed, a socket in turns.
+            match s.poll(&mut r, SERVICE_BUDGET) {
                 Ok(Some(f)) => sink.on_frame(self, f),
                 Ok(None) => {
-                    self.arm(s, poller, true);
-                    return;
+                    if !self.arm_checked(s, poller) {
+                        return;
+                    }
                 }
                 Err(e) => {
                     drop(r);
@@ -277,7 +320,7 @@ impl Link {
         if window.is_zero() || self.is_dead() {
             return;
         }
-        let s = match &self.flavour {
+        let s: &Stream = match &self.flavour {
             Flavour::Stream(s) => s,
             Flavour::Message { world, .. } => {
                 return spin_world(world.as_ref(), sink, window, done)
@@ -288,13 +331,42 @@ impl Link {
         };
         let mut held = vec![(self, s, r)];
         let finished = spin_held(&mut held, sink, window, done);
-        if held.is_empty() {
+        let Some((_, _, r)) = held.pop() else {
             return; // closed
-        }
+        };
         if finished && defer {
             self.defer(s, poller);
         } else {
-            self.arm(s, poller, true);
+            self.settle(s, r, poller, sink);
+        }
+    }
+
+    /// Arms the stream (the reader lock is held); a ring stream with bytes published before its
+    /// reader was marked asleep stays disarmed instead and says so (true): no doorbell rang for
+    /// them, so the caller reads them now.
+    fn arm_checked(&self, s: &Stream, poller: &Poller) -> bool {
+        if let Some(r) = &s.rings {
+            r.set_sleeping(true);
+            if r.readable() {
+                r.set_sleeping(false);
+                return true;
+            }
+        }
+        self.arm(s, poller, true);
+        false
+    }
+
+    /// The end of a spin that leaves the stream to the poller: armed, after reading what a
+    /// ring received meanwhile.
+    fn settle(
+        &self,
+        s: &Stream,
+        r: MutexGuard<'_, FrameReader>,
+        poller: &Poller,
+        sink: &dyn FrameSink,
+    ) {
+        if self.arm_checked(s, poller) {
+            self.service_locked(s, r, poller, sink);
         }
     }
 
@@ -370,7 +442,7 @@ fn spin_held(
         let mut i = 0;
         while i < held.len() {
             let (l, s, r) = &mut held[i];
-            match r.poll(&mut FdSource(s.fd.as_fd())) {
+            match s.poll(r, usize::MAX) {
                 Ok(Some(f)) => {
                     sink.on_frame(l, f);
                     last = Instant::now();
@@ -435,9 +507,37 @@ pub(crate) fn spin_many(
         }
     }
     spin_held(&mut held, sink, window, done);
-    for (l, s, _) in &held {
-        l.arm(s, poller, true);
+    for (l, s, r) in held {
+        l.settle(s, r, poller, sink);
     }
+}
+
+impl Stream {
+    /// The next frame from the rings or the socket, reading at most about `budget` bytes of a
+    /// large socket frame (a ring is read whole).
+    fn poll(&self, r: &mut FrameReader, budget: usize) -> io::Result<Option<Frame>> {
+        match &self.rings {
+            Some(rings) => r.poll(&mut RingSource(rings)),
+            None => r.poll_within(&mut FdSource(self.fd.as_fd()), budget),
+        }
+    }
+}
+
+/// Rings a ring link's doorbell: one byte on its socket (a full socket already rings).
+fn doorbell(fd: &OwnedFd) {
+    let _ = nix::unistd::write(fd, &[1u8]);
+}
+
+/// Whether the peer of a socket has hung up (checked by a writer waiting for ring room).
+fn hung_up(fd: &OwnedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    // POLLRDHUP (the peer closed its end) is Linux's; nix has no name for it.
+    let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
+    let mut pfd = [PollFd::new(fd.as_fd(), rdhup)];
+    matches!(poll(&mut pfd, PollTimeout::ZERO), Ok(n) if n > 0)
+        && pfd[0]
+            .revents()
+            .is_some_and(|r| r.intersects(rdhup | PollFlags::POLLHUP | PollFlags::POLLERR))
 }
 
 /// Threads polling the world for a frame they wait for; while there are any, the progress

@@ -26,6 +26,12 @@ pub trait Transport: Send + Sync + 'static {
     fn listen(&self, bind: &str) -> io::Result<Box<dyn Listener>>;
     /// Connects to a peer's listener address within `timeout`.
     fn connect(&self, addr: &str, timeout: Duration) -> io::Result<OwnedFd>;
+    /// Whether links between processes of one host may carry their frames in shared-memory
+    /// rings (the stream then carries doorbells and the link's end only). False by default:
+    /// a transport that encrypts or tunnels its streams keeps every byte on them.
+    fn local_rings(&self) -> bool {
+        false
+    }
 }
 
 /// A fixed world of processes joined by a message-passing library (MPI): rank `r` is pid

@@ -48,3 +48,9 @@ pub fn decode_hello(bytes: &[u8]) -> bool {
     let b: &[u8; crate::wire::proto::HELLO_LEN] = b.try_into().expect("sliced to length");
     crate::wire::proto::Hello::decode(b).is_some()
 }
+
+/// Whether this process's link to `pid` carries its frames in shared-memory rings (`None`: no
+/// live link).
+pub fn link_uses_rings(pid: Pid) -> Option<bool> {
+    try_rt()?.link_of(pid).map(|l| l.has_rings())
+}

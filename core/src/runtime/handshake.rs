@@ -2,22 +2,37 @@
 //! and a worker's life from its address line to serving.
 
 use super::*;
+use crate::links::ring::Rings;
 
 impl Runtime {
-    /// Runs the connecting side of the handshake; returns the peer's pid and host.
+    /// Runs the connecting side of the handshake with the peer at `addr`; returns the peer's
+    /// pid and host, and the shared-memory rings of the link when the peer took them.
     pub(crate) fn handshake_out(
         &self,
         fd: &OwnedFd,
         expect: Pid,
         assign: Pid,
-    ) -> Result<(Pid, String)> {
+        addr: &str,
+    ) -> Result<(Pid, String, Option<Rings>)> {
         crate::links::link::set_nonblocking(fd).map_err(|e| Error::io("handshake", e))?;
+        let rings = if self.rings_to(addr) {
+            match Rings::create() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    crate::log!(debug, error = %e, "no shared-memory rings for the link to {addr}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let hello = Hello {
             version: PROTOCOL_VERSION,
             cookie: self.cookie(),
             from: self.myid(),
             assign,
             host: self.host.clone(),
+            ring: rings.as_ref().map(|(_, o)| *o),
         };
         write_all(fd, &[&hello.encode()]).map_err(|e| Error::io("sending the handshake", e))?;
         let mut b = [0u8; WELCOME_LEN];
@@ -46,7 +61,30 @@ impl Runtime {
                 w.pid
             )));
         }
-        Ok((w.pid, w.host))
+        // The peer has opened the segment (or never will): its descriptor here goes.
+        let rings = rings.and_then(|(r, _)| {
+            r.close_door();
+            w.ring.then_some(r)
+        });
+        Ok((w.pid, w.host, rings))
+    }
+
+    /// Whether a link to `addr` should carry its frames in shared memory: the transport allows
+    /// it and the address is this host's (loopback, or this host's name).
+    fn rings_to(&self, addr: &str) -> bool {
+        if !self.transport.local_rings() {
+            return false;
+        }
+        let host = addr
+            .rsplit_once(':')
+            .map_or(addr, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        host == "localhost"
+            || host == self.host
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 
     /// Runs the listening side of the handshake once an accepted connection's hello is in
@@ -67,6 +105,7 @@ impl Runtime {
             let w = Welcome {
                 version: PROTOCOL_VERSION,
                 status: 1,
+                ring: false,
                 pid: self.myid(),
                 host: self.host.clone(),
             };
@@ -92,16 +131,23 @@ impl Runtime {
         if h.from == self.myid() || self.live_links_of(h.from) >= 2 {
             return refuse(format!("pid {} is already linked to this process", h.from));
         }
+        // Rings offered by a process of this host and user are taken; otherwise the socket
+        // carries the frames.
+        let rings = h
+            .ring
+            .filter(|_| self.transport.local_rings())
+            .and_then(|o| Rings::attach(&o).ok());
         let w = Welcome {
             version: PROTOCOL_VERSION,
             status: 0,
+            ring: rings.is_some(),
             pid: self.myid(),
             host: self.host.clone(),
         };
         if write_all(&fd, &[&w.encode()]).is_err() {
             return;
         }
-        if let Err(e) = self.add_link(h.from, fd) {
+        if let Err(e) = self.add_link(h.from, fd, rings) {
             refuse(format!("cannot register the link: {e}"));
         }
     }
@@ -114,9 +160,9 @@ impl Runtime {
         addr: &str,
         allowed: Option<Vec<Pid>>,
     ) -> Result<String> {
-        let (_, host) = self.handshake_out(&fd, pid, pid)?;
+        let (_, host, rings) = self.handshake_out(&fd, pid, pid, addr)?;
         let link = self
-            .add_link(pid, fd)
+            .add_link(pid, fd, rings)
             .map_err(|e| Error::io(format!("registering the link to pid {pid}"), e))?;
         let info = PeerInfo {
             pid,
@@ -181,6 +227,7 @@ pub(crate) fn raw_handshake(addr: &str, cookie: &str, version: u8) -> io::Result
         from: 1,
         assign: 0,
         host: hostname(),
+        ring: None,
     };
     s.write_all(&hello.encode())?;
     let mut b = [0u8; WELCOME_LEN];

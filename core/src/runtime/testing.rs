@@ -41,8 +41,10 @@ impl Local {
         for (i, a) in rts.iter().enumerate() {
             for b in &rts[i + 1..] {
                 let (x, y) = UnixStream::pair().expect("a socket pair");
-                a.add_link(b.myid(), OwnedFd::from(x)).expect("link a-b");
-                b.add_link(a.myid(), OwnedFd::from(y)).expect("link b-a");
+                a.add_link(b.myid(), OwnedFd::from(x), None)
+                    .expect("link a-b");
+                b.add_link(a.myid(), OwnedFd::from(y), None)
+                    .expect("link b-a");
             }
         }
         let infos: Vec<PeerInfo> = rts

@@ -546,6 +546,7 @@ fn hello(rt: &Runtime, version: u8, cookie: [u8; COOKIE_LEN], from: Pid) -> [u8;
         from,
         assign: 0,
         host: rt.host.clone(),
+        ring: None,
     }
     .encode()
 }
@@ -600,12 +601,12 @@ fn waiting_connections_are_bounded_and_a_peer_with_the_cookie_still_gets_in() {
     assert_eq!(first.read(&mut b).unwrap(), 0, "the oldest is closed");
     // Pid 2 opens a second link to pid 1 through the listener while the idle ones wait.
     let fd = OwnedFd::from(UnixStream::connect(&path).unwrap());
-    let (pid, _) = c.rt(2).handshake_out(&fd, 1, 0).unwrap();
+    let (pid, _, _) = c.rt(2).handshake_out(&fd, 1, 0, "in-process").unwrap();
     assert_eq!(pid, 1);
     eventually("the second link registered", || rt.live_links_of(2) == 2);
     // A third link claiming pid 2 is refused (one each way is all a peer gets).
     let fd = OwnedFd::from(UnixStream::connect(&path).unwrap());
-    match c.rt(2).handshake_out(&fd, 1, 0) {
+    match c.rt(2).handshake_out(&fd, 1, 0, "in-process") {
         Err(Error::Protocol(m)) => {
             assert_eq!(m, "pid 1 refused the connection (wrong cluster cookie?)")
         }

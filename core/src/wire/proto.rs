@@ -161,7 +161,9 @@ pub(crate) const HELLO_MAGIC: &[u8; 8] = b"COHORTHS";
 pub(crate) const WELCOME_MAGIC: &[u8; 8] = b"COHORTOK";
 pub(crate) const COOKIE_LEN: usize = 16;
 pub(crate) const HOST_LEN: usize = 64;
-pub(crate) const HELLO_LEN: usize = 8 + 8 + COOKIE_LEN + 8 + 8 + HOST_LEN;
+/// The ring offer after the host: present flag, pid, fd, device, inode, token (padded).
+const OFFER_LEN: usize = 48;
+pub(crate) const HELLO_LEN: usize = 8 + 8 + COOKIE_LEN + 8 + 8 + HOST_LEN + OFFER_LEN;
 pub(crate) const WELCOME_LEN: usize = 8 + 8 + 8 + HOST_LEN;
 
 pub(crate) struct Hello {
@@ -171,6 +173,19 @@ pub(crate) struct Hello {
     /// Non-zero: the master assigns this pid to the listener (first contact).
     pub assign: Pid,
     pub host: String,
+    /// Shared-memory rings the connecting side offers for the link (same host only).
+    pub ring: Option<crate::wire::proto::RingOffer>,
+}
+
+/// Where the connecting side's ring segment is, and the token that proves it (see
+/// `links::ring`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct RingOffer {
+    pub pid: u32,
+    pub fd: i32,
+    pub dev: u64,
+    pub ino: u64,
+    pub token: [u8; 16],
 }
 
 fn put_host(b: &mut [u8], host: &str) {
@@ -192,7 +207,16 @@ impl Hello {
         b[16..32].copy_from_slice(&self.cookie);
         b[32..40].copy_from_slice(&(self.from as u64).to_le_bytes());
         b[40..48].copy_from_slice(&(self.assign as u64).to_le_bytes());
-        put_host(&mut b[48..], &self.host);
+        put_host(&mut b[48..48 + HOST_LEN], &self.host);
+        if let Some(o) = &self.ring {
+            let r = &mut b[48 + HOST_LEN..];
+            r[0] = 1;
+            r[4..8].copy_from_slice(&o.pid.to_le_bytes());
+            r[8..12].copy_from_slice(&o.fd.to_le_bytes());
+            r[16..24].copy_from_slice(&o.dev.to_le_bytes());
+            r[24..32].copy_from_slice(&o.ino.to_le_bytes());
+            r[32..48].copy_from_slice(&o.token);
+        }
         b
     }
     pub(crate) fn decode(b: &[u8; HELLO_LEN]) -> Option<Hello> {
@@ -204,7 +228,19 @@ impl Hello {
             cookie: b[16..32].try_into().ok()?,
             from: u64::from_le_bytes(b[32..40].try_into().ok()?) as Pid,
             assign: u64::from_le_bytes(b[40..48].try_into().ok()?) as Pid,
-            host: get_host(&b[48..]),
+            host: get_host(&b[48..48 + HOST_LEN]),
+            ring: {
+                let r = &b[48 + HOST_LEN..];
+                (r[0] == 1).then_some(()).and_then(|_| {
+                    Some(RingOffer {
+                        pid: u32::from_le_bytes(r[4..8].try_into().ok()?),
+                        fd: i32::from_le_bytes(r[8..12].try_into().ok()?),
+                        dev: u64::from_le_bytes(r[16..24].try_into().ok()?),
+                        ino: u64::from_le_bytes(r[24..32].try_into().ok()?),
+                        token: r[32..48].try_into().ok()?,
+                    })
+                })
+            },
         })
     }
 }
@@ -213,6 +249,8 @@ pub(crate) struct Welcome {
     pub version: u8,
     /// 0 = accepted; 1 = protocol version mismatch.
     pub status: u8,
+    /// Whether the listening side took the offered rings.
+    pub ring: bool,
     pub pid: Pid,
     pub host: String,
 }
@@ -223,6 +261,7 @@ impl Welcome {
         b[..8].copy_from_slice(WELCOME_MAGIC);
         b[8] = self.version;
         b[9] = self.status;
+        b[10] = u8::from(self.ring);
         b[16..24].copy_from_slice(&(self.pid as u64).to_le_bytes());
         put_host(&mut b[24..], &self.host);
         b
@@ -234,6 +273,7 @@ impl Welcome {
         Some(Welcome {
             version: b[8],
             status: b[9],
+            ring: b[10] == 1,
             pid: u64::from_le_bytes(b[16..24].try_into().ok()?) as Pid,
             host: get_host(&b[24..]),
         })
