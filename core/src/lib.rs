@@ -78,6 +78,7 @@ pub mod __private {
     pub use crate::env::worker_timeout;
     pub use crate::frame::PROTOCOL_VERSION;
     pub use crate::wire::codec::zeroed_vec;
+    pub use crate::wire::proto::bench::{sample_messages, SampleMsg};
 
     pub use crate::runtime::diag::{peer_address, raw_handshake, transport_name};
 }

@@ -143,6 +143,91 @@ pub(crate) fn decode_msg(meta: &[u8]) -> Result<Msg, bincode::Error> {
     codec::options().deserialize(meta)
 }
 
+/// Protocol messages for the codec bench, behind an opaque wrapper so that the messages
+/// themselves stay private to the crate.
+#[doc(hidden)]
+pub(crate) mod bench {
+    use super::*;
+
+    /// A message, serialized exactly as the message itself.
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(transparent)]
+    pub struct SampleMsg(Msg);
+
+    impl SampleMsg {
+        /// Encodes in the codec's configuration (what every frame carries).
+        pub fn encode(&self) -> Vec<u8> {
+            encode_msg(&self.0)
+        }
+        /// Decodes what [`SampleMsg::encode`] produced.
+        pub fn decode(meta: &[u8]) -> Option<SampleMsg> {
+            decode_msg(meta).ok().map(SampleMsg)
+        }
+    }
+
+    /// The messages of a call's round trip and of reference and channel traffic, named, and
+    /// one configuration message of a 16-worker cluster.
+    pub fn sample_messages() -> Vec<(&'static str, SampleMsg)> {
+        let rrid = Rrid {
+            whence: 1,
+            id: 123_456,
+        };
+        let peers = (1..=16)
+            .map(|pid| PeerInfo {
+                pid,
+                addr: format!("10.1.0.{pid}:{}", 40_000 + pid),
+                host: format!("node{pid:03}.cluster.example"),
+            })
+            .collect();
+        vec![
+            (
+                "call",
+                Msg::Call {
+                    func: "my_app::kernels::step".into(),
+                    mode: Mode::Store { rrid, notify: true },
+                },
+            ),
+            ("reply", Msg::Reply { ok: true }),
+            (
+                "fetch",
+                Msg::Fetch {
+                    rrid,
+                    release: 1 << 61,
+                },
+            ),
+            (
+                "chan_put",
+                Msg::Chan {
+                    rrid,
+                    op: ChanOp::Put,
+                    key: Vec::new(),
+                },
+            ),
+            (
+                "add_client",
+                Msg::AddClient {
+                    rrid,
+                    from: 2,
+                    to: 3,
+                    weight: 1 << 40,
+                },
+            ),
+            (
+                "config16",
+                Msg::Config {
+                    pid: 5,
+                    peers,
+                    topology: Topology::AllToAll,
+                    allowed: None,
+                },
+            ),
+        ]
+        .into_iter()
+        .map(|(n, m)| (n, SampleMsg(m)))
+        .collect()
+    }
+}
+
 /// Handshake: the connecting side sends `HELLO_LEN` bytes, the listening side answers
 /// `WELCOME_LEN` bytes or closes (a wrong cookie gets no answer).
 pub(crate) const HELLO_MAGIC: &[u8; 8] = b"COHORTHS";
