@@ -10,7 +10,7 @@
 //! only its own layer and lower ones (`tests/layers.rs` checks it); docs/ARCHITECTURE.md has
 //! the picture.
 //!
-//! Dependencies: `serde`/`bincode` (the wire format of values), `inventory` (link-time
+//! Dependencies: `serde`/`postcard` (the wire format of values; why postcard: [`codec`]), `inventory` (link-time
 //! registration of remote functions), `nix` (epoll, sockets, signals), `getrandom` (cookies),
 //! `bytemuck` (raw numeric vectors), `thiserror` (error types), `libc` (`madvise` for huge-page
 //! receive buffers), `indicatif` (feature `progress`: pmap's progress bar on stderr), `tracing`

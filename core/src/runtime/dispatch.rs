@@ -471,9 +471,9 @@ impl Runtime {
                             None => Item::Local {
                                 value: v,
                                 encode: |_| {
-                                    Err(Box::new(bincode::ErrorKind::Custom(
-                                        "the result type is not serializable".into(),
-                                    )))
+                                    Err(crate::wire::codec::CodecError::new(
+                                        "the result type is not serializable",
+                                    ))
                                 },
                             },
                         });
