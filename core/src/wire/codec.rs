@@ -6,7 +6,7 @@
 //!   stored or put value) is its element count as a little-endian `u64`, then the elements'
 //!   bytes ([`Body::Raw`]): encoding borrows the vector, and a large one is received straight
 //!   into the `Vec` the caller gets ([`decode_frame`]);
-//! - everything else, arguments tuples included, is postcard ([`encode_into`], [`decode`]):
+//! - everything else, arguments tuples included, is postcard (`encode_into`, [`decode`]):
 //!   varint integers, length-prefixed sequences, no trailing bytes accepted.
 //!
 //! # Why postcard
@@ -14,7 +14,7 @@
 //! bincode 1, the codec before, is unmaintained (RUSTSEC-2025-0141). Measured beside it on
 //! cohort's own messages (the figures and how they were taken: docs/ARCHITECTURE.md, decision
 //! 10), postcard decodes as fast, encodes a small message 5 to 15 ns slower once it writes into
-//! the vector directly ([`encode_into`]; some 0.2 µs per remote call either way), and its
+//! the vector directly (`encode_into`; some 0.2 µs per remote call either way), and its
 //! messages are half the size. Its wire format is specified and stable since 1.0, it is
 //! serde-native (cohort's values are any `Serialize` type), licensed MIT OR Apache-2.0, and
 //! depends on serde and cobs only. Against hostile input it is the one that bounds what it
