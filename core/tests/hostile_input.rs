@@ -3,7 +3,8 @@
 //! could make. The largest single allocation during each decode is recorded by a counting
 //! global allocator (this test binary's own).
 use cohort_core::__private::SampleMsg;
-use cohort_core::codec::{decode, CodecError};
+use cohort_core::codec::{decode, decode_frame, CodecError};
+use cohort_core::frame::{header_for, Frame};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -117,6 +118,16 @@ fn raw_vectors_claiming_4_gib_fail_before_allocating() {
         ))
     );
     assert!(m <= MESSAGE, "Vec<u8>: {m} bytes");
+    // The same body as a received frame (what a result's decoding is given).
+    let frame = Frame::new(header_for(1, 0, b.len()), b.clone());
+    let (r, m) = peak(|| decode_frame::<Vec<f64>>(frame).map(drop));
+    assert_eq!(
+        r,
+        Err(CodecError::new(
+            "vector of 4294967296 elements of 8 bytes does not match 16 bytes"
+        ))
+    );
+    assert!(m <= MESSAGE, "frame of Vec<f64>: {m} bytes");
 }
 
 #[test]
