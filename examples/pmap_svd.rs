@@ -5,7 +5,7 @@
 //! pmap(svdvals, M);
 //! ```
 //!
-//! Here 300×300 matrices (by default) (nalgebra's SVD), each sent as its column-major elements; each call is
+//! Here 300×300 matrices (by default) (linfa-linalg's SVD), each sent as its column-major elements; each call is
 //! a lot of work, which is what `pmap` with one item per call is for. Prints the largest
 //! singular value of each matrix and the time against a serial map.
 //!
@@ -19,11 +19,12 @@ use std::time::Instant;
 fn svdvals(m: Vec<f64>) -> Vec<f64> {
     let n = (m.len() as f64).sqrt() as usize;
     assert_eq!(n * n, m.len(), "a square matrix");
-    let mut s: Vec<f64> = nalgebra::DMatrix::from_vec(n, n, m)
-        .singular_values()
-        .iter()
-        .copied()
-        .collect();
+    use linfa_linalg::svd::SVDInto;
+    // Column-major elements are the row-major elements of the transpose, whose singular
+    // values are the same.
+    let a = cohort::shm::ndarray::Array2::from_shape_vec((n, n), m).expect("n×n elements");
+    let (_, sigma, _) = a.svd_into(false, false).expect("an SVD of a finite matrix");
+    let mut s = sigma.to_vec();
     s.sort_by(|a, b| b.total_cmp(a));
     s
 }

@@ -10,7 +10,7 @@
 //! only its own layer and lower ones (`tests/layers.rs` checks it); docs/ARCHITECTURE.md has
 //! the picture.
 //!
-//! Dependencies: `serde`/`bincode` (the wire format of values), `inventory` (link-time
+//! Dependencies: `serde`/`postcard` (the wire format of values; why postcard: [`codec`]), `inventory` (link-time
 //! registration of remote functions), `nix` (epoll, sockets, signals), `getrandom` (cookies),
 //! `bytemuck` (raw numeric vectors), `thiserror` (error types), `libc` (`madvise` for huge-page
 //! receive buffers), `indicatif` (feature `progress`: pmap's progress bar on stderr), `tracing`
@@ -78,6 +78,7 @@ pub mod __private {
     pub use crate::env::worker_timeout;
     pub use crate::frame::PROTOCOL_VERSION;
     pub use crate::wire::codec::zeroed_vec;
+    pub use crate::wire::proto::bench::{sample_messages, SampleMsg};
 
     pub use crate::runtime::diag::{
         decode_hello, decode_message, link_uses_rings, peer_address, raw_handshake, reply_message,

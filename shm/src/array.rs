@@ -751,7 +751,7 @@ impl<'de, T: Pod, D: Dimension> Deserialize<'de> for SharedArray<T, D> {
                 }
                 e => e,
             })
-            .map_err(serde::de::Error::custom)
+            .map_err(cohort_core::codec::de_error)
     }
 }
 

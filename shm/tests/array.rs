@@ -537,8 +537,8 @@ fn prefault_axis_runs_and_checks_its_region() {
 fn handles_and_arrays_serialize() {
     let pending = SharedArray::<i16, Ix2>::create((2, 2), &[1, 2], 1).unwrap();
     let h = pending.handle();
-    let bytes = bincode::serialize(h).unwrap();
-    let back: cohort_shm::ShmHandle = bincode::deserialize(&bytes).unwrap();
+    let bytes = cohort_core::codec::encode_vec(h).unwrap();
+    let back: cohort_shm::ShmHandle = cohort_core::codec::decode(&bytes).unwrap();
     assert_eq!(&back, h);
     assert_eq!(back.dims(), &[2, 2]);
     assert_eq!(back.pids(), &[1, 2]);
@@ -547,12 +547,12 @@ fn handles_and_arrays_serialize() {
     let s = pending.finish().unwrap();
     s.local_chunk_mut(1).unwrap().fill(-3);
     // A SharedArray travels as its handle and comes back as this process's mapping.
-    let bytes = bincode::serialize(&s).unwrap();
-    let t: SharedArray<i16, Ix2> = bincode::deserialize(&bytes).unwrap();
+    let bytes = cohort_core::codec::encode_vec(&s).unwrap();
+    let t: SharedArray<i16, Ix2> = cohort_core::codec::decode(&bytes).unwrap();
     assert_eq!(t.view()[[1, 0]], -3);
     assert!(format!("{t:?}").contains("i16"));
     drop((s, t));
-    let e = bincode::deserialize::<SharedArray<i16, Ix2>>(&bytes).unwrap_err();
+    let e = cohort_core::codec::decode::<SharedArray<i16, Ix2>>(&bytes).unwrap_err();
     assert!(e.to_string().contains("not mapped"), "{e}");
 }
 

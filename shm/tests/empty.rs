@@ -133,8 +133,8 @@ fn an_empty_array_attaches_and_travels_as_a_handle() {
     let attached = SharedArray::<u16, Ix2>::attach(&handle, 2).unwrap();
     assert_eq!(attached.id(), pending.array().id());
     let s = pending.finish().unwrap();
-    let bytes = bincode::serialize(&s).unwrap();
-    let back: SharedArray<u16, Ix2> = bincode::deserialize(&bytes).unwrap();
+    let bytes = cohort_core::codec::encode_vec(&s).unwrap();
+    let back: SharedArray<u16, Ix2> = cohort_core::codec::decode(&bytes).unwrap();
     assert_eq!((back.len(), back.shape()), (0, &[0, 3][..]));
     assert_eq!(back.localindices(2), 0..0);
     assert_eq!(back.myrange(Axis(1), 2), 2..3);

@@ -141,7 +141,7 @@ pub fn size() -> usize {
 
 fn send<T: Pod>(to: Pid, seq: u64, data: &[T]) -> Result<()> {
     let body = Body::Raw {
-        prefix: (data.len() as u64).to_le_bytes(),
+        prefix: codec::Prefix::count(data.len()),
         bytes: bytemuck::cast_slice(data),
     };
     coll::send(to, seq, &body)

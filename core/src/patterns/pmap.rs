@@ -856,8 +856,9 @@ where
             }
             Ok::<_, Error>(b)
         })?;
+        // The argument tuple `(Blob,)`: the blob as a byte string, not copied again.
         let body = Body::Raw {
-            prefix: (blob.len() as u64).to_le_bytes(),
+            prefix: Prefix::byte_string(blob.len()),
             bytes: &blob,
         };
         fanout::start_call(pid, apply_batch_name(), &body)
@@ -870,7 +871,7 @@ where
         }
         let body = frame.body();
         let parsed = (|| {
-            let mut r = Reader(body.get(8..).ok_or("short reply")?);
+            let mut r = Reader(decode_byte_string(&body).map_err(|_| "not a byte string")?);
             match r.u8()? {
                 0 => {}
                 _ => {
@@ -1002,7 +1003,7 @@ where
     }
 }
 
-fn codec(action: &'static str, what: String, e: bincode::Error) -> Error {
+fn codec(action: &'static str, what: String, e: CodecError) -> Error {
     Error::Codec {
         action,
         what,
@@ -1011,7 +1012,7 @@ fn codec(action: &'static str, what: String, e: bincode::Error) -> Error {
     }
 }
 
-use crate::wire::codec::{encode_into, encode_value};
+use crate::wire::codec::{decode_byte_string, encode_into, encode_value, CodecError, Prefix};
 
 fn put_u32(b: &mut Vec<u8>, n: usize) {
     b.extend_from_slice(&(n as u32).to_le_bytes());
@@ -1040,8 +1041,8 @@ impl<'a> Reader<'a> {
 
 // ---------- the worker side of a batch ----------
 
-/// Bytes that travel as one byte string (bincode's `Vec<u8>` layout, copied whole rather than
-/// element by element).
+/// Bytes that travel as one byte string (the codec's `serialize_bytes`, copied whole rather
+/// than element by element).
 #[derive(Debug, Default)]
 pub(crate) struct Blob(pub(crate) Vec<u8>);
 

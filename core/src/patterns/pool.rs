@@ -984,7 +984,7 @@ where
             }
             None => match crate::patterns::local::get::<T>(&key) {
                 Some(value) => Ok(Cached { id, value }),
-                None => Err(serde::de::Error::custom(format!(
+                None => Err(crate::wire::codec::de_error(format!(
                     "cached payload {id} of a CachingPool is not on pid {} (cleared?)",
                     crate::base::ids::myid()
                 ))),

@@ -22,13 +22,10 @@ fn entry_for(name: &str) -> Result<&'static registry::RemoteEntry> {
     })
 }
 
+/// Arguments always travel in the codec's format, never on the raw path: the callee decodes
+/// them as its parameter tuple (a call by name may pass a bare vector for a one-element tuple).
 fn encode_args<'a, A: Serialize + 'static>(args: &'a A, name: &str) -> Result<wire::Body<'a>> {
-    wire::encode(args).map_err(|e| Error::Codec {
-        action: "encode",
-        what: format!("arguments of {name}"),
-        pid: crate::base::ids::myid(),
-        reason: e.to_string(),
-    })
+    wire::encode_value(args, name).map(wire::Body::Owned)
 }
 
 /// Calls `f(args...)` on `pid` and returns a [`Future`] for its result at once.

@@ -467,7 +467,7 @@ impl<T: Serialize + Send + 'static, K> Serialize for RemoteChannel<T, K> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         self.inner
             .export()
-            .map_err(serde::ser::Error::custom)?
+            .map_err(crate::wire::codec::ser_error)?
             .serialize(s)
     }
 }
@@ -475,7 +475,8 @@ impl<T: Serialize + Send + 'static, K> Serialize for RemoteChannel<T, K> {
 impl<'de, T, K> Deserialize<'de> for RemoteChannel<T, K> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         Ok(RemoteChannel {
-            inner: RefInner::import(RefWire::deserialize(d)?).map_err(serde::de::Error::custom)?,
+            inner: RefInner::import(RefWire::deserialize(d)?)
+                .map_err(crate::wire::codec::de_error)?,
             _t: PhantomData,
         })
     }

@@ -697,7 +697,7 @@ impl<T: Serialize + Send + 'static> Serialize for Future<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         self.inner
             .export()
-            .map_err(serde::ser::Error::custom)?
+            .map_err(crate::wire::codec::ser_error)?
             .serialize(s)
     }
 }
@@ -706,6 +706,6 @@ impl<'de, T> Deserialize<'de> for Future<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         RefInner::import(RefWire::deserialize(d)?)
             .map(Future::from_inner)
-            .map_err(serde::de::Error::custom)
+            .map_err(crate::wire::codec::de_error)
     }
 }

@@ -541,9 +541,9 @@ impl Runtime {
                             None => Item::Local {
                                 value: v,
                                 encode: |_| {
-                                    Err(Box::new(bincode::ErrorKind::Custom(
-                                        "the result type is not serializable".into(),
-                                    )))
+                                    Err(crate::wire::codec::CodecError::new(
+                                        "the result type is not serializable",
+                                    ))
                                 },
                             },
                         });

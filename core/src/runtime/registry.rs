@@ -97,10 +97,10 @@ pub mod support {
 
     fn encode_as<T: Serialize + Send + 'static>(
         v: &(dyn Any + Send),
-    ) -> Result<Body<'_>, bincode::Error> {
+    ) -> Result<Body<'_>, wire::CodecError> {
         let v = v
             .downcast_ref::<T>()
-            .ok_or_else(|| Box::new(bincode::ErrorKind::Custom("result type mismatch".into())))?;
+            .ok_or_else(|| wire::CodecError::new("result type mismatch"))?;
         wire::encode(v)
     }
 

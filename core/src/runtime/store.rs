@@ -23,7 +23,8 @@ pub(crate) const INITIAL_WEIGHT: u64 = 1 << 62;
 /// A type-erased value produced or consumed by a registered function.
 pub type AnyBox = Box<dyn std::any::Any + Send>;
 /// Encoder of a registered function's result type.
-pub type EncodeFn = for<'a> fn(&'a (dyn std::any::Any + Send)) -> Result<Body<'a>, bincode::Error>;
+pub type EncodeFn =
+    for<'a> fn(&'a (dyn std::any::Any + Send)) -> Result<Body<'a>, wire::CodecError>;
 
 /// A value in a store.
 pub enum Item {
@@ -42,7 +43,7 @@ pub enum Item {
 
 fn encode_as<T: Serialize + Send + 'static>(
     v: &(dyn Any + Send),
-) -> Result<Body<'_>, bincode::Error> {
+) -> Result<Body<'_>, wire::CodecError> {
     wire::encode(v.downcast_ref::<T>().expect("item type"))
 }
 

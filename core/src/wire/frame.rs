@@ -1,7 +1,7 @@
 //! Frames: the unit the core speaks in (docs/ARCHITECTURE.md, decision 4).
 //!
 //! Every frame is a fixed 24-byte header followed by `len` payload bytes. The payload is a
-//! small bincode-encoded message (`meta_len` bytes) followed by a body: encoded arguments or a
+//! small codec-encoded message (`meta_len` bytes) followed by a body: encoded arguments or a
 //! value, which for plain numeric vectors are raw bytes. The header is validated before anything
 //! is allocated; a bad magic, version or kind, or a length over the limit, is a fatal error for
 //! that link only.
@@ -22,8 +22,10 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 pub const MAGIC: u16 = 0x4863;
 /// The wire protocol version; it is also checked in the handshake. 2: per-holder reference
 /// books (`AddClient`), the topology as an enum in `Config`. 3: service calls
-/// (`Mode::Service`) and timed channel operations (`ChanOp::TakeWithin`, `PutWithin`).
-pub const PROTOCOL_VERSION: u8 = 3;
+/// (`Mode::Service`) and timed channel operations (`ChanOp::TakeWithin`, `PutWithin`). 4:
+/// messages and values in postcard's format (varint integers) instead of bincode's fixed-width
+/// one; the hello offers shared-memory rings, the welcome says whether they were taken.
+pub const PROTOCOL_VERSION: u8 = 4;
 /// Frame kind of a message frame (the only kind so far).
 pub const KIND_MESSAGE: u8 = 1;
 /// Size of the fixed header.
@@ -35,7 +37,7 @@ pub use crate::base::env::DEFAULT_MAX_FRAME;
 pub struct Header {
     /// Request id the frame belongs to (0 when none).
     pub id: u64,
-    /// Length of the bincode message at the start of the payload.
+    /// Length of the message at the start of the payload.
     pub meta_len: u32,
     /// Payload length.
     pub len: u64,
@@ -214,7 +216,7 @@ impl Frame {
     fn tail_len(&self) -> usize {
         self.header.len as usize - self.head.len()
     }
-    /// The bincode message at the start of the payload.
+    /// The encoded message at the start of the payload.
     pub fn meta(&self) -> &[u8] {
         &self.head[..self.header.meta_len as usize]
     }

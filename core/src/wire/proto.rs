@@ -138,21 +138,102 @@ pub(crate) enum Msg {
     },
 }
 
-/// Encodes a message in the codec's configuration (fixed-width integers, as always). Sized
-/// first, so the buffer is allocated once (a message holds no references whose `Serialize`
-/// must run only once).
+/// Encodes a message with the codec.
 pub(crate) fn encode_msg(msg: &Msg) -> Vec<u8> {
-    use bincode::Options;
-    codec::options()
-        .serialize(msg)
-        .expect("messages always encode")
+    let mut out = Vec::with_capacity(32);
+    codec::encode_into(&mut out, msg).expect("messages always encode");
+    out
 }
 
 /// Decodes a frame's message ([`Frame::meta`](crate::wire::frame::Frame::meta) is exactly the
 /// message's bytes, so trailing bytes are an error).
-pub(crate) fn decode_msg(meta: &[u8]) -> Result<Msg, bincode::Error> {
-    use bincode::Options;
-    codec::options().deserialize(meta)
+pub(crate) fn decode_msg(meta: &[u8]) -> Result<Msg, codec::CodecError> {
+    codec::decode_serde(meta)
+}
+
+/// Protocol messages for the codec bench, behind an opaque wrapper so that the messages
+/// themselves stay private to the crate.
+#[doc(hidden)]
+pub(crate) mod bench {
+    use super::*;
+
+    /// A message, serialized exactly as the message itself.
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(transparent)]
+    pub struct SampleMsg(Msg);
+
+    impl SampleMsg {
+        /// Encodes in the codec's configuration (what every frame carries).
+        pub fn encode(&self) -> Vec<u8> {
+            encode_msg(&self.0)
+        }
+        /// Decodes what [`SampleMsg::encode`] produced.
+        pub fn decode(meta: &[u8]) -> Option<SampleMsg> {
+            decode_msg(meta).ok().map(SampleMsg)
+        }
+    }
+
+    /// The messages of a call's round trip and of reference and channel traffic, named, and
+    /// one configuration message of a 16-worker cluster.
+    pub fn sample_messages() -> Vec<(&'static str, SampleMsg)> {
+        let rrid = Rrid {
+            whence: 1,
+            id: 123_456,
+        };
+        let peers = (1..=16)
+            .map(|pid| PeerInfo {
+                pid,
+                addr: format!("10.1.0.{pid}:{}", 40_000 + pid),
+                host: format!("node{pid:03}.cluster.example"),
+            })
+            .collect();
+        vec![
+            (
+                "call",
+                Msg::Call {
+                    func: "my_app::kernels::step".into(),
+                    mode: Mode::Store { rrid, notify: true },
+                },
+            ),
+            ("reply", Msg::Reply { ok: true }),
+            (
+                "fetch",
+                Msg::Fetch {
+                    rrid,
+                    release: 1 << 61,
+                },
+            ),
+            (
+                "chan_put",
+                Msg::Chan {
+                    rrid,
+                    op: ChanOp::Put,
+                    key: Vec::new(),
+                },
+            ),
+            (
+                "add_client",
+                Msg::AddClient {
+                    rrid,
+                    from: 2,
+                    to: 3,
+                    weight: 1 << 40,
+                },
+            ),
+            (
+                "config16",
+                Msg::Config {
+                    pid: 5,
+                    peers,
+                    topology: Topology::AllToAll,
+                    allowed: None,
+                },
+            ),
+        ]
+        .into_iter()
+        .map(|(n, m)| (n, SampleMsg(m)))
+        .collect()
+    }
 }
 
 /// Handshake: the connecting side sends `HELLO_LEN` bytes, the listening side answers
@@ -284,9 +365,10 @@ impl Welcome {
 mod tests {
     use super::*;
 
-    /// The bytes on the wire are those of `bincode::serialize`.
+    /// The bytes on the wire are postcard's (its specified 1.0 format): varint integers and
+    /// variant indices, length-prefixed strings and sequences.
     #[test]
-    fn messages_encode_as_bincode_serialize() {
+    fn messages_encode_in_postcard_format() {
         let msgs = [
             Msg::Reply { ok: true },
             Msg::Reply { ok: false },
@@ -325,12 +407,22 @@ mod tests {
         ];
         for m in &msgs {
             let ours = encode_msg(m);
-            assert_eq!(ours, bincode::serialize(m).unwrap(), "{m:?}");
+            assert_eq!(ours, postcard::to_allocvec(m).unwrap(), "{m:?}");
             let back = decode_msg(&ours).unwrap();
             assert_eq!(format!("{back:?}"), format!("{m:?}"));
         }
-        // `Reply { ok: true }`: variant index 1 as a fixed-width u32, then the bool.
-        assert_eq!(encode_msg(&Msg::Reply { ok: true }), [1, 0, 0, 0, 1]);
+        // `Reply { ok: true }`: variant index 1, then the bool.
+        assert_eq!(encode_msg(&Msg::Reply { ok: true }), [1, 1]);
+        // `Call`: variant 0, the name's length and bytes, `Store` (1), rrid 3/77, notify.
+        assert_eq!(
+            encode_msg(&msgs[2]),
+            [0, 6, b'm', b'o', b'd', b':', b':', b'f', 1, 3, 77, 1]
+        );
+        // `Coll { seq: u64::MAX }`: variant 18, then a ten-byte varint.
+        assert_eq!(
+            encode_msg(&Msg::Coll { seq: u64::MAX }),
+            [18, 255, 255, 255, 255, 255, 255, 255, 255, 255, 1]
+        );
     }
 
     #[test]
@@ -340,5 +432,6 @@ mod tests {
         b.push(0);
         assert!(decode_msg(&b).is_err());
         assert!(decode_msg(&[200, 0, 0, 0]).is_err());
+        assert!(decode_msg(&[]).is_err());
     }
 }

@@ -45,7 +45,7 @@ pub fn attachable(handle: &ShmHandle) -> bool {
     }
 }
 
-/// Same serde shape as `ShmHandle` (bincode is positional), with public fields to tamper with.
+/// Same serde shape as `ShmHandle` (the codec is positional), with public fields to tamper with.
 #[derive(Serialize, Deserialize)]
 pub struct Mirror {
     pub backing: Backing,
@@ -58,9 +58,10 @@ pub struct Mirror {
 }
 
 pub fn tamper(handle: &ShmHandle, f: impl FnOnce(&mut Mirror)) -> ShmHandle {
-    let mut m: Mirror = bincode::deserialize(&bincode::serialize(handle).unwrap()).unwrap();
+    let mut m: Mirror =
+        cohort_core::codec::decode(&cohort_core::codec::encode_vec(handle).unwrap()).unwrap();
     f(&mut m);
-    bincode::deserialize(&bincode::serialize(&m).unwrap()).unwrap()
+    cohort_core::codec::decode(&cohort_core::codec::encode_vec(&m).unwrap()).unwrap()
 }
 
 pub fn to_hex(bytes: &[u8]) -> String {
@@ -75,9 +76,9 @@ pub fn from_hex(s: &str) -> Vec<u8> {
 }
 
 pub fn encode_handle(h: &ShmHandle) -> String {
-    to_hex(&bincode::serialize(h).unwrap())
+    to_hex(&cohort_core::codec::encode_vec(h).unwrap())
 }
 
 pub fn decode_handle(s: &str) -> ShmHandle {
-    bincode::deserialize(&from_hex(s.trim())).unwrap()
+    cohort_core::codec::decode(&from_hex(s.trim())).unwrap()
 }
