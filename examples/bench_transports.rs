@@ -2,12 +2,15 @@
 //!
 //! `cargo run --release --features mpi --example bench_transports`
 //!
-//! For TCP and Unix sockets it starts itself as a master with one worker per transport; for
+//! For shared memory (the default), TCP and Unix sockets it starts itself as a master with one
+//! worker per transport; for
 //! MPI it starts itself under `mpirun -np 2` (two ranks: these machines have two cores, and
 //! MPI ranks busy-poll). Each part measures, between the same two processes:
 //! - `remotecall_fetch` of a no-op beside the transport's raw ping-pong of a same-size message
-//!   (TCP/Unix: the faster of a blocking and a busy-polling receiver; MPI: rsmpi send/receive);
-//! - the fetch of a 64 MiB `Vec<f64>` beside raw streaming of 64 MiB messages into fresh buffers;
+//!   (shared memory: two processes spinning on flags in one page; TCP/Unix: the faster of a
+//!   blocking and a busy-polling receiver; MPI: rsmpi send/receive);
+//! - the fetch of a 64 MiB `Vec<f64>` beside raw streaming of 64 MiB messages into fresh buffers
+//!   (shared memory: one copy of 64 MiB into a fresh buffer, the least a received vector costs);
 //! - `all_reduce` of 1 and of 1 Mi `f64` (under MPI this is MPI's own `MPI_Allreduce`).
 //!
 //! It prints a table per transport, one `transport ...` line each, and an `allreduce` line
@@ -15,7 +18,7 @@
 use cohort::collective::{self, Op};
 use cohort::prelude::*;
 use cohort_baseline::{
-    echo_serve, pingpong, stream_measure, stream_send_msgs, PollMode, RecvBuffer,
+    echo_serve, pingpong, stream_measure, stream_send_msgs, FlagPage, PollMode, RecvBuffer,
 };
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -118,6 +121,52 @@ fn median(mut v: Vec<f64>) -> f64 {
 struct Raw {
     rtt_us: f64,
     gbs: f64,
+}
+
+/// The echoing half of the flag ping-pong, on the page in the file at `path`.
+#[cohort::remote]
+fn flag_echo(path: String) -> cohort::Result<u64> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    Ok(FlagPage::map(&f).map_err(io)?.echo())
+}
+
+/// A file removed when dropped.
+struct Removed(String);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The node-local floors: a flag ping-pong between this process and worker 2, and one copy of
+/// 64 MiB into a fresh buffer.
+fn raw_shared_memory() -> cohort::Result<Raw> {
+    let path = Removed(format!("/dev/shm/bench-flags-{}", std::process::id()));
+    let f = File::create_new(&path.0).map_err(io)?;
+    f.set_len(4096).map_err(io)?;
+    let page = FlagPage::map(&f).map_err(io)?;
+    let echo = remotecall(flag_echo, 2, (path.0.clone(),))?;
+    let rtt_us = page.pingpong(200_000, 20_000);
+    echo.fetch()?;
+    drop(path);
+    let src = vec![1u8; BIG];
+    let mut g = Vec::new();
+    for _ in 0..9 {
+        let t0 = Instant::now();
+        let mut v = cohort::__private::zeroed_vec::<u8>(BIG);
+        v.copy_from_slice(&src);
+        std::hint::black_box(&v);
+        g.push(BIG as f64 / t0.elapsed().as_secs_f64() / 1e9);
+    }
+    Ok(Raw {
+        rtt_us,
+        gbs: median(g),
+    })
 }
 
 fn raw_stream_socket(kind: &str) -> cohort::Result<Raw> {
@@ -224,6 +273,7 @@ fn part(name: &str) -> cohort::Result<()> {
     let raw = match name {
         #[cfg(feature = "mpi")]
         "mpi" => rawmpi::measure(iters, 10)?,
+        "shm" => raw_shared_memory()?,
         other => raw_stream_socket(other)?,
     };
     let mut ar = Vec::new();
@@ -278,13 +328,13 @@ fn field(out: &str, prefix: &str, key: &str) -> Option<f64> {
 
 fn main() -> cohort::Result<()> {
     let _cluster = cohort::init()?;
-    let me = cohort::__private::transport_name().unwrap_or("tcp");
+    let me = cohort::__private::transport_name().unwrap_or("shm");
     if me == "mpi" || std::env::var_os("BENCH_PART").is_some() {
         return part(me);
     }
     let exe = std::env::current_exe().map_err(io)?;
     let mut outs = Vec::new();
-    for t in ["tcp", "unix"] {
+    for t in ["shm", "tcp", "unix"] {
         let o = std::process::Command::new(&exe)
             .env("COHORT_TRANSPORT", t)
             .env("BENCH_PART", "1")

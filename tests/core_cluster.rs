@@ -117,6 +117,31 @@ fn unwrap_nowire(x: NoWire) -> i64 {
     x.0 + 1
 }
 
+#[cohort::remote]
+fn rings_to(pid: usize) -> Option<bool> {
+    cohort::__private::link_uses_rings(pid)
+}
+
+/// On one host the default transport's links carry frames in shared memory, the master's and
+/// the workers' among themselves; TCP and Unix sockets keep them on the socket.
+fn links_on_one_host_use_rings() {
+    let shm = cohort::__private::transport_name() == Some("shm");
+    assert_eq!(remotecall_fetch(call_other, 2, (3, 1)).unwrap(), (2, 2));
+    assert_eq!(cohort::__private::link_uses_rings(2), Some(shm));
+    assert_eq!(cohort::__private::link_uses_rings(4), Some(shm));
+    assert_eq!(remotecall_fetch(rings_to, 2, (1,)).unwrap(), Some(shm));
+    assert_eq!(remotecall_fetch(rings_to, 2, (3,)).unwrap(), Some(shm));
+    // A large value crosses the rings (several times their size) intact.
+    let v: Vec<i64> = (0..3_000_000).collect();
+    let f = remotecall(echo_vec, 3, (v.clone(),)).unwrap();
+    assert_eq!(f.fetch().unwrap(), v);
+}
+
+#[cohort::remote]
+fn echo_vec(v: Vec<i64>) -> Vec<i64> {
+    v
+}
+
 fn basics() {
     assert_eq!(workers(), vec![2, 3, 4]);
     assert_eq!(procs(), vec![1, 2, 3, 4]);
@@ -686,8 +711,9 @@ fn cookie_fixed_after_workers() {
     );
 }
 
+/// Whether workers listen on TCP (the shared-memory transport starts its links on TCP too).
 fn tcp() -> bool {
-    cohort::__private::transport_name() == Some("tcp")
+    matches!(cohort::__private::transport_name(), Some("tcp" | "shm"))
 }
 
 fn restrict_false_binds_all_interfaces() {
@@ -835,7 +861,7 @@ fn bad_env_refused_by_init() {
         (
             "COHORT_TRANSPORT",
             "carrier-pigeon",
-            r#"COHORT_TRANSPORT="carrier-pigeon" is not a transport (tcp, unix or mpi)"#,
+            r#"COHORT_TRANSPORT="carrier-pigeon" is not a transport (shm, tcp, unix or mpi)"#,
         ),
         (
             "COHORT_SSH_TUNNEL",
@@ -1954,17 +1980,21 @@ fn main() {
     assert_eq!(myid(), 1, "the master-to-be is process 1 before init");
     assert_eq!(myrole(), Role::Master, "and has the master's role");
     let cluster = cohort::init().unwrap();
-    // The same suite runs over every transport: Unix sockets in a child process.
-    let other = if std::env::var_os("COHORT_TRANSPORT").is_none() {
-        Some(
-            std::process::Command::new(std::env::current_exe().unwrap())
-                .args(std::env::args().skip(1))
-                .env("COHORT_TRANSPORT", "unix")
-                .spawn()
-                .unwrap(),
-        )
+    // The same suite runs over every transport: shared memory here (the default), plain TCP
+    // and Unix sockets in child processes.
+    let others: Vec<std::process::Child> = if std::env::var_os("COHORT_TRANSPORT").is_none() {
+        ["tcp", "unix"]
+            .into_iter()
+            .map(|t| {
+                std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(std::env::args().skip(1))
+                    .env("COHORT_TRANSPORT", t)
+                    .spawn()
+                    .unwrap()
+            })
+            .collect()
     } else {
-        None
+        Vec::new()
     };
     println!(
         "transport: {}",
@@ -1976,6 +2006,7 @@ fn main() {
         cluster,
         &[
             ("basics", basics),
+            ("links_on_one_host_use_rings", links_on_one_host_use_rings),
             ("remote_errors", remote_errors),
             ("ordering", ordering),
             ("worker_to_worker", worker_to_worker),
@@ -2039,6 +2070,6 @@ fn main() {
             ),
         ],
         Duration::from_secs(60),
-        other.into_iter().collect(),
+        others,
     );
 }

@@ -13,9 +13,12 @@
 //!   [`pingpong_spaced`] lets the peer go idle before each frame, as between isolated calls;
 //! * [`stream_measure`] / [`stream_send_msgs`] — streaming bandwidth of N-byte messages over the
 //!   same sockets, received into a reused buffer or into a fresh `Vec` per message
-//!   ([`RecvBuffer`]), the floor for moving a large payload in a message.
+//!   ([`RecvBuffer`]), the floor for moving a large payload in a message;
+//! * [`FlagPage`] — two processes spinning on flags in one shared page, the floor of node-local
+//!   message passing (the shared-memory transport's round trip is measured against it).
 //!
-//! Everything here is std plus `nix` (for `fcntl`); there is no `unsafe`.
+//! Everything here is std plus `nix` (for `fcntl` and `mmap`); `unsafe` only maps and reads
+//! the shared page of [`FlagPage`].
 //!
 //! # Conventions
 //!
@@ -60,12 +63,14 @@
 //! assert!(rt.median_us > 0.0);
 //! ```
 
+mod flags;
 mod pingpong;
 mod sockets;
 mod stats;
 mod stream;
 mod triad;
 
+pub use flags::FlagPage;
 pub use pingpong::{echo_serve, pingpong, pingpong_spaced, PingPong, PollMode};
 pub use sockets::{
     tcp_accept, tcp_connect, tcp_listener_loopback, tcp_pair, unix_listener_tmp, SocketFile,
