@@ -689,10 +689,11 @@ impl<'a> Job<'a> {
         let transport = env
             .iter()
             .find(|(k, _)| k == "COHORT_TRANSPORT")
-            .map_or("tcp", |(_, v)| v.as_str());
-        if transport != "tcp" {
+            .map_or("shm", |(_, v)| v.as_str());
+        // Shared memory is TCP between hosts (and rings between workers of one host).
+        if transport != "tcp" && transport != "shm" {
             return Err(Error::Invalid(format!(
-                "SSH workers need the tcp transport, not {transport:?} (COHORT_TRANSPORT)"
+                "SSH workers need the shm or tcp transport, not {transport:?} (COHORT_TRANSPORT)"
             )));
         }
         Ok(Job {
