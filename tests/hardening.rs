@@ -152,7 +152,7 @@ fn a_header_announcing_gigabytes_allocates_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     let after = status_kib(os, "VmSize:");
     println!("worker 2 VmSize {before} KiB -> {after} KiB after a 3 GiB header");
-    assert!(after < before + 64 * 1024, "{before} KiB -> {after} KiB");
+    assert!(after <= before + 80 * 1024, "{before} KiB -> {after} KiB");
     assert_eq!(remotecall_fetch(add, 2, (5, 5)).unwrap(), 10);
     drop(s);
 }

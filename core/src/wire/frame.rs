@@ -155,9 +155,12 @@ fn recycled_tail(words: usize) -> Option<Vec<u64>> {
     Some(pool.swap_remove(i))
 }
 
-/// What a stream reader reserves for a large tail before its bytes arrive; it grows the buffer
-/// with the bytes actually received (doubling), so a header announcing gigabytes costs this.
-const FIRST_TAIL: usize = 4 << 20;
+/// What a stream reader reserves for a large tail before its bytes arrive (untouched address
+/// space, no memory until bytes land in it); it grows the buffer with the bytes actually
+/// received (doubling), so a header announcing gigabytes costs this. Large enough that the
+/// allocator maps it on its own (above glibc's largest mmap threshold, 32 MiB), so growing it
+/// moves pages (`mremap`) instead of copying them.
+const FIRST_TAIL: usize = 64 << 20;
 
 /// The tail buffer of a frame being read from a stream: a recycled one of the exact size, or
 /// an empty one with room for [`FIRST_TAIL`] bytes, grown by [`fill_to`].
