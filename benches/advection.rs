@@ -41,6 +41,9 @@ fn main() {
         b.iter(|| advection_parallel(&q, &u).unwrap())
     });
     g.bench_function("shared", |b| b.iter(|| advection_shared(&q, &u).unwrap()));
+    g.bench_function("shared_naive", |b| {
+        b.iter(|| advection_shared_naive(&q, &u).unwrap())
+    });
     g.bench_function("threads", |b| {
         b.iter(|| advection_threads(&q, &u, &pool).unwrap())
     });

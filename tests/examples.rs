@@ -269,3 +269,62 @@ fn readme_shared_array() {
         "2 2 3 4\n2 3 3 4\n2 3 4 4\n"
     );
 }
+
+/// The advection benchmark at a small odd size (its columns and slabs off the cache lines that
+/// the streaming kernel writes whole): it checks every version bit for bit against the serial
+/// result itself (and fails otherwise), and ends with its fixed line.
+#[test]
+fn advection_prints_its_line() {
+    let out = run(
+        "advection",
+        &["--size", "37", "--workers", "2", "--reps", "3"],
+        Duration::from_secs(120),
+    );
+    let last = out.lines().last().unwrap();
+    let keys: Vec<&str> = last
+        .split_whitespace()
+        .skip(1)
+        .map(|kv| kv.split('=').next().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "size",
+            "workers",
+            "serial_ms",
+            "parallel_ms",
+            "shared_ms",
+            "shared_naive_ms",
+            "threads_ms",
+            "triad1_gbs",
+            "triad_gbs",
+            "serial_gbs",
+            "shared_gbs",
+            "parallel_vs_naive",
+            "threads_vs_shared"
+        ],
+        "{last}"
+    );
+    assert!(last.starts_with("advection size=37 workers=2 "), "{last}");
+    for k in [
+        "triad1_gbs",
+        "triad_gbs",
+        "parallel_vs_naive",
+        "threads_vs_shared",
+    ] {
+        assert!(field(last, k) > 0.0, "{k} in {last}");
+    }
+    for v in [
+        "serial",
+        "parallel",
+        "shared",
+        "shared_naive",
+        "threads",
+        "threads_step",
+    ] {
+        assert!(
+            out.lines().any(|l| l.split_whitespace().next() == Some(v)),
+            "no {v} row in\n{out}"
+        );
+    }
+}

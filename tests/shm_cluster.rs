@@ -872,36 +872,79 @@ fn kill_worker_leaves_nothing() {
 
 fn advection_versions_agree_bit_for_bit() {
     use kernels::*;
-    let n = 24;
-    let (q, u) = make_arrays(n).unwrap();
-    assert_eq!(q.pids(), workers());
-    // The seeds' loop, indexed, on private copies.
-    let mut qr = Array3::from_shape_vec((n, n, n).f(), q.as_slice().to_vec()).unwrap();
-    let ur = Array3::from_shape_vec((n, n, n).f(), u.as_slice().to_vec()).unwrap();
-    advection_reference(&mut qr, &ur);
-    let want: Vec<u64> = qr
-        .as_slice_memory_order()
-        .unwrap()
-        .iter()
-        .map(|x| x.to_bits())
-        .collect();
-    assert!(want.iter().all(|b| !f64::from_bits(*b).is_nan()));
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(3)
-        .build()
-        .unwrap();
-    let versions: [(&str, &dyn Fn() -> cohort::Result<()>); 5] = [
-        ("serial", &|| advection_serial(&q, &u)),
-        ("parallel", &|| advection_parallel(&q, &u)),
-        ("shared", &|| advection_shared(&q, &u)),
-        ("threads", &|| advection_threads(&q, &u, &pool)),
-        ("threads_step", &|| advection_threads_step(&q, &u, &pool)),
-    ];
-    for (name, run) in versions {
-        poison(&q).unwrap();
-        run().unwrap();
-        let got: Vec<u64> = q.as_slice().iter().map(|x| x.to_bits()).collect();
-        assert!(got == want, "{name} differs from the seeds' loop");
+    // 25: columns of 200 bytes and slabs of 5000, so blocks start off the 64-byte lines that
+    // the streaming stores write whole.
+    for n in [24, 25] {
+        let (q, u) = make_arrays(n).unwrap();
+        assert_eq!(q.pids(), workers());
+        // The seeds' loop, indexed, on private copies.
+        let mut qr = Array3::from_shape_vec((n, n, n).f(), q.as_slice().to_vec()).unwrap();
+        let ur = Array3::from_shape_vec((n, n, n).f(), u.as_slice().to_vec()).unwrap();
+        advection_reference(&mut qr, &ur);
+        let want: Vec<u64> = qr
+            .as_slice_memory_order()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        assert!(want.iter().all(|b| !f64::from_bits(*b).is_nan()));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let versions: [(&str, &dyn Fn() -> cohort::Result<()>); 6] = [
+            ("serial", &|| advection_serial(&q, &u)),
+            ("parallel", &|| advection_parallel(&q, &u)),
+            ("shared", &|| advection_shared(&q, &u)),
+            ("shared_naive", &|| advection_shared_naive(&q, &u)),
+            ("threads", &|| advection_threads(&q, &u, &pool)),
+            ("threads_step", &|| advection_threads_step(&q, &u, &pool)),
+        ];
+        for (name, run) in versions {
+            poison(&q).unwrap();
+            run().unwrap();
+            let got: Vec<u64> = q.as_slice().iter().map(|x| x.to_bits()).collect();
+            assert!(
+                got == want,
+                "{name} differs from the seeds' loop at n = {n}"
+            );
+        }
+    }
+}
+
+/// Each loop of the kernel, called directly on private arrays, against the seeds' loop: odd
+/// sizes, column chunks that start anywhere, the steps in two calls.
+fn advection_kernels_agree_with_the_seeds_loop() {
+    use cohort::shm::ndarray::Slice;
+    use kernels::*;
+    assert!(Kernel::fastest() != Kernel::Naive);
+    let (n1, n2, n3) = (13, 23, 9);
+    let init = |k: usize| if k < n1 * n2 { q0(k) } else { 0.0 };
+    let q =
+        Array3::from_shape_vec((n1, n2, n3).f(), (0..n1 * n2 * n3).map(init).collect()).unwrap();
+    let u = Array3::from_shape_vec((n1, n2, n3).f(), (0..n1 * n2 * n3).map(u0).collect()).unwrap();
+    let mut want = q.clone();
+    advection_reference(&mut want, &u);
+    for kernel in [Kernel::Naive, Kernel::Blocked, Kernel::Streaming] {
+        // The chunks' first columns.
+        for starts in [vec![0], vec![0, 3, 4], vec![0, 11]] {
+            let ends = starts.iter().skip(1).copied().chain([n2]);
+            let parts: Vec<Range<usize>> = starts.iter().zip(ends).map(|(&a, b)| a..b).collect();
+            let mut got = q.clone();
+            got.slice_axis_mut(Axis(2), Slice::from(1..)).fill(f64::NAN);
+            for jr in &parts {
+                for tr in [0..4, 4..n3 - 1] {
+                    let qc = got.slice_axis_mut(Axis(1), Slice::from(jr.clone()));
+                    let uc = u.slice_axis(Axis(1), Slice::from(jr.clone()));
+                    advection_chunk(kernel, qc, uc, tr);
+                }
+            }
+            let bits = |a: &Array3<f64>| a.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(
+                bits(&got) == bits(&want),
+                "{kernel:?} on {parts:?} differs from the seeds' loop"
+            );
+        }
     }
 }
 
@@ -956,6 +999,10 @@ fn main() {
             (
                 "advection_versions_agree_bit_for_bit",
                 advection_versions_agree_bit_for_bit,
+            ),
+            (
+                "advection_kernels_agree_with_the_seeds_loop",
+                advection_kernels_agree_with_the_seeds_loop,
             ),
             ("kill_master_leaves_nothing", kill_master_leaves_nothing),
             (
