@@ -18,6 +18,8 @@
 //! | `COHORT_MACHINE_FILE` | the facade's `init` adds SSH workers on the hosts of this machine file (`cohort --machine-file`) | a path | unset |
 //! | `COHORT_SSHFLAGS` | extra ssh arguments for those workers, split at whitespace | any text | empty |
 //! | `COHORT_SSH_TUNNEL` | those workers are reached through ssh tunnels | `1`/`true` or `0`/`false` | `0` |
+//! | `COHORT_SLURM` | the facade's `init` adds one worker per task of the Slurm allocation it runs in (`cohort --slurm`) | `1`/`true` or `0`/`false` | `0` |
+//! | `COHORT_SRUN_FLAGS` | extra srun arguments for those workers, split at whitespace | any text | empty |
 //! | `COHORT_LOG` | level of the stderr lines when no `tracing` subscriber is set (parsed in [`crate::base::log`]) | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
 //!
 //! `COHORT_TRANSPORT` names a transport of the program's choosing under `init_with` (workers
@@ -56,6 +58,10 @@ pub struct Config {
     pub ssh_flags: Vec<String>,
     /// `COHORT_SSH_TUNNEL`.
     pub ssh_tunnel: bool,
+    /// `COHORT_SLURM`.
+    pub slurm: bool,
+    /// `COHORT_SRUN_FLAGS`, split at whitespace.
+    pub srun_flags: Vec<String>,
 }
 
 impl Default for Config {
@@ -73,6 +79,8 @@ impl Default for Config {
             machine_file: None,
             ssh_flags: Vec::new(),
             ssh_tunnel: false,
+            slurm: false,
+            srun_flags: Vec::new(),
         }
     }
 }
@@ -150,6 +158,12 @@ impl Config {
             ssh_tunnel: v
                 .read("COHORT_SSH_TUNNEL", FLAG, parse_flag)
                 .unwrap_or(d.ssh_tunnel),
+            slurm: v.read("COHORT_SLURM", FLAG, parse_flag).unwrap_or(d.slurm),
+            srun_flags: v
+                .read("COHORT_SRUN_FLAGS", "srun arguments", |s| {
+                    Some(s.split_whitespace().map(String::from).collect())
+                })
+                .unwrap_or(d.srun_flags),
         };
         if v.bad.is_empty() {
             Ok(c)
@@ -294,6 +308,16 @@ pub fn ssh_tunnel() -> bool {
     current().ssh_tunnel
 }
 
+/// `COHORT_SLURM`.
+pub fn slurm() -> bool {
+    current().slurm
+}
+
+/// `COHORT_SRUN_FLAGS`, split at whitespace.
+pub fn srun_flags() -> Vec<String> {
+    current().srun_flags.clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +360,8 @@ mod tests {
             ("COHORT_MACHINE_FILE", "/tmp/hosts"),
             ("COHORT_SSHFLAGS", "-i k  -v"),
             ("COHORT_SSH_TUNNEL", "1"),
+            ("COHORT_SLURM", "true"),
+            ("COHORT_SRUN_FLAGS", " --cpus-per-task=2  -N2 "),
         ])
         .unwrap();
         assert_eq!(
@@ -352,6 +378,8 @@ mod tests {
                 machine_file: Some("/tmp/hosts".into()),
                 ssh_flags: vec!["-i".into(), "k".into(), "-v".into()],
                 ssh_tunnel: true,
+                slurm: true,
+                srun_flags: vec!["--cpus-per-task=2".into(), "-N2".into()],
             }
         );
         assert!(parse(&[("COHORT_PROCS", "auto")]).unwrap().procs >= 1);
