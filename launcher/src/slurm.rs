@@ -136,10 +136,11 @@ impl SlurmOptions {
     }
 
     /// The options the `cohort` launcher passes in the environment: `COHORT_SRUN_FLAGS`
-    /// (split at whitespace).
+    /// (split at whitespace) and `COHORT_SLURM_BIND`.
     pub fn from_env() -> Self {
         SlurmOptions {
             srun_flags: cohort_core::env::srun_flags(),
+            bind: cohort_core::env::slurm_bind(),
             ..Self::default()
         }
     }
@@ -325,6 +326,8 @@ struct Step {
     live: Mutex<usize>,
     /// srun has exited.
     ended: Mutex<bool>,
+    /// How srun exited.
+    status: Mutex<Option<std::process::ExitStatus>>,
     /// srun's own messages (the last few).
     said: Mutex<Vec<String>>,
     /// Each task's stdout and stderr, as the manager passes them on; closed when srun says
@@ -350,7 +353,9 @@ impl Drop for Inner {
     /// themselves (their workers were told to exit), then are ended.
     fn drop(&mut self) {
         for (_, s) in lock(&self.steps).drain() {
-            thread("cohort-srun-release", move || s.end_after(Duration::from_secs(5)));
+            thread("cohort-srun-release", move || {
+                s.end_after(Duration::from_secs(5))
+            });
         }
     }
 }
@@ -823,6 +828,7 @@ impl ClusterManager for SlurmManager {
         let (err_r, err_w) = std::io::pipe().map_err(|e| io("creating a pipe", e))?;
         cmd.env_remove("COHORT_PROCS")
             .env_remove("COHORT_SLURM")
+            .env_remove("COHORT_MACHINE_FILE")
             .stdin(Stdio::piped())
             .stdout(Stdio::from(out_w))
             .stderr(Stdio::from(err_w));
@@ -847,6 +853,7 @@ impl ClusterManager for SlurmManager {
             nodes: Mutex::new(BTreeMap::new()),
             live: Mutex::new(count),
             ended: Mutex::new(false),
+            status: Mutex::new(None),
             said: Mutex::new(Vec::new()),
             task_out: Mutex::new(Vec::new()),
             task_err: Mutex::new(Vec::new()),
@@ -962,28 +969,45 @@ impl ClusterManager for SlurmManager {
             }
         }
         // The launch failed: end the whole step, and say who never reported.
+        let nodes = lock(&step.nodes).clone();
+        if nodes.is_empty() && !failed.is_empty() {
+            // No task started and their output ended: srun is exiting.
+            let end = Instant::now() + Duration::from_millis(500);
+            while step.running() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let srun_ended = lock(&step.status).map(|s| s.to_string());
         step.end(Duration::from_secs(5));
         lock(&self.inner.steps).remove(&id);
-        let said = tail(&lock(&step.said));
-        let nodes = lock(&step.nodes).clone();
+        let said = match tail(&lock(&step.said)).as_str() {
+            "no output" => "srun said nothing".to_string(),
+            s => s.to_string(),
+        };
+        if let (true, Some(st)) = (nodes.is_empty(), &srun_ended) {
+            return Err(Error::Invalid(format!(
+                "Slurm: srun ended ({st}) before starting any worker: {said}"
+            )));
+        }
         let missing: Vec<usize> = (0..count)
             .filter(|t| !reported.contains(t) && !failed.iter().any(|(f, _)| f == t))
             .collect();
-        let step_name = lock(&step.name)
-            .clone()
-            .unwrap_or_else(|| format!("job {}", alloc.job_id));
+        let step_name = match lock(&step.name).as_deref() {
+            Some(s) => format!("step {s}"),
+            None => format!("job {}", alloc.job_id),
+        };
         if let Some((t, why)) = failed.first() {
             let on = nodes
                 .get(t)
                 .map_or(String::new(), |i| format!(" on node {}", i.node));
             return Err(Error::Invalid(format!(
-                "Slurm worker task {t}{on} (step {step_name}) exited before reporting its address: {}; srun: {said}",
+                "Slurm worker task {t}{on} ({step_name}) exited before reporting its address: {}; {said}",
                 if why.is_empty() { "no output" } else { why }
             )));
         }
         Err(Error::Timeout(format!(
-            "Slurm: {} of {count} workers (step {step_name}) did not report an address within {:.1} s \
-             (COHORT_WORKER_TIMEOUT): {}; srun: {said}",
+            "Slurm: {} of {count} workers ({step_name}) did not report an address within {:.1} s \
+             (COHORT_WORKER_TIMEOUT): {}; {said}",
             missing.len(),
             timeout.as_secs_f64(),
             describe_missing(&missing, &nodes),
@@ -1103,7 +1127,14 @@ impl SlurmManager {
                 waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
             {}
             let Some(step) = weak.upgrade() else { return };
-            let status = lock(&step.child).take().and_then(|mut c| c.wait().ok());
+            let status = {
+                // The status is set before srun counts as gone.
+                let mut child = lock(&step.child);
+                let status = child.as_mut().and_then(|c| c.wait().ok());
+                *lock(&step.status) = status;
+                *child = None;
+                status
+            };
             *lock(&step.ended) = true;
             cohort_core::log!(
                 debug,

@@ -20,6 +20,7 @@
 //! | `COHORT_SSH_TUNNEL` | those workers are reached through ssh tunnels | `1`/`true` or `0`/`false` | `0` |
 //! | `COHORT_SLURM` | the facade's `init` adds one worker per task of the Slurm allocation it runs in (`cohort --slurm`) | `1`/`true` or `0`/`false` | `0` |
 //! | `COHORT_SRUN_FLAGS` | extra srun arguments for those workers, split at whitespace | any text | empty |
+//! | `COHORT_SLURM_BIND` | the address or network interface those workers listen on | an address or interface name | each node's address as Slurm names it |
 //! | `COHORT_LOG` | level of the stderr lines when no `tracing` subscriber is set (parsed in [`crate::base::log`]) | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
 //!
 //! `COHORT_TRANSPORT` names a transport of the program's choosing under `init_with` (workers
@@ -62,6 +63,8 @@ pub struct Config {
     pub slurm: bool,
     /// `COHORT_SRUN_FLAGS`, split at whitespace.
     pub srun_flags: Vec<String>,
+    /// `COHORT_SLURM_BIND`.
+    pub slurm_bind: Option<String>,
 }
 
 impl Default for Config {
@@ -81,6 +84,7 @@ impl Default for Config {
             ssh_tunnel: false,
             slurm: false,
             srun_flags: Vec::new(),
+            slurm_bind: None,
         }
     }
 }
@@ -164,6 +168,11 @@ impl Config {
                     Some(s.split_whitespace().map(String::from).collect())
                 })
                 .unwrap_or(d.srun_flags),
+            slurm_bind: v
+                .read("COHORT_SLURM_BIND", "an address", |s| {
+                    Some(Some(s.to_string()))
+                })
+                .unwrap_or(d.slurm_bind),
         };
         if v.bad.is_empty() {
             Ok(c)
@@ -318,6 +327,11 @@ pub fn srun_flags() -> Vec<String> {
     current().srun_flags.clone()
 }
 
+/// `COHORT_SLURM_BIND`.
+pub fn slurm_bind() -> Option<String> {
+    current().slurm_bind.clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +376,7 @@ mod tests {
             ("COHORT_SSH_TUNNEL", "1"),
             ("COHORT_SLURM", "true"),
             ("COHORT_SRUN_FLAGS", " --cpus-per-task=2  -N2 "),
+            ("COHORT_SLURM_BIND", "ib0"),
         ])
         .unwrap();
         assert_eq!(
@@ -380,6 +395,7 @@ mod tests {
                 ssh_tunnel: true,
                 slurm: true,
                 srun_flags: vec!["--cpus-per-task=2".into(), "-N2".into()],
+                slurm_bind: Some("ib0".into()),
             }
         );
         assert!(parse(&[("COHORT_PROCS", "auto")]).unwrap().procs >= 1);
