@@ -7,7 +7,10 @@
 //! shared filesystem — with and without tunnels, then runs remote calls, pmap, a
 //! RemoteChannel and worker-to-worker calls across hosts, checks that a SharedArray cannot
 //! span hosts, checks the launch errors, cuts one host's link and checks that the master
-//! reports `ProcessExited` for that host's workers and goes on with the others. At the end it
+//! reports `ProcessExited` for that host's workers and goes on with the others. Where Slurm is
+//! installed, each namespace also runs a slurmd (a node of a cluster whose slurmctld runs here,
+//! started by `ci/slurm`), and a batch job spanning the three nodes runs `cluster_tour` with
+//! workers from its allocation. At the end it
 //! removes every namespace, link, process, key and directory it made, also when a test fails
 //! or hangs (and the next run removes what a killed run left).
 //!
@@ -15,6 +18,7 @@
 //! OpenSSH (client and server). Where network namespaces cannot be created it prints why and
 //! passes.
 
+mod slurm_env;
 mod ssh_env;
 
 use cohort::managers::{Machine, SshManager, SshOptions};
@@ -92,6 +96,8 @@ struct Info {
     flags: Vec<String>,
     unreachable: String,
     cut: Box<dyn Fn(char) -> Result<(), String> + Send + Sync>,
+    /// Why the hosts run no Slurm nodes, if they do not.
+    no_slurm: Option<String>,
 }
 
 static INFO: OnceLock<Info> = OnceLock::new();
@@ -179,6 +185,7 @@ fn sweep_stale() {
             }
         }
     }
+    slurm_env::sweep_stale("cohort-netns", "slurm");
     ssh_env::sweep_dirs("cohort-netns");
     ssh_env::sweep_dirs("cohort-netns-tour");
 }
@@ -286,6 +293,19 @@ impl Net {
                 .map_err(fail)?;
             net.sshds.push(sshd);
         }
+        // A Slurm node per host, the controller here on the bridge.
+        let no_slurm = match slurm_env::missing() {
+            Some(why) => Some(why),
+            None => {
+                let mut args = vec!["--controller".to_string(), format!("10.213.{third}.1")];
+                for h in &net.hosts {
+                    args.push("--node".into());
+                    args.push(format!("{}={}@{}", h.name, h.ip, h.ns));
+                }
+                slurm_env::start(&dir.join("slurm"), &args).map_err(fail)?;
+                None
+            }
+        };
         let hosts: Vec<(char, String, String)> = net
             .hosts
             .iter()
@@ -304,6 +324,7 @@ impl Net {
                 let (_, l) = links.iter().find(|(h, _)| *h == k).ok_or("no such host")?;
                 ip(&["link", "set", l, "down"]).map(|_| ())
             }),
+            no_slurm,
         });
         println!(
             "netns: 3 hosts on bridge {bridge} (10.213.{third}.0/24): {}",
@@ -318,7 +339,8 @@ impl Net {
 
     /// Removes everything; what could not be removed.
     fn teardown(&mut self) -> Vec<String> {
-        let mut left = Vec::new();
+        // Slurm's jobs and daemons first, while its nodes are still there.
+        let mut left = slurm_env::stop();
         for s in &mut self.sshds {
             s.stop();
         }
@@ -664,6 +686,51 @@ fn cluster_tour_example() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A batch job on the three Slurm nodes: `cluster_tour` with a worker per task, two per host.
+fn slurm_job_spans_hosts() {
+    if let Some(why) = &info().no_slurm {
+        println!("  skipped: {why}");
+        return;
+    }
+    let Some(tour) = ssh_env::example("cluster_tour") else {
+        println!("  skipped: examples/cluster_tour is not built");
+        return;
+    };
+    let job = slurm_env::submit(
+        &["-N", "3", "--ntasks-per-node", "2"],
+        &tour.display().to_string(),
+        &[],
+    );
+    let t = job.wait(Duration::from_secs(90));
+    assert_eq!(slurm_env::exit_of(&t), Some(0), "{t}");
+    assert!(
+        t.contains("started 6 workers from the Slurm allocation"),
+        "{t}"
+    );
+    assert!(t.contains("procs() = [1, 2, 3, 4, 5, 6, 7]"), "{t}");
+    // The batch script, and so the master, runs on the first node.
+    assert!(
+        t.contains(&format!("master: pid 1 on {}", name_of('a'))),
+        "{t}"
+    );
+    for k in ['a', 'b', 'c'] {
+        let n = t
+            .lines()
+            .filter(|l| l.starts_with("worker ") && l.contains(&format!("host {},", name_of(k))))
+            .count();
+        assert_eq!(n, 2, "two workers on {}: {t}", name_of(k));
+    }
+    assert!(
+        t.contains("pmap(collatz, 1..=24) = [0, 1, 7, 2, 5, 8, 16, 3, 19, 6, 14, 9,"),
+        "{t}"
+    );
+    let connected = job.when("started 6 workers").unwrap();
+    println!(
+        "  sbatch to 6 workers on 3 nodes connected: {:.2} s",
+        connected - job.submitted
+    );
+}
+
 fn cut_link_reports_process_exited() {
     let b1 = pids_on('b')[0];
     let a = pids_on('a');
@@ -733,6 +800,7 @@ fn main() {
             ("multiplexed_tunnel_workers", multiplexed_tunnel_workers),
             ("launch_errors_name_the_host", launch_errors_name_the_host),
             ("cluster_tour_example", cluster_tour_example),
+            ("slurm_job_spans_hosts", slurm_job_spans_hosts),
             (
                 "cut_link_reports_process_exited",
                 cut_link_reports_process_exited,

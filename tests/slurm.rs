@@ -11,15 +11,15 @@
 //!
 //! Needs root and the packages slurm-wlm and munge; without them it prints why and passes.
 
+mod slurm_env;
 mod ssh_env;
 
 use cohort::managers::{addprocs_slurm, SlurmOptions};
 use cohort::prelude::*;
 use cohort::Error;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use slurm_env::{exit_of, job_state, run_limited, scancel, squeue_all, Job};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// The role this binary plays inside a job (a master there).
 const ROLE: &str = "COHORT_SLURM_TEST_ROLE";
@@ -44,292 +44,10 @@ fn triple(x: u64) -> u64 {
     3 * x
 }
 
-// ---------- the cluster ----------
+// ---------- helpers ----------
 
-struct Slurm {
-    dir: PathBuf,
-    conf: PathBuf,
-}
-
-static SLURM: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-
-fn dir() -> &'static Path {
-    &SLURM.get().expect("slurm started").0
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/slurm")
-}
-
-enum SetupError {
-    Skip(String),
-    Fail(String),
-}
-
-impl Slurm {
-    fn start() -> Result<Slurm, SetupError> {
-        if let Some(t) =
-            ssh_env::missing_tool(&["munged", "slurmctld", "slurmd", "sbatch", "squeue"])
-        {
-            return Err(SetupError::Skip(format!(
-                "`{t}` is not installed (apt-get install slurm-wlm munge)"
-            )));
-        }
-        if !nix::unistd::geteuid().is_root() {
-            return Err(SetupError::Skip(
-                "needs root (slurmd starts jobs as their user)".into(),
-            ));
-        }
-        sweep_stale();
-        let dir = std::env::temp_dir().join(format!("cohort-slurm-{}", std::process::id()));
-        let out = run_limited(
-            Command::new(script()).arg("start").arg(&dir),
-            Duration::from_secs(60),
-        );
-        match out {
-            Ok((0, text)) => {
-                let conf = dir.join("slurm.conf");
-                assert!(
-                    text.contains(&format!("SLURM_CONF={}", conf.display())),
-                    "{text}"
-                );
-                Ok(Slurm { dir, conf })
-            }
-            Ok((_, text)) | Err(text) => {
-                let _ = Command::new(script()).arg("stop").arg(&dir).status();
-                Err(SetupError::Fail(format!("ci/slurm start: {text}")))
-            }
-        }
-    }
-
-    fn stop(&mut self) -> Vec<String> {
-        let mut left = Vec::new();
-        let busy = squeue_all();
-        if !busy.trim().is_empty() {
-            left.push(format!("jobs: {}", busy.trim()));
-        }
-        match run_limited(
-            Command::new(script()).arg("stop").arg(&self.dir),
-            Duration::from_secs(30),
-        ) {
-            Ok((0, _)) => {}
-            Ok((_, t)) | Err(t) => left.push(format!("ci/slurm stop: {t}")),
-        }
-        if self.dir.exists() {
-            left.push(format!("directory {}", self.dir.display()));
-        }
-        left
-    }
-}
-
-/// Stops the clusters of runs that were killed (their directory is named after a dead pid).
-fn sweep_stale() {
-    let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name
-            .strip_prefix("cohort-slurm-")
-            .and_then(|s| s.parse::<u32>().ok())
-        {
-            if !ssh_env::alive(pid) {
-                let _ = Command::new(script()).arg("stop").arg(e.path()).status();
-            }
-        }
-    }
-}
-
-/// Runs `cmd` with merged output within `limit` (killed by pid after it); (status, output).
-fn run_limited(cmd: &mut Command, limit: Duration) -> Result<(i32, String), String> {
-    let (r, w) = std::io::pipe().map_err(|e| e.to_string())?;
-    let w2 = w.try_clone().map_err(|e| e.to_string())?;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(w)
-        .stderr(w2)
-        .spawn()
-        .map_err(|e| format!("{:?}: {e}", cmd.get_program()))?;
-    cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut { r }, &mut s);
-        let _ = tx.send(s);
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => {
-            let st = child.wait().map_err(|e| e.to_string())?;
-            Ok((st.code().unwrap_or(-1), out))
-        }
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(format!(
-                "{:?} did not finish within {limit:?}",
-                cmd.get_program()
-            ))
-        }
-    }
-}
-
-fn slurm_cmd(prog: &str) -> Command {
-    let mut c = Command::new(prog);
-    c.env("SLURM_CONF", dir().join("slurm.conf"));
-    c
-}
-
-fn squeue_all() -> String {
-    let mut c = slurm_cmd("squeue");
-    c.args(["-h", "-o", "%i %T %j"]);
-    run_limited(&mut c, Duration::from_secs(10)).map_or_else(|e| e, |(_, t)| t)
-}
-
-/// The state of job `id`, or `None` once Slurm has forgotten it.
-fn job_state(id: &str) -> Option<String> {
-    let mut c = slurm_cmd("squeue");
-    c.args(["-h", "-j", id, "-o", "%T"]);
-    match run_limited(&mut c, Duration::from_secs(10)) {
-        Ok((0, t)) if !t.trim().is_empty() => Some(t.trim().to_string()),
-        _ => None,
-    }
-}
-
-fn scancel(id: &str) {
-    let mut c = slurm_cmd("scancel");
-    c.arg(id);
-    let _ = run_limited(&mut c, Duration::from_secs(10));
-}
-
-struct Job {
-    id: String,
-    out: PathBuf,
-    submitted: f64,
-}
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-/// Submits `body` as a batch script of `ntasks` tasks; each output line is stamped with the
-/// time (seconds since the epoch) and the script's exit status is its last line.
 fn submit(ntasks: usize, body: &str, env: &[(&str, &str)]) -> Job {
-    submit_as(ntasks, body, env, true)
-}
-
-/// [`submit`]; unstamped, the script `exec`s `body` (which is then the batch step's process).
-fn submit_as(ntasks: usize, body: &str, env: &[(&str, &str)], stamped: bool) -> Job {
-    static N: Mutex<u32> = Mutex::new(0);
-    let n = {
-        let mut g = N.lock().unwrap();
-        *g += 1;
-        *g
-    };
-    let path = dir().join(format!("job{n}.sh"));
-    let text = if stamped {
-        format!(
-            "#!/bin/bash\nset -o pipefail\n\
-             stamp() {{ trap '' TERM; while IFS= read -r l; do printf '%s %s\\n' \"$(date +%s.%N)\" \"$l\"; done; }}\n\
-             ( {body} ) 2>&1 | stamp\necho \"$(date +%s.%N) exit=$?\"\n"
-        )
-    } else {
-        format!("#!/bin/bash\nexec {body}\n")
-    };
-    std::fs::write(&path, text).unwrap();
-    let out = dir().join(format!("job{n}.out"));
-    let mut c = slurm_cmd("sbatch");
-    c.args(["--parsable", "-n", &ntasks.to_string(), "-o"])
-        .arg(&out)
-        .arg("-D")
-        .arg(dir())
-        .arg(&path);
-    // Jobs inherit this environment: root may run OpenMPI, with more ranks than cores.
-    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
-        .env_remove("COHORT_PROCS")
-        .env_remove("COHORT_LOG");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let submitted = now();
-    let (code, text) = run_limited(&mut c, Duration::from_secs(20)).unwrap();
-    assert_eq!(code, 0, "sbatch: {text}");
-    let id = text.trim().split(';').next().unwrap().to_string();
-    println!("  job {id}: {body}");
-    Job { id, out, submitted }
-}
-
-impl Job {
-    /// Its output so far, without the stamps: (stamp, line).
-    fn lines(&self) -> Vec<(f64, String)> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| match l.split_once(' ') {
-                Some((t, rest)) if t.parse::<f64>().is_ok() => {
-                    (t.parse().unwrap(), rest.to_string())
-                }
-                _ => (0.0, l.to_string()),
-            })
-            .collect()
-    }
-
-    fn text(&self) -> String {
-        self.lines().into_iter().map(|(_, l)| l + "\n").collect()
-    }
-
-    /// Waits until the job is over (at most `limit`, then cancels it and fails); its output.
-    fn wait(&self, limit: Duration) -> String {
-        let end = Instant::now() + limit;
-        while let Some(st) = job_state(&self.id) {
-            if !matches!(
-                st.as_str(),
-                "PENDING" | "CONFIGURING" | "RUNNING" | "COMPLETING"
-            ) {
-                break;
-            }
-            if Instant::now() > end {
-                scancel(&self.id);
-                let _ = ssh_env::eventually(Duration::from_secs(15), || {
-                    job_state(&self.id).is_none_or(|s| s != "RUNNING" && s != "COMPLETING")
-                });
-                panic!(
-                    "job {} did not finish within {limit:?}:\n{}",
-                    self.id,
-                    self.text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // Its output file is complete once the job is.
-        let _ = ssh_env::eventually(Duration::from_secs(5), || {
-            self.text().lines().any(|l| l.starts_with("exit="))
-        });
-        let t = self.text();
-        for l in t.lines() {
-            println!("  | {l}");
-        }
-        t
-    }
-
-    /// The stamp of the first line containing `s`.
-    fn when(&self, s: &str) -> Option<f64> {
-        self.lines()
-            .into_iter()
-            .find(|(_, l)| l.contains(s))
-            .map(|(t, _)| t)
-    }
-}
-
-fn exit_of(text: &str) -> Option<i32> {
-    text.lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("exit="))
-        .and_then(|s| s.trim().parse().ok())
+    slurm_env::submit(&["-n", &ntasks.to_string()], body, env)
 }
 
 fn example(name: &str) -> Option<String> {
@@ -352,12 +70,7 @@ fn me() -> String {
 }
 
 fn node_name() -> String {
-    let out = {
-        let mut c = slurm_cmd("sinfo");
-        c.args(["-h", "-N", "-o", "%N"]);
-        run_limited(&mut c, Duration::from_secs(10)).unwrap().1
-    };
-    out.lines().next().unwrap_or("").trim().to_string()
+    slurm_env::nodes().into_iter().next().unwrap_or_default()
 }
 
 // ---------- tests ----------
@@ -550,7 +263,7 @@ fn scancel_ends_master_and_workers() {
         };
         // Slurm kills what is left of the batch step once the script's shell exits: a master
         // that outlives its workers is the script's own process.
-        let job = submit_as(3, &me(), &[(ROLE, role)], !keep_master);
+        let job = slurm_env::submit_as(&["-n", "3"], &me(), &[(ROLE, role)], !keep_master);
         let ready = ssh_env::eventually(Duration::from_secs(30), || {
             job.when("hold: master").is_some()
         });
@@ -583,9 +296,7 @@ fn scancel_ends_master_and_workers() {
                 .filter(|&&p| ssh_env::alive(p))
                 .collect::<Vec<_>>()
         );
-        let over = ssh_env::eventually(Duration::from_secs(15), || {
-            job_state(&job.id).is_none_or(|s| s != "RUNNING" && s != "COMPLETING")
-        });
+        let over = ssh_env::eventually(Duration::from_secs(15), || job.over());
         assert!(over, "job {} still {:?}", job.id, job_state(&job.id));
         let t = job.text();
         for l in t.lines() {
@@ -783,25 +494,25 @@ fn main() {
         ssh_env::run(cluster, &[], Duration::from_secs(1));
         return;
     }
-    let slurm = match Slurm::start() {
+    if let Some(why) = slurm_env::missing() {
+        println!("slurm suite skipped: {why}");
+        return;
+    }
+    slurm_env::sweep_stale("cohort-slurm", "");
+    let dir = std::env::temp_dir().join(format!("cohort-slurm-{}", std::process::id()));
+    let slurm = match slurm_env::start(&dir, &[]) {
         Ok(s) => s,
-        Err(SetupError::Skip(why)) => {
-            println!("slurm suite skipped: {why}");
-            return;
-        }
-        Err(SetupError::Fail(e)) => {
+        Err(e) => {
             println!("slurm suite: starting Slurm failed: {e}");
             std::process::exit(101);
         }
     };
-    let _ = SLURM.set((slurm.dir.clone(), slurm.conf.clone()));
     println!(
         "slurm: one node ({}) from {}",
         node_name(),
         slurm.conf.display()
     );
-    let slurm = Mutex::new(slurm);
-    ssh_env::on_teardown(move || slurm.lock().unwrap_or_else(|e| e.into_inner()).stop());
+    ssh_env::on_teardown(slurm_env::stop);
     ssh_env::run(
         cluster,
         &[
