@@ -323,7 +323,7 @@ fn launch_failures_say_where() {
     let l = line("silent: ");
     assert!(l.contains("Timeout"), "{l}");
     assert!(
-        l.contains(&format!("2 of 2 workers"))
+        l.contains("2 of 2 workers")
             && l.contains(&format!("tasks 0, 1 on node {node} never reported")),
         "{l}"
     );
@@ -351,6 +351,30 @@ fn launch_failures_say_where() {
     let l = line("owned-flag: ");
     assert!(l.contains("\"-n2\" is set by the manager"), "{l}");
     assert!(t.contains("failures: workers [1], no child process"), "{t}");
+}
+
+/// The launch benchmark runs in a job; its figures are printed, not checked (they vary).
+fn bench_launch_in_a_batch_job() {
+    let Some(bench) = example("bench_launch") else {
+        println!("  skipped: examples/bench_launch is not built");
+        return;
+    };
+    let job = submit(4, &format!("{bench} --reps 3"), &[]);
+    let t = job.wait(Duration::from_secs(90));
+    assert_eq!(exit_of(&t), Some(0), "{t}");
+    let l = t
+        .lines()
+        .find(|l| l.starts_with("launch workers=4 local_ms="))
+        .unwrap_or_else(|| panic!("{t}"));
+    assert!(
+        l.contains(" slurm_ms=") && l.contains(" slurm_vs_local="),
+        "{l}"
+    );
+    if cfg!(feature = "mpi") && ssh_env::which("mpirun").is_some() {
+        assert!(l.contains(" mpirun_vs_local="), "{l}");
+    }
+    // No round waited for the previous round's step.
+    assert!(!t.contains("step creation temporarily disabled"), "{t}");
 }
 
 fn nothing_left() {
@@ -537,6 +561,7 @@ fn main() {
                 scancel_ends_master_and_workers,
             ),
             ("launch_failures_say_where", launch_failures_say_where),
+            ("bench_launch_in_a_batch_job", bench_launch_in_a_batch_job),
             ("nothing_left", nothing_left),
         ],
         Duration::from_secs(150),
