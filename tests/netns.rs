@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 
 /// Set in the environment of a "worker" that must never report its address.
 const SILENT: &str = "COHORT_NETNS_SILENT_WORKER";
+/// Set for this binary run as the master of a Slurm job.
+const ROLE: &str = "COHORT_NETNS_SLURM_ROLE";
 
 // ---------- remote functions ----------
 
@@ -731,6 +733,77 @@ fn slurm_job_spans_hosts() {
     );
 }
 
+/// A node of a running job fails (its link is cut: no connection reset ever arrives): srun
+/// reports the node failure, the manager closes that node's links, and the master (in a job
+/// submitted with `--no-kill`, which outlives a node) sees `ProcessExited` and goes on.
+fn slurm_node_failure_is_process_exited() {
+    if let Some(why) = &info().no_slurm {
+        println!("  skipped: {why}");
+        return;
+    }
+    let me = std::env::current_exe().unwrap().display().to_string();
+    let job = slurm_env::submit(
+        &["-N", "3", "--ntasks-per-node", "1", "--no-kill"],
+        &me,
+        &[(ROLE, "node_failure")],
+    );
+    let ready = ssh_env::eventually(Duration::from_secs(30), || {
+        job.when("node_failure: ready").is_some()
+    });
+    if !ready {
+        slurm_env::scancel(&job.id);
+        panic!("job {} never got ready:\n{}", job.id, job.text());
+    }
+    (info().cut)('c').unwrap();
+    let t0 = Instant::now();
+    let t = job.wait(Duration::from_secs(90));
+    println!(
+        "  job over {:.1} s after the cut",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(slurm_env::exit_of(&t), Some(0), "{t}");
+    assert!(t.contains("node_failure: Err(ProcessExited("), "{t}");
+    assert!(
+        t.contains("node_failure: the workers on cohort-host-a and cohort-host-b answer"),
+        "{t}"
+    );
+}
+
+/// The master of the node-failure job: a worker per node, a call pending on host c's.
+fn role_node_failure() {
+    let _c = cohort::init().unwrap();
+    let pids = cohort::addprocs_slurm(cohort::SlurmOptions::new()).unwrap();
+    let hosts: Vec<(usize, String)> = pids
+        .iter()
+        .map(|&p| (p, remotecall_fetch(hostname, p, ()).unwrap()))
+        .collect();
+    let victim = hosts
+        .iter()
+        .find(|h| h.1 == "cohort-host-c")
+        .expect("a worker on host c")
+        .0;
+    let pending = remotecall(sleep_then, victim, (300.0,)).unwrap();
+    println!("node_failure: ready, worker {victim} on cohort-host-c");
+    let t0 = Instant::now();
+    let r = pending.fetch();
+    println!(
+        "node_failure: {r:?} after {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let mut answered = Vec::new();
+    for (p, h) in &hosts {
+        if *p != victim {
+            assert_eq!(remotecall_fetch(add, *p, (1, 2)).unwrap(), 3);
+            answered.push(h.clone());
+        }
+    }
+    answered.sort();
+    println!(
+        "node_failure: the workers on {} answer",
+        answered.join(" and ")
+    );
+}
+
 fn cut_link_reports_process_exited() {
     let b1 = pids_on('b')[0];
     let a = pids_on('a');
@@ -770,6 +843,12 @@ fn main() {
         std::thread::sleep(Duration::from_secs(8));
         return;
     }
+    if std::env::var_os("COHORT_WORKER").is_none()
+        && std::env::var(ROLE).as_deref() == Ok("node_failure")
+    {
+        role_node_failure();
+        return;
+    }
     let cluster = cohort::init().expect("cohort::init");
     if std::env::args().any(|a| a == "--list") {
         ssh_env::run(cluster, &[], Duration::from_secs(1));
@@ -801,6 +880,10 @@ fn main() {
             ("launch_errors_name_the_host", launch_errors_name_the_host),
             ("cluster_tour_example", cluster_tour_example),
             ("slurm_job_spans_hosts", slurm_job_spans_hosts),
+            (
+                "slurm_node_failure_is_process_exited",
+                slurm_node_failure_is_process_exited,
+            ),
             (
                 "cut_link_reports_process_exited",
                 cut_link_reports_process_exited,

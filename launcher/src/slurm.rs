@@ -718,26 +718,46 @@ impl SlurmManager {
     }
 }
 
-impl ClusterManager for SlurmManager {
-    fn launch(
-        &self,
-        params: &AddProcsParams,
-        launched: &mut dyn FnMut(WorkerConfig),
-    ) -> Result<()> {
-        let alloc = Allocation::from_env()?;
+/// One launch: what its workers are started with.
+struct Launch {
+    count: usize,
+    job: String,
+    exe: PathBuf,
+    flags: Vec<String>,
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+    timeout: Duration,
+}
+
+/// A task's address and the rest of its output.
+type Address = (String, Box<dyn std::io::Read + Send>);
+
+/// What a task's stdout gave: its address, or why it has none.
+type Reported = std::result::Result<Address, cohort_core::NoAddress>;
+
+/// A started step: its id, the step, and each task's stdout and stderr.
+type Started = (
+    u64,
+    Arc<Step>,
+    Vec<std::io::PipeReader>,
+    Vec<Option<std::io::PipeReader>>,
+);
+
+fn io_err(context: &str, source: std::io::Error) -> Error {
+    Error::Io {
+        context: context.into(),
+        source,
+    }
+}
+
+impl SlurmManager {
+    /// The program, its arguments, directory and environment for `params`.
+    fn plan(&self, params: &AddProcsParams, alloc: &Allocation) -> Result<Launch> {
         let o = &self.opts;
-        let count = params.count;
-        if count == 0 {
-            return Ok(());
-        }
         check_flags(&o.srun_flags)?;
-        let io = |context: &str, source| Error::Io {
-            context: context.into(),
-            source,
-        };
         let exe = match params.exename.clone().or_else(|| o.exename.clone()) {
             Some(p) => p,
-            None => std::env::current_exe().map_err(|e| io("finding this program", e))?,
+            None => std::env::current_exe().map_err(|e| io_err("finding this program", e))?,
         };
         let flags = match params.exeflags.clone().or_else(|| o.exeflags.clone()) {
             Some(f) => f,
@@ -745,7 +765,9 @@ impl ClusterManager for SlurmManager {
         };
         let dir = match params.dir.clone().or_else(|| o.dir.clone()) {
             Some(d) => d,
-            None => std::env::current_dir().map_err(|e| io("finding the working directory", e))?,
+            None => {
+                std::env::current_dir().map_err(|e| io_err("finding the working directory", e))?
+            }
         };
         let timeout = params.worker_timeout;
         let mut env: Vec<(String, String)> = vec![
@@ -755,6 +777,7 @@ impl ClusterManager for SlurmManager {
                 timeout.as_secs_f64().to_string(),
             ),
         ];
+        // Settings that must agree across the cluster travel with the workers.
         for k in ["COHORT_MAX_FRAME", "COHORT_SPIN_US", "COHORT_LOG"] {
             if let Ok(v) = std::env::var(k) {
                 env.push((k.into(), v));
@@ -783,36 +806,49 @@ impl ClusterManager for SlurmManager {
                 "Slurm workers need the tcp transport, not {transport:?} (COHORT_TRANSPORT)"
             )));
         }
-        let bind = match (&o.bind, params.restrict) {
+        Ok(Launch {
+            count: params.count,
+            job: alloc.job_id.clone(),
+            exe,
+            flags,
+            dir,
+            env,
+            timeout,
+        })
+    }
+
+    /// The srun command line of `l` (its I/O is set by the caller).
+    fn srun_command(&self, l: &Launch, alloc: &Allocation, restrict: bool) -> Command {
+        let o = &self.opts;
+        let bind = match (&o.bind, restrict) {
             (Some(b), _) => Bind::All(b.clone()),
             (None, false) => Bind::All("0.0.0.0".into()),
             (None, true) => Bind::Nodes(
                 alloc
                     .nodelist
                     .as_deref()
-                    .map(|l| node_addresses(&o.scontrol, l, Duration::from_secs(10)))
+                    .map(|n| node_addresses(&o.scontrol, n, Duration::from_secs(10)))
                     .unwrap_or_default(),
             ),
         };
         let in_step = alloc.step_id.is_some();
-        let overlap = o.overlap.unwrap_or(in_step);
-
         let mut cmd = Command::new(&o.srun);
-        cmd.arg(format!("--ntasks={count}"))
+        cmd.arg(format!("--ntasks={}", l.count))
             .args([
                 "--label",
                 "--kill-on-bad-exit=0",
                 "--wait=0",
+                "--no-kill",
                 "--job-name=cohort-workers",
             ])
-            .arg(format!("--chdir={}", dir.display()));
-        if overlap {
+            .arg(format!("--chdir={}", l.dir.display()));
+        if o.overlap.unwrap_or(in_step) {
             cmd.arg("--overlap");
         }
         cmd.args(&o.srun_flags)
-            .args(["sh", "-c", &wrapper(&bind, &env), "cohort-worker"])
-            .arg(&exe)
-            .args(&flags);
+            .args(["sh", "-c", &wrapper(&bind, &l.env), "cohort-worker"])
+            .arg(&l.exe)
+            .args(&l.flags);
         if in_step {
             // The step's own sizes would size the new step.
             for k in [
@@ -824,23 +860,42 @@ impl ClusterManager for SlurmManager {
                 cmd.env_remove(k);
             }
         }
-        let (out_r, out_w) = std::io::pipe().map_err(|e| io("creating a pipe", e))?;
-        let (err_r, err_w) = std::io::pipe().map_err(|e| io("creating a pipe", e))?;
         cmd.env_remove("COHORT_PROCS")
             .env_remove("COHORT_SLURM")
-            .env_remove("COHORT_MACHINE_FILE")
-            .stdin(Stdio::piped())
+            .env_remove("COHORT_MACHINE_FILE");
+        cmd
+    }
+
+    /// Starts srun and the threads that pass each task's output on; the step, and each
+    /// task's stdout and stderr.
+    fn start_step(&self, l: &Launch, mut cmd: Command) -> Result<Started> {
+        let pipe = || std::io::pipe().map_err(|e| io_err("creating a pipe", e));
+        let mut outs = Vec::new();
+        let mut out_ws = Vec::new();
+        let mut errs = Vec::new();
+        let mut err_ws = Vec::new();
+        for _ in 0..l.count {
+            let (r, w) = pipe()?;
+            outs.push(r);
+            out_ws.push(Some(w));
+            let (r, w) = pipe()?;
+            errs.push(Some(r));
+            err_ws.push(Some(w));
+        }
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::from(out_w))
             .stderr(Stdio::from(err_w));
-        let t0 = Instant::now();
+        let srun = &self.opts.srun;
         let mut child = cmd.spawn().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::Invalid(format!(
                     "SlurmManager: `{}` was not found: run on a node of a Slurm cluster (the slurm-client package)",
-                    o.srun.display()
+                    srun.display()
                 ))
             } else {
-                io(&format!("starting {}", o.srun.display()), e)
+                io_err(&format!("starting {}", srun.display()), e)
             }
         })?;
         // Our copies of the write ends close with `cmd`, so EOF comes with srun's exit.
@@ -851,81 +906,154 @@ impl ClusterManager for SlurmManager {
             name: Mutex::new(None),
             links: Mutex::new(HashMap::new()),
             nodes: Mutex::new(BTreeMap::new()),
-            live: Mutex::new(count),
+            live: Mutex::new(l.count),
             ended: Mutex::new(false),
             status: Mutex::new(None),
             said: Mutex::new(Vec::new()),
-            task_out: Mutex::new(Vec::new()),
-            task_err: Mutex::new(Vec::new()),
+            task_out: Mutex::new(out_ws),
+            task_err: Mutex::new(err_ws),
         });
         let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
         lock(&self.inner.steps).insert(id, Arc::clone(&step));
         self.watch(id, &step);
+        for (r, stdout) in [(out_r, true), (err_r, false)] {
+            let (w, job) = (Arc::downgrade(&step), l.job.clone());
+            thread("cohort-srun-io", move || demux(r, w, job, stdout));
+        }
         // The cookie: the first line of every task's stdin, never on a command line.
-        if let Some(mut stdin) = stdin {
-            let _ = writeln!(stdin, "{}", cohort_core::cluster_cookie()?);
+        let cookie = cohort_core::cluster_cookie();
+        match (stdin, &cookie) {
+            (Some(mut stdin), Ok(c)) => {
+                let _ = writeln!(stdin, "{c}");
+            }
+            (_, Err(_)) => {
+                step.end(Duration::from_secs(5));
+                lock(&self.inner.steps).remove(&id);
+                return Err(cookie.unwrap_err());
+            }
+            _ => {}
         }
-        let mut outs = Vec::new();
-        let mut errs = Vec::new();
-        for _ in 0..count {
-            let (r, w) = std::io::pipe().map_err(|e| io("creating a pipe", e))?;
-            outs.push(r);
-            lock(&step.task_out).push(Some(w));
-            let (r, w) = std::io::pipe().map_err(|e| io("creating a pipe", e))?;
-            errs.push(Some(r));
-            lock(&step.task_err).push(Some(w));
-        }
-        {
-            let (w, job) = (Arc::downgrade(&step), alloc.job_id.clone());
-            thread("cohort-srun-out", move || demux(out_r, w, job, true));
-            let (w, job) = (Arc::downgrade(&step), alloc.job_id.clone());
-            thread("cohort-srun-err", move || demux(err_r, w, job, false));
-        }
-        let (tx, rx) = mpsc::channel();
-        for (t, r) in outs.into_iter().enumerate() {
-            let tx = tx.clone();
-            thread("cohort-srun-read", move || {
-                let _ = tx.send((t, read_worker_address(BufReader::new(r))));
-            });
-        }
-        drop(tx);
-        let deadline = t0 + timeout;
-        let mut got: BTreeMap<usize, (String, Box<dyn std::io::Read + Send>)> = BTreeMap::new();
-        let mut failed: Vec<(usize, String)> = Vec::new();
-        let mut timed_out = false;
-        while got.len() + failed.len() < count {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok((t, Ok(x))) => {
-                    got.insert(t, x);
-                }
-                Ok((t, Err(none))) => {
-                    let mut why = Vec::new();
-                    if let Some(e) = errs[t].take() {
-                        let lines = crate::output::drain_lines(e);
-                        if !lines.is_empty() {
-                            why.push(tail(&lines));
-                        }
-                    }
-                    if none.output.iter().any(|l| !l.trim().is_empty()) {
-                        why.push(format!("stdout: {}", tail(&none.output)));
-                    }
-                    failed.push((t, why.join("; ")));
-                    // The first failure ends the launch: the step goes as a whole.
-                    break;
-                }
-                Err(_) => {
-                    timed_out = true;
-                    break;
-                }
+        Ok((id, step, outs, errs))
+    }
+
+    /// Why the launch failed, once its step has been ended.
+    fn failure(
+        &self,
+        id: u64,
+        step: &Step,
+        l: &Launch,
+        reported: &[usize],
+        failed: Option<(usize, String)>,
+    ) -> Error {
+        let nodes = lock(&step.nodes).clone();
+        if nodes.is_empty() && failed.is_some() {
+            // No task started and their output ended: srun is exiting.
+            let end = Instant::now() + Duration::from_millis(500);
+            while step.running() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
+        let srun_ended = lock(&step.status).map(|s| s.to_string());
+        step.end(Duration::from_secs(5));
+        lock(&self.inner.steps).remove(&id);
+        let said = match tail(&lock(&step.said)).as_str() {
+            "no output" => "srun said nothing".to_string(),
+            s => s.to_string(),
+        };
+        if let (true, Some(st)) = (nodes.is_empty(), &srun_ended) {
+            return Error::Invalid(format!(
+                "Slurm: srun ended ({st}) before starting any worker: {said}"
+            ));
+        }
+        let step_name = match lock(&step.name).as_deref() {
+            Some(s) => format!("step {s}"),
+            None => format!("job {}", l.job),
+        };
+        if let Some((t, why)) = failed {
+            let on = nodes
+                .get(&t)
+                .map_or(String::new(), |i| format!(" on node {}", i.node));
+            return Error::Invalid(format!(
+                "Slurm worker task {t}{on} ({step_name}) exited before reporting its address: {}; {said}",
+                if why.is_empty() { "no output" } else { &why }
+            ));
+        }
+        let missing: Vec<usize> = (0..l.count).filter(|t| !reported.contains(t)).collect();
+        Error::Timeout(format!(
+            "Slurm: {} of {} workers ({step_name}) did not report an address within {:.1} s \
+             (COHORT_WORKER_TIMEOUT): {}; {said}",
+            missing.len(),
+            l.count,
+            l.timeout.as_secs_f64(),
+            describe_missing(&missing, &nodes),
+        ))
+    }
+}
+
+/// Each task's address, read from its stdout, until all have one, the first fails (its
+/// stderr and early stdout say why), or the deadline passes (`None` then).
+fn await_addresses(
+    outs: Vec<std::io::PipeReader>,
+    errs: &mut [Option<std::io::PipeReader>],
+    deadline: Instant,
+) -> (BTreeMap<usize, Address>, Option<(usize, String)>) {
+    let count = outs.len();
+    let (tx, rx) = mpsc::channel::<(usize, Reported)>();
+    for (t, r) in outs.into_iter().enumerate() {
+        let tx = tx.clone();
+        thread("cohort-srun-read", move || {
+            let _ = tx.send((t, read_worker_address(BufReader::new(r))));
+        });
+    }
+    drop(tx);
+    let mut got = BTreeMap::new();
+    while got.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((t, Ok(x))) => {
+                got.insert(t, x);
+            }
+            Ok((t, Err(none))) => {
+                let mut why = Vec::new();
+                if let Some(e) = errs[t].take() {
+                    let lines = crate::output::drain_lines(e);
+                    if !lines.is_empty() {
+                        why.push(tail(&lines));
+                    }
+                }
+                if none.output.iter().any(|l| !l.trim().is_empty()) {
+                    why.push(format!("stdout: {}", tail(&none.output)));
+                }
+                // The first failure ends the launch: the step goes as a whole.
+                return (got, Some((t, why.join("; "))));
+            }
+            Err(_) => break,
+        }
+    }
+    (got, None)
+}
+
+impl ClusterManager for SlurmManager {
+    fn launch(
+        &self,
+        params: &AddProcsParams,
+        launched: &mut dyn FnMut(WorkerConfig),
+    ) -> Result<()> {
+        let alloc = Allocation::from_env()?;
+        if params.count == 0 {
+            return Ok(());
+        }
+        let l = self.plan(params, &alloc)?;
+        let cmd = self.srun_command(&l, &alloc, params.restrict);
+        let t0 = Instant::now();
+        let (id, step, outs, mut errs) = self.start_step(&l, cmd)?;
+        let (got, mut failed) = await_addresses(outs, &mut errs, t0 + l.timeout);
         let reported: Vec<usize> = got.keys().copied().collect();
-        if failed.is_empty() && !timed_out && got.len() == count {
+        if failed.is_none() && got.len() == l.count {
             let mut configs = Vec::new();
             for (t, (address, reader)) in got {
                 let Some((ahost, aport)) = parse_address(&address) else {
-                    failed.push((t, format!("it reported a malformed address {address:?}")));
+                    failed = Some((t, format!("it reported a malformed address {address:?}")));
                     break;
                 };
                 let info = lock(&step.nodes).get(&t).cloned();
@@ -941,25 +1069,26 @@ impl ClusterManager for SlurmManager {
                     ospid: info.as_ref().and_then(|i| i.ospid),
                     ident: Some(match lock(&step.name).as_deref() {
                         Some(s) => format!("{s}.{t}"),
-                        None => format!("{}.?.{t}", alloc.job_id),
+                        None => format!("{}.?.{t}", l.job),
                     }),
-                    exename: Some(exe.clone()),
-                    exeflags: flags.clone(),
-                    env: env.clone(),
-                    dir: Some(dir.clone()),
+                    exename: Some(l.exe.clone()),
+                    exeflags: l.flags.clone(),
+                    env: l.env.clone(),
+                    dir: Some(l.dir.clone()),
                     userdata: Some(Box::new(SlurmWorker {
                         step: id,
                         task: t,
-                        timeout,
+                        timeout: l.timeout,
                     })),
                     ..WorkerConfig::default()
                 });
             }
-            if failed.is_empty() {
+            if failed.is_none() {
                 cohort_core::log!(
                     debug,
-                    "srun step {} reported {count} workers in {:.2} s",
+                    "srun step {} reported {} workers in {:.2} s",
                     lock(&step.name).as_deref().unwrap_or("?"),
+                    l.count,
                     t0.elapsed().as_secs_f64()
                 );
                 for c in configs {
@@ -969,49 +1098,7 @@ impl ClusterManager for SlurmManager {
             }
         }
         // The launch failed: end the whole step, and say who never reported.
-        let nodes = lock(&step.nodes).clone();
-        if nodes.is_empty() && !failed.is_empty() {
-            // No task started and their output ended: srun is exiting.
-            let end = Instant::now() + Duration::from_millis(500);
-            while step.running() && Instant::now() < end {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        let srun_ended = lock(&step.status).map(|s| s.to_string());
-        step.end(Duration::from_secs(5));
-        lock(&self.inner.steps).remove(&id);
-        let said = match tail(&lock(&step.said)).as_str() {
-            "no output" => "srun said nothing".to_string(),
-            s => s.to_string(),
-        };
-        if let (true, Some(st)) = (nodes.is_empty(), &srun_ended) {
-            return Err(Error::Invalid(format!(
-                "Slurm: srun ended ({st}) before starting any worker: {said}"
-            )));
-        }
-        let missing: Vec<usize> = (0..count)
-            .filter(|t| !reported.contains(t) && !failed.iter().any(|(f, _)| f == t))
-            .collect();
-        let step_name = match lock(&step.name).as_deref() {
-            Some(s) => format!("step {s}"),
-            None => format!("job {}", alloc.job_id),
-        };
-        if let Some((t, why)) = failed.first() {
-            let on = nodes
-                .get(t)
-                .map_or(String::new(), |i| format!(" on node {}", i.node));
-            return Err(Error::Invalid(format!(
-                "Slurm worker task {t}{on} ({step_name}) exited before reporting its address: {}; {said}",
-                if why.is_empty() { "no output" } else { why }
-            )));
-        }
-        Err(Error::Timeout(format!(
-            "Slurm: {} of {count} workers ({step_name}) did not report an address within {:.1} s \
-             (COHORT_WORKER_TIMEOUT): {}; {said}",
-            missing.len(),
-            timeout.as_secs_f64(),
-            describe_missing(&missing, &nodes),
-        )))
+        Err(self.failure(id, &step, &l, &reported, failed))
     }
 
     fn connect(&self, _pid: Pid, config: &WorkerConfig) -> Option<Result<OwnedFd>> {

@@ -240,7 +240,7 @@ pub fn submit_as(sbatch: &[&str], body: &str, env: &[(&str, &str)], stamped: boo
         format!(
             "#!/bin/bash\nset -o pipefail\n\
              stamp() {{ trap '' TERM; while IFS= read -r l; do printf '%s %s\\n' \"$(date +%s.%N)\" \"$l\"; done; }}\n\
-             ( {body} ) 2>&1 | stamp\necho \"$(date +%s.%N) exit=$?\"\n"
+             ( {body} ) 2>&1 | stamp\nrc=$?\necho \"$(date +%s.%N) exit=$rc\"\n"
         )
     } else {
         format!("#!/bin/bash\nexec {body}\n")
@@ -265,11 +265,19 @@ pub fn submit_as(sbatch: &[&str], body: &str, env: &[(&str, &str)], stamped: boo
         c.env(k, v);
     }
     let submitted = now();
-    let (code, text) = run_limited(&mut c, Duration::from_secs(20)).unwrap();
+    let (code, text) = run_limited(&mut c, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("sbatch: {e}; slurmctld's log ends:\n{}", log_tail(dir)));
     assert_eq!(code, 0, "sbatch: {text}");
     let id = text.trim().split(';').next().unwrap().to_string();
     println!("  job {id} ({}): {body}", sbatch.join(" "));
     Job { id, out, submitted }
+}
+
+/// The last lines of slurmctld's log, for a failure's message.
+fn log_tail(dir: &Path) -> String {
+    let log = std::fs::read_to_string(dir.join("slurmctld.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 impl Job {
