@@ -9,7 +9,7 @@
 //! | `COHORT_PROCS` | `init` adds this many local workers (Julia's `julia -p N`) | a whole number, or `auto` (one per CPU thread) | 0 |
 //! | `COHORT_WORKER` | set by a manager: this process is a worker | `1`/`true` or `0`/`false` | `0` |
 //! | `COHORT_WORKER_TIMEOUT` | seconds a worker waits for the master's connection, and the master for a worker's address | a number of seconds > 0 | 60 |
-//! | `COHORT_BIND` | address a worker binds (`restrict = false` sets `0.0.0.0`) | an address, `address:port` | `127.0.0.1` |
+//! | `COHORT_BIND` | address a worker binds (`restrict = false` sets `0.0.0.0`) | an address, `address:port`, or a network interface's name (the TCP transport binds its address) | `127.0.0.1` |
 //! | `COHORT_SPIN_US` | microseconds a thread polls a link before it sleeps | a whole number (0: no polling) | 200 |
 //! | `COHORT_MAX_FRAME` | largest frame payload accepted | a whole number of bytes > 0 | 4 GiB |
 //! | `COHORT_TRANSPORT` | the transport `cohort::init` uses | `tcp`, `unix`, `mpi` (with the `mpi` feature), any case | `tcp` |
