@@ -319,7 +319,8 @@ impl Job {
                     self.text()
                 );
             }
-            std::thread::sleep(Duration::from_millis(50));
+            // Each poll is a request to slurmctld: a few a second.
+            std::thread::sleep(Duration::from_millis(150));
         }
         // Its output file is complete once the job is.
         let _ = ssh_env::eventually(Duration::from_secs(5), || {
