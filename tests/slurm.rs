@@ -44,6 +44,37 @@ fn triple(x: u64) -> u64 {
     3 * x
 }
 
+/// This process's connected Unix stream sockets (from `/proc/net/unix`).
+fn unix_links() -> usize {
+    let mine: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // Type 0001: stream; St 03: connected.
+            f.len() > 6 && f[4] == "0001" && f[5] == "03" && mine.contains(f[6])
+        })
+        .count()
+}
+
+/// This worker's connected Unix sockets before and after it calls `pid`.
+#[cohort::remote]
+fn unix_links_around_a_call_to(pid: usize) -> cohort::Result<(usize, usize)> {
+    let before = unix_links();
+    remotecall_fetch(ospid, pid, ())?;
+    Ok((before, unix_links()))
+}
+
 // ---------- helpers ----------
 
 fn submit(ntasks: usize, body: &str, env: &[(&str, &str)]) -> Job {
@@ -244,6 +275,14 @@ fn nested_step_overlaps() {
     );
 }
 
+fn workers_of_one_node_talk_over_unix_sockets() {
+    let (_, t) = role_job(3, "node_local", "", Duration::from_secs(60));
+    assert_eq!(exit_of(&t), Some(0), "{t}");
+    // The master's links are TCP; worker 2's call to worker 3 opens a Unix socket.
+    assert!(t.contains("node_local: on: (0, 1)"), "{t}");
+    assert!(t.contains("node_local: off: (0, 0)"), "{t}");
+}
+
 fn a_killed_worker_is_process_exited() {
     let (_, t) = role_job(4, "kill_one", "", Duration::from_secs(60));
     assert_eq!(exit_of(&t), Some(0), "{t}");
@@ -406,6 +445,16 @@ fn role_nested() {
     println!("no-overlap: {e:?}");
 }
 
+fn role_node_local() {
+    let _c = cohort::init().unwrap();
+    for on in [true, false] {
+        let pids = addprocs_slurm(SlurmOptions::new().count(2).node_local(on)).unwrap();
+        let r = remotecall_fetch(unix_links_around_a_call_to, pids[0], (pids[1],)).unwrap();
+        println!("node_local: {}: {r:?}", if on { "on" } else { "off" });
+        rmprocs(&pids, Duration::from_secs(20)).unwrap();
+    }
+}
+
 fn role_kill_one() {
     let _c = cohort::init().unwrap();
     let pids = addprocs_slurm(SlurmOptions::new()).unwrap();
@@ -505,6 +554,7 @@ fn main() {
             match role.as_str() {
                 "nested" => role_nested(),
                 "kill_one" => role_kill_one(),
+                "node_local" => role_node_local(),
                 "hold" => role_hold(false),
                 "hold_ignoring_term" => role_hold(true),
                 "failures" => role_failures(),
@@ -552,6 +602,10 @@ fn main() {
             ("advection_in_a_batch_job", advection_in_a_batch_job),
             ("mpi_inside_a_batch_job", mpi_inside_a_batch_job),
             ("nested_step_overlaps", nested_step_overlaps),
+            (
+                "workers_of_one_node_talk_over_unix_sockets",
+                workers_of_one_node_talk_over_unix_sockets,
+            ),
             (
                 "a_killed_worker_is_process_exited",
                 a_killed_worker_is_process_exited,

@@ -27,8 +27,10 @@
 //! the address the controller and srun reach the node at); with [`SlurmOptions::bind`] on the
 //! address or network interface named there (`ib0`, say: the TCP transport binds an
 //! interface's address); with `restrict = false` on every interface. The master connects to
-//! each worker over TCP, and the workers to each other. The program must be at the same path
-//! on every node (a shared filesystem, as clusters have).
+//! each worker over TCP; the workers connect to each other over TCP between nodes and over a
+//! Unix socket within one ([`SlurmOptions::node_local`], the TCP transport's
+//! `COHORT_NODE_LOCAL`). The program must be at the same path on every node (a shared
+//! filesystem, as clusters have).
 //!
 //! # Slurm's traps, and what the manager does about them
 //!
@@ -109,6 +111,9 @@ pub struct SlurmOptions {
     pub bind: Option<String>,
     /// Start the step with `--overlap` (default: when the master runs inside a job step).
     pub overlap: Option<bool>,
+    /// Workers on one node talk to each other over Unix sockets (`COHORT_NODE_LOCAL`; default
+    /// `true`); the master reaches them over TCP.
+    pub node_local: bool,
 }
 
 impl Default for SlurmOptions {
@@ -125,6 +130,7 @@ impl Default for SlurmOptions {
             launch_timeout: None,
             bind: None,
             overlap: None,
+            node_local: true,
         }
     }
 }
@@ -198,6 +204,11 @@ impl SlurmOptions {
     /// Sets [`overlap`](Self::overlap).
     pub fn overlap(mut self, on: bool) -> Self {
         self.overlap = Some(on);
+        self
+    }
+    /// Sets [`node_local`](Self::node_local).
+    pub fn node_local(mut self, on: bool) -> Self {
+        self.node_local = on;
         self
     }
 }
@@ -783,6 +794,10 @@ impl SlurmManager {
                 env.push((k.into(), v));
             }
         }
+        env.push((
+            "COHORT_NODE_LOCAL".into(),
+            if o.node_local { "1" } else { "0" }.into(),
+        ));
         for (k, v) in o.env.iter().chain(params.env.iter()) {
             if !valid_env_name(k) {
                 return Err(Error::Invalid(format!(
@@ -1045,6 +1060,7 @@ impl ClusterManager for SlurmManager {
         }
         let l = self.plan(params, &alloc)?;
         let cmd = self.srun_command(&l, &alloc, params.restrict);
+        wait_for_ending_steps(Duration::from_secs(10));
         let t0 = Instant::now();
         let (id, step, outs, mut errs) = self.start_step(&l, cmd)?;
         let (got, mut failed) = await_addresses(outs, &mut errs, t0 + l.timeout);
@@ -1259,7 +1275,34 @@ impl SlurmManager {
             return;
         }
         drop(live);
+        let mut ending = lock(ending());
+        ending.retain(|s| s.upgrade().is_some_and(|s| s.running()));
+        ending.push(Arc::downgrade(&step));
+        drop(ending);
         thread("cohort-srun-release", move || step.end_after(grace));
+    }
+}
+
+/// Steps whose workers are all gone, while their srun ends (any manager's).
+fn ending() -> &'static Mutex<Vec<Weak<Step>>> {
+    static E: Mutex<Vec<Weak<Step>>> = Mutex::new(Vec::new());
+    &E
+}
+
+/// Waits (at most `limit`) for the steps that are ending: a new step would otherwise wait
+/// for the CPUs they still hold ("step creation temporarily disabled").
+fn wait_for_ending_steps(limit: Duration) {
+    let end = Instant::now() + limit;
+    loop {
+        let busy = {
+            let mut e = lock(ending());
+            e.retain(|s| s.upgrade().is_some_and(|s| s.running()));
+            !e.is_empty()
+        };
+        if !busy || Instant::now() >= end {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -667,7 +667,7 @@ impl<'a> Job<'a> {
             ),
         ];
         // Settings that must agree across the cluster travel with the workers.
-        for k in ["COHORT_MAX_FRAME", "COHORT_SPIN_US"] {
+        for k in ["COHORT_MAX_FRAME", "COHORT_SPIN_US", "COHORT_NODE_LOCAL"] {
             if let Ok(v) = std::env::var(k) {
                 env.push((k.into(), v));
             }

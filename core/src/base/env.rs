@@ -20,6 +20,7 @@
 //! | `COHORT_SSH_TUNNEL` | those workers are reached through ssh tunnels | `1`/`true` or `0`/`false` | `0` |
 //! | `COHORT_SLURM` | the facade's `init` adds one worker per task of the Slurm allocation it runs in (`cohort --slurm`) | `1`/`true` or `0`/`false` | `0` |
 //! | `COHORT_SRUN_FLAGS` | extra srun arguments for those workers, split at whitespace | any text | empty |
+//! | `COHORT_NODE_LOCAL` | TCP links to processes on this host go over a Unix socket instead (the TCP transport; the Slurm manager sets it for its workers) | `1`/`true` or `0`/`false` | `0` |
 //! | `COHORT_SLURM_BIND` | the address or network interface those workers listen on | an address or interface name | each node's address as Slurm names it |
 //! | `COHORT_LOG` | level of the stderr lines when no `tracing` subscriber is set (parsed in [`crate::base::log`]) | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
 //!
@@ -65,6 +66,8 @@ pub struct Config {
     pub srun_flags: Vec<String>,
     /// `COHORT_SLURM_BIND`.
     pub slurm_bind: Option<String>,
+    /// `COHORT_NODE_LOCAL`.
+    pub node_local: bool,
 }
 
 impl Default for Config {
@@ -85,6 +88,7 @@ impl Default for Config {
             slurm: false,
             srun_flags: Vec::new(),
             slurm_bind: None,
+            node_local: false,
         }
     }
 }
@@ -173,6 +177,9 @@ impl Config {
                     Some(Some(s.to_string()))
                 })
                 .unwrap_or(d.slurm_bind),
+            node_local: v
+                .read("COHORT_NODE_LOCAL", FLAG, parse_flag)
+                .unwrap_or(d.node_local),
         };
         if v.bad.is_empty() {
             Ok(c)
@@ -332,6 +339,11 @@ pub fn slurm_bind() -> Option<String> {
     current().slurm_bind.clone()
 }
 
+/// `COHORT_NODE_LOCAL`.
+pub fn node_local() -> bool {
+    current().node_local
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +389,7 @@ mod tests {
             ("COHORT_SLURM", "true"),
             ("COHORT_SRUN_FLAGS", " --cpus-per-task=2  -N2 "),
             ("COHORT_SLURM_BIND", "ib0"),
+            ("COHORT_NODE_LOCAL", "1"),
         ])
         .unwrap();
         assert_eq!(
@@ -396,6 +409,7 @@ mod tests {
                 slurm: true,
                 srun_flags: vec!["--cpus-per-task=2".into(), "-N2".into()],
                 slurm_bind: Some("ib0".into()),
+                node_local: true,
             }
         );
         assert!(parse(&[("COHORT_PROCS", "auto")]).unwrap().procs >= 1);
