@@ -6,8 +6,8 @@
 //! Inside an allocation (`sbatch`, `salloc`: `SLURM_JOB_ID` is set), one `addprocs` runs
 //!
 //! ```text
-//! srun --ntasks=N --label --kill-on-bad-exit=0 --wait=0 --job-name=cohort-workers --chdir=DIR \
-//!     [--overlap] [srun_flags] sh -c 'WRAPPER' cohort-worker EXE FLAGS
+//! srun --ntasks=N --label --kill-on-bad-exit=0 --wait=0 --no-kill --job-name=cohort-workers \
+//!     --chdir=DIR [--overlap] [srun_flags] sh -c 'WRAPPER' cohort-worker EXE FLAGS
 //! ```
 //!
 //! N is [`SlurmOptions::count`], or the allocation's task count (`SLURM_NTASKS`). The wrapper,
@@ -42,13 +42,16 @@
 //!   the new step; the task count is then the job's (`scontrol show job`). A master in a batch
 //!   script or an `salloc` shell runs in no step and needs neither.
 //! - **A worker that dies** ends only itself: srun is told not to end the step when one task
-//!   fails (`--kill-on-bad-exit=0 --wait=0`), the master reports `ProcessExited` for it and the
-//!   others go on.
-//! - **The job ends** (`scancel`, the time limit, a node failure without `--no-kill`): Slurm
-//!   ends every task; the master's links to them close, so it reports `ProcessExited` for each.
-//!   When srun exits for any reason, or reports a node failure, the manager closes the master's
-//!   links to the workers of that step (or node), so that workers Slurm can no longer reach
-//!   count as gone even when no TCP connection reset arrives.
+//!   fails or one node does (`--kill-on-bad-exit=0 --wait=0 --no-kill`), the master reports
+//!   `ProcessExited` for it and the others go on.
+//! - **A node fails.** In a job submitted with `--no-kill` the job outlives the node: srun
+//!   reports the node failure (after the controller's `SlurmdTimeout`), the manager closes the
+//!   master's links to that node's workers, which no TCP reset would ever close, and the master
+//!   reports `ProcessExited` for them and goes on. Without `--no-kill` Slurm ends the job.
+//! - **The job ends** (`scancel`, the time limit, a node failure): Slurm ends every task; the
+//!   master's links to them close, so it reports `ProcessExited` for each, and when srun exits
+//!   for any reason the manager closes the links of that step's workers. Slurm signals the
+//!   master too, and kills what is left of the batch step when the script's shell exits.
 //! - **Nothing outlives the job**: the workers are tasks of a step of the job, and a worker whose
 //!   master link is gone exits by itself.
 //!
