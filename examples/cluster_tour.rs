@@ -1,11 +1,14 @@
-//! The first program to run on a real cluster: starts workers on the hosts of a machine file
-//! (or 2 local workers), then shows who runs where and spreads a little work with pmap.
+//! The first program to run on a real cluster: starts workers on the hosts of a machine file,
+//! or the tasks of the Slurm allocation it runs in (or 2 local workers), then shows who runs
+//! where and spreads a little work with pmap.
 //!
 //! ```text
 //! cargo run --example cluster_tour                          # 2 local workers
 //! cargo run --example cluster_tour -- hosts                 # workers on the hosts in `hosts`
 //! cargo run --example cluster_tour -- hosts --tunnel        # ... reached through ssh tunnels
 //! cohort --machine-file hosts target/debug/examples/cluster_tour   # the same, by the launcher
+//! sbatch -n 4 --wrap target/debug/examples/cluster_tour     # one worker per Slurm task
+//! sbatch -n 4 --wrap "cohort --slurm target/debug/examples/cluster_tour"   # the same
 //! ```
 //!
 //! A machine file holds one `[count*][user@]host[:port] [bind_addr[:port]]` per line, e.g.
@@ -20,7 +23,9 @@
 //! filesystem, or the same build copied there). Extra ssh flags (a key, say) go in
 //! `COHORT_SSHFLAGS="-i /path/to/key"`.
 
-use cohort::managers::{addprocs_machine_file, SshOptions};
+use cohort::managers::{
+    addprocs_machine_file, addprocs_slurm, Allocation, SlurmOptions, SshOptions,
+};
 use cohort::prelude::*;
 use std::collections::BTreeMap;
 
@@ -57,6 +62,15 @@ fn main() -> cohort::Result<()> {
                 let opts = SshOptions::from_env().tunnel(args.iter().any(|a| a == "--tunnel"));
                 let pids = addprocs_machine_file(std::path::Path::new(file), opts)?;
                 println!("started {} workers on the hosts in {file}", pids.len());
+            }
+            None if Allocation::from_env().is_ok() => {
+                let t0 = std::time::Instant::now();
+                let pids = addprocs_slurm(SlurmOptions::new())?;
+                println!(
+                    "started {} workers from the Slurm allocation in {:.2} s",
+                    pids.len(),
+                    t0.elapsed().as_secs_f64()
+                );
             }
             None => {
                 addprocs(2)?;

@@ -166,17 +166,21 @@ pub mod transports {
 #[cfg(feature = "mpi")]
 pub use cohort_transports::rsmpi as mpi;
 
-/// Cluster managers: local workers, and workers on other hosts through ssh.
+/// Cluster managers: local workers, workers on other hosts through ssh, and workers from a
+/// Slurm allocation.
 pub mod managers {
     pub use cohort_launcher::machines;
     pub use cohort_launcher::mpirun::{find_mpirun, mpirun_command};
     pub use cohort_launcher::{
-        addprocs_machine_file, addprocs_machines, parse_machine_file, read_machine_file,
-        IntoMachine, LocalManager, Machine, SpecError, SshManager, SshOptions,
+        addprocs_machine_file, addprocs_machines, addprocs_slurm, parse_machine_file,
+        read_machine_file, Allocation, IntoMachine, LocalManager, Machine, SlurmManager,
+        SlurmOptions, SpecError, SshManager, SshOptions,
     };
 }
 
-pub use cohort_launcher::{addprocs_machines, Machine, SshOptions};
+pub use cohort_launcher::{
+    addprocs_machines, addprocs_slurm, Machine, SlurmManager, SlurmOptions, SshOptions,
+};
 
 /// Shared-memory arrays (Julia's `SharedArrays`): [`SharedArray`](shm::SharedArray),
 /// `localindices`, `indexpids`, `myrange`; see the `cohort-shm` crate docs.
@@ -223,8 +227,9 @@ use std::sync::Arc;
 ///
 /// Call it first in `main`. In a worker it serves until told to exit and never returns. In
 /// the master it returns a guard that removes all workers when dropped, after adding
-/// `COHORT_PROCS` workers when that variable is set, and SSH workers on the hosts of the
-/// machine file `COHORT_MACHINE_FILE` when that is set (both set by the `cohort` command).
+/// `COHORT_PROCS` workers when that variable is set, SSH workers on the hosts of the
+/// machine file `COHORT_MACHINE_FILE` when that is set, and one worker per task of the Slurm
+/// allocation when `COHORT_SLURM` is set (all three set by the `cohort` command).
 ///
 /// # Errors
 /// `Error::Invalid` naming each `COHORT_*` variable whose value does not parse, with the
@@ -260,6 +265,10 @@ pub fn init() -> Result<Cluster> {
             std::path::Path::new(file),
             cohort_launcher::SshOptions::from_env(),
         )?;
+    }
+    // `cohort --slurm`: the tasks of the allocation.
+    if config.slurm {
+        cohort_launcher::addprocs_slurm(cohort_launcher::SlurmOptions::from_env())?;
     }
     Ok(cluster)
 }

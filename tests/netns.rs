@@ -7,7 +7,10 @@
 //! shared filesystem — with and without tunnels, then runs remote calls, pmap, a
 //! RemoteChannel and worker-to-worker calls across hosts, checks that a SharedArray cannot
 //! span hosts, checks the launch errors, cuts one host's link and checks that the master
-//! reports `ProcessExited` for that host's workers and goes on with the others. At the end it
+//! reports `ProcessExited` for that host's workers and goes on with the others. Where Slurm is
+//! installed, each namespace also runs a slurmd (a node of a cluster whose slurmctld runs here,
+//! started by `ci/slurm`), and a batch job spanning the three nodes runs `cluster_tour` with
+//! workers from its allocation. At the end it
 //! removes every namespace, link, process, key and directory it made, also when a test fails
 //! or hangs (and the next run removes what a killed run left).
 //!
@@ -15,6 +18,7 @@
 //! OpenSSH (client and server). Where network namespaces cannot be created it prints why and
 //! passes.
 
+mod slurm_env;
 mod ssh_env;
 
 use cohort::managers::{Machine, SshManager, SshOptions};
@@ -26,6 +30,8 @@ use std::time::{Duration, Instant};
 
 /// Set in the environment of a "worker" that must never report its address.
 const SILENT: &str = "COHORT_NETNS_SILENT_WORKER";
+/// Set for this binary run as the master of a Slurm job.
+const ROLE: &str = "COHORT_NETNS_SLURM_ROLE";
 
 // ---------- remote functions ----------
 
@@ -92,6 +98,8 @@ struct Info {
     flags: Vec<String>,
     unreachable: String,
     cut: Box<dyn Fn(char) -> Result<(), String> + Send + Sync>,
+    /// Why the hosts run no Slurm nodes, if they do not.
+    no_slurm: Option<String>,
 }
 
 static INFO: OnceLock<Info> = OnceLock::new();
@@ -179,6 +187,7 @@ fn sweep_stale() {
             }
         }
     }
+    slurm_env::sweep_stale("cohort-netns", "slurm");
     ssh_env::sweep_dirs("cohort-netns");
     ssh_env::sweep_dirs("cohort-netns-tour");
 }
@@ -286,6 +295,19 @@ impl Net {
                 .map_err(fail)?;
             net.sshds.push(sshd);
         }
+        // A Slurm node per host, the controller here on the bridge.
+        let no_slurm = match slurm_env::missing() {
+            Some(why) => Some(why),
+            None => {
+                let mut args = vec!["--controller".to_string(), format!("10.213.{third}.1")];
+                for h in &net.hosts {
+                    args.push("--node".into());
+                    args.push(format!("{}={}@{}", h.name, h.ip, h.ns));
+                }
+                slurm_env::start(&dir.join("slurm"), &args).map_err(fail)?;
+                None
+            }
+        };
         let hosts: Vec<(char, String, String)> = net
             .hosts
             .iter()
@@ -304,6 +326,7 @@ impl Net {
                 let (_, l) = links.iter().find(|(h, _)| *h == k).ok_or("no such host")?;
                 ip(&["link", "set", l, "down"]).map(|_| ())
             }),
+            no_slurm,
         });
         println!(
             "netns: 3 hosts on bridge {bridge} (10.213.{third}.0/24): {}",
@@ -318,7 +341,8 @@ impl Net {
 
     /// Removes everything; what could not be removed.
     fn teardown(&mut self) -> Vec<String> {
-        let mut left = Vec::new();
+        // Slurm's jobs and daemons first, while its nodes are still there.
+        let mut left = slurm_env::stop();
         for s in &mut self.sshds {
             s.stop();
         }
@@ -664,6 +688,122 @@ fn cluster_tour_example() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A batch job on the three Slurm nodes: `cluster_tour` with a worker per task, two per host.
+fn slurm_job_spans_hosts() {
+    if let Some(why) = &info().no_slurm {
+        println!("  skipped: {why}");
+        return;
+    }
+    let Some(tour) = ssh_env::example("cluster_tour") else {
+        println!("  skipped: examples/cluster_tour is not built");
+        return;
+    };
+    let job = slurm_env::submit(
+        &["-N", "3", "--ntasks-per-node", "2"],
+        &tour.display().to_string(),
+        &[],
+    );
+    let t = job.wait(Duration::from_secs(90));
+    assert_eq!(slurm_env::exit_of(&t), Some(0), "{t}");
+    assert!(
+        t.contains("started 6 workers from the Slurm allocation"),
+        "{t}"
+    );
+    assert!(t.contains("procs() = [1, 2, 3, 4, 5, 6, 7]"), "{t}");
+    // The batch script, and so the master, runs on the first node.
+    assert!(
+        t.contains(&format!("master: pid 1 on {}", name_of('a'))),
+        "{t}"
+    );
+    for k in ['a', 'b', 'c'] {
+        let n = t
+            .lines()
+            .filter(|l| l.starts_with("worker ") && l.contains(&format!("host {},", name_of(k))))
+            .count();
+        assert_eq!(n, 2, "two workers on {}: {t}", name_of(k));
+    }
+    assert!(
+        t.contains("pmap(collatz, 1..=24) = [0, 1, 7, 2, 5, 8, 16, 3, 19, 6, 14, 9,"),
+        "{t}"
+    );
+    let connected = job.when("started 6 workers").unwrap();
+    println!(
+        "  sbatch to 6 workers on 3 nodes connected: {:.2} s",
+        connected - job.submitted
+    );
+}
+
+/// A node of a running job fails (its link is cut: no connection reset ever arrives): srun
+/// reports the node failure, the manager closes that node's links, and the master (in a job
+/// submitted with `--no-kill`, which outlives a node) sees `ProcessExited` and goes on.
+fn slurm_node_failure_is_process_exited() {
+    if let Some(why) = &info().no_slurm {
+        println!("  skipped: {why}");
+        return;
+    }
+    let me = std::env::current_exe().unwrap().display().to_string();
+    let job = slurm_env::submit(
+        &["-N", "3", "--ntasks-per-node", "1", "--no-kill"],
+        &me,
+        &[(ROLE, "node_failure")],
+    );
+    let ready = ssh_env::eventually(Duration::from_secs(30), || {
+        job.when("node_failure: ready").is_some()
+    });
+    if !ready {
+        slurm_env::scancel(&job.id);
+        panic!("job {} never got ready:\n{}", job.id, job.text());
+    }
+    (info().cut)('c').unwrap();
+    let t0 = Instant::now();
+    let t = job.wait(Duration::from_secs(90));
+    println!(
+        "  job over {:.1} s after the cut",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(slurm_env::exit_of(&t), Some(0), "{t}");
+    assert!(t.contains("node_failure: Err(ProcessExited("), "{t}");
+    assert!(
+        t.contains("node_failure: the workers on cohort-host-a and cohort-host-b answer"),
+        "{t}"
+    );
+}
+
+/// The master of the node-failure job: a worker per node, a call pending on host c's.
+fn role_node_failure() {
+    let _c = cohort::init().unwrap();
+    let pids = cohort::addprocs_slurm(cohort::SlurmOptions::new()).unwrap();
+    let hosts: Vec<(usize, String)> = pids
+        .iter()
+        .map(|&p| (p, remotecall_fetch(hostname, p, ()).unwrap()))
+        .collect();
+    let victim = hosts
+        .iter()
+        .find(|h| h.1 == "cohort-host-c")
+        .expect("a worker on host c")
+        .0;
+    let pending = remotecall(sleep_then, victim, (300.0,)).unwrap();
+    println!("node_failure: ready, worker {victim} on cohort-host-c");
+    let t0 = Instant::now();
+    let r = pending.fetch();
+    println!(
+        "node_failure: {r:?} after {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let mut answered = Vec::new();
+    for (p, h) in &hosts {
+        if *p != victim {
+            assert_eq!(remotecall_fetch(add, *p, (1, 2)).unwrap(), 3);
+            answered.push(h.clone());
+        }
+    }
+    answered.sort();
+    println!(
+        "node_failure: the workers on {} answer",
+        answered.join(" and ")
+    );
+}
+
 fn cut_link_reports_process_exited() {
     let b1 = pids_on('b')[0];
     let a = pids_on('a');
@@ -703,6 +843,12 @@ fn main() {
         std::thread::sleep(Duration::from_secs(8));
         return;
     }
+    if std::env::var_os("COHORT_WORKER").is_none()
+        && std::env::var(ROLE).as_deref() == Ok("node_failure")
+    {
+        role_node_failure();
+        return;
+    }
     let cluster = cohort::init().expect("cohort::init");
     if std::env::args().any(|a| a == "--list") {
         ssh_env::run(cluster, &[], Duration::from_secs(1));
@@ -733,6 +879,11 @@ fn main() {
             ("multiplexed_tunnel_workers", multiplexed_tunnel_workers),
             ("launch_errors_name_the_host", launch_errors_name_the_host),
             ("cluster_tour_example", cluster_tour_example),
+            ("slurm_job_spans_hosts", slurm_job_spans_hosts),
+            (
+                "slurm_node_failure_is_process_exited",
+                slurm_node_failure_is_process_exited,
+            ),
             (
                 "cut_link_reports_process_exited",
                 cut_link_reports_process_exited,

@@ -1,5 +1,6 @@
 //! The `cohort` command: runs a cohort program with workers, as `julia -p N` and
-//! `julia --machine-file FILE` do for Julia programs.
+//! `julia --machine-file FILE` do for Julia programs (and, inside a Slurm allocation, with
+//! one worker per task of it).
 //!
 //! It only sets the environment that `cohort::init()` reads and then runs (execs) the program,
 //! so a program runs unchanged under `cargo run` and under `cohort`. [`HELP`] documents every
@@ -49,6 +50,14 @@ OPTIONS:
                              only their ssh port need be open. Sets COHORT_SSH_TUNNEL.
     --sshflags FLAGS         Extra ssh arguments for the machine-file hosts, split at
                              spaces, e.g. \"-i /home/me/.ssh/cluster\". Sets COHORT_SSHFLAGS.
+    --slurm                  Inside a Slurm allocation (sbatch, salloc): start one worker
+                             per task of it (SLURM_NTASKS), as the tasks of one srun job
+                             step. Each listens on its node's address as Slurm names it,
+                             or on the address or network interface (ib0, say) --bind-to
+                             gives. Not with -p or --machine-file. Sets COHORT_SLURM (and
+                             COHORT_SLURM_BIND).
+    --srun-flags FLAGS       Extra srun arguments for those workers, split at spaces, e.g.
+                             \"--cpus-per-task=4\". Sets COHORT_SRUN_FLAGS.
     -h, --help               Print this help.
     -V, --version            Print the version.
 
@@ -56,6 +65,7 @@ EXAMPLES:
     cohort -p 4 ./target/release/myprog --size 1000
     cohort -p auto cargo run --release --example pmap_svd
     cohort --machine-file hosts --tunnel ./target/release/myprog
+    sbatch -n 16 --wrap \"cohort --slurm ./target/release/myprog\"
 
 Without -p or --machine-file the program starts no workers by itself (it may call addprocs).
 With both, the local workers listen on loopback, where the remote workers cannot call them:
@@ -128,6 +138,7 @@ where
     let mut procs: Option<String> = None;
     let mut bind: Option<String> = None;
     let mut machine_file = false;
+    let mut slurm = false;
     let mut program = None;
     while let Some(arg) = rest.next() {
         let Some(s) = arg.to_str() else {
@@ -211,6 +222,17 @@ where
                 let v = value(&flag, inline, &mut rest)?;
                 env.push(("COHORT_SSHFLAGS".into(), v));
             }
+            "--slurm" => {
+                if inline.is_some() {
+                    return Err("--slurm takes no value".into());
+                }
+                env.push(("COHORT_SLURM".into(), "1".into()));
+                slurm = true;
+            }
+            "--srun-flags" => {
+                let v = value(&flag, inline, &mut rest)?;
+                env.push(("COHORT_SRUN_FLAGS".into(), v));
+            }
             _ => return Err(format!("unknown option {s:?}")),
         }
     }
@@ -227,6 +249,21 @@ where
             return Err(format!(
                 "--bind-to {b}: a port is allowed with one local worker only (each worker listens on a port of its own)"
             ));
+        }
+    }
+    if slurm && (procs.is_some() || machine_file) {
+        return Err(
+            "--slurm starts the workers of the allocation: give it without -p and --machine-file"
+                .into(),
+        );
+    }
+    if env.iter().any(|(k, _)| k == "COHORT_SRUN_FLAGS") && !slurm {
+        return Err("--srun-flags applies to --slurm workers: give --slurm".into());
+    }
+    if slurm {
+        // The Slurm workers' address; local workers keep their loopback default.
+        for (k, _) in env.iter_mut().filter(|(k, _)| k == "COHORT_BIND") {
+            *k = "COHORT_SLURM_BIND".into();
         }
     }
     let tunnel = env.iter().any(|(k, _)| k == "COHORT_SSH_TUNNEL");
@@ -286,6 +323,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Ok(Cli::Version) => {
             println!("cohort {}", env!("CARGO_PKG_VERSION"));
             0
+        }
+        Ok(Cli::Run(l))
+            if l.var("COHORT_SLURM").is_some() && crate::Allocation::from_env().is_err() =>
+        {
+            let e = crate::Allocation::from_env().unwrap_err();
+            eprintln!("cohort: --slurm: {e}");
+            2
         }
         Ok(Cli::Run(l)) => {
             use std::os::unix::process::CommandExt;

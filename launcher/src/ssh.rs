@@ -359,7 +359,7 @@ struct Inner {
     next: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -376,7 +376,7 @@ impl Drop for Inner {
     }
 }
 
-fn thread(name: &str, f: impl FnOnce() + Send + 'static) {
+pub(crate) fn thread(name: &str, f: impl FnOnce() + Send + 'static) {
     if let Err(e) = std::thread::Builder::new()
         .name(name.into())
         .stack_size(128 * 1024)
@@ -517,7 +517,7 @@ impl MuxConn {
 }
 
 /// Quotes `s` for a POSIX shell.
-fn sh_quote(s: &str) -> String {
+pub(crate) fn sh_quote(s: &str) -> String {
     if !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_./:=@%+,-".contains(&b))
@@ -528,7 +528,7 @@ fn sh_quote(s: &str) -> String {
     }
 }
 
-fn bracket(host: &str) -> String {
+pub(crate) fn bracket(host: &str) -> String {
     if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
     } else {
@@ -537,7 +537,7 @@ fn bracket(host: &str) -> String {
 }
 
 /// `host:port` as a worker prints it (IPv6 hosts without brackets).
-fn parse_address(line: &str) -> Option<(String, u16)> {
+pub(crate) fn parse_address(line: &str) -> Option<(String, u16)> {
     let l = line.trim();
     if l.is_empty() || l.contains(char::is_whitespace) {
         return None;
@@ -555,7 +555,7 @@ fn parse_address(line: &str) -> Option<(String, u16)> {
     Some((h.to_string(), port))
 }
 
-fn valid_env_name(k: &str) -> bool {
+pub(crate) fn valid_env_name(k: &str) -> bool {
     let mut b = k.bytes();
     matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
         && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
@@ -1203,7 +1203,7 @@ impl<'a> Job<'a> {
     }
 }
 
-fn tcp_connect(target: &str, timeout: Duration) -> std::io::Result<TcpStream> {
+pub(crate) fn tcp_connect(target: &str, timeout: Duration) -> std::io::Result<TcpStream> {
     let (h, p) = parse_address(target).ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,

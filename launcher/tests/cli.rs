@@ -99,3 +99,76 @@ fn sets_the_environment_and_runs_the_program() {
         format!("3 9 master_worker 0.0.0.0 {} 1 -i /k", hosts.display())
     );
 }
+
+#[test]
+fn slurm_flags() {
+    let show = "echo $COHORT_SLURM $COHORT_SRUN_FLAGS $COHORT_SLURM_BIND ${COHORT_BIND:-none}";
+    // Inside an allocation (as the environment says) the program runs with the variables set;
+    // --bind-to names the Slurm workers' address then.
+    let o = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args([
+            "--slurm",
+            "--srun-flags",
+            "--cpus-per-task=2 -N2",
+            "--bind-to",
+            "ib0",
+        ])
+        .args(["sh", "-c", show])
+        .env("SLURM_JOB_ID", "42")
+        .env_remove("COHORT_BIND")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).trim(), "1 --cpus-per-task=2 -N2 ib0 none");
+    // Outside one it says how to get one, and runs nothing.
+    let o = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["--slurm", "sh", "-c", "echo ran"])
+        .env_remove("SLURM_JOB_ID")
+        .env_remove("SLURM_JOBID")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(text(&o.stdout), "");
+    assert!(
+        text(&o.stderr).starts_with(
+            "cohort: --slurm: SlurmManager: this process is not inside a Slurm allocation (SLURM_JOB_ID is not set)"
+        ),
+        "{}",
+        text(&o.stderr)
+    );
+    for (args, want) in [
+        (
+            &["--slurm", "-p", "2", "true"][..],
+            "without -p and --machine-file",
+        ),
+        (
+            &["--srun-flags", "-N2", "true"][..],
+            "applies to --slurm workers",
+        ),
+        (&["--slurm=yes", "true"][..], "--slurm takes no value"),
+        (
+            &["--slurm", "--srun-flags"][..],
+            "--srun-flags needs a value",
+        ),
+    ] {
+        let o = cohort(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&o.stderr).contains(want),
+            "{args:?}: {}",
+            text(&o.stderr)
+        );
+    }
+    for f in [
+        "--slurm",
+        "--srun-flags FLAGS",
+        "COHORT_SLURM",
+        "COHORT_SRUN_FLAGS",
+        "COHORT_SLURM_BIND",
+    ] {
+        assert!(
+            cohort_launcher::cli::HELP.contains(f),
+            "--help does not mention {f}"
+        );
+    }
+}

@@ -8,7 +8,13 @@ use std::time::Duration;
 
 /// TCP transport. Addresses are `host:port` (`[addr]:port` for IPv6); `listen` binds an
 /// ephemeral port on the given interface address (`127.0.0.1` by default, `0.0.0.0` when
-/// `restrict = false`; `::1`, `[::1]` and `[::1]:port` work too).
+/// `restrict = false`; `::1`, `[::1]` and `[::1]:port` work too). A bind address that names a
+/// network interface of this host (`ib0`, `eth1`) binds that interface's first IPv4 address
+/// (or, with none, its first IPv6 address that is not link-local); an interface name wins
+/// over a host of the same name.
+///
+/// Between processes of one host, the default transport (`Shm`) runs its links on TCP too and
+/// then moves their frames into shared memory.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Tcp;
 
@@ -31,12 +37,8 @@ impl Listener for TcpListen {
     }
 }
 
-impl Transport for Tcp {
-    fn name(&self) -> &'static str {
-        "tcp"
-    }
-
-    fn listen(&self, bind: &str) -> io::Result<Box<dyn Listener>> {
+impl Tcp {
+    fn listen_on(&self, bind: &str) -> io::Result<Box<dyn Listener>> {
         let bare = bind
             .strip_prefix('[')
             .and_then(|b| b.strip_suffix(']'))
@@ -44,6 +46,8 @@ impl Transport for Tcp {
         let with_port = if bind.parse::<SocketAddr>().is_ok() {
             bind.to_string()
         } else if let Ok(ip) = bare.parse::<IpAddr>() {
+            SocketAddr::new(ip, 0).to_string()
+        } else if let Some(ip) = interface_address(bind) {
             SocketAddr::new(ip, 0).to_string()
         } else {
             format!("{bind}:0")
@@ -65,7 +69,7 @@ impl Transport for Tcp {
         Ok(Box::new(TcpListen { l, addr }))
     }
 
-    fn connect(&self, addr: &str, timeout: Duration) -> io::Result<OwnedFd> {
+    fn connect_to(&self, addr: &str, timeout: Duration) -> io::Result<OwnedFd> {
         let mut last = io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("no address for {addr:?}"),
@@ -81,6 +85,45 @@ impl Transport for Tcp {
         }
         Err(last)
     }
+}
+
+impl Transport for Tcp {
+    fn name(&self) -> &'static str {
+        "tcp"
+    }
+
+    fn listen(&self, bind: &str) -> io::Result<Box<dyn Listener>> {
+        self.listen_on(bind)
+    }
+
+    fn connect(&self, addr: &str, timeout: Duration) -> io::Result<OwnedFd> {
+        self.connect_to(addr, timeout)
+    }
+}
+
+/// The address `listen` binds for the network interface `name`, if this host has one so named.
+fn interface_address(name: &str) -> Option<IpAddr> {
+    if name.is_empty() || name.contains(['.', ':', '/']) {
+        return None;
+    }
+    let mut v4 = None;
+    let mut v6 = None;
+    for ifa in nix::ifaddrs::getifaddrs().ok()? {
+        if ifa.interface_name != name {
+            continue;
+        }
+        let Some(a) = ifa.address else { continue };
+        if let Some(sin) = a.as_sockaddr_in() {
+            v4.get_or_insert(IpAddr::V4(sin.ip()));
+        } else if let Some(sin6) = a.as_sockaddr_in6() {
+            let ip = sin6.ip();
+            // fe80::/10 needs a scope id the address syntax does not carry.
+            if ip.segments()[0] & 0xffc0 != 0xfe80 {
+                v6.get_or_insert(IpAddr::V6(ip));
+            }
+        }
+    }
+    v4.or(v6)
 }
 
 #[cfg(test)]
@@ -109,6 +152,14 @@ mod tests {
     #[test]
     fn ipv4_loopback() {
         assert!(round_trip("127.0.0.1").starts_with("127.0.0.1:"));
+    }
+
+    #[test]
+    fn an_interface_name_binds_its_address() {
+        assert_eq!(interface_address("lo"), Some(IpAddr::from([127, 0, 0, 1])));
+        assert!(round_trip("lo").starts_with("127.0.0.1:"));
+        assert_eq!(interface_address("cohort-no-such-if0"), None);
+        assert_eq!(interface_address("10.0.0.1"), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! | `COHORT_PROCS` | `init` adds this many local workers (Julia's `julia -p N`) | a whole number, or `auto` (one per CPU thread) | 0 |
 //! | `COHORT_WORKER` | set by a manager: this process is a worker | `1`/`true` or `0`/`false` | `0` |
 //! | `COHORT_WORKER_TIMEOUT` | seconds a worker waits for the master's connection, and the master for a worker's address | a number of seconds > 0 | 60 |
-//! | `COHORT_BIND` | address a worker binds (`restrict = false` sets `0.0.0.0`) | an address, `address:port` | `127.0.0.1` |
+//! | `COHORT_BIND` | address a worker binds (`restrict = false` sets `0.0.0.0`) | an address, `address:port`, or a network interface's name (the TCP transport binds its address) | `127.0.0.1` |
 //! | `COHORT_SPIN_US` | microseconds a thread polls a link before it sleeps | a whole number (0: no polling) | 200 |
 //! | `COHORT_MAX_FRAME` | largest frame payload accepted | a whole number of bytes > 0 | 4 GiB |
 //! | `COHORT_TRANSPORT` | the transport `cohort::init` uses | `shm` (shared memory on one host, TCP between hosts), `tcp`, `unix`, `mpi` (with the `mpi` feature), any case | `shm` |
@@ -18,6 +18,9 @@
 //! | `COHORT_MACHINE_FILE` | the facade's `init` adds SSH workers on the hosts of this machine file (`cohort --machine-file`) | a path | unset |
 //! | `COHORT_SSHFLAGS` | extra ssh arguments for those workers, split at whitespace | any text | empty |
 //! | `COHORT_SSH_TUNNEL` | those workers are reached through ssh tunnels | `1`/`true` or `0`/`false` | `0` |
+//! | `COHORT_SLURM` | the facade's `init` adds one worker per task of the Slurm allocation it runs in (`cohort --slurm`) | `1`/`true` or `0`/`false` | `0` |
+//! | `COHORT_SRUN_FLAGS` | extra srun arguments for those workers, split at whitespace | any text | empty |
+//! | `COHORT_SLURM_BIND` | the address or network interface those workers listen on | an address or interface name | each node's address as Slurm names it |
 //! | `COHORT_LOG` | level of the stderr lines when no `tracing` subscriber is set (parsed in [`crate::base::log`]) | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
 //!
 //! `COHORT_TRANSPORT` names a transport of the program's choosing under `init_with` (workers
@@ -56,6 +59,12 @@ pub struct Config {
     pub ssh_flags: Vec<String>,
     /// `COHORT_SSH_TUNNEL`.
     pub ssh_tunnel: bool,
+    /// `COHORT_SLURM`.
+    pub slurm: bool,
+    /// `COHORT_SRUN_FLAGS`, split at whitespace.
+    pub srun_flags: Vec<String>,
+    /// `COHORT_SLURM_BIND`.
+    pub slurm_bind: Option<String>,
 }
 
 impl Default for Config {
@@ -73,6 +82,9 @@ impl Default for Config {
             machine_file: None,
             ssh_flags: Vec::new(),
             ssh_tunnel: false,
+            slurm: false,
+            srun_flags: Vec::new(),
+            slurm_bind: None,
         }
     }
 }
@@ -150,6 +162,17 @@ impl Config {
             ssh_tunnel: v
                 .read("COHORT_SSH_TUNNEL", FLAG, parse_flag)
                 .unwrap_or(d.ssh_tunnel),
+            slurm: v.read("COHORT_SLURM", FLAG, parse_flag).unwrap_or(d.slurm),
+            srun_flags: v
+                .read("COHORT_SRUN_FLAGS", "srun arguments", |s| {
+                    Some(s.split_whitespace().map(String::from).collect())
+                })
+                .unwrap_or(d.srun_flags),
+            slurm_bind: v
+                .read("COHORT_SLURM_BIND", "an address", |s| {
+                    Some(Some(s.to_string()))
+                })
+                .unwrap_or(d.slurm_bind),
         };
         if v.bad.is_empty() {
             Ok(c)
@@ -294,6 +317,21 @@ pub fn ssh_tunnel() -> bool {
     current().ssh_tunnel
 }
 
+/// `COHORT_SLURM`.
+pub fn slurm() -> bool {
+    current().slurm
+}
+
+/// `COHORT_SRUN_FLAGS`, split at whitespace.
+pub fn srun_flags() -> Vec<String> {
+    current().srun_flags.clone()
+}
+
+/// `COHORT_SLURM_BIND`.
+pub fn slurm_bind() -> Option<String> {
+    current().slurm_bind.clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +374,9 @@ mod tests {
             ("COHORT_MACHINE_FILE", "/tmp/hosts"),
             ("COHORT_SSHFLAGS", "-i k  -v"),
             ("COHORT_SSH_TUNNEL", "1"),
+            ("COHORT_SLURM", "true"),
+            ("COHORT_SRUN_FLAGS", " --cpus-per-task=2  -N2 "),
+            ("COHORT_SLURM_BIND", "ib0"),
         ])
         .unwrap();
         assert_eq!(
@@ -352,6 +393,9 @@ mod tests {
                 machine_file: Some("/tmp/hosts".into()),
                 ssh_flags: vec!["-i".into(), "k".into(), "-v".into()],
                 ssh_tunnel: true,
+                slurm: true,
+                srun_flags: vec!["--cpus-per-task=2".into(), "-N2".into()],
+                slurm_bind: Some("ib0".into()),
             }
         );
         assert!(parse(&[("COHORT_PROCS", "auto")]).unwrap().procs >= 1);

@@ -88,7 +88,13 @@ fn fallback() -> &'static Dispatch {
             max,
             out: Arc::new(|line: &str| {
                 use std::io::Write;
-                let _ = writeln!(std::io::stderr().lock(), "{line}");
+                // One write: stderr is unbuffered, and `writeln!` would write the line and its
+                // end apart, letting what another thread prints (on stdout too, when both go
+                // to one pipe) land in between.
+                let mut l = String::with_capacity(line.len() + 1);
+                l.push_str(line);
+                l.push('\n');
+                let _ = std::io::stderr().lock().write_all(l.as_bytes());
             }),
         })
     })

@@ -417,11 +417,15 @@ fn forward_output(pid: Pid, io: Box<dyn Read + Send>, to_stderr: bool) {
                 let Ok(l) = line else { break };
                 let l = String::from_utf8_lossy(&l);
                 let l = l.strip_suffix('\r').unwrap_or(&l);
-                if to_stderr {
-                    eprintln!("      From worker {pid}:\t{l}");
+                // One write per line: stderr is unbuffered, and the pieces of an `eprintln!`
+                // could be split by what another thread prints.
+                let text = format!("      From worker {pid}:\t{l}\n");
+                use std::io::Write;
+                let _ = if to_stderr {
+                    std::io::stderr().lock().write_all(text.as_bytes())
                 } else {
-                    println!("      From worker {pid}:\t{l}");
-                }
+                    std::io::stdout().lock().write_all(text.as_bytes())
+                };
             }
         });
     if let Err(e) = r {

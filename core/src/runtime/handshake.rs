@@ -84,7 +84,7 @@ impl Runtime {
             || host == self.host
             || host
                 .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+                .is_ok_and(|ip| ip.is_loopback() || local_addresses().contains(&ip))
     }
 
     /// Runs the listening side of the handshake once an accepted connection's hello is in
@@ -201,6 +201,24 @@ impl Runtime {
         }
         Ok(host)
     }
+}
+
+/// The addresses of this host's network interfaces (in this network namespace), read once: a
+/// peer listening on one of them is on this host.
+fn local_addresses() -> &'static [std::net::IpAddr] {
+    static ADDRS: std::sync::OnceLock<Vec<std::net::IpAddr>> = std::sync::OnceLock::new();
+    ADDRS.get_or_init(|| {
+        let Ok(ifs) = nix::ifaddrs::getifaddrs() else {
+            return Vec::new();
+        };
+        ifs.filter_map(|i| {
+            let a = i.address?;
+            a.as_sockaddr_in()
+                .map(|s| std::net::IpAddr::V4(s.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|s| std::net::IpAddr::V6(s.ip())))
+        })
+        .collect()
+    })
 }
 
 /// Compares two cookies in time that does not depend on where they differ.
