@@ -805,10 +805,11 @@ impl SlurmManager {
         let transport = env
             .iter()
             .find(|(k, _)| k == "COHORT_TRANSPORT")
-            .map_or("tcp", |(_, v)| v.as_str());
-        if transport != "tcp" {
+            .map_or("shm", |(_, v)| v.as_str());
+        // Shared memory is TCP between nodes (and rings within one).
+        if transport != "tcp" && transport != "shm" {
             return Err(Error::Invalid(format!(
-                "Slurm workers need the tcp transport, not {transport:?} (COHORT_TRANSPORT)"
+                "Slurm workers need the shm or tcp transport, not {transport:?} (COHORT_TRANSPORT)"
             )));
         }
         Ok(Launch {
