@@ -335,6 +335,8 @@ struct Step {
     status: Mutex<Option<std::process::ExitStatus>>,
     /// srun's own messages (the last few).
     said: Mutex<Vec<String>>,
+    /// srun's output streams still being read: what srun said is complete once none is.
+    streams_open: std::sync::atomic::AtomicUsize,
     /// Each task's stdout and stderr, as the manager passes them on; closed when srun says
     /// the task exited (or srun's own stream ends).
     task_out: Mutex<Vec<Option<std::io::PipeWriter>>>,
@@ -566,6 +568,7 @@ fn demux(stream: std::io::PipeReader, step: Weak<Step>, job: String, stdout: boo
     if let Some(s) = step.upgrade() {
         let pipes = if stdout { &s.task_out } else { &s.task_err };
         lock(pipes).iter_mut().for_each(|p| *p = None);
+        s.streams_open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -916,6 +919,7 @@ impl SlurmManager {
             ended: Mutex::new(false),
             status: Mutex::new(None),
             said: Mutex::new(Vec::new()),
+            streams_open: std::sync::atomic::AtomicUsize::new(2),
             task_out: Mutex::new(out_ws),
             task_err: Mutex::new(err_ws),
         });
@@ -962,6 +966,11 @@ impl SlurmManager {
         let srun_ended = lock(&step.status).map(|s| s.to_string());
         step.end(Duration::from_secs(5));
         lock(&self.inner.steps).remove(&id);
+        // srun's last words may still be in its pipes: read them to the end first.
+        let end = Instant::now() + Duration::from_secs(1);
+        while step.streams_open.load(Ordering::Acquire) > 0 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let said = match tail(&lock(&step.said)).as_str() {
             "no output" => "srun said nothing".to_string(),
             s => s.to_string(),
