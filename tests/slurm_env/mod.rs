@@ -75,7 +75,7 @@ pub fn sweep_stale(prefix: &str, sub: &str) {
 pub fn start(dir: &Path, args: &[String]) -> Result<&'static Slurm, String> {
     let out = run_limited(
         Command::new(script()).arg("start").arg(dir).args(args),
-        Duration::from_secs(60),
+        Duration::from_secs(90),
     );
     let conf = dir.join("slurm.conf");
     match out {
