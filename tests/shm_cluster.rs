@@ -948,6 +948,77 @@ fn advection_kernels_agree_with_the_seeds_loop() {
     }
 }
 
+/// The 3×4 seeds' array reshaped to 2×6 on the worker, read there.
+#[cohort::remote]
+fn reshaped_view(s: SharedArray<i64, Ix2>) -> cohort::Result<(Vec<usize>, i64)> {
+    Ok((s.shape().to_vec(), s.try_view()?[[1, 5]]))
+}
+
+fn reshape_copy_similar_across_pids() {
+    let s = SharedArray::<i64, Ix2>::with_init((3, 4), None, fill_localindices).unwrap();
+    let r = s.reshape((2, 6)).unwrap();
+    // The worker receives the new shape over its own mapping: element 11 in memory order.
+    assert_eq!(
+        remotecall_fetch(reshaped_view, 3, (r.clone(),)).unwrap(),
+        (vec![2, 6], 4)
+    );
+    let c = s.deep_copy().unwrap();
+    assert_ne!(c.id(), s.id());
+    assert_eq!(c.pids(), [2, 3, 4]);
+    assert_eq!(matrix(&c), matrix(&s));
+    remotecall_fetch(set_elem, 2, (c.reshape(12).unwrap(), 0, 100)).unwrap();
+    assert_eq!(c.view()[[0, 0]], 100, "the copy is shared by its pids");
+    assert_eq!(s.view()[[0, 0]], 2, "and independent of the original");
+    for p in [2, 3, 4] {
+        assert!(
+            mapped_on(&[p])[0].contains(&c.id()),
+            "pid {p} maps the copy"
+        );
+    }
+    let z = s.similar_shared().unwrap();
+    assert_eq!(
+        (z.pids(), z.shape()),
+        ([2, 3, 4].as_slice(), [3, 4].as_slice())
+    );
+    assert_eq!(matrix(&z).sum(), 0);
+    // Julia's similar(S) and Array(S) are private arrays.
+    assert_eq!(s.similar().sum(), 0);
+    assert_eq!(s.unshare().unwrap(), matrix(&s));
+    let (cid, zid) = (c.id(), z.id());
+    drop((c, z));
+    assert!(eventually(Duration::from_secs(5), || {
+        mapped_on(&[2, 3, 4])
+            .iter()
+            .all(|m| !m.contains(&cid) && !m.contains(&zid))
+    }));
+}
+
+fn close_on_one_pid_only() {
+    let s = SharedArray::<i64, Ix1>::new(10, None).unwrap();
+    let id = s.id();
+    assert!(s.close_on(3).unwrap(), "pid 3 had it pinned");
+    assert!(!s.close_on(3).unwrap(), "and now has not");
+    let on = mapped_on(&[2, 3, 4]);
+    assert!(on[0].contains(&id) && !on[1].contains(&id) && on[2].contains(&id));
+    // Pid 3 can no longer receive it; the others still work on it.
+    let e = remotecall_fetch(get_elem, 3, (s.clone(), 0)).unwrap_err();
+    assert!(matches!(e, cohort::Error::Codec { pid: 3, .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("is not mapped in this process"),
+        "{e}"
+    );
+    remotecall_fetch(set_elem, 4, (s.clone(), 9, 7)).unwrap();
+    assert_eq!(remotecall_fetch(get_elem, 2, (s.clone(), 9)).unwrap(), 7);
+    assert!(matches!(
+        s.close_on(99),
+        Err(cohort::Error::NoSuchProcess(99))
+    ));
+    drop(s);
+    assert!(eventually(Duration::from_secs(5), || {
+        mapped_on(&[2, 4]).iter().all(|m| !m.contains(&id))
+    }));
+}
+
 use cohort::shm::ndarray::ShapeBuilder;
 
 fn main() {
@@ -988,6 +1059,11 @@ fn main() {
                 thousand_create_drop_cycles_leave_nothing,
             ),
             ("errors_are_clear", errors_are_clear),
+            (
+                "reshape_copy_similar_across_pids",
+                reshape_copy_similar_across_pids,
+            ),
+            ("close_on_one_pid_only", close_on_one_pid_only),
             (
                 "empty_and_zero_sized_arrays_on_two_workers",
                 empty_and_zero_sized_arrays_on_two_workers,

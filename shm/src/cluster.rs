@@ -41,8 +41,8 @@ fn shm_attach(handle: ShmHandle) -> cohort_core::Result<()> {
 
 /// Run on every pid of an array but its creator when the creator lets it go.
 #[cohort_macros::remote(crate = cohort_core)]
-fn shm_release(id: SegmentId) {
-    crate::mapping::release(id);
+fn shm_release(id: SegmentId) -> bool {
+    crate::mapping::release(id)
 }
 
 /// This process's pid, or a clear error before `cohort::init()`.
@@ -308,6 +308,43 @@ impl<T: Pod + Send + Sync, D: Dimension + 'static> SharedArray<T, D> {
             FileMode::ReadOnly => SharedArray::open_file(&path, dims, true, &pids)?,
         };
         distribute(PendingArray::from_array(array), me)
+    }
+
+    /// A new shared array of the same dims, element type and pids, holding a copy of the
+    /// elements: Julia's `copy(S)` (a deep copy; `clone` is another handle of the same
+    /// memory). This process creates it, copies the data, then every other pid attaches it as
+    /// in [`new`](Self::new).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new) (a pid of the array that has since gone is
+    /// [`Error::NoSuchProcess`]); a part of this array borrowed for writing here is
+    /// [`Error::Invalid`] (`Busy`).
+    ///
+    /// # Julia
+    /// `copy(S)`.
+    #[doc(alias = "copy")]
+    pub fn deep_copy(&self) -> cohort_core::Result<Self> {
+        resolve_pids(Some(self.pids()))?;
+        let me = me()?;
+        distribute(self.copy_into_new(me)?, me)
+    }
+
+    /// A new zero-filled shared array of the same dims, element type and pids (Julia's
+    /// `similar(S)` is a private `Array`: that is [`similar`](SharedArray::similar)).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn similar_shared(&self) -> cohort_core::Result<Self> {
+        Self::new(self.dims(), Some(self.pids()))
+    }
+
+    /// Release pid `pid`'s mapping of the array: [`close`](SharedArray::close) run there.
+    /// Returns whether `pid` had it pinned. That pid can no longer receive the array.
+    ///
+    /// # Errors
+    /// The call's errors ([`Error::NoSuchProcess`] for an unknown pid).
+    pub fn close_on(&self, pid: Pid) -> cohort_core::Result<bool> {
+        cohort_core::remotecall_fetch(shm_release, pid, (self.id(),))
     }
 
     /// Run `f(S)` on every pid of the array at once and wait for all; the results in

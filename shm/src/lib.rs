@@ -79,6 +79,11 @@
 //! | the manual's `myrange(q)` (2nd dim) | [`myrange(&q, Axis(1))`](myrange), [`q.local_axis_chunk_mut(Axis(1), myid())`](SharedArray::local_axis_chunk_mut) |
 //! | `sdata(S)` | [`S.as_slice()`](SharedArray::as_slice) / [`S.view()`](SharedArray::view) |
 //! | `S[i, j]` | `S.view()[[i, j]]` (0-based) |
+//! | `reshape(S, dims)` | [`S.reshape(dims)`](SharedArray::reshape) (the same memory) |
+//! | `copy(S)` | [`S.deep_copy()`](SharedArray::deep_copy) (a new segment, same pids; `clone` is another handle) |
+//! | `similar(S)` | [`S.similar()`](SharedArray::similar) (a private array); [`S.similar_shared()`](SharedArray::similar_shared) |
+//! | `Array(S)`, `copy(sdata(S))` | [`S.unshare()`](SharedArray::unshare) (a private copy) |
+//! | this process lets its mapping go | [`S.close()`](SharedArray::close), on another pid [`S.close_on(pid)`](SharedArray::close_on) |
 //! | `SharedArray{T}(filename, dims; mode)` | [`SharedArray::new_file(path, dims, FileMode::…, pids)`](SharedArray::new_file) |
 //!
 //! Underneath, the node-local layer works without a cluster and takes pids explicitly:
