@@ -1019,6 +1019,60 @@ fn close_on_one_pid_only() {
     }));
 }
 
+fn fill_helpers_fill_every_share() {
+    let s = SharedArray::<f64, Ix2>::filled(2.5, (5, 3), None).unwrap();
+    assert_eq!(s.pids(), [2, 3, 4]);
+    assert_eq!(s.as_slice().to_vec(), vec![2.5; 15]);
+    s.fill_all(-1.0).unwrap();
+    assert_eq!(s.as_slice().to_vec(), vec![-1.0; 15]);
+    // The master alone as the only pid fills it too.
+    let one = SharedArray::<u16, Ix1>::filled(7, 4, Some(&[1])).unwrap();
+    assert_eq!(one.as_slice().to_vec(), [7, 7, 7, 7]);
+    // A pid's share borrowed there for writing fails that pid, by name.
+    let w = one.local_chunk_mut(1).unwrap();
+    let e = one.fill_all(0).unwrap_err();
+    assert!(
+        e.to_string().contains("cannot borrow linear elements 0..4"),
+        "{e}"
+    );
+    drop(w);
+
+    // Same seed, same array, whatever the pids; another seed, another array.
+    let a = SharedArray::<f64, Ix1>::rand_seeded(10_000, None, 42).unwrap();
+    let b = SharedArray::<f64, Ix1>::rand_seeded(10_000, Some(&[2, 3]), 42).unwrap();
+    let c = SharedArray::<f64, Ix1>::rand_seeded(10_000, None, 43).unwrap();
+    let (a, b, c) = (
+        a.unshare().unwrap(),
+        b.unshare().unwrap(),
+        c.unshare().unwrap(),
+    );
+    assert_eq!(a, b);
+    assert!(a.iter().zip(c.iter()).all(|(x, y)| x != y));
+    assert!(a.iter().all(|x| (0.0..1.0).contains(x)));
+    let mean = a.sum() / 10_000.0;
+    assert!((mean - 0.5).abs() < 0.01, "mean {mean}");
+    let f = SharedArray::<f32, Ix1>::rand_seeded(1000, None, 1).unwrap();
+    assert!(f.as_slice().iter().all(|x| (0.0..1.0).contains(x)));
+    let i = SharedArray::<i64, Ix1>::rand(1000, None).unwrap();
+    assert!(i.as_slice().iter().any(|&x| x < 0) && i.as_slice().iter().any(|&x| x > 0));
+    let bytes = SharedArray::<u8, Ix1>::rand_seeded(1000, None, 9).unwrap();
+    let distinct: BTreeSet<u8> = bytes.as_slice().iter().copied().collect();
+    assert!(distinct.len() > 200, "{} distinct bytes", distinct.len());
+}
+
+fn fill_of_a_read_only_file_is_refused() {
+    let path = TempPath::new("fill-ro");
+    drop(SharedArray::<i32, Ix1>::new_file(&path.0, 6, FileMode::Create, None).unwrap());
+    let ro = SharedArray::<i32, Ix1>::new_file(&path.0, 6, FileMode::ReadOnly, None).unwrap();
+    let e = ro.fill_all(1).unwrap_err();
+    assert!(e.to_string().contains("is mapped read-only"), "{e}");
+    assert!(
+        matches!(e, cohort::Error::Composite(ref v) if v.len() == 3),
+        "{e:?}"
+    );
+    assert_eq!(ro.as_slice().to_vec(), [0; 6]);
+}
+
 use cohort::shm::ndarray::ShapeBuilder;
 
 fn main() {
@@ -1064,6 +1118,14 @@ fn main() {
                 reshape_copy_similar_across_pids,
             ),
             ("close_on_one_pid_only", close_on_one_pid_only),
+            (
+                "fill_helpers_fill_every_share",
+                fill_helpers_fill_every_share,
+            ),
+            (
+                "fill_of_a_read_only_file_is_refused",
+                fill_of_a_read_only_file_is_refused,
+            ),
             (
                 "empty_and_zero_sized_arrays_on_two_workers",
                 empty_and_zero_sized_arrays_on_two_workers,
