@@ -948,6 +948,131 @@ fn advection_kernels_agree_with_the_seeds_loop() {
     }
 }
 
+/// The 3×4 seeds' array reshaped to 2×6 on the worker, read there.
+#[cohort::remote]
+fn reshaped_view(s: SharedArray<i64, Ix2>) -> cohort::Result<(Vec<usize>, i64)> {
+    Ok((s.shape().to_vec(), s.try_view()?[[1, 5]]))
+}
+
+fn reshape_copy_similar_across_pids() {
+    let s = SharedArray::<i64, Ix2>::with_init((3, 4), None, fill_localindices).unwrap();
+    let r = s.reshape((2, 6)).unwrap();
+    // The worker receives the new shape over its own mapping: element 11 in memory order.
+    assert_eq!(
+        remotecall_fetch(reshaped_view, 3, (r.clone(),)).unwrap(),
+        (vec![2, 6], 4)
+    );
+    let c = s.deep_copy().unwrap();
+    assert_ne!(c.id(), s.id());
+    assert_eq!(c.pids(), [2, 3, 4]);
+    assert_eq!(matrix(&c), matrix(&s));
+    remotecall_fetch(set_elem, 2, (c.reshape(12).unwrap(), 0, 100)).unwrap();
+    assert_eq!(c.view()[[0, 0]], 100, "the copy is shared by its pids");
+    assert_eq!(s.view()[[0, 0]], 2, "and independent of the original");
+    for p in [2, 3, 4] {
+        assert!(
+            mapped_on(&[p])[0].contains(&c.id()),
+            "pid {p} maps the copy"
+        );
+    }
+    let z = s.similar_shared().unwrap();
+    assert_eq!(
+        (z.pids(), z.shape()),
+        ([2, 3, 4].as_slice(), [3, 4].as_slice())
+    );
+    assert_eq!(matrix(&z).sum(), 0);
+    // Julia's similar(S) and Array(S) are private arrays.
+    assert_eq!(s.similar().sum(), 0);
+    assert_eq!(s.unshare().unwrap(), matrix(&s));
+    let (cid, zid) = (c.id(), z.id());
+    drop((c, z));
+    assert!(eventually(Duration::from_secs(5), || {
+        mapped_on(&[2, 3, 4])
+            .iter()
+            .all(|m| !m.contains(&cid) && !m.contains(&zid))
+    }));
+}
+
+fn close_on_one_pid_only() {
+    let s = SharedArray::<i64, Ix1>::new(10, None).unwrap();
+    let id = s.id();
+    assert!(s.close_on(3).unwrap(), "pid 3 had it pinned");
+    assert!(!s.close_on(3).unwrap(), "and now has not");
+    let on = mapped_on(&[2, 3, 4]);
+    assert!(on[0].contains(&id) && !on[1].contains(&id) && on[2].contains(&id));
+    // Pid 3 can no longer receive it; the others still work on it.
+    let e = remotecall_fetch(get_elem, 3, (s.clone(), 0)).unwrap_err();
+    assert!(matches!(e, cohort::Error::Codec { pid: 3, .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("is not mapped in this process"),
+        "{e}"
+    );
+    remotecall_fetch(set_elem, 4, (s.clone(), 9, 7)).unwrap();
+    assert_eq!(remotecall_fetch(get_elem, 2, (s.clone(), 9)).unwrap(), 7);
+    assert!(matches!(
+        s.close_on(99),
+        Err(cohort::Error::NoSuchProcess(99))
+    ));
+    drop(s);
+    assert!(eventually(Duration::from_secs(5), || {
+        mapped_on(&[2, 4]).iter().all(|m| !m.contains(&id))
+    }));
+}
+
+fn fill_helpers_fill_every_share() {
+    let s = SharedArray::<f64, Ix2>::filled(2.5, (5, 3), None).unwrap();
+    assert_eq!(s.pids(), [2, 3, 4]);
+    assert_eq!(s.as_slice().to_vec(), vec![2.5; 15]);
+    s.fill_all(-1.0).unwrap();
+    assert_eq!(s.as_slice().to_vec(), vec![-1.0; 15]);
+    // The master alone as the only pid fills it too.
+    let one = SharedArray::<u16, Ix1>::filled(7, 4, Some(&[1])).unwrap();
+    assert_eq!(one.as_slice().to_vec(), [7, 7, 7, 7]);
+    // A pid's share borrowed there for writing fails that pid, by name.
+    let w = one.local_chunk_mut(1).unwrap();
+    let e = one.fill_all(0).unwrap_err();
+    assert!(
+        e.to_string().contains("cannot borrow linear elements 0..4"),
+        "{e}"
+    );
+    drop(w);
+
+    // Same seed, same array, whatever the pids; another seed, another array.
+    let a = SharedArray::<f64, Ix1>::rand_seeded(10_000, None, 42).unwrap();
+    let b = SharedArray::<f64, Ix1>::rand_seeded(10_000, Some(&[2, 3]), 42).unwrap();
+    let c = SharedArray::<f64, Ix1>::rand_seeded(10_000, None, 43).unwrap();
+    let (a, b, c) = (
+        a.unshare().unwrap(),
+        b.unshare().unwrap(),
+        c.unshare().unwrap(),
+    );
+    assert_eq!(a, b);
+    assert!(a.iter().zip(c.iter()).all(|(x, y)| x != y));
+    assert!(a.iter().all(|x| (0.0..1.0).contains(x)));
+    let mean = a.sum() / 10_000.0;
+    assert!((mean - 0.5).abs() < 0.01, "mean {mean}");
+    let f = SharedArray::<f32, Ix1>::rand_seeded(1000, None, 1).unwrap();
+    assert!(f.as_slice().iter().all(|x| (0.0..1.0).contains(x)));
+    let i = SharedArray::<i64, Ix1>::rand(1000, None).unwrap();
+    assert!(i.as_slice().iter().any(|&x| x < 0) && i.as_slice().iter().any(|&x| x > 0));
+    let bytes = SharedArray::<u8, Ix1>::rand_seeded(1000, None, 9).unwrap();
+    let distinct: BTreeSet<u8> = bytes.as_slice().iter().copied().collect();
+    assert!(distinct.len() > 200, "{} distinct bytes", distinct.len());
+}
+
+fn fill_of_a_read_only_file_is_refused() {
+    let path = TempPath::new("fill-ro");
+    drop(SharedArray::<i32, Ix1>::new_file(&path.0, 6, FileMode::Create, None).unwrap());
+    let ro = SharedArray::<i32, Ix1>::new_file(&path.0, 6, FileMode::ReadOnly, None).unwrap();
+    let e = ro.fill_all(1).unwrap_err();
+    assert!(e.to_string().contains("is mapped read-only"), "{e}");
+    assert!(
+        matches!(e, cohort::Error::Composite(ref v) if v.len() == 3),
+        "{e:?}"
+    );
+    assert_eq!(ro.as_slice().to_vec(), [0; 6]);
+}
+
 use cohort::shm::ndarray::ShapeBuilder;
 
 fn main() {
@@ -988,6 +1113,19 @@ fn main() {
                 thousand_create_drop_cycles_leave_nothing,
             ),
             ("errors_are_clear", errors_are_clear),
+            (
+                "reshape_copy_similar_across_pids",
+                reshape_copy_similar_across_pids,
+            ),
+            ("close_on_one_pid_only", close_on_one_pid_only),
+            (
+                "fill_helpers_fill_every_share",
+                fill_helpers_fill_every_share,
+            ),
+            (
+                "fill_of_a_read_only_file_is_refused",
+                fill_of_a_read_only_file_is_refused,
+            ),
             (
                 "empty_and_zero_sized_arrays_on_two_workers",
                 empty_and_zero_sized_arrays_on_two_workers,

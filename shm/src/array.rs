@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytemuck::Pod;
 use ndarray::{
-    ArrayView, ArrayViewMut, Axis, Dimension, IntoDimension, IxDyn, ShapeBuilder, Slice,
+    Array, ArrayView, ArrayViewMut, Axis, Dimension, IntoDimension, IxDyn, ShapeBuilder, Slice,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -75,7 +75,7 @@ pub struct SharedArray<T: Pod, D: Dimension> {
 impl<T: Pod, D: Dimension> SharedArray<T, D> {
     fn from_parts(map: Arc<Mapping>, dim: D, pids: Arc<[Pid]>, read_only: bool) -> Self {
         debug_assert_eq!(map.elem.size, std::mem::size_of::<T>());
-        debug_assert_eq!(map.dims, dim.slice());
+        debug_assert_eq!(crate::index::checked_len(dim.slice()), Some(map.len));
         let read_only = read_only || !map.writable;
         SharedArray {
             map,
@@ -152,7 +152,7 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
     /// is not what the handle says), [`Io`](ShmError::Io) (e.g. the creator has already
     /// closed the segment to attachers, or is gone).
     pub fn attach(handle: &ShmHandle, myid: Pid) -> Result<Self, ShmError> {
-        let dim = Self::typed_dim(&handle.backing, &handle.elem, &handle.dims)?;
+        let dim = Self::typed_dim(&handle.backing, &handle.elem, &handle.shape)?;
         let map = crate::handle::attach_pinned(handle, myid)?;
         Ok(SharedArray::from_parts(
             map,
@@ -169,7 +169,7 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
     /// [`NotMapped`](ShmError::NotMapped) if this process has no live mapping of it (never
     /// attached, or released and dropped); the type and host errors of [`attach`](Self::attach).
     pub fn lookup(handle: &ShmHandle) -> Result<Self, ShmError> {
-        let dim = Self::typed_dim(&handle.backing, &handle.elem, &handle.dims)?;
+        let dim = Self::typed_dim(&handle.backing, &handle.elem, &handle.shape)?;
         let map = crate::handle::lookup(handle)?;
         Ok(SharedArray::from_parts(
             map,
@@ -234,6 +234,7 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
             backing: self.map.backing.clone(),
             id: self.map.id,
             dims: self.map.dims.clone(),
+            shape: self.shape().to_vec(),
             elem: self.map.elem.clone(),
             pids: self.pids.to_vec(),
             host: HostId::current().clone(),
@@ -264,6 +265,100 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
     pub fn unlink(&self) -> Result<(), ShmError> {
         self.map.unlink();
         Ok(())
+    }
+
+    /// The same memory with new dims of the same length, column-major (Julia's
+    /// `reshape(S, dims)`): element `k` in memory order is element `k` of both.
+    ///
+    /// The result shares this array's mapping, pids and lifetime (it is one more handle of
+    /// the mapping), so `localindices` are unchanged; sent to another pid it arrives in its
+    /// new shape over that pid's mapping. Borrows of the two shapes are checked against each
+    /// other (an axis range of a reshaped value is borrowed as the linear span holding it).
+    ///
+    /// # Errors
+    /// [`LengthMismatch`](ShmError::LengthMismatch) when the new dims hold another number of
+    /// elements (Julia's `DimensionMismatch`); [`TooManyDims`](ShmError::TooManyDims).
+    pub fn reshape<Sh>(&self, dims: Sh) -> Result<SharedArray<T, Sh::Dim>, ShmError>
+    where
+        Sh: IntoDimension,
+    {
+        let dim = dims.into_dimension();
+        let mismatch = || ShmError::LengthMismatch {
+            from: self.shape().to_vec(),
+            to: dim.slice().to_vec(),
+        };
+        // `layout` bounds what ndarray needs of the new dims (at most MAX_DIMS, the product of
+        // the non-zero ones within isize::MAX).
+        let (len, _) = crate::header::layout(&self.map.elem, dim.slice()).map_err(|e| match e {
+            ShmError::TooLarge { .. } => mismatch(),
+            e => e,
+        })?;
+        if len != self.len() {
+            return Err(mismatch());
+        }
+        Ok(SharedArray::from_parts(
+            Arc::clone(&self.map),
+            dim,
+            Arc::clone(&self.pids),
+            self.read_only,
+        ))
+    }
+
+    /// A zero-filled private `ndarray` of this array's element type and dims, column-major:
+    /// Julia's `similar(S)`, which is an `Array`, not a `SharedArray` (for a new shared one,
+    /// see `similar_shared` on a cluster). Zero-filled where Julia's is uninitialised.
+    pub fn similar(&self) -> Array<T, D> {
+        Array::from_elem(self.dim.clone().f(), <T as bytemuck::Zeroable>::zeroed())
+    }
+
+    /// A private copy of the elements, in this process's heap, column-major: Julia's
+    /// `Array(S)` (or `copy(sdata(S))`). Later writes to the shared array do not reach it.
+    ///
+    /// Reads the whole array, so the cross-process rule of [`view`](Self::view) applies.
+    ///
+    /// # Errors
+    /// [`Busy`](ShmError::Busy) if part of it is borrowed for writing in this process.
+    #[doc(alias = "Array")]
+    pub fn unshare(&self) -> Result<Array<T, D>, ShmError> {
+        let data = self.try_as_slice()?.to_vec();
+        Ok(Array::from_shape_vec(self.dim.clone().f(), data)
+            .expect("len elements in a shape of len elements"))
+    }
+
+    /// A new segment of the same dims, element type and pids, holding a copy of the
+    /// elements, created by this process (`myid`) as [`create`](Self::create) does: the
+    /// node-local half of Julia's `copy(S)`. Send the new handle to the other pids, then
+    /// [`finish`](PendingArray::finish).
+    ///
+    /// Reads the whole array, so the cross-process rule of [`view`](Self::view) applies.
+    ///
+    /// # Errors
+    /// As [`create`](Self::create); [`Busy`](ShmError::Busy) if part of this array is
+    /// borrowed for writing in this process.
+    pub fn copy_into_new(&self, myid: Pid) -> Result<PendingArray<T, D>, ShmError> {
+        let pending = SharedArray::<T, D>::create(self.dim.clone(), &self.pids, myid)?;
+        {
+            let src = self.try_as_slice()?;
+            // SAFETY: the new segment is known to this process only (its handle has not been
+            // sent), so no other process reads or writes it.
+            let mut dst = unsafe { pending.array().as_mut_slice() }?;
+            dst.copy_from_slice(&src);
+        }
+        Ok(pending)
+    }
+
+    /// Let this process's mapping go: drop its pin (set by [`attach`](Self::attach)) and this
+    /// handle. The mapping is unmapped here as soon as no other handle of it in this process
+    /// is alive; returns whether it is gone now. Other processes are unaffected (on the
+    /// creator, its last handle releases every pid, as when it is dropped).
+    ///
+    /// Afterwards this process cannot [`lookup`](Self::lookup) the array, and an array sent to
+    /// it fails to arrive ([`NotMapped`](ShmError::NotMapped)).
+    pub fn close(self) -> bool {
+        let mapping = Arc::downgrade(&self.map);
+        crate::mapping::release(self.map.id);
+        drop(self);
+        mapping.strong_count() == 0
     }
 
     /// The dims as an `ndarray` dimension.
@@ -386,6 +481,32 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
         }
     }
 
+    /// The lease region of indices `range` along `axis` (checked by the caller).
+    ///
+    /// Leases are kept in the object's own dims, shared by every shape of it in this process;
+    /// for a [`reshape`](Self::reshape)d value an axis slab becomes the linear span from its
+    /// first to its last element, which covers it (conservative: two disjoint slabs of a
+    /// reshaped value may be reported [`Busy`](ShmError::Busy); an overlap is never missed).
+    fn axis_region(&self, axis: Axis, range: &Range<usize>) -> Region {
+        let shape = self.shape();
+        if shape == self.map.dims.as_slice() {
+            return Region::Axis {
+                axis: axis.index(),
+                range: range.clone(),
+            };
+        }
+        if range.is_empty() || self.is_empty() {
+            return Region::Linear(0..0);
+        }
+        let k = axis.index();
+        // Column-major: index i along `axis` is a run of `inner` elements, repeated `outer`
+        // times `span` apart; the slab ends with the last run of index `range.end - 1`.
+        let inner: usize = shape[..k].iter().product();
+        let outer: usize = shape[k + 1..].iter().product();
+        let span = inner * shape[k];
+        Region::Linear(range.start * inner..(outer - 1) * span + range.end * inner)
+    }
+
     fn check_writable(&self) -> Result<(), ShmError> {
         if self.read_only {
             Err(ShmError::ReadOnly {
@@ -467,10 +588,7 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
         range: Range<usize>,
     ) -> Result<SharedView<'_, T, D>, ShmError> {
         self.check_axis(axis, &range)?;
-        let region = Region::Axis {
-            axis: axis.index(),
-            range: range.clone(),
-        };
+        let region = self.axis_region(axis, &range);
         let ticket = self.map.leases.acquire(region, Access::Read)?;
         // SAFETY: as in `try_view` for the whole array; the view is then narrowed to `range`
         // along `axis`, and the read lease covers exactly those elements.
@@ -513,10 +631,7 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
     ) -> Result<SharedViewMut<'_, T, D>, ShmError> {
         self.check_writable()?;
         self.check_axis(axis, &range)?;
-        let region = Region::Axis {
-            axis: axis.index(),
-            range: range.clone(),
-        };
+        let region = self.axis_region(axis, &range);
         let ticket = self.map.leases.acquire(region, Access::Write)?;
         // SAFETY: as in `try_view`, plus: the mapping is writable (checked) and the write lease
         // on exactly the elements of `range` along `axis` (the view is narrowed to them below)

@@ -41,9 +41,105 @@ fn shm_attach(handle: ShmHandle) -> cohort_core::Result<()> {
 
 /// Run on every pid of an array but its creator when the creator lets it go.
 #[cohort_macros::remote(crate = cohort_core)]
-fn shm_release(id: SegmentId) {
-    crate::mapping::release(id);
+fn shm_release(id: SegmentId) -> bool {
+    crate::mapping::release(id)
 }
+
+/// Run on every pid of an array: write `pattern` (one element's bytes) over this pid's
+/// `localindices` share.
+#[cohort_macros::remote(crate = cohort_core)]
+fn shm_fill(handle: ShmHandle, pattern: Vec<u8>) -> cohort_core::Result<()> {
+    let (map, share) = own_share(&handle)?;
+    if pattern.len() != map.elem.size {
+        return Err(Error::Invalid(format!(
+            "a fill pattern of {} bytes for elements of {} bytes",
+            pattern.len(),
+            map.elem.size
+        )));
+    }
+    // SAFETY: this pid writes only its own `localindices` share (disjoint from every other
+    // pid's), and the caller waits for every pid before anyone reads (the crate's rule).
+    unsafe {
+        map.write_bytes(share, |bytes| {
+            for elem in bytes.chunks_exact_mut(pattern.len().max(1)) {
+                elem.copy_from_slice(&pattern);
+            }
+        })
+    }?;
+    Ok(())
+}
+
+/// Run on every pid of an array: write random elements of `kind` over this pid's share, the
+/// element at linear index `k` drawn from `seed` and `k` alone (so the array does not depend
+/// on the number of pids).
+#[cohort_macros::remote(crate = cohort_core)]
+fn shm_rand(handle: ShmHandle, kind: u8, seed: u64) -> cohort_core::Result<()> {
+    let (map, share) = own_share(&handle)?;
+    let size = map.elem.size;
+    let first = share.start as u64;
+    // SAFETY: as in `shm_fill`: this pid's own share only.
+    unsafe {
+        map.write_bytes(share, |bytes| {
+            for (k, elem) in bytes.chunks_exact_mut(size.max(1)).enumerate() {
+                let x = splitmix64(seed.wrapping_add((first + k as u64).wrapping_mul(GOLDEN)));
+                match kind {
+                    RAND_F64 => elem.copy_from_slice(&((x >> 11) as f64 * F64_UNIT).to_ne_bytes()),
+                    RAND_F32 => elem.copy_from_slice(&((x >> 40) as f32 * F32_UNIT).to_ne_bytes()),
+                    _ => elem.copy_from_slice(&x.to_ne_bytes()[..size]),
+                }
+            }
+        })
+    }?;
+    Ok(())
+}
+
+const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+const F64_UNIT: f64 = 1.0 / (1u64 << 53) as f64;
+const F32_UNIT: f32 = 1.0 / (1u32 << 24) as f32;
+const RAND_BITS: u8 = 0;
+const RAND_F32: u8 = 1;
+const RAND_F64: u8 = 2;
+
+/// SplitMix64's output function (Steele, Lea, Flood 2014): a counter in, 64 mixed bits out.
+fn splitmix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// This process's mapping of the array of `handle` and its `localindices` share.
+fn own_share(
+    handle: &ShmHandle,
+) -> cohort_core::Result<(std::sync::Arc<crate::mapping::Mapping>, Range<usize>)> {
+    let map = crate::handle::lookup(handle)?;
+    if handle.read_only {
+        return Err(ShmError::ReadOnly {
+            object: handle.backing.clone(),
+        }
+        .into());
+    }
+    let me = cohort_core::myid();
+    let share = match crate::index::index_of(&handle.pids, &me) {
+        Some(i) => crate::index::split_part(map.len, handle.pids.len(), i),
+        None => 0..0,
+    };
+    Ok((map, share))
+}
+
+/// Element types [`SharedArray::rand`] can draw: floats uniform in `[0, 1)` (Julia's
+/// `rand(Float64)`), integers uniform over all their values (Julia's `rand(Int)`).
+pub trait RandElem: Pod {
+    /// How the element is drawn (one of the crate's private kinds).
+    #[doc(hidden)]
+    const KIND: u8;
+}
+
+macro_rules! rand_elem {
+    ($kind:expr => $($t:ty),*) => { $(impl RandElem for $t { const KIND: u8 = $kind; })* };
+}
+rand_elem!(RAND_F64 => f64);
+rand_elem!(RAND_F32 => f32);
+rand_elem!(RAND_BITS => u8, u16, u32, u64, usize, i8, i16, i32, i64, isize);
 
 /// This process's pid, or a clear error before `cohort::init()`.
 fn me() -> cohort_core::Result<Pid> {
@@ -310,6 +406,75 @@ impl<T: Pod + Send + Sync, D: Dimension + 'static> SharedArray<T, D> {
         distribute(PendingArray::from_array(array), me)
     }
 
+    /// A new shared array of the same dims, element type and pids, holding a copy of the
+    /// elements: Julia's `copy(S)` (a deep copy; `clone` is another handle of the same
+    /// memory). This process creates it, copies the data, then every other pid attaches it as
+    /// in [`new`](Self::new).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new) (a pid of the array that has since gone is
+    /// [`Error::NoSuchProcess`]); a part of this array borrowed for writing here is
+    /// [`Error::Invalid`] (`Busy`).
+    ///
+    /// # Julia
+    /// `copy(S)`.
+    #[doc(alias = "copy")]
+    pub fn deep_copy(&self) -> cohort_core::Result<Self> {
+        resolve_pids(Some(self.pids()))?;
+        let me = me()?;
+        distribute(self.copy_into_new(me)?, me)
+    }
+
+    /// A new zero-filled shared array of the same dims, element type and pids (Julia's
+    /// `similar(S)` is a private `Array`: that is [`similar`](SharedArray::similar)).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn similar_shared(&self) -> cohort_core::Result<Self> {
+        Self::new(self.dims(), Some(self.pids()))
+    }
+
+    /// Release pid `pid`'s mapping of the array: [`close`](SharedArray::close) run there.
+    /// Returns whether `pid` had it pinned. That pid can no longer receive the array.
+    ///
+    /// # Errors
+    /// The call's errors ([`Error::NoSuchProcess`] for an unknown pid).
+    pub fn close_on(&self, pid: Pid) -> cohort_core::Result<bool> {
+        cohort_core::remotecall_fetch(shm_release, pid, (self.id(),))
+    }
+
+    /// A shared array of `dims` with every element `v`, each pid filling its own
+    /// [`localindices`](SharedArray::localindices) share in parallel: Julia's
+    /// `shmem_fill(v, dims; pids)`.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    ///
+    /// # Julia
+    /// `shmem_fill(v, dims; pids)`.
+    #[doc(alias = "shmem_fill")]
+    pub fn filled<Sh>(v: T, dims: Sh, pids: Option<&[Pid]>) -> cohort_core::Result<Self>
+    where
+        Sh: IntoDimension<Dim = D>,
+    {
+        let s = Self::new(dims, pids)?;
+        s.fill_all(v)?;
+        Ok(s)
+    }
+
+    /// Set every element to `v`, each pid writing its own share, and wait for all (Julia's
+    /// `fill!(S, v)`, run where the data is).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a read-only array (`ReadOnly`), or a share borrowed for writing
+    /// on its pid (`Busy`); each failing pid's error (several as [`Error::Composite`]).
+    pub fn fill_all(&self, v: T) -> cohort_core::Result<()> {
+        let pattern = bytemuck::bytes_of(&v).to_vec();
+        let handle = self.handle();
+        call_each(self.pids(), shm_fill, |_| (handle.clone(), pattern.clone()))?;
+        Ok(())
+    }
+
     /// Run `f(S)` on every pid of the array at once and wait for all; the results in
     /// [`pids`](SharedArray::pids) order.
     ///
@@ -334,6 +499,51 @@ impl<T: Pod + Send + Sync, D: Dimension + 'static> SharedArray<T, D> {
         X: Serialize + Clone + Send + 'static,
     {
         call_each(self.pids(), f, |_| (self.clone(), extra.clone()))
+    }
+}
+
+impl<T: RandElem + Send + Sync, D: Dimension + 'static> SharedArray<T, D> {
+    /// A shared array of `dims` of random elements (floats uniform in `[0, 1)`, integers
+    /// uniform over all values), each pid drawing its own share in parallel: Julia's
+    /// `shmem_rand(dims; pids)` (`shmem_rand(T, dims)` for another element type).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new); [`Error::Io`] if the system's random source fails.
+    ///
+    /// # Julia
+    /// `shmem_rand(dims; pids)`.
+    #[doc(alias = "shmem_rand")]
+    pub fn rand<Sh>(dims: Sh, pids: Option<&[Pid]>) -> cohort_core::Result<Self>
+    where
+        Sh: IntoDimension<Dim = D>,
+    {
+        let seed = SegmentId::random()?.0 as u64;
+        Self::rand_seeded(dims, pids, seed)
+    }
+
+    /// [`rand`](Self::rand) from `seed`: the element at linear index `k` depends on `seed` and
+    /// `k` only, so the same seed gives the same array whatever the pids.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn rand_seeded<Sh>(dims: Sh, pids: Option<&[Pid]>, seed: u64) -> cohort_core::Result<Self>
+    where
+        Sh: IntoDimension<Dim = D>,
+    {
+        let s = Self::new(dims, pids)?;
+        s.fill_rand(seed)?;
+        Ok(s)
+    }
+
+    /// Overwrite every element with [`rand_seeded`](Self::rand_seeded)'s draws from `seed`,
+    /// each pid its own share.
+    ///
+    /// # Errors
+    /// As [`fill_all`](Self::fill_all).
+    pub fn fill_rand(&self, seed: u64) -> cohort_core::Result<()> {
+        let handle = self.handle();
+        call_each(self.pids(), shm_rand, |_| (handle.clone(), T::KIND, seed))?;
+        Ok(())
     }
 }
 

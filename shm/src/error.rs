@@ -43,6 +43,15 @@ pub enum ShmError {
         /// `size_of` the element type.
         elem_size: usize,
     },
+    /// New dims that hold another number of elements than the array (Julia's
+    /// `DimensionMismatch` from `reshape`).
+    #[error("cannot reshape an array of dims {from:?} to {to:?}: the element counts differ")]
+    LengthMismatch {
+        /// The array's dims.
+        from: Vec<usize>,
+        /// The requested dims.
+        to: Vec<usize>,
+    },
     /// More dimensions than the header can record.
     #[error("shared arrays have at most {max} dimensions, got {ndims}")]
     TooManyDims {

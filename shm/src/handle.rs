@@ -22,6 +22,8 @@ pub struct ShmHandle {
     pub(crate) backing: Backing,
     pub(crate) id: SegmentId,
     pub(crate) dims: Vec<usize>,
+    /// The dims of the array value the handle was made from: `dims` unless it was reshaped.
+    pub(crate) shape: Vec<usize>,
     pub(crate) elem: ElemInfo,
     pub(crate) pids: Vec<Pid>,
     pub(crate) host: HostId,
@@ -39,9 +41,15 @@ impl ShmHandle {
         self.id
     }
 
-    /// The array's dims (column-major, as given at creation).
+    /// The object's dims (column-major, as given at creation).
     pub fn dims(&self) -> &[usize] {
         &self.dims
+    }
+
+    /// The dims of the array value this handle was made from: [`dims`](Self::dims), unless
+    /// that value is a [`reshape`](crate::SharedArray::reshape) of the object.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
     }
 
     /// The element type.
@@ -144,6 +152,7 @@ pub(crate) fn attach_pinned(handle: &ShmHandle, myid: Pid) -> Result<Arc<Mapping
         )?,
     };
     map.matches(handle.id, &handle.elem, &handle.dims)?;
+    check_shape(handle, &map)?;
     mapping::pin(&map.key, &map);
     Ok(map)
 }
@@ -165,7 +174,21 @@ pub(crate) fn lookup(handle: &ShmHandle) -> Result<Arc<Mapping>, ShmError> {
             object: handle.backing.clone(),
         })?;
     map.matches(handle.id, &handle.elem, &handle.dims)?;
+    check_shape(handle, &map)?;
     Ok(map)
+}
+
+/// A reshaped handle's dims must hold exactly the object's elements.
+fn check_shape(handle: &ShmHandle, map: &Mapping) -> Result<(), ShmError> {
+    if index::checked_len(&handle.shape) == Some(map.len) {
+        Ok(())
+    } else {
+        Err(ShmError::ShapeMismatch {
+            object: handle.backing.clone(),
+            expected: handle.shape.clone(),
+            found: map.dims.clone(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -79,6 +79,13 @@
 //! | the manual's `myrange(q)` (2nd dim) | [`myrange(&q, Axis(1))`](myrange), [`q.local_axis_chunk_mut(Axis(1), myid())`](SharedArray::local_axis_chunk_mut) |
 //! | `sdata(S)` | [`S.as_slice()`](SharedArray::as_slice) / [`S.view()`](SharedArray::view) |
 //! | `S[i, j]` | `S.view()[[i, j]]` (0-based) |
+//! | `shmem_fill(v, dims; pids)` | [`SharedArray::filled(v, dims, pids)`](SharedArray::filled); `fill!(S, v)`: [`S.fill_all(v)`](SharedArray::fill_all) |
+//! | `shmem_rand(dims; pids)` | [`SharedArray::rand(dims, pids)`](SharedArray::rand), [`rand_seeded`](SharedArray::rand_seeded) |
+//! | `reshape(S, dims)` | [`S.reshape(dims)`](SharedArray::reshape) (the same memory) |
+//! | `copy(S)` | [`S.deep_copy()`](SharedArray::deep_copy) (a new segment, same pids; `clone` is another handle) |
+//! | `similar(S)` | [`S.similar()`](SharedArray::similar) (a private array); [`S.similar_shared()`](SharedArray::similar_shared) |
+//! | `Array(S)`, `copy(sdata(S))` | [`S.unshare()`](SharedArray::unshare) (a private copy) |
+//! | this process lets its mapping go | [`S.close()`](SharedArray::close), on another pid [`S.close_on(pid)`](SharedArray::close_on) |
 //! | `SharedArray{T}(filename, dims; mode)` | [`SharedArray::new_file(path, dims, FileMode::…, pids)`](SharedArray::new_file) |
 //!
 //! Underneath, the node-local layer works without a cluster and takes pids explicitly:
@@ -209,7 +216,7 @@ mod mapping;
 mod segment;
 
 pub use array::{PendingArray, SharedArray};
-pub use cluster::{indexpids, localindices, myrange, FileMode};
+pub use cluster::{indexpids, localindices, myrange, FileMode, RandElem};
 pub use error::{Access, ShmError};
 pub use handle::ShmHandle;
 pub use header::MAX_DIMS;

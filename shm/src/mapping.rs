@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use memmap2::{Advice, MmapRaw};
 use nix::errno::Errno;
 
-use crate::error::ShmError;
+use crate::error::{Access, ShmError};
 use crate::header::DATA_OFFSET;
 use crate::ids::{Backing, ElemInfo, SegmentId};
 use crate::index::page_span;
@@ -159,6 +159,46 @@ impl Mapping {
             }
             Err(e) => Err(ShmError::io("madvise(MADV_POPULATE_*)", &self.backing, e)),
         }
+    }
+
+    /// Hand `write` the bytes of elements `elems` under a write lease (an untyped fill, run
+    /// by each pid on its share).
+    ///
+    /// # Safety
+    /// No other process reads or writes these elements meanwhile.
+    ///
+    /// # Errors
+    /// [`ReadOnly`](ShmError::ReadOnly), [`OutOfBounds`](ShmError::OutOfBounds),
+    /// [`Busy`](ShmError::Busy).
+    pub(crate) unsafe fn write_bytes(
+        &self,
+        elems: Range<usize>,
+        write: impl FnOnce(&mut [u8]),
+    ) -> Result<(), ShmError> {
+        if !self.writable {
+            return Err(ShmError::ReadOnly {
+                object: self.backing.clone(),
+            });
+        }
+        if !crate::index::range_in_bounds(&elems, self.len) {
+            return Err(ShmError::OutOfBounds {
+                region: crate::index::Region::Linear(elems),
+                dims: self.dims.clone(),
+            });
+        }
+        let _lease = self
+            .leases
+            .acquire(crate::index::Region::Linear(elems.clone()), Access::Write)?;
+        let size = self.elem.size;
+        // SAFETY: `elems` lies within 0..len (checked), so these bytes are inside the mapped
+        // data, which is writable (checked); the write lease excludes every other reference to
+        // them in this process while the slice lives; other processes are the caller's
+        // contract. u8 has no alignment or validity requirement.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(self.data().add(elems.start * size), elems.len() * size)
+        };
+        write(bytes);
+        Ok(())
     }
 
     /// `msync` the whole mapping (files: write to disk now; shared memory: no effect).

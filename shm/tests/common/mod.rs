@@ -51,6 +51,7 @@ pub struct Mirror {
     pub backing: Backing,
     pub id: SegmentId,
     pub dims: Vec<usize>,
+    pub shape: Vec<usize>,
     pub elem: ElemInfo,
     pub pids: Vec<Pid>,
     pub host: HostId,
