@@ -1197,6 +1197,46 @@ fn kill_holder(b: usize, os: i32) -> Instant {
     t0
 }
 
+static BIG: Mutex<Vec<i64>> = Mutex::new(Vec::new());
+
+/// Makes a large vector here, for `take_big`.
+#[cohort::remote]
+fn stash_big(n: usize) -> usize {
+    *BIG.lock().unwrap() = vec![7; n];
+    n
+}
+
+#[cohort::remote]
+fn take_big() -> Vec<i64> {
+    std::mem::take(&mut *BIG.lock().unwrap())
+}
+
+/// A peer killed in the middle of a message, either way, fails what waits on it and blocks
+/// nothing else (over shared memory: the ring's state never blocks the survivor).
+fn a_peer_killed_mid_message_blocks_nothing() {
+    let big = 40_000_000usize; // 320 MB: hundreds of times a ring
+                               // The worker dies while its reply streams to the master.
+    let (b, os) = new_holder();
+    assert_eq!(remotecall_fetch(stash_big, b, (big,)).unwrap(), big);
+    let call = std::thread::spawn(move || remotecall_fetch(take_big, b, ()).map(|v| v.len()));
+    std::thread::sleep(Duration::from_millis(20));
+    let t0 = kill_holder(b, os);
+    let r = call.join().unwrap();
+    assert!(matches!(r, Err(Error::ProcessExited(q)) if q == b), "{r:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    // The worker dies while the master sends it a large value.
+    let (b, os) = new_holder();
+    let v = vec![1i64; big];
+    let call = std::thread::spawn(move || remotecall_fetch(echo_vec, b, (v,)).map(|v| v.len()));
+    std::thread::sleep(Duration::from_millis(150));
+    kill_holder(b, os);
+    let r = call.join().unwrap();
+    assert!(matches!(r, Err(Error::ProcessExited(q)) if q == b), "{r:?}");
+    // The rest of the cluster keeps answering, worker to worker too.
+    assert_eq!(remotecall_fetch(add, 2, (2, 2)).unwrap(), 4);
+    assert_eq!(remotecall_fetch(call_other, 2, (3, 1)).unwrap(), (2, 2));
+}
+
 /// Worker 2 owns what a killed worker alone held: it frees it (Julia's `deregister_worker`).
 fn killed_holder_frees_channel() {
     let live = |p: usize| cohort::live_refs_on(p).unwrap();
@@ -2067,6 +2107,10 @@ fn main() {
             (
                 "parked_timed_takes_cost_no_threads",
                 parked_timed_takes_cost_no_threads,
+            ),
+            (
+                "a_peer_killed_mid_message_blocks_nothing",
+                a_peer_killed_mid_message_blocks_nothing,
             ),
         ],
         Duration::from_secs(60),

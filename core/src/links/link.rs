@@ -195,7 +195,18 @@ impl Link {
     /// reader is marked asleep while armed (writers then ring its doorbell).
     fn arm(&self, s: &Stream, poller: &Poller, on: bool) {
         if let Some(r) = &s.rings {
+            // A ring link's socket carries only doorbells (rung while its reader sleeps) and
+            // the link's end, so it stays armed in epoll while a thread reads the rings: taking
+            // and leaving the link costs no system call. It is re-armed only after its one-shot
+            // event fired (`service` clears `armed`).
             r.set_sleeping(on);
+            if on {
+                s.deferred_at.store(0, Ordering::Release);
+                if !s.armed.swap(true, Ordering::AcqRel) {
+                    poller.modify(&s.fd, ARMED, self.token);
+                }
+            }
+            return;
         }
         s.armed.store(on, Ordering::Release);
         if on {
@@ -269,6 +280,8 @@ impl Link {
     pub(crate) fn service(&self, poller: &Poller, sink: &dyn FrameSink) {
         let Some(s) = self.stream() else { return };
         let r = s.reader.lock().unwrap_or_else(|e| e.into_inner());
+        // Its one-shot event fired: epoll no longer watches it until it is armed again.
+        s.armed.store(false, Ordering::Release);
         self.service_locked(s, r, poller, sink);
     }
 

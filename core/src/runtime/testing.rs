@@ -8,7 +8,10 @@ use crate::wire::codec;
 use std::os::unix::net::UnixStream;
 
 /// A transport that opens nothing: every link of an in-process cluster exists from the start.
-struct Preconnected;
+/// `rings`: whether it lets links take shared-memory rings (offered through a listener).
+struct Preconnected {
+    rings: bool,
+}
 
 impl Transport for Preconnected {
     fn name(&self) -> &'static str {
@@ -26,6 +29,9 @@ impl Transport for Preconnected {
             format!("in-process runtimes do not connect (asked for {addr})"),
         ))
     }
+    fn local_rings(&self) -> bool {
+        self.rings
+    }
 }
 
 /// Runtimes with pids 1 (the master) to n, fully linked; dropping it stops them all.
@@ -35,8 +41,19 @@ pub(crate) struct Local {
 
 impl Local {
     pub(crate) fn new(n: usize) -> Local {
+        Local::build(n, false)
+    }
+
+    /// [`Local::new`] with transports that take shared-memory rings offered to a listener.
+    pub(crate) fn with_rings(n: usize) -> Local {
+        Local::build(n, true)
+    }
+
+    fn build(n: usize, rings: bool) -> Local {
         let rts: Vec<&'static Runtime> = (1..=n)
-            .map(|p| Runtime::detached(p, Arc::new(Preconnected)).expect("a detached runtime"))
+            .map(|p| {
+                Runtime::detached(p, Arc::new(Preconnected { rings })).expect("a detached runtime")
+            })
             .collect();
         for (i, a) in rts.iter().enumerate() {
             for b in &rts[i + 1..] {

@@ -621,3 +621,36 @@ fn waiting_connections_are_bounded_and_a_peer_with_the_cookie_still_gets_in() {
     assert_eq!(value(f), 4);
     drop(idle);
 }
+
+#[test]
+fn rings_are_taken_only_after_the_cookie() {
+    let c = Local::with_rings(2);
+    let rt = c.rt(1);
+    let path = listen(rt);
+    // Each hello claims another pid: a link of an earlier one may still be closing.
+    let hello_with = |cookie: [u8; COOKIE_LEN], offer, from| {
+        Hello {
+            version: PROTOCOL_VERSION,
+            cookie,
+            from,
+            assign: 0,
+            host: rt.host.clone(),
+            ring: Some(offer),
+        }
+        .encode()
+    };
+    // A wrong cookie: no answer at all, the offer ignored.
+    let (_unused, offer) = crate::links::ring::Rings::create().unwrap();
+    assert!(answer(&path, &hello_with(*b"not-the-cookie!!", offer, 2)).is_empty());
+    // The cookie: the listener opens the segment (checking its token) and says so.
+    let (_mine, offer) = crate::links::ring::Rings::create().unwrap();
+    let w = answer(&path, &hello_with(rt.cookie(), offer, 2));
+    let w = Welcome::decode(&w[..WELCOME_LEN].try_into().unwrap()).unwrap();
+    assert_eq!((w.status, w.ring), (0, true));
+    // An offer whose token does not match its segment is not taken; the link uses its socket.
+    let (_other, mut forged) = crate::links::ring::Rings::create().unwrap();
+    forged.token[3] ^= 0x55;
+    let w = answer(&path, &hello_with(rt.cookie(), forged, 5));
+    let w = Welcome::decode(&w[..WELCOME_LEN].try_into().unwrap()).unwrap();
+    assert_eq!((w.status, w.ring), (0, false));
+}
