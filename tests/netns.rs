@@ -53,6 +53,13 @@ fn square(x: u64) -> (u64, String) {
 }
 
 /// Calls `pid` from this worker (a worker-to-worker link) and returns its host name.
+/// Whether this worker's link to `pid` carries its frames in shared memory, after a call.
+#[cohort::remote]
+fn rings_after_call(pid: usize) -> Option<bool> {
+    remotecall_fetch(add, pid, (1, 1)).expect("a call to the other worker");
+    cohort::__private::link_uses_rings(pid)
+}
+
 #[cohort::remote]
 fn host_of(pid: usize) -> cohort::Result<String> {
     remotecall_fetch(hostname, pid, ())
@@ -485,6 +492,16 @@ fn direct_workers_across_hosts() {
     // Worker-to-worker calls across hosts, both ways.
     assert_eq!(remotecall_fetch(host_of, a1, (b1,)).unwrap(), name_of('b'));
     assert_eq!(remotecall_fetch(host_of, b1, (a2,)).unwrap(), name_of('a'));
+    // Shared memory within a host, TCP between hosts (and between the master and them).
+    assert_eq!(
+        remotecall_fetch(rings_after_call, a1, (a2,)).unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        remotecall_fetch(rings_after_call, a1, (b1,)).unwrap(),
+        Some(false)
+    );
+    assert_eq!(cohort::__private::link_uses_rings(a1), Some(false));
     // A RemoteChannel stored on host a, filled from host b, read by the master.
     let ch = RemoteChannel::<String>::new(4, a1).unwrap();
     remotecall_fetch(put_into, b1, (ch.clone(), "hello".to_string())).unwrap();
