@@ -461,6 +461,28 @@ mod tests {
     }
 
     #[test]
+    fn a_full_ring_waits_for_a_slow_reader_and_loses_nothing() {
+        let (a, b) = pair();
+        let msg: Vec<u8> = (0..2 * RING_BYTES as u32 + 777)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let mut got = Vec::new();
+        std::thread::scope(|s| {
+            let w = s.spawn(|| a.write_all(&[&msg], &|| {}, &|| false));
+            let mut buf = vec![0u8; 64 << 10];
+            while got.len() < msg.len() {
+                // A reader slower than the writer: the ring fills and the writer waits.
+                std::thread::sleep(Duration::from_millis(2));
+                if let Ok(n) = b.read_some(&mut buf) {
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            assert!(w.join().unwrap().is_ok());
+        });
+        assert_eq!(got, msg);
+    }
+
+    #[test]
     fn an_offer_must_name_the_segment_and_carry_its_token() {
         let (a, offer) = Rings::create().unwrap();
         let mut wrong = offer;
