@@ -31,8 +31,10 @@ use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Bytes of each direction's ring.
-pub(crate) const RING_BYTES: usize = 1 << 20;
+/// Bytes of each direction's ring: 4 MiB of shared memory per linked pair of processes (links
+/// are made on first use, so a pair that never talks costs nothing). A 64 MiB fetch runs at
+/// about 4 GB/s with 1 MiB rings and 4.5-5 GB/s with 4 MiB on the development VM.
+pub(crate) const RING_BYTES: usize = 2 << 20;
 const SEG_MAGIC: u64 = 0x676e_6972_7472_6863; // "chrtring"
 const LINE: usize = 64;
 /// The segment's header line, then per direction: the head line, the tail line, the flag line,
@@ -358,11 +360,15 @@ impl Rings {
             if dead() {
                 return Err(io::Error::new(io::ErrorKind::BrokenPipe, "link is closed"));
             }
-            if start.elapsed() < Duration::from_micros(50) {
+            let waited = start.elapsed();
+            if waited < Duration::from_micros(20) {
                 std::hint::spin_loop();
+            } else if waited < Duration::from_millis(2) {
+                // The reader is copying out: give it the core (two cores run both sides).
+                std::thread::yield_now();
             } else {
                 rang = false;
-                std::thread::sleep(Duration::from_micros(20));
+                std::thread::sleep(Duration::from_micros(50));
             }
         }
     }
