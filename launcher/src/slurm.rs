@@ -60,7 +60,7 @@
 //! nodes (and tasks) that never reported and what srun said.
 
 use crate::output::tail;
-use crate::ssh::{lock, parse_address, sh_quote, tcp_connect, thread, valid_env_name};
+use crate::ssh::{lock, parse_address, sh_quote, tcp_connect, thread, worker_env};
 use cohort_core::{
     read_worker_address, AddProcsParams, ClusterManager, Error, ManageOp, Pid, Result, WorkerConfig,
 };
@@ -778,43 +778,13 @@ impl SlurmManager {
             }
         };
         let timeout = params.worker_timeout;
-        let mut env: Vec<(String, String)> = vec![
-            ("COHORT_WORKER".into(), "1".into()),
-            (
-                "COHORT_WORKER_TIMEOUT".into(),
-                timeout.as_secs_f64().to_string(),
-            ),
-        ];
-        // Settings that must agree across the cluster travel with the workers.
-        for k in ["COHORT_MAX_FRAME", "COHORT_SPIN_US", "COHORT_LOG"] {
-            if let Ok(v) = std::env::var(k) {
-                env.push((k.into(), v));
-            }
-        }
-        for (k, v) in o.env.iter().chain(params.env.iter()) {
-            if !valid_env_name(k) {
-                return Err(Error::Invalid(format!(
-                    "Slurm workers: {k:?} is not an environment variable name"
-                )));
-            }
-            if k == "COHORT_WORKER" || k == "COHORT_BIND" {
-                return Err(Error::Invalid(format!(
-                    "Slurm workers: {k} is set by the manager (use SlurmOptions::bind)"
-                )));
-            }
-            env.retain(|(e, _)| e != k);
-            env.push((k.clone(), v.clone()));
-        }
-        let transport = env
-            .iter()
-            .find(|(k, _)| k == "COHORT_TRANSPORT")
-            .map_or("shm", |(_, v)| v.as_str());
-        // Shared memory is TCP between nodes (and rings within one).
-        if transport != "tcp" && transport != "shm" {
-            return Err(Error::Invalid(format!(
-                "Slurm workers need the shm or tcp transport, not {transport:?} (COHORT_TRANSPORT)"
-            )));
-        }
+        let env = worker_env(
+            "Slurm",
+            "use SlurmOptions::bind",
+            timeout,
+            &["COHORT_MAX_FRAME", "COHORT_SPIN_US", "COHORT_LOG"],
+            o.env.iter().chain(params.env.iter()),
+        )?;
         Ok(Launch {
             count: params.count,
             job: alloc.job_id.clone(),

@@ -561,6 +561,57 @@ pub(crate) fn valid_env_name(k: &str) -> bool {
         && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
+/// The environment of workers a remote-launching manager (`who`: "SSH", "Slurm") starts: worker
+/// mode and its timeout, the settings of `forward` this process has, then `given` (the user's),
+/// checked. A variable the manager sets itself is an error that says to use `bind_hint`; so is a
+/// transport other than shared memory or TCP (between hosts cohort speaks TCP).
+pub(crate) fn worker_env<'a>(
+    who: &str,
+    bind_hint: &str,
+    timeout: Duration,
+    forward: &[&str],
+    given: impl IntoIterator<Item = &'a (String, String)>,
+) -> Result<Vec<(String, String)>> {
+    let mut env: Vec<(String, String)> = vec![
+        ("COHORT_WORKER".into(), "1".into()),
+        (
+            "COHORT_WORKER_TIMEOUT".into(),
+            timeout.as_secs_f64().to_string(),
+        ),
+    ];
+    // Settings that must agree across the cluster travel with the workers.
+    for &k in forward {
+        if let Ok(v) = std::env::var(k) {
+            env.push((k.into(), v));
+        }
+    }
+    for (k, v) in given {
+        if !valid_env_name(k) {
+            return Err(Error::Invalid(format!(
+                "{who} workers: {k:?} is not an environment variable name"
+            )));
+        }
+        if k == "COHORT_WORKER" || k == "COHORT_BIND" {
+            return Err(Error::Invalid(format!(
+                "{who} workers: {k} is set by the manager ({bind_hint})"
+            )));
+        }
+        env.retain(|(e, _)| e != k);
+        env.push((k.clone(), v.clone()));
+    }
+    let transport = env
+        .iter()
+        .find(|(k, _)| k == "COHORT_TRANSPORT")
+        .map_or("shm", |(_, v)| v.as_str());
+    // Shared memory is TCP between hosts (and rings between processes of one host).
+    if transport != "tcp" && transport != "shm" {
+        return Err(Error::Invalid(format!(
+            "{who} workers need the shm or tcp transport, not {transport:?} (COHORT_TRANSPORT)"
+        )));
+    }
+    Ok(env)
+}
+
 /// Runs a short command with merged output; its exit status and output, within `deadline`.
 fn run_capture(
     inner: &Arc<Inner>,
@@ -659,43 +710,13 @@ impl<'a> Job<'a> {
             Some(d) => d,
             None => std::env::current_dir().map_err(|e| io("finding the working directory", e))?,
         };
-        let mut env: Vec<(String, String)> = vec![
-            ("COHORT_WORKER".into(), "1".into()),
-            (
-                "COHORT_WORKER_TIMEOUT".into(),
-                params.worker_timeout.as_secs_f64().to_string(),
-            ),
-        ];
-        // Settings that must agree across the cluster travel with the workers.
-        for k in ["COHORT_MAX_FRAME", "COHORT_SPIN_US"] {
-            if let Ok(v) = std::env::var(k) {
-                env.push((k.into(), v));
-            }
-        }
-        for (k, v) in o.env.iter().chain(params.env.iter()) {
-            if !valid_env_name(k) {
-                return Err(Error::Invalid(format!(
-                    "SSH workers: {k:?} is not an environment variable name"
-                )));
-            }
-            if k == "COHORT_WORKER" || k == "COHORT_BIND" {
-                return Err(Error::Invalid(format!(
-                    "SSH workers: {k} is set by the manager (use a bind_addr in the machine spec)"
-                )));
-            }
-            env.retain(|(e, _)| e != k);
-            env.push((k.clone(), v.clone()));
-        }
-        let transport = env
-            .iter()
-            .find(|(k, _)| k == "COHORT_TRANSPORT")
-            .map_or("shm", |(_, v)| v.as_str());
-        // Shared memory is TCP between hosts (and rings between workers of one host).
-        if transport != "tcp" && transport != "shm" {
-            return Err(Error::Invalid(format!(
-                "SSH workers need the shm or tcp transport, not {transport:?} (COHORT_TRANSPORT)"
-            )));
-        }
+        let env = worker_env(
+            "SSH",
+            "use a bind_addr in the machine spec",
+            params.worker_timeout,
+            &["COHORT_MAX_FRAME", "COHORT_SPIN_US"],
+            o.env.iter().chain(params.env.iter()),
+        )?;
         Ok(Job {
             mgr,
             cookie,
@@ -1371,6 +1392,44 @@ impl ClusterManager for SshManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_env_checks_what_the_user_gives() {
+        let d = Duration::from_secs(7);
+        let env = |given: &[(&str, &str)]| {
+            let g: Vec<(String, String)> = given
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            worker_env("SSH", "use a bind_addr", d, &[], g.iter())
+        };
+        let ok = env(&[("FOO", "1"), ("COHORT_TRANSPORT", "tcp"), ("FOO", "2")]).unwrap();
+        assert_eq!(
+            ok,
+            [
+                ("COHORT_WORKER".to_string(), "1".to_string()),
+                ("COHORT_WORKER_TIMEOUT".into(), "7".into()),
+                ("COHORT_TRANSPORT".into(), "tcp".into()),
+                ("FOO".into(), "2".into()),
+            ]
+        );
+        let msg = |r: Result<Vec<(String, String)>>| match r {
+            Err(Error::Invalid(m)) => m,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        assert_eq!(
+            msg(env(&[("COHORT_TRANSPORT", "unix")])),
+            "SSH workers need the shm or tcp transport, not \"unix\" (COHORT_TRANSPORT)"
+        );
+        assert_eq!(
+            msg(env(&[("COHORT_BIND", "0.0.0.0")])),
+            "SSH workers: COHORT_BIND is set by the manager (use a bind_addr)"
+        );
+        assert_eq!(
+            msg(env(&[("1BAD", "x")])),
+            "SSH workers: \"1BAD\" is not an environment variable name"
+        );
+    }
 
     #[test]
     fn quoting() {

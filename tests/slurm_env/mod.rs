@@ -50,23 +50,13 @@ pub fn missing() -> Option<String> {
 
 /// Stops the clusters of killed runs: `/tmp/{prefix}-{pid}{sub}` for pids that are gone.
 pub fn sweep_stale(prefix: &str, sub: &str) {
-    let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name
-            .strip_prefix(prefix)
-            .and_then(|s| s.strip_prefix('-'))
-            .and_then(|s| s.parse::<u32>().ok())
-        {
-            let d = e.path().join(sub.trim_start_matches('/'));
-            if !ssh_env::alive(pid) && d.is_dir() {
-                let _ = run_limited(
-                    Command::new(script()).arg("stop").arg(&d),
-                    Duration::from_secs(30),
-                );
-            }
+    for dir in ssh_env::stale_dirs(prefix) {
+        let d = dir.join(sub.trim_start_matches('/'));
+        if d.is_dir() {
+            let _ = run_limited(
+                Command::new(script()).arg("stop").arg(&d),
+                Duration::from_secs(30),
+            );
         }
     }
 }

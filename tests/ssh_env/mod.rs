@@ -80,22 +80,27 @@ pub fn private_dir(prefix: &str) -> Result<PathBuf, String> {
     Ok(d)
 }
 
+/// The `/tmp/{prefix}-{pid}` directories whose pid is gone (left by killed runs).
+pub fn stale_dirs(prefix: &str) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix(prefix)
+                .and_then(|s| s.strip_prefix('-'))
+                .and_then(|s| s.parse::<u32>().ok())
+                .is_some_and(|pid| !alive(pid))
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
 /// Removes `/tmp/{prefix}-{pid}` directories whose pid is gone (left by killed runs).
 pub fn sweep_dirs(prefix: &str) {
-    let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name
-            .strip_prefix(prefix)
-            .and_then(|s| s.strip_prefix('-'))
-            .and_then(|s| s.parse::<u32>().ok())
-        {
-            if !alive(pid) {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
+    for d in stale_dirs(prefix) {
+        let _ = std::fs::remove_dir_all(d);
     }
 }
 

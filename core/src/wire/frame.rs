@@ -506,6 +506,18 @@ mod tests {
         pending: bool,
     }
 
+    impl Chunked {
+        fn new(data: Vec<u8>, chunks: Vec<usize>) -> Chunked {
+            Chunked {
+                data,
+                pos: 0,
+                chunks,
+                next: 0,
+                pending: false,
+            }
+        }
+    }
+
     impl ByteSource for Chunked {
         fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             if self.pending {
@@ -550,13 +562,7 @@ mod tests {
         let mut data = frame_bytes(7, b"meta", b"body-bytes");
         data.extend(frame_bytes(8, b"", &[9u8; 200_000]));
         for chunks in [vec![1; 400_000], vec![3, 5, 23, 1000], vec![24, 4, 10]] {
-            let mut src = Chunked {
-                data: data.clone(),
-                pos: 0,
-                chunks,
-                next: 0,
-                pending: false,
-            };
+            let mut src = Chunked::new(data.clone(), chunks);
             let mut r = FrameReader::new(1 << 20);
             let frames = drain(&mut r, &mut src).unwrap();
             assert_eq!(frames.len(), 2);
@@ -574,13 +580,7 @@ mod tests {
     fn oversize_is_refused_before_allocating() {
         let mut h = header_for(1, 0, 0);
         h.len = u64::MAX;
-        let mut src = Chunked {
-            data: h.encode().to_vec(),
-            pos: 0,
-            chunks: vec![],
-            next: 0,
-            pending: false,
-        };
+        let mut src = Chunked::new(h.encode().to_vec(), vec![]);
         let err = drain(&mut FrameReader::new(1 << 20), &mut src).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("over the limit"), "{err}");
@@ -593,15 +593,8 @@ mod tests {
         h.len = 1 << 30;
         let mut data = h.encode().to_vec();
         data.extend_from_slice(&[7u8; 100]);
-        let mut src = Chunked {
-            data,
-            pos: 0,
-            chunks: vec![usize::MAX],
-            next: 0,
-            pending: false,
-        };
+        let mut src = Chunked::new(data, vec![usize::MAX]);
         let mut r = FrameReader::new(4 << 30);
-        src.pending = false;
         // The source ends after its bytes: poll until it says so.
         let err = loop {
             match r.poll(&mut src) {
@@ -615,13 +608,7 @@ mod tests {
 
         // A 20 MB frame arriving in 1 MB pieces is read whole, its buffer grown on the way.
         let body: Vec<u8> = (0..20_000_000u32).map(|i| i as u8).collect();
-        let mut src = Chunked {
-            data: frame_bytes(2, b"m", &body),
-            pos: 0,
-            chunks: vec![1 << 20; 64],
-            next: 0,
-            pending: false,
-        };
+        let mut src = Chunked::new(frame_bytes(2, b"m", &body), vec![1 << 20; 64]);
         let mut r = FrameReader::new(4 << 30);
         let frames = drain(&mut r, &mut src).unwrap();
         assert_eq!(frames.len(), 1);
@@ -631,13 +618,7 @@ mod tests {
     #[test]
     fn a_budget_makes_a_large_frame_take_turns() {
         let body = vec![3u8; 8 << 20];
-        let mut src = Chunked {
-            data: frame_bytes(5, b"m", &body),
-            pos: 0,
-            chunks: vec![],
-            next: 0,
-            pending: false,
-        };
+        let mut src = Chunked::new(frame_bytes(5, b"m", &body), vec![]);
         let mut r = FrameReader::new(1 << 30);
         let mut turns = 0;
         let f = loop {
@@ -660,25 +641,13 @@ mod tests {
     fn truncated_frame_is_an_error() {
         let mut data = frame_bytes(1, b"m", b"0123456789");
         data.truncate(HEADER_LEN + 5);
-        let mut src = Chunked {
-            data,
-            pos: 0,
-            chunks: vec![2],
-            next: 0,
-            pending: false,
-        };
+        let mut src = Chunked::new(data, vec![2]);
         let err = drain(&mut FrameReader::new(1 << 20), &mut src).unwrap_err();
         assert_eq!(
             err.to_string(),
             FrameError::Truncated(HEADER_LEN + 5).to_string()
         );
-        let mut src = Chunked {
-            data: vec![0x63, 0x48, 1],
-            pos: 0,
-            chunks: vec![],
-            next: 0,
-            pending: false,
-        };
+        let mut src = Chunked::new(vec![0x63, 0x48, 1], vec![]);
         let err = drain(&mut FrameReader::new(1 << 20), &mut src).unwrap_err();
         assert_eq!(err.to_string(), FrameError::Truncated(3).to_string());
     }
@@ -700,48 +669,24 @@ mod tests {
                 // A valid magic and version, so the rest of the header is exercised.
                 data[..4].copy_from_slice(&[0x63, 0x48, PROTOCOL_VERSION, KIND_MESSAGE]);
             }
-            let mut src = Chunked {
-                data,
-                pos: 0,
-                chunks: vec![1, 2, 3, 5, 8],
-                next: 0,
-                pending: false,
-            };
+            let mut src = Chunked::new(data, vec![1, 2, 3, 5, 8]);
             let _ = drain(&mut FrameReader::new(1 << 16), &mut src);
         }
     }
 
     #[test]
     fn garbage_and_wrong_version() {
-        let mut src = Chunked {
-            data: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-            pos: 0,
-            chunks: vec![],
-            next: 0,
-            pending: false,
-        };
+        let mut src = Chunked::new(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), vec![]);
         let err = drain(&mut FrameReader::new(1 << 20), &mut src).unwrap_err();
         assert!(err.to_string().contains("bad frame magic"), "{err}");
         let mut b = frame_bytes(1, b"", b"");
         b[2] = 99;
-        let mut src = Chunked {
-            data: b,
-            pos: 0,
-            chunks: vec![],
-            next: 0,
-            pending: false,
-        };
+        let mut src = Chunked::new(b, vec![]);
         let err = drain(&mut FrameReader::new(1 << 20), &mut src).unwrap_err();
         assert!(err.to_string().contains("protocol version 99"), "{err}");
         let mut h = header_for(1, 10, 0);
         h.len = 5;
-        let mut src = Chunked {
-            data: h.encode().to_vec(),
-            pos: 0,
-            chunks: vec![],
-            next: 0,
-            pending: false,
-        };
+        let mut src = Chunked::new(h.encode().to_vec(), vec![]);
         let err = drain(&mut FrameReader::new(1 << 20), &mut src).unwrap_err();
         assert!(err.to_string().contains("exceeds payload"), "{err}");
     }
