@@ -13,7 +13,10 @@
 //! Dependencies: `serde`/`postcard` (the wire format of values; why postcard: [`codec`]), `inventory` (link-time
 //! registration of remote functions), `nix` (epoll, sockets, signals), `getrandom` (cookies),
 //! `bytemuck` (raw numeric vectors), `thiserror` (error types), `libc` (`madvise` for huge-page
-//! receive buffers), `indicatif` (feature `progress`: pmap's progress bar on stderr), `tracing`
+//! receive buffers, `read(2)` into unfilled ones), `rustc-hash` (the hasher of the tables a
+//! round trip looks up: request ids, pids, link tokens, function names; keys this runtime
+//! assigns or an authenticated peer sends, so SipHash's resistance to chosen keys buys
+//! nothing there, and it cost a tenth of a shared-memory round trip), `indicatif` (feature `progress`: pmap's progress bar on stderr), `tracing`
 //! (library messages as events a user's subscriber can filter and redirect; without one,
 //! [`log`] writes them to stderr itself, so `tracing-subscriber` is not needed).
 

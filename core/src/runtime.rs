@@ -17,6 +17,7 @@ use crate::wire::codec::Body;
 use crate::wire::frame::{Frame, PROTOCOL_VERSION};
 use crate::wire::proto::*;
 use nix::sys::epoll::{EpollEvent, EpollFlags};
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -78,10 +79,10 @@ pub(crate) struct Runtime {
     poller: Poller,
     /// Accepted connections waiting for their hello.
     gate: gate::Gate,
-    pub(crate) links: RwLock<HashMap<Pid, Arc<Link>>>,
-    tokens: RwLock<HashMap<u64, Arc<Link>>>,
+    pub(crate) links: RwLock<FxHashMap<Pid, Arc<Link>>>,
+    tokens: RwLock<FxHashMap<u64, Arc<Link>>>,
     pub(crate) next_token: AtomicU64,
-    queues: Mutex<HashMap<Pid, Arc<SerialQueue>>>,
+    queues: Mutex<FxHashMap<Pid, Arc<SerialQueue>>>,
     pub(crate) peers: RwLock<BTreeMap<Pid, PeerInfo>>,
     pub(crate) removed: Mutex<HashSet<Pid>>,
     /// Pids whose departure has been handled to the end (hooks and manager included), and its
@@ -93,7 +94,7 @@ pub(crate) struct Runtime {
     owned: owner::Owned,
     next_rrid: AtomicU64,
     /// Running requests: caller, request id, control, and the Future a `remotecall` fills.
-    inflight: Mutex<HashMap<u64, Inflight>>,
+    inflight: Mutex<FxHashMap<u64, Inflight>>,
     next_job: AtomicU64,
     listener: Mutex<Option<Box<dyn Listener>>>,
     connect_lock: Mutex<()>,
@@ -220,10 +221,10 @@ impl Runtime {
             host: hostname(),
             poller: Poller::new()?,
             gate: gate::Gate::new(),
-            links: RwLock::new(HashMap::new()),
-            tokens: RwLock::new(HashMap::new()),
+            links: RwLock::new(FxHashMap::default()),
+            tokens: RwLock::new(FxHashMap::default()),
             next_token: AtomicU64::new(FIRST_LINK_TOKEN),
-            queues: Mutex::new(HashMap::new()),
+            queues: Mutex::new(FxHashMap::default()),
             peers: RwLock::new(BTreeMap::new()),
             removed: Mutex::new(HashSet::new()),
             exited: Mutex::new(HashSet::new()),
@@ -231,7 +232,7 @@ impl Runtime {
             requests: requests::Requests::new(),
             owned: owner::Owned::default(),
             next_rrid: AtomicU64::new(1),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(FxHashMap::default()),
             next_job: AtomicU64::new(1),
             listener: Mutex::new(None),
             connect_lock: Mutex::new(()),

@@ -15,7 +15,8 @@ struct Pieces<'a> {
     blocked: bool,
 }
 
-impl ByteSource for Pieces<'_> {
+// SAFETY: the default `read_uninit` initializes the whole buffer.
+unsafe impl ByteSource for Pieces<'_> {
     fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.blocked {
             self.blocked = false;

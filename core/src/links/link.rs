@@ -433,6 +433,10 @@ fn spin_world(
     WORLD_SPINNERS.fetch_sub(1, Ordering::AcqRel);
 }
 
+/// How long a spin polls without yielding its core: a few round trips over shared memory.
+const HOT_SPIN: Duration = Duration::from_micros(HOT_SPIN_US);
+const HOT_SPIN_US: u64 = 20;
+
 /// A stream link whose reader this thread holds.
 type Held<'a> = (&'a Link, &'a Stream, MutexGuard<'a, FrameReader>);
 
@@ -451,6 +455,7 @@ fn spin_held(
     let mut last = Instant::now();
     let mut seen = bytes(held);
     let mut n = 0u32;
+    let mut hot = true;
     while !held.is_empty() {
         let mut i = 0;
         while i < held.len() {
@@ -477,14 +482,22 @@ fn spin_held(
             if b != seen {
                 seen = b;
                 last = Instant::now();
-            } else if last.elapsed() > window {
-                return false;
+                hot = true;
+            } else {
+                let idle = last.elapsed();
+                if idle > window {
+                    return false;
+                }
+                hot = idle < HOT_SPIN;
             }
         }
-        // Give the core to a runnable thread now and then (on two cores a pure spin can
-        // starve the very thread that would produce the awaited frame).
-        if n.is_multiple_of(4) {
+        // Past the first microseconds, give the core to a runnable thread now and then (on
+        // two cores a pure spin can starve the very thread that would produce the awaited
+        // frame); before, a yield costs more than the answer takes to come.
+        if !hot && n.is_multiple_of(4) {
             std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
         }
     }
     false

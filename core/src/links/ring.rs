@@ -35,6 +35,10 @@ use std::time::{Duration, Instant};
 /// are made on first use, so a pair that never talks costs nothing). A 64 MiB fetch runs at
 /// about 4 GB/s with 1 MiB rings and 4.5-5 GB/s with 4 MiB on the development VM.
 pub(crate) const RING_BYTES: usize = 2 << 20;
+/// The most either side copies before it publishes: a large frame then streams with both
+/// sides copying at once (whole-ring turns would leave one side waiting while the other
+/// copies, halving the rate), at one index hand-over per piece.
+const PIECE: usize = 128 << 10;
 const SEG_MAGIC: u64 = 0x676e_6972_7472_6863; // "chrtring"
 const LINE: usize = 64;
 /// The segment's header line, then per direction: the head line, the tail line, the flag line,
@@ -258,27 +262,36 @@ impl Rings {
     }
 
     /// Copies up to `buf.len()` waiting bytes out of the incoming ring; `WouldBlock` if none.
+    #[cfg(test)]
     pub(crate) fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is `buf.len()` writable bytes we borrow exclusively.
+        unsafe { self.read_into(buf.as_mut_ptr(), buf.len()) }
+    }
+
+    /// Copies up to `len` waiting bytes out of the incoming ring to `dst`; `WouldBlock` if
+    /// none. Returns how many it wrote there.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `len` bytes (which need not be initialized) and not
+    /// overlap the ring.
+    pub(crate) unsafe fn read_into(&self, dst: *mut u8, len: usize) -> io::Result<usize> {
         let h = self.rx();
         let tail = self.seg.u64_at(h.tail).load(Ordering::Relaxed);
         let head = self.seg.u64_at(h.head).load(Ordering::Acquire);
         let avail = (head - tail) as usize;
-        if avail == 0 || buf.is_empty() {
+        if avail == 0 || len == 0 {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let n = avail.min(buf.len());
+        let n = avail.min(len).min(PIECE);
         let at = (tail % RING_BYTES as u64) as usize;
         let first = n.min(RING_BYTES - at);
         // SAFETY: bytes [tail, tail+n) of the ring were published by the writer (head is at
         // least tail+n, read with Acquire) and are not written again until this side moves the
-        // tail past them; the two ranges lie inside the ring's data, and `buf` is ours.
+        // tail past them; the two ranges lie inside the ring's data, and the caller gives
+        // `n <= len` writable bytes at `dst`.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.seg.at(h.data + at), buf.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(
-                self.seg.at(h.data),
-                buf.as_mut_ptr().add(first),
-                n - first,
-            );
+            std::ptr::copy_nonoverlapping(self.seg.at(h.data + at), dst, first);
+            std::ptr::copy_nonoverlapping(self.seg.at(h.data), dst.add(first), n - first);
         }
         self.seg
             .u64_at(h.tail)
@@ -307,7 +320,7 @@ impl Rings {
                 if free == 0 {
                     free = self.wait_room(&h, head, ring, dead)?;
                 }
-                let n = free.min(part.len() - off);
+                let n = free.min(part.len() - off).min(PIECE);
                 let at = (head % RING_BYTES as u64) as usize;
                 let first = n.min(RING_BYTES - at);
                 // SAFETY: bytes [head, head+n) of the ring are free (the reader's tail, read
@@ -377,9 +390,17 @@ impl Rings {
 /// Reads the rings as a byte source (`FrameReader`).
 pub(crate) struct RingSource<'a>(pub(crate) &'a Rings);
 
-impl crate::wire::frame::ByteSource for RingSource<'_> {
+// SAFETY: `read_uninit` returns the count `Rings::read_into` copied into `buf`, at most its
+// length.
+unsafe impl crate::wire::frame::ByteSource for RingSource<'_> {
     fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read_some(buf)
+        // SAFETY: `buf` is `buf.len()` writable bytes we borrow exclusively.
+        unsafe { self.0.read_into(buf.as_mut_ptr(), buf.len()) }
+    }
+
+    fn read_uninit(&mut self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+        // SAFETY: as above; the copy writes the bytes it counts and never reads `buf`.
+        unsafe { self.0.read_into(buf.as_mut_ptr().cast(), buf.len()) }
     }
 }
 

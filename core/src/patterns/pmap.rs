@@ -867,7 +867,10 @@ where
     fn decode(&self, job: &Job, frame: crate::wire::frame::Frame) -> Outcome<R> {
         let what = || format!("result of {}", self.name);
         if job.idx.len() == 1 {
-            return Outcome::Items(vec![decode_frame::<R>(frame, &what())]);
+            return Outcome::Items(vec![decode_frame::<R>(
+                frame,
+                format_args!("result of {}", self.name),
+            )]);
         }
         let body = frame.body();
         let parsed = (|| {

@@ -136,7 +136,7 @@ where
     let name = f.name();
     let body = encode_args(&args, name)?;
     let frame = fanout::start_service(pid, name, &body)?.finish()?;
-    decode_frame(frame, &format!("result of {name}"))
+    decode_frame(frame, format_args!("result of {name}"))
 }
 
 /// Calls `f(args...)` on `pid`, waits until it has finished, and returns a [`Future`] for the
@@ -289,5 +289,5 @@ where
         });
     }
     let frame = fanout::start_call(pid, name, &body)?.finish()?;
-    decode_frame(frame, &format!("result of {name}"))
+    decode_frame(frame, format_args!("result of {name}"))
 }

@@ -124,11 +124,19 @@ where
 }
 
 /// Decodes a reply's body as the result of `what`.
-pub(crate) fn decode_frame<T: DeserializeOwned + 'static>(f: Frame, what: &str) -> Result<T> {
+pub(crate) fn decode_frame<T: DeserializeOwned + 'static>(
+    f: Frame,
+    what: std::fmt::Arguments<'_>,
+) -> Result<T> {
     decode_frame_as(crate::base::ids::myid(), f, what)
 }
 
-fn decode_frame_as<T: DeserializeOwned + 'static>(me: Pid, f: Frame, what: &str) -> Result<T> {
+/// `what` names the value in the error only: formatted then, not on every call.
+fn decode_frame_as<T: DeserializeOwned + 'static>(
+    me: Pid,
+    f: Frame,
+    what: std::fmt::Arguments<'_>,
+) -> Result<T> {
     wire::decode_frame(f).map_err(|e| Error::Codec {
         action: "decode",
         what: format!("{what} as {}", std::any::type_name::<T>()),
@@ -191,7 +199,7 @@ where
         if let Some(s) = s {
             *slot = Some(
                 s.and_then(Pending::finish)
-                    .and_then(|fr| decode_frame_as(me, fr, &format!("result of {name}"))),
+                    .and_then(|fr| decode_frame_as(me, fr, format_args!("result of {name}"))),
             );
         }
     }

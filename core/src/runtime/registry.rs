@@ -7,9 +7,9 @@
 //! to `remotecall` and the callee finds it in its own table.
 
 use crate::wire::codec::{self as wire, Body};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::any::Any;
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::OnceLock;
 
@@ -44,8 +44,8 @@ pub struct RemoteEntry {
 
 inventory::collect!(RemoteEntry);
 
-fn table() -> &'static HashMap<&'static str, &'static RemoteEntry> {
-    static TABLE: OnceLock<HashMap<&'static str, &'static RemoteEntry>> = OnceLock::new();
+fn table() -> &'static FxHashMap<&'static str, &'static RemoteEntry> {
+    static TABLE: OnceLock<FxHashMap<&'static str, &'static RemoteEntry>> = OnceLock::new();
     TABLE.get_or_init(|| {
         inventory::iter::<RemoteEntry>
             .into_iter()

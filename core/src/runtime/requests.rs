@@ -6,7 +6,7 @@ use crate::base::ids::Pid;
 use crate::links::link::Link;
 use crate::runtime::exec;
 use crate::wire::frame::Frame;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -127,19 +127,19 @@ impl PendingReq {
 
 /// The open requests of a runtime, by request id, each with the pid it went to.
 pub(super) struct Requests {
-    open: Mutex<HashMap<u64, (Pid, Arc<Slot>)>>,
+    open: Mutex<FxHashMap<u64, (Pid, Arc<Slot>)>>,
     next: AtomicU64,
 }
 
 impl Requests {
     pub(super) fn new() -> Requests {
         Requests {
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(FxHashMap::default()),
             next: AtomicU64::new(1),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, (Pid, Arc<Slot>)>> {
+    fn lock(&self) -> MutexGuard<'_, FxHashMap<u64, (Pid, Arc<Slot>)>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
