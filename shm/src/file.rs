@@ -314,7 +314,7 @@ pub(crate) fn check_raw_args(path: &Path, offset: u64, elem: &ElemInfo) -> Resul
             ),
         });
     }
-    if offset % elem.align as u64 != 0 {
+    if !offset.is_multiple_of(elem.align as u64) {
         return Err(ShmError::Argument {
             reason: format!(
                 "offset {offset} is not a multiple of {}, the alignment of {}: a reference to a \

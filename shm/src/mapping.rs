@@ -76,7 +76,7 @@ impl Mapping {
     /// parts.
     pub(crate) fn new(p: MappingParts) -> Arc<Mapping> {
         assert!(p.raw.len() >= p.data_offset + p.len * p.elem.size);
-        assert!((p.raw.as_ptr() as usize + p.data_offset) % p.elem.align == 0);
+        assert!((p.raw.as_ptr() as usize + p.data_offset).is_multiple_of(p.elem.align));
         let leases = p
             .leases
             .unwrap_or_else(|| Arc::new(LeaseTable::new(p.dims.clone())));
