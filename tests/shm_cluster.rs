@@ -4,7 +4,8 @@
 //! The seeds' 3×4 `init` examples, visibility of writes across processes, partitions of
 //! awkward sizes, errors, cleanup (1,000 create/drop cycles; `kill -9` of the master, idle or
 //! at random moments of constructions and kernels, and of a worker leave `/dev/shm` as it
-//! was), file-backed arrays across processes, and the advection versions agreeing bit for bit.
+//! was), file-backed arrays across processes (with cohort's header, and raw at an offset as
+//! Julia's), and the advection versions agreeing bit for bit.
 //!
 //! Some tests re-execute this binary as a separate master (`COHORT_SHM_TEST_ROLE` set): ones
 //! that are killed with `kill -9` while their workers map arrays, one that reads a file-backed
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use cohort::prelude::*;
 use cohort::shm::ndarray::{arr2, Array3, Axis, Ix1, Ix2};
-use cohort::shm::{index, FileMode, SegmentId, SharedArray, NAME_PREFIX};
+use cohort::shm::{index, FileMode, RawMode, SegmentId, SharedArray, NAME_PREFIX};
 use common::eventually;
 
 const ROLE: &str = "COHORT_SHM_TEST_ROLE";
@@ -1073,6 +1074,286 @@ fn fill_of_a_read_only_file_is_refused() {
     assert_eq!(ro.as_slice().to_vec(), [0; 6]);
 }
 
+// ---------- raw file arrays (Julia's `SharedArray{T,N}(filename, dims, offset; mode)`) ----------
+
+/// This pid's view of a 1-D f64 array, as a vector.
+#[cohort::remote]
+fn values_f64(s: SharedArray<f64, Ix1>) -> cohort::Result<Vec<f64>> {
+    Ok(s.try_as_slice()?.to_vec())
+}
+
+/// Writes `v` at linear index `k` of a 1-D f64 array.
+#[cohort::remote]
+fn set_f64(s: SharedArray<f64, Ix1>, k: usize, v: f64) -> cohort::Result<()> {
+    // SAFETY: the test has no other process touch element k during this call.
+    let mut e = unsafe { s.chunk_mut(k..k + 1) }?;
+    e[0] = v;
+    Ok(())
+}
+
+/// Fills this pid's share with `myid()`.
+#[cohort::remote]
+fn fill_mine_f64(s: SharedArray<f64, Ix1>) -> cohort::Result<()> {
+    s.local_chunk_mut(myid())?.fill(myid() as f64);
+    Ok(())
+}
+
+/// Raw arrays a worker maps by itself (node-local), kept alive until `drop_held`.
+static HELD: std::sync::Mutex<Vec<SharedArray<f64, Ix1>>> = std::sync::Mutex::new(Vec::new());
+
+#[cohort::remote]
+fn hold_raw(path: PathBuf, len: usize, offset: u64) -> cohort::Result<SegmentId> {
+    let s = SharedArray::<f64, Ix1>::open_raw_file(&path, len, offset, None, &[myid()])?;
+    let id = s.id();
+    HELD.lock().unwrap().push(s);
+    Ok(id)
+}
+
+#[cohort::remote]
+fn drop_held() -> usize {
+    std::mem::take(&mut *HELD.lock().unwrap()).len()
+}
+
+const RAW_PREFIX: [u8; 16] = [0xa5; 16];
+const RAW_SUFFIX: [u8; 8] = [0x5a; 8];
+const RAW_VALUES: [f64; 6] = [1.5, -2.0, 3.25, 4.0, 5.5, 6.0];
+
+fn f64_bytes(values: &[f64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_ne_bytes()).collect()
+}
+
+/// `RAW_PREFIX`, `RAW_VALUES` native-endian, `RAW_SUFFIX`, written with `std::fs`.
+fn write_raw_sample(path: &Path) {
+    let mut bytes = RAW_PREFIX.to_vec();
+    bytes.extend(f64_bytes(&RAW_VALUES));
+    bytes.extend(RAW_SUFFIX);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Every worker still answers a call.
+fn cluster_answers() {
+    for p in workers() {
+        let a = remotecall_fetch(ospid, p, ()).expect("the worker answers");
+        assert_eq!(a, remotecall_fetch(ospid, p, ()).unwrap());
+    }
+}
+
+/// Waits until the workers map what they mapped before (releases are asynchronous).
+fn workers_map(before: &[Vec<SegmentId>]) {
+    let ws = workers();
+    assert!(
+        eventually(Duration::from_secs(5), || mapped_on(&ws) == before),
+        "workers still map {:?} (before: {before:?})",
+        mapped_on(&ws)
+    );
+}
+
+fn raw_file_read_and_written_on_every_pid() {
+    let ws = workers();
+    let before = mapped_on(&ws);
+    let f = TempPath::new("raw-sample");
+    write_raw_sample(&f.0);
+    // The default mode for an existing file is "r+": nothing truncated.
+    let s = SharedArray::<f64, Ix1>::new_raw_file(&f.0, 6, 16, None, None).unwrap();
+    assert_eq!(s.pids(), ws);
+    assert!(!s.is_read_only());
+    assert_eq!(s.as_slice().to_vec(), RAW_VALUES);
+    assert_eq!(s.on_pids(values_f64).unwrap(), vec![RAW_VALUES.to_vec(); 3]);
+    assert!(mapped_on(&ws).iter().all(|m| m.contains(&s.id())));
+    // A write from worker 3 reaches the master, worker 2 and the file.
+    remotecall_fetch(set_f64, 3, (s.clone(), 4, 99.5)).unwrap();
+    assert_eq!(s.as_slice()[4], 99.5);
+    assert_eq!(
+        remotecall_fetch(values_f64, 2, (s.clone(),)).unwrap()[4],
+        99.5
+    );
+    drop(s);
+    let bytes = std::fs::read(&f.0).unwrap();
+    assert_eq!(bytes.len(), 16 + 48 + 8);
+    assert_eq!(bytes[..16], RAW_PREFIX);
+    assert_eq!(bytes[16..64], f64_bytes(&[1.5, -2.0, 3.25, 4.0, 99.5, 6.0]));
+    assert_eq!(bytes[64..], RAW_SUFFIX);
+    workers_map(&before);
+}
+
+fn raw_file_modes_across_pids() {
+    let before = mapped_on(&workers());
+    // "w+" truncates an existing file and zero-fills it; an init fills each share.
+    let f = TempPath::new("raw-w");
+    std::fs::write(&f.0, [0xffu8; 200]).unwrap();
+    let s = SharedArray::<f64, Ix1>::new_raw_file_with_init(
+        &f.0,
+        6,
+        16,
+        Some(RawMode::Create),
+        None,
+        fill_mine_f64,
+    )
+    .unwrap();
+    let want = [2.0, 2.0, 3.0, 3.0, 4.0, 4.0];
+    assert_eq!(s.as_slice().to_vec(), want);
+    drop(s);
+    let bytes = std::fs::read(&f.0).unwrap();
+    assert_eq!(bytes.len(), 16 + 6 * 8);
+    assert_eq!(bytes[..16], [0u8; 16], "the prefix is zero after w+");
+    assert_eq!(bytes[16..], f64_bytes(&want));
+    workers_map(&before);
+
+    // "a+" creates a missing file.
+    let a = TempPath::new("raw-a");
+    let s = SharedArray::<f64, Ix1>::new_raw_file(&a.0, 3, 8, Some(RawMode::Append), Some(&[2, 4]))
+        .unwrap();
+    assert_eq!(std::fs::read(&a.0).unwrap(), [0u8; 8 + 24]);
+    assert_eq!(s.on_pids(values_f64).unwrap(), vec![vec![0.0; 3]; 2]);
+    drop(s);
+    workers_map(&before);
+    // "a+" grows an existing shorter file, keeping its bytes; every pid sees them.
+    std::fs::write(&a.0, f64_bytes(&[7.0, 8.0])).unwrap();
+    let s = SharedArray::<f64, Ix1>::new_raw_file(&a.0, 4, 8, Some(RawMode::Append), None).unwrap();
+    assert_eq!(
+        s.on_pids(values_f64).unwrap(),
+        vec![vec![8.0, 0.0, 0.0, 0.0]; 3]
+    );
+    drop(s);
+    assert_eq!(
+        std::fs::read(&a.0).unwrap(),
+        f64_bytes(&[7.0, 8.0, 0.0, 0.0, 0.0])
+    );
+    workers_map(&before);
+    // "r+" grows a short file.
+    std::fs::write(&a.0, [1u8, 2, 3]).unwrap();
+    let s =
+        SharedArray::<u8, Ix1>::new_raw_file(&a.0, 4, 2, Some(RawMode::ReadWrite), None).unwrap();
+    assert_eq!(s.as_slice().to_vec(), [3, 0, 0, 0]);
+    drop(s);
+    assert_eq!(std::fs::read(&a.0).unwrap(), [1, 2, 3, 0, 0, 0]);
+    workers_map(&before);
+    // The default mode for a missing file is "w+": created, zero-filled.
+    let missing = TempPath::new("raw-default");
+    let s = SharedArray::<f64, Ix1>::new_raw_file(&missing.0, 2, 0, None, None).unwrap();
+    assert_eq!(s.on_pids(values_f64).unwrap(), vec![vec![0.0; 2]; 3]);
+    drop(s);
+    assert_eq!(std::fs::read(&missing.0).unwrap(), [0u8; 16]);
+    workers_map(&before);
+}
+
+fn raw_file_errors_leave_the_cluster_working() {
+    let ws = workers();
+    let before = mapped_on(&ws);
+    let f = TempPath::new("raw-errors");
+    write_raw_sample(&f.0);
+    let invalid = |e: cohort::Error, words: &[&str]| {
+        let text = e.to_string();
+        assert!(matches!(e, cohort::Error::Invalid(_)), "{e:?}");
+        for w in words {
+            assert!(text.contains(w), "{text:?} lacks {w:?}");
+        }
+        cluster_answers();
+    };
+    // A relative path, in both constructors.
+    let e = SharedArray::<f64, Ix1>::new_raw_file("rel.bin", 2, 0, None, None).unwrap_err();
+    invalid(e, &["rel.bin is not an absolute path"]);
+    let e =
+        SharedArray::<f64, Ix1>::new_raw_file_with_init("rel.bin", 2, 0, None, None, fill_mine_f64)
+            .unwrap_err();
+    invalid(e, &["rel.bin is not an absolute path"]);
+    assert!(!Path::new("rel.bin").exists());
+    // "r" of a missing file.
+    let missing = TempPath::new("raw-missing");
+    let e = SharedArray::<f64, Ix1>::new_raw_file(&missing.0, 2, 0, Some(RawMode::ReadOnly), None)
+        .unwrap_err();
+    invalid(e, &["does not exist", "mode \"r\" cannot create it"]);
+    // "r" of a file too short, naming the file and both sizes.
+    let e = SharedArray::<f64, Ix1>::new_raw_file(&f.0, 8, 16, Some(RawMode::ReadOnly), None)
+        .unwrap_err();
+    let name = f.0.display().to_string();
+    invalid(e, &[name.as_str(), "has 72 bytes", "fewer than the 80"]);
+    // A misaligned offset.
+    let e = SharedArray::<f64, Ix1>::new_raw_file(&f.0, 2, 4, None, None).unwrap_err();
+    invalid(e, &["offset 4 is not a multiple of 8"]);
+    // An init cannot write a read-only array.
+    let e = SharedArray::<f64, Ix1>::new_raw_file_with_init(
+        &f.0,
+        6,
+        16,
+        Some(RawMode::ReadOnly),
+        None,
+        fill_mine_f64,
+    )
+    .unwrap_err();
+    invalid(e, &["cannot initialize an unwritable array (mode = \"r\")"]);
+    // A range that overlaps one the creator maps.
+    let a = SharedArray::<f64, Ix1>::new_raw_file(&f.0, 4, 16, None, Some(&[2, 3])).unwrap();
+    let e = SharedArray::<f64, Ix1>::new_raw_file(&f.0, 4, 32, None, None).unwrap_err();
+    invalid(e, &["overlaps bytes 16..48"]);
+    drop(a);
+    workers_map(&before);
+    // A range that overlaps one worker 2 maps by itself: that pid fails, the others that
+    // attached are released.
+    let held = remotecall_fetch(hold_raw, 2, (f.0.clone(), 2, 16)).unwrap();
+    let with_held = mapped_on(&ws);
+    assert!(with_held[0].contains(&held));
+    let e = SharedArray::<f64, Ix1>::new_raw_file(&f.0, 4, 24, None, None).unwrap_err();
+    assert!(
+        matches!(&e, cohort::Error::Remote(r) if r.pid == 2),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("overlaps bytes 16..32"), "{e}");
+    cluster_answers();
+    assert!(eventually(Duration::from_secs(5), || mapped_on(&ws) == with_held));
+    assert_eq!(remotecall_fetch(drop_held, 2, ()).unwrap(), 1);
+    workers_map(&before);
+    // A read-only array refuses mutable access on every pid; the file is unchanged.
+    let r =
+        SharedArray::<f64, Ix1>::new_raw_file(&f.0, 6, 16, Some(RawMode::ReadOnly), None).unwrap();
+    assert!(r.is_read_only());
+    assert_eq!(r.on_pids(values_f64).unwrap(), vec![RAW_VALUES.to_vec(); 3]);
+    let e = r.on_pids(fill_mine_f64).unwrap_err();
+    assert!(
+        matches!(&e, cohort::Error::Composite(v) if v.len() == 3),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("is mapped read-only"), "{e}");
+    assert!(r.local_chunk_mut(1).is_err());
+    assert!(r.fill_all(0.0).is_err());
+    cluster_answers();
+    drop(r);
+    let bytes = std::fs::read(&f.0).unwrap();
+    assert_eq!(bytes[16..64], f64_bytes(&RAW_VALUES));
+    workers_map(&before);
+}
+
+fn raw_file_ranges_of_one_file() {
+    let ws = workers();
+    let before = mapped_on(&ws);
+    let f = TempPath::new("raw-ranges");
+    // Two ranges side by side, at once, on every pid.
+    let a = SharedArray::<f64, Ix1>::new_raw_file(&f.0, 4, 0, Some(RawMode::Create), None).unwrap();
+    let b = SharedArray::<f64, Ix1>::new_raw_file(&f.0, 4, 32, None, None).unwrap();
+    assert_ne!(a.id(), b.id());
+    a.fill_all(1.0).unwrap();
+    b.fill_all(2.0).unwrap();
+    assert_eq!(b.on_pids(values_f64).unwrap(), vec![vec![2.0; 4]; 3]);
+    assert_eq!(a.on_pids(values_f64).unwrap(), vec![vec![1.0; 4]; 3]);
+    // The same range again is the same memory, on the master and on the workers.
+    let a2 = SharedArray::<f64, Ix1>::new_raw_file(&f.0, 4, 0, None, None).unwrap();
+    assert_eq!(a2.id(), a.id());
+    remotecall_fetch(set_f64, 3, (a2.clone(), 1, 5.0)).unwrap();
+    assert_eq!(a.as_slice().to_vec(), [1.0, 5.0, 1.0, 1.0]);
+    assert_eq!(
+        remotecall_fetch(values_f64, 4, (a.clone(),)).unwrap()[1],
+        5.0
+    );
+    drop((a, b));
+    // Still mapped through the second array.
+    assert!(mapped_on(&ws).iter().all(|m| m.contains(&a2.id())));
+    assert_eq!(a2.on_pids(values_f64).unwrap()[0], [1.0, 5.0, 1.0, 1.0]);
+    drop(a2);
+    let want: Vec<f64> = [1.0, 5.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0].to_vec();
+    assert_eq!(std::fs::read(&f.0).unwrap(), f64_bytes(&want));
+    workers_map(&before);
+}
+
 use cohort::shm::ndarray::ShapeBuilder;
 
 fn main() {
@@ -1134,6 +1415,16 @@ fn main() {
                 "file_backed_array_persists_across_processes",
                 file_backed_array_persists_across_processes,
             ),
+            (
+                "raw_file_read_and_written_on_every_pid",
+                raw_file_read_and_written_on_every_pid,
+            ),
+            ("raw_file_modes_across_pids", raw_file_modes_across_pids),
+            (
+                "raw_file_errors_leave_the_cluster_working",
+                raw_file_errors_leave_the_cluster_working,
+            ),
+            ("raw_file_ranges_of_one_file", raw_file_ranges_of_one_file),
             (
                 "advection_versions_agree_bit_for_bit",
                 advection_versions_agree_bit_for_bit,

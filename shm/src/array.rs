@@ -15,12 +15,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use cohort_core::Pid;
 
 use crate::error::{Access, ShmError};
+use crate::file::{self, check_raw_args, RawMode};
 use crate::handle::{check_pids, ShmHandle};
 use crate::ids::{Backing, ElemInfo, HostId, SegmentId};
 use crate::index::{self, Region};
 use crate::lease::{SharedSlice, SharedSliceMut, SharedView, SharedViewMut};
 use crate::mapping::Mapping;
-use crate::{file, segment};
+use crate::segment;
 
 /// An N-dimensional, column-major array of plain-old-data elements in memory shared by the
 /// processes (pids) of one node: Julia's `SharedArray{T,N}`.
@@ -228,6 +229,65 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
         Ok(SharedArray::from_parts(map, dim, pids.into(), read_only))
     }
 
+    /// Map bytes `offset..offset + len * size_of::<T>()` of the existing or new file at `path`
+    /// as an array of `dims` (column-major, native-endian, no header), opened in `mode`
+    /// (`None`: Julia's default, [`RawMode::default_for`]): the node-local half of Julia's
+    /// `SharedArray{T,N}(filename, dims, offset; mode)`. Changes to the array change the file,
+    /// which persists.
+    ///
+    /// A writable mode grows a file shorter than the range (the new bytes read as zero); bytes
+    /// before `offset` and after the array are never touched (but `"w+"` truncates the file
+    /// first). An array without bytes maps nothing of the file and never grows it. This process
+    /// maps a byte of a file at most once: the same range with the same element type and dims
+    /// shares one mapping (a write through one array is seen through the other); another range
+    /// that overlaps it, or the whole of a file mapped with [`open_file`](Self::open_file), is
+    /// refused. The [`handle`](Self::handle) carries path, offset, device and inode: an attacher
+    /// opens that same file, `"r"` if this array is read-only, else `"r+"`, and never creates or
+    /// truncates it.
+    ///
+    /// Rust differences: `offset` must be a multiple of `align_of::<T>()` (Julia's `mmap`
+    /// accepts a misaligned pointer; a misaligned `&T` is undefined behaviour in Rust). `mmap`
+    /// needs a page-aligned file offset: the mapping starts at the page boundary below `offset`,
+    /// and the data at `offset` within it.
+    ///
+    /// # Errors
+    /// [`Argument`](ShmError::Argument) for a relative path (every pid must open the same
+    /// file), a misaligned offset, a file that is not a regular file, or `"r"` of a missing
+    /// file; [`FileTooShort`](ShmError::FileTooShort) for `"r"` of a file shorter than
+    /// `offset` plus the array's bytes; [`Overlapping`](ShmError::Overlapping);
+    /// [`TypeMismatch`](ShmError::TypeMismatch) / [`ShapeMismatch`](ShmError::ShapeMismatch)
+    /// when the range is mapped here with another element type or dims;
+    /// [`Unsupported`](ShmError::Unsupported) for `"w+"` of a file this process maps;
+    /// [`NoSpace`](ShmError::NoSpace) when growing it; [`Io`](ShmError::Io) (`"r+"` of a
+    /// missing file); and the errors of [`create`](Self::create) about dims and pids.
+    ///
+    /// # Julia
+    /// `SharedArray{T,N}(filename, dims, offset=0; mode=nothing)` (one process).
+    pub fn open_raw_file<P, Sh>(
+        path: P,
+        dims: Sh,
+        offset: u64,
+        mode: Option<RawMode>,
+        pids: &[Pid],
+    ) -> Result<Self, ShmError>
+    where
+        P: AsRef<Path>,
+        Sh: IntoDimension<Dim = D>,
+    {
+        let path = path.as_ref();
+        let dim = dims.into_dimension();
+        check_pids(pids)?;
+        check_raw_args(path, offset, &ElemInfo::of::<T>())?;
+        let mode = mode.unwrap_or_else(|| RawMode::default_for(path));
+        let map = file::open_raw(path, offset, &ElemInfo::of::<T>(), dim.slice(), mode)?;
+        Ok(SharedArray::from_parts(
+            map,
+            dim,
+            pids.into(),
+            !mode.is_writable(),
+        ))
+    }
+
     /// A handle to send to other pids of this node, who [`attach`](Self::attach) it.
     pub fn handle(&self) -> ShmHandle {
         ShmHandle {
@@ -382,7 +442,7 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
         self.map.len == 0
     }
 
-    /// Whether mutable access is refused (a file opened read-only).
+    /// Whether mutable access is refused (a file opened read-only, or raw in mode `"r"`).
     pub fn is_read_only(&self) -> bool {
         self.read_only
     }
@@ -533,9 +593,9 @@ impl<T: Pod, D: Dimension> SharedArray<T, D> {
             .map
             .leases
             .acquire(Region::Linear(0..self.len()), Access::Read)?;
-        // SAFETY: `data()` is page-aligned (so aligned for T, whose alignment `layout` bounded by
-        // the page) and followed by `len * size_of::<T>()` mapped bytes (size checked against
-        // the object at construction), which `layout` kept below isize::MAX, as it did the
+        // SAFETY: `data()` is aligned for T (`Mapping::new` checks it) and followed by
+        // `len * size_of::<T>()` mapped bytes (size checked against the object at
+        // construction), which `layout`/`data_layout` kept below isize::MAX, as they did the
         // product of the non-zero dims; the `.f()` shape has product `len` and non-negative
         // strides, all zero for an empty shape, and a zero-sized T moves no byte, so no offset
         // leaves the data even where it has no bytes; T: Pod makes every byte pattern a valid T;

@@ -13,8 +13,9 @@ use serde::Serialize;
 
 use crate::array::{PendingArray, SharedArray};
 use crate::error::ShmError;
+use crate::file::{check_raw_args, RawMode};
 use crate::handle::ShmHandle;
-use crate::ids::SegmentId;
+use crate::ids::{ElemInfo, SegmentId};
 
 /// `ShmError` as a cohort error: a failed system call stays an [`Error::Io`] (its OS error
 /// kept as the source), everything else becomes [`Error::Invalid`] with the same message.
@@ -233,7 +234,7 @@ fn distribute<T: Pod, D: Dimension>(
     let others: Vec<Pid> = handle.pids().iter().copied().filter(|&p| p != me).collect();
     if !others.is_empty() {
         let (id, to) = (handle.id(), others.clone());
-        pending.array().mapping().set_on_drop(Box::new(move || {
+        pending.array().mapping().add_on_drop(Box::new(move || {
             for p in to {
                 // A pid that is gone has nothing left to release.
                 let _ = cohort_core::remote_do(shm_release, p, (id,));
@@ -376,6 +377,9 @@ impl<T: Pod + Send + Sync, D: Dimension + 'static> SharedArray<T, D> {
     /// every other pid maps it through a remote call. The file persists after the array is
     /// released. `ReadOnly` arrays refuse mutable access on every pid.
     ///
+    /// The file starts with cohort's header, unlike Julia's, which holds the elements only:
+    /// [`new_raw_file`](Self::new_raw_file) maps such a file (at an offset, in Julia's modes).
+    ///
     /// # Errors
     /// As [`new`](Self::new); a file of the wrong size, or of another element type or dims, is
     /// [`Error::Invalid`] naming the file; a missing file is [`Error::Io`].
@@ -404,6 +408,102 @@ impl<T: Pod + Send + Sync, D: Dimension + 'static> SharedArray<T, D> {
             FileMode::ReadOnly => SharedArray::open_file(&path, dims, true, &pids)?,
         };
         distribute(PendingArray::from_array(array), me)
+    }
+
+    /// An array of `dims` whose elements are bytes `offset..offset + len * size_of::<T>()` of
+    /// the file at `path`, raw (no header, native-endian, column-major), mapped by `pids`
+    /// (default as in [`new`](Self::new)): Julia's file-backed
+    /// `SharedArray{T,N}(filename, dims, offset; mode, pids)`. Changes to the array change the
+    /// file, which persists after the array is released.
+    ///
+    /// `mode` is one of Julia's (see [`RawMode`]); `None` is Julia's default: `"r+"` if the
+    /// file exists, else `"w+"`. The creator opens the file in `mode`, growing it if it is
+    /// writable and shorter than the range (the new bytes read as zero; bytes before `offset`
+    /// and after the array are never touched, though `"w+"` first truncates the file to zero);
+    /// every other pid then maps the same range through a remote call, opening the same file
+    /// (checked by device and inode) `"r+"` (`"r"` for a read-only array): attachers never
+    /// create or truncate. (Julia's workers reopen the path in `"a+"` where the creator used
+    /// `"a+"`, which could create another file; cohort's map the creator's file or fail.) A
+    /// read-only array refuses mutable access on every pid.
+    ///
+    /// In one process a byte of a file is mapped at most once: the same range with the same
+    /// element type and dims shares one mapping; another range that overlaps it, or the whole
+    /// of a file mapped with [`new_file`](Self::new_file), is refused. See
+    /// [`open_raw_file`](SharedArray::open_raw_file) for the node-local form.
+    ///
+    /// Rust differences: `offset` must be a multiple of `align_of::<T>()` (Julia's `mmap`
+    /// accepts a misaligned pointer; a misaligned `&T` is undefined behaviour in Rust); `mmap`
+    /// needs a page-aligned file offset, so each pid maps from the page boundary below `offset`
+    /// and points the data at `offset` within it.
+    ///
+    /// # Collective
+    /// Runs a call on every pid; call it on one process (usually the master).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new); [`Error::Invalid`] for a relative `path` (Julia's "is not an
+    /// absolute path"), a misaligned `offset`, mode `"r"` of a missing file (Julia's "does not
+    /// exist, but mode r cannot create it") or of a file shorter than `offset` plus the array's
+    /// bytes (naming the file and both sizes), a range that overlaps another mapping of the
+    /// file in a process of the array, or `"w+"` of a file the creator maps; [`Error::Io`] for
+    /// `"r+"` of a missing file and other failed system calls.
+    ///
+    /// # Julia
+    /// `SharedArray{T,N}(filename, dims, offset=0; mode=nothing, pids=Int[])`.
+    pub fn new_raw_file<P, Sh>(
+        path: P,
+        dims: Sh,
+        offset: u64,
+        mode: Option<RawMode>,
+        pids: Option<&[Pid]>,
+    ) -> cohort_core::Result<Self>
+    where
+        P: AsRef<Path>,
+        Sh: IntoDimension<Dim = D>,
+    {
+        let pids = resolve_pids(pids)?;
+        let me = me()?;
+        let array = SharedArray::open_raw_file(path, dims, offset, mode, &pids)?;
+        distribute(PendingArray::from_array(array), me)
+    }
+
+    /// [`new_raw_file`](Self::new_raw_file), then `init(S)` on every pid at once, waiting for
+    /// all, as [`with_init`](Self::with_init) does: Julia's `init` keyword for a file-backed
+    /// array. Mode `"r"` is refused before anything is opened (Julia's "cannot initialize
+    /// unwritable array").
+    ///
+    /// # Errors
+    /// As [`new_raw_file`](Self::new_raw_file); [`Error::Invalid`] for mode `"r"`; an `init`
+    /// that fails on some pid fails the construction (the array is released; what `init`
+    /// wrote stays in the file).
+    ///
+    /// # Julia
+    /// `SharedArray{T,N}(filename, dims, offset; mode, init = S -> ..., pids)`.
+    pub fn new_raw_file_with_init<P, Sh, F>(
+        path: P,
+        dims: Sh,
+        offset: u64,
+        mode: Option<RawMode>,
+        pids: Option<&[Pid]>,
+        init: F,
+    ) -> cohort_core::Result<Self>
+    where
+        P: AsRef<Path>,
+        Sh: IntoDimension<Dim = D>,
+        F: RemoteFn<(SharedArray<T, D>,)>,
+        F::Output: Serialize + DeserializeOwned + Clone,
+    {
+        let path = path.as_ref();
+        check_raw_args(path, offset, &ElemInfo::of::<T>())?;
+        let mode = mode.unwrap_or_else(|| RawMode::default_for(path));
+        if !mode.is_writable() {
+            return Err(ShmError::Argument {
+                reason: format!("cannot initialize an unwritable array (mode = \"{mode}\")"),
+            }
+            .into());
+        }
+        let s = Self::new_raw_file(path, dims, offset, Some(mode), pids)?;
+        s.on_pids(init)?;
+        Ok(s)
     }
 
     /// A new shared array of the same dims, element type and pids, holding a copy of the

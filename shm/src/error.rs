@@ -73,7 +73,7 @@ pub enum ShmError {
     NoSpace {
         /// The segment or file.
         object: Backing,
-        /// The bytes asked for (header included).
+        /// The bytes asked for (header included, for an object with one).
         bytes: u64,
     },
     /// The object's size is not the one its dims and element type imply.
@@ -179,6 +179,41 @@ pub enum ShmError {
         held: Region,
         /// How it is held.
         held_access: Access,
+    },
+    /// An argument that can never work: a relative path for a raw file mapping, an offset
+    /// that is not a multiple of the element alignment, a mode that cannot do what is asked
+    /// (Julia's `ArgumentError`).
+    #[error("invalid argument: {reason}")]
+    Argument {
+        /// What is wrong, and what to do instead.
+        reason: String,
+    },
+    /// A file too short for a read-only raw mapping, which cannot grow it.
+    #[error(
+        "{object} has {found} bytes, fewer than the {needed} that its offset and elements need; \
+         a read-only mapping cannot grow it"
+    )]
+    FileTooShort {
+        /// The file.
+        object: Backing,
+        /// The offset plus the elements' bytes.
+        needed: u64,
+        /// Bytes found (`fstat`).
+        found: u64,
+    },
+    /// Bytes of a file that this process already maps in another way (another byte range
+    /// that overlaps, or the whole file as an array with cohort's header): two mappings of the
+    /// same bytes would alias memory behind separate borrow tracking.
+    #[error(
+        "{object} overlaps {mapped} of the same file, which this process maps already; map \
+         exactly the same range with the same element type and dims to share that mapping, or a \
+         range that does not overlap it"
+    )]
+    Overlapping {
+        /// The mapping asked for.
+        object: Backing,
+        /// What this process maps already (a byte range, or the whole file).
+        mapped: String,
     },
     /// The request cannot be served (alignment, a file mapped here that would be truncated...).
     #[error("unsupported: {reason}")]

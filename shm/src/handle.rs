@@ -8,9 +8,10 @@ use cohort_core::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ShmError;
+use crate::file::{self, RawMode};
 use crate::ids::{Backing, ElemInfo, HostId, SegmentId};
 use crate::mapping::{self, Key, Mapping};
-use crate::{file, index, segment};
+use crate::{index, segment};
 
 /// Everything another process of this node needs to map an array: send it, then
 /// [`attach`](crate::SharedArray::attach) on the other side.
@@ -67,7 +68,8 @@ impl ShmHandle {
         &self.host
     }
 
-    /// Whether the array is mapped read-only (file-backed arrays opened read-only).
+    /// Whether the array is mapped read-only (file-backed arrays opened read-only, raw files
+    /// in mode `"r"`); an attacher of a raw file opens it `"r"` when this is set, else `"r+"`.
     pub fn read_only(&self) -> bool {
         self.read_only
     }
@@ -150,6 +152,25 @@ pub(crate) fn attach_pinned(handle: &ShmHandle, myid: Pid) -> Result<Arc<Mapping
             handle.read_only,
             Some(handle.id),
         )?,
+        // Attachers never create or truncate (Julia's workers open "r+" where the creator
+        // used "w+"), and they map the creator's file: the same device and inode.
+        Backing::RawFile {
+            path,
+            offset,
+            dev,
+            ino,
+        } => file::open_raw_locked(
+            path,
+            *offset,
+            &handle.elem,
+            &handle.dims,
+            if handle.read_only {
+                RawMode::ReadOnly
+            } else {
+                RawMode::ReadWrite
+            },
+            Some((*dev, *ino)),
+        )?,
     };
     map.matches(handle.id, &handle.elem, &handle.dims)?;
     check_shape(handle, &map)?;
@@ -166,6 +187,16 @@ pub(crate) fn lookup(handle: &ShmHandle) -> Result<Arc<Mapping>, ShmError> {
             dev: m.dev(),
             ino: m.ino(),
         }),
+        Backing::RawFile {
+            offset, dev, ino, ..
+        } => index::checked_len(&handle.dims)
+            .and_then(|len| len.checked_mul(handle.elem.size))
+            .map(|bytes| Key::Raw {
+                dev: *dev,
+                ino: *ino,
+                offset: *offset,
+                bytes: bytes as u64,
+            }),
     };
     let map = key
         .and_then(|k| mapping::get(&k))

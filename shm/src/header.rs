@@ -62,6 +62,20 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 /// object: it is created, attached, closed and released like any other, and `mmap` is never
 /// asked for zero bytes.
 pub(crate) fn layout(elem: &ElemInfo, dims: &[usize]) -> Result<(usize, usize), ShmError> {
+    let (len, bytes) = data_layout(elem, dims)?;
+    let total = bytes
+        .checked_add(DATA_OFFSET)
+        .filter(|&t| isize::try_from(t).is_ok() && i64::try_from(t).is_ok())
+        .ok_or_else(|| ShmError::TooLarge {
+            dims: dims.to_vec(),
+            elem_size: elem.size,
+        })?;
+    Ok((len, total))
+}
+
+/// The element count and the data's size in bytes, checked as in [`layout`] (for an object
+/// without header: a raw file mapping).
+pub(crate) fn data_layout(elem: &ElemInfo, dims: &[usize]) -> Result<(usize, usize), ShmError> {
     if dims.len() > MAX_DIMS {
         return Err(ShmError::TooManyDims {
             ndims: dims.len(),
@@ -87,12 +101,11 @@ pub(crate) fn layout(elem: &ElemInfo, dims: &[usize]) -> Result<(usize, usize), 
             ),
         });
     }
-    let total = len
+    let bytes = len
         .checked_mul(elem.size)
-        .and_then(|b| b.checked_add(DATA_OFFSET))
         .filter(|&t| isize::try_from(t).is_ok() && i64::try_from(t).is_ok())
         .ok_or_else(too_large)?;
-    Ok((len, total))
+    Ok((len, bytes))
 }
 
 fn describe(name: &str, size: u64, align: u64) -> String {
@@ -255,6 +268,8 @@ mod tests {
     fn layout_checks() {
         let f64s = ElemInfo::of::<f64>();
         assert_eq!(layout(&f64s, &[3, 4]).unwrap(), (12, DATA_OFFSET + 96));
+        assert_eq!(data_layout(&f64s, &[3, 4]).unwrap(), (12, 96));
+        assert_eq!(data_layout(&f64s, &[3, 0]).unwrap(), (0, 0));
         assert_eq!(layout(&f64s, &[]).unwrap(), (1, DATA_OFFSET + 8));
         // No data bytes: a header-only object.
         assert_eq!(layout(&f64s, &[0]).unwrap(), (0, DATA_OFFSET));

@@ -7,13 +7,31 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-/// A 128-bit random identity of one segment (or one file-backed array), fixed at creation.
+/// A 128-bit identity of one segment (or one file-backed array), fixed at creation.
 ///
-/// It is stored in the segment's header, checked on every attach, and keys this process's
-/// registry of mappings. Displayed as 32 lowercase hex digits. A new one comes from
-/// [`SegmentId::random`].
+/// For a segment or a file with cohort's header it is random, stored in the header, and checked
+/// on every attach; for a raw file mapping (no header) it is derived from the file's device and
+/// inode and the mapped byte range, so every process computes the same one. It names the object
+/// in this process's registry of mappings and in [`release`](crate::release). Displayed as 32
+/// lowercase hex digits. A new random one comes from [`SegmentId::random`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SegmentId(pub u128);
+
+impl SegmentId {
+    /// The id of bytes `offset..offset + bytes` of the file `dev`/`ino` mapped raw: FNV-1a
+    /// (128 bits) of those four numbers, the same in every process of the host.
+    pub(crate) fn of_raw(dev: u64, ino: u64, offset: u64, bytes: u64) -> SegmentId {
+        const BASIS: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+        const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+        let words = [dev, ino, offset, bytes];
+        let hash = b"raw"
+            .iter()
+            .copied()
+            .chain(words.iter().flat_map(|w| w.to_le_bytes()))
+            .fold(BASIS, |h, b| (h ^ u128::from(b)).wrapping_mul(PRIME));
+        SegmentId(hash)
+    }
+}
 
 impl fmt::Display for SegmentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -98,10 +116,22 @@ pub enum Backing {
         /// The segment's inode number, checked before it is opened.
         ino: u64,
     },
-    /// A regular file.
+    /// A regular file that starts with cohort's header.
     File {
         /// The file's path as given when it was created or opened.
         path: PathBuf,
+    },
+    /// A byte range of a regular file holding the elements raw, without header (Julia's
+    /// file-backed `SharedArray`).
+    RawFile {
+        /// The file's absolute path.
+        path: PathBuf,
+        /// Where element 0 starts, in bytes from the start of the file.
+        offset: u64,
+        /// The file's device number, checked by every process that opens it.
+        dev: u64,
+        /// The file's inode number, checked by every process that opens it.
+        ino: u64,
     },
 }
 
@@ -115,6 +145,9 @@ impl fmt::Display for Backing {
                 "shared-memory segment /dev/shm/#{ino} (descriptor {fd} of process {creator})"
             ),
             Backing::File { path } => write!(f, "file {}", path.display()),
+            Backing::RawFile { path, offset, .. } => {
+                write!(f, "file {} (raw, from byte {offset})", path.display())
+            }
         }
     }
 }

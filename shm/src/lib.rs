@@ -41,7 +41,9 @@
 //! * **Construction is collective, from one process** (the *creator*, usually the master):
 //!   [`SharedArray::new`] (Julia's `SharedArray{T,N}(dims; pids)`), [`SharedArray::with_init`]
 //!   (the `init` keyword: a `#[cohort::remote]` function run on every pid at once, waited for),
-//!   [`SharedArray::new_file`] (a file-backed array). Default pids: Julia's — every process of
+//!   [`SharedArray::new_file`] (a file-backed array with cohort's header),
+//!   [`SharedArray::new_raw_file`] (Julia's: elements raw at an offset of any file, in the
+//!   modes `"r"`, `"r+"`, `"w+"`, `"a+"` of [`RawMode`]). Default pids: Julia's — every process of
 //!   this host but the master, or the master alone when it has no workers. The creator always
 //!   maps the array, pid or not.
 //! * **Empty arrays are arrays**, as in Julia: any dim may be zero (`SharedArray{Float64}(0)`,
@@ -86,11 +88,13 @@
 //! | `similar(S)` | [`S.similar()`](SharedArray::similar) (a private array); [`S.similar_shared()`](SharedArray::similar_shared) |
 //! | `Array(S)`, `copy(sdata(S))` | [`S.unshare()`](SharedArray::unshare) (a private copy) |
 //! | this process lets its mapping go | [`S.close()`](SharedArray::close), on another pid [`S.close_on(pid)`](SharedArray::close_on) |
-//! | `SharedArray{T}(filename, dims; mode)` | [`SharedArray::new_file(path, dims, FileMode::…, pids)`](SharedArray::new_file) |
+//! | `SharedArray{T}(filename, dims; mode)` (cohort's header) | [`SharedArray::new_file(path, dims, FileMode::…, pids)`](SharedArray::new_file) |
+//! | `SharedArray{T,N}(filename, dims, offset; mode, init, pids)` (raw) | [`SharedArray::new_raw_file(path, dims, offset, Some(RawMode::…), pids)`](SharedArray::new_raw_file), [`new_raw_file_with_init`](SharedArray::new_raw_file_with_init) |
 //!
 //! Underneath, the node-local layer works without a cluster and takes pids explicitly:
 //! [`SharedArray::create`] / [`attach`](SharedArray::attach) / [`PendingArray::finish`] /
-//! [`release`], [`create_file`](SharedArray::create_file) / [`open_file`](SharedArray::open_file).
+//! [`release`], [`create_file`](SharedArray::create_file) / [`open_file`](SharedArray::open_file),
+//! [`open_raw_file`](SharedArray::open_raw_file).
 //!
 //! **Column-major, like Julia.** The first index runs fastest: element `[i, j]` of an `m × n`
 //! array is linear element `i + m * j`. Views are `ndarray` views with Fortran-order strides
@@ -184,7 +188,8 @@
 //!    ([`release`], [`mapped_segments`]);
 //! 5. `segment`: shared-memory segments: create, open through the creator's descriptor,
 //!    [`sweep_orphans`];
-//! 6. `file`: file-backed objects, reserved as segments are;
+//! 6. `file`: file-backed objects, with cohort's header or raw at an offset ([`RawMode`]),
+//!    reserved as segments are;
 //! 7. `handle`: [`ShmHandle`], and the attach and lookup of the object it names;
 //! 8. `array`: [`SharedArray`] and [`PendingArray`], node-local, pids given explicitly;
 //! 9. `cluster`: the constructors and the release that run on every pid through cohort-core;
@@ -218,6 +223,7 @@ mod segment;
 pub use array::{PendingArray, SharedArray};
 pub use cluster::{indexpids, localindices, myrange, FileMode, RandElem};
 pub use error::{Access, ShmError};
+pub use file::RawMode;
 pub use handle::ShmHandle;
 pub use header::MAX_DIMS;
 pub use ids::{Backing, ElemInfo, HostId, SegmentId};

@@ -25,9 +25,7 @@ use memmap2::{Advice, MmapRaw};
 use nix::errno::Errno;
 
 use crate::error::{Access, ShmError};
-use crate::header::DATA_OFFSET;
 use crate::ids::{Backing, ElemInfo, SegmentId};
-use crate::index::page_span;
 use crate::lease::LeaseTable;
 
 /// Smallest page size we plan for; touching once per 4 KiB touches every page of any larger size.
@@ -36,6 +34,9 @@ const PAGE: usize = 4096;
 /// One mapping of one segment or file in this process, shared by all its `SharedArray` values.
 pub(crate) struct Mapping {
     raw: MmapRaw,
+    /// Where element 0 is in `raw`: `DATA_OFFSET` after a header, 0 for a raw file mapping
+    /// (whose `raw` starts at the array's offset in the file).
+    data_offset: usize,
     pub(crate) id: SegmentId,
     pub(crate) key: Key,
     pub(crate) backing: Backing,
@@ -57,6 +58,8 @@ pub(crate) type DropHook = Box<dyn FnOnce() + Send>;
 
 pub(crate) struct MappingParts {
     pub(crate) raw: MmapRaw,
+    /// Where element 0 is in `raw`; it must be aligned for the element type.
+    pub(crate) data_offset: usize,
     pub(crate) id: SegmentId,
     pub(crate) key: Key,
     pub(crate) backing: Backing,
@@ -69,14 +72,17 @@ pub(crate) struct MappingParts {
 }
 
 impl Mapping {
-    /// Wrap a mapping whose header has been published or checked against these parts.
+    /// Wrap a mapping whose header (if it has one) has been published or checked against these
+    /// parts.
     pub(crate) fn new(p: MappingParts) -> Arc<Mapping> {
-        debug_assert!(p.raw.len() >= DATA_OFFSET + p.len * p.elem.size);
+        assert!(p.raw.len() >= p.data_offset + p.len * p.elem.size);
+        assert!((p.raw.as_ptr() as usize + p.data_offset).is_multiple_of(p.elem.align));
         let leases = p
             .leases
             .unwrap_or_else(|| Arc::new(LeaseTable::new(p.dims.clone())));
         Arc::new(Mapping {
             raw: p.raw,
+            data_offset: p.data_offset,
             id: p.id,
             key: p.key,
             backing: p.backing,
@@ -90,9 +96,18 @@ impl Mapping {
         })
     }
 
-    /// Install the hook run when this mapping goes away (replacing any earlier one).
-    pub(crate) fn set_on_drop(&self, hook: DropHook) {
-        *self.on_drop.lock().unwrap_or_else(PoisonError::into_inner) = Some(hook);
+    /// Add a hook to run when this mapping goes away, after any installed earlier (a file
+    /// mapping that several arrays of the creator share releases the pids of each).
+    pub(crate) fn add_on_drop(&self, hook: DropHook) {
+        let mut slot = self.on_drop.lock().unwrap_or_else(PoisonError::into_inner);
+        let hook = match slot.take() {
+            Some(earlier) => Box::new(move || {
+                earlier();
+                hook();
+            }),
+            None => hook,
+        };
+        *slot = Some(hook);
     }
 
     /// Take the hook out, to run it now (`finalize`); it then does not run at drop.
@@ -103,11 +118,13 @@ impl Mapping {
             .take()
     }
 
-    /// Address of element 0: page-aligned, followed by `len * elem.size` mapped bytes (the end
-    /// of a header-only mapping when there are none: valid for zero-byte accesses only).
+    /// Address of element 0, aligned for the element type, followed by `len * elem.size`
+    /// mapped bytes (with none, valid for zero-byte accesses only): page-aligned after a header;
+    /// at the array's offset in the file (a multiple of the element alignment, mapped from the
+    /// page boundary below it) for a raw file mapping.
     pub(crate) fn data(&self) -> *mut u8 {
-        // In bounds: the mapping is DATA_OFFSET + len * size bytes long (checked at construction).
-        self.raw.as_mut_ptr().wrapping_add(DATA_OFFSET)
+        // In bounds and aligned: both checked by `Mapping::new`.
+        self.raw.as_mut_ptr().wrapping_add(self.data_offset)
     }
 
     /// Close the door: from now on no other process can open the segment, and it is freed
@@ -126,11 +143,10 @@ impl Mapping {
     pub(crate) fn prefault(&self, elems: Range<usize>) -> Result<(), ShmError> {
         let size = self.elem.size;
         let (lo, hi) = (
-            DATA_OFFSET + elems.start * size,
-            DATA_OFFSET + elems.end * size,
+            self.data_offset + elems.start * size,
+            self.data_offset + elems.end * size,
         );
-        let span = page_span(lo, hi, PAGE);
-        if span.is_empty() {
+        if lo >= hi {
             return Ok(());
         }
         // Shared memory: populate writable (no data is read or written, so no race with anyone).
@@ -141,7 +157,8 @@ impl Mapping {
         } else {
             Advice::PopulateRead
         };
-        match self.raw.advise_range(advice, span.start, span.len()) {
+        // memmap2 widens the range to the page boundary below `lo` (the kernel rounds the end up).
+        match self.raw.advise_range(advice, lo, hi - lo) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(Errno::EINVAL as i32) => {
                 // Kernels before 5.14 lack MADV_POPULATE_*: read one byte per page instead
@@ -150,7 +167,7 @@ impl Mapping {
                 let base = self.raw.as_ptr();
                 let mut at = lo;
                 while at < hi {
-                    // SAFETY: DATA_OFFSET <= lo <= at < hi <= DATA_OFFSET + len * size, which is
+                    // SAFETY: data_offset <= lo <= at < hi <= data_offset + len * size, which is
                     // inside the mapping; u8 has no alignment or validity requirement.
                     unsafe { std::ptr::read_volatile(base.add(at)) };
                     at = (at / PAGE + 1) * PAGE;
@@ -269,8 +286,51 @@ impl Drop for Mapping {
 pub(crate) enum Key {
     /// A shared-memory segment, by its id.
     Shm(SegmentId),
-    /// A file, by device and inode (two paths to one file are one object).
+    /// A file with cohort's header, whole, by device and inode (two paths to one file are one
+    /// object).
     File { dev: u64, ino: u64 },
+    /// Bytes `offset..offset + bytes` of a file mapped raw.
+    Raw {
+        dev: u64,
+        ino: u64,
+        offset: u64,
+        bytes: u64,
+    },
+}
+
+impl Key {
+    /// The file's device and inode, for a file key.
+    pub(crate) fn file(&self) -> Option<(u64, u64)> {
+        match *self {
+            Key::Shm(_) => None,
+            Key::File { dev, ino } | Key::Raw { dev, ino, .. } => Some((dev, ino)),
+        }
+    }
+
+    /// Whether the two keys map some byte twice: two mappings of one file where one is a
+    /// whole header file, or whose raw ranges overlap (an empty range overlaps nothing).
+    pub(crate) fn overlaps(&self, other: &Key) -> bool {
+        if self.file().is_none() || self.file() != other.file() {
+            return false;
+        }
+        let span = |k: &Key| match *k {
+            Key::Raw { offset, bytes, .. } => (offset, offset + bytes),
+            _ => (0, u64::MAX),
+        };
+        let ((a, b), (c, d)) = (span(self), span(other));
+        a < b && c < d && a < d && c < b
+    }
+
+    /// The bytes of the file this key maps, for messages.
+    pub(crate) fn describe(&self) -> String {
+        match *self {
+            Key::Shm(id) => format!("segment {id}"),
+            Key::File { .. } => "the whole file (an array with cohort's header)".to_owned(),
+            Key::Raw { offset, bytes, .. } => {
+                format!("bytes {offset}..{} (a raw mapping)", offset + bytes)
+            }
+        }
+    }
 }
 
 struct Entry {
@@ -300,6 +360,15 @@ pub(crate) fn get(key: &Key) -> Option<Arc<Mapping>> {
     let map = lock();
     map.get(key).and_then(|e| e.weak.upgrade())
     // An upgraded Arc leaves the lock held by the caller's value, never dropped here.
+}
+
+/// The keys of this process's live mappings of the file `dev`/`ino` (whole or raw ranges).
+pub(crate) fn file_keys(dev: u64, ino: u64) -> Vec<Key> {
+    let map = lock();
+    map.iter()
+        .filter(|(k, e)| k.file() == Some((dev, ino)) && e.weak.strong_count() > 0)
+        .map(|(k, _)| *k)
+        .collect()
 }
 
 /// Record `mapping` under `key`, pinned if `pin` or if the entry it replaces was pinned (a file
@@ -383,4 +452,55 @@ pub fn mapped_segments() -> Vec<SegmentId> {
     ids.sort();
     ids.dedup();
     ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(offset: u64, bytes: u64) -> Key {
+        Key::Raw {
+            dev: 1,
+            ino: 2,
+            offset,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn keys_overlap_on_shared_bytes_of_one_file() {
+        assert!(raw(0, 32).overlaps(&raw(16, 32)));
+        assert!(raw(16, 32).overlaps(&raw(0, 32)));
+        assert!(raw(0, 32).overlaps(&raw(0, 32)));
+        assert!(raw(8, 8).overlaps(&raw(0, 32)));
+        assert!(!raw(0, 32).overlaps(&raw(32, 8)), "adjacent ranges");
+        assert!(!raw(32, 8).overlaps(&raw(0, 32)));
+        assert!(!raw(8, 0).overlaps(&raw(0, 32)), "an empty range");
+        let whole = Key::File { dev: 1, ino: 2 };
+        assert!(whole.overlaps(&raw(1 << 40, 1)) && raw(0, 1).overlaps(&whole));
+        let elsewhere = Key::Raw {
+            dev: 1,
+            ino: 3,
+            offset: 0,
+            bytes: 32,
+        };
+        assert!(!elsewhere.overlaps(&raw(0, 32)), "another file");
+        assert!(!Key::Shm(SegmentId(7)).overlaps(&Key::Shm(SegmentId(7))));
+        assert_eq!(raw(16, 32).file(), Some((1, 2)));
+        assert_eq!(raw(16, 32).describe(), "bytes 16..48 (a raw mapping)");
+    }
+
+    #[test]
+    fn raw_ids_name_the_range() {
+        let id = SegmentId::of_raw(1, 2, 16, 32);
+        assert_eq!(id, SegmentId::of_raw(1, 2, 16, 32));
+        for other in [
+            (1, 2, 16, 40),
+            (1, 2, 24, 32),
+            (1, 3, 16, 32),
+            (5, 2, 16, 32),
+        ] {
+            assert_ne!(id, SegmentId::of_raw(other.0, other.1, other.2, other.3));
+        }
+    }
 }

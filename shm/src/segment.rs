@@ -34,7 +34,7 @@ use nix::errno::Errno;
 use nix::sys::mman::shm_unlink;
 
 use crate::error::ShmError;
-use crate::header::{layout, Header};
+use crate::header::{layout, Header, DATA_OFFSET};
 use crate::ids::{Backing, ElemInfo, SegmentId};
 use crate::mapping::{self, Key, Mapping, MappingParts};
 
@@ -62,15 +62,28 @@ impl SegmentId {
 
 /// Reserve `total` bytes of `file` with `posix_fallocate` (retrying on `EINTR`); files use it too.
 pub(crate) fn reserve(file: &File, total: usize, object: &Backing) -> Result<(), ShmError> {
-    let len = i64::try_from(total).expect("layout() keeps sizes below i64::MAX");
+    let total = u64::try_from(total).expect("usize fits in u64");
+    reserve_range(file, 0, total, object)
+}
+
+/// Reserve bytes `start..end` of `file` (growing it to `end` if shorter; the contents of bytes
+/// already there are kept), as [`reserve`] does.
+pub(crate) fn reserve_range(
+    file: &File,
+    start: u64,
+    end: u64,
+    object: &Backing,
+) -> Result<(), ShmError> {
+    let as_off = |x: u64| i64::try_from(x).expect("layouts keep file offsets below i64::MAX");
+    let (at, len) = (as_off(start), as_off(end - start));
     loop {
-        match nix::fcntl::posix_fallocate(file.as_raw_fd(), 0, len) {
+        match nix::fcntl::posix_fallocate(file.as_raw_fd(), at, len) {
             Ok(()) => return Ok(()),
             Err(Errno::EINTR) => continue,
             Err(Errno::ENOSPC) => {
                 return Err(ShmError::NoSpace {
                     object: object.clone(),
-                    bytes: total as u64,
+                    bytes: end - start,
                 })
             }
             Err(e) => return Err(ShmError::errno("posix_fallocate", object, e)),
@@ -115,6 +128,7 @@ pub(crate) fn create(elem: ElemInfo, dims: &[usize]) -> Result<Arc<Mapping>, Shm
     unsafe { Header::new(id, &elem, dims, len).publish(raw.as_mut_ptr()) };
     let mapping = Mapping::new(MappingParts {
         raw,
+        data_offset: DATA_OFFSET,
         id,
         key: Key::Shm(id),
         backing,
@@ -198,6 +212,7 @@ pub(crate) fn open(
     header.check(backing, Some(id), elem, dims, found)?;
     let mapping = Mapping::new(MappingParts {
         raw,
+        data_offset: DATA_OFFSET,
         id,
         key: Key::Shm(id),
         backing: backing.clone(),

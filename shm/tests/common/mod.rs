@@ -41,6 +41,9 @@ pub fn attachable(handle: &ShmHandle) -> bool {
         } => std::fs::metadata(format!("/proc/{creator}/fd/{fd}"))
             .is_ok_and(|m| m.dev() == *dev && m.ino() == *ino),
         Backing::File { path } => path.exists(),
+        Backing::RawFile { path, dev, ino, .. } => {
+            std::fs::metadata(path).is_ok_and(|m| m.dev() == *dev && m.ino() == *ino)
+        }
         other => panic!("a backing these tests do not know: {other:?}"),
     }
 }
