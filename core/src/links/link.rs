@@ -25,7 +25,7 @@ use crate::wire::frame::{FdSource, Frame, FrameReader, Header};
 use nix::sys::epoll::EpollFlags;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -433,9 +433,43 @@ fn spin_world(
     WORLD_SPINNERS.fetch_sub(1, Ordering::AcqRel);
 }
 
-/// How long a spin polls without yielding its core: a few round trips over shared memory.
-const HOT_SPIN: Duration = Duration::from_micros(HOT_SPIN_US);
-const HOT_SPIN_US: u64 = 20;
+/// How long a spin polls without yielding its core often: a few round trips over shared
+/// memory (a yield costs about as much as a round trip, so yielding at every few polls made
+/// one half again as long).
+const HOT_SPIN: Duration = Duration::from_micros(20);
+
+/// A yield that took longer than this gave the core to another thread that wanted it (one
+/// that finds the core free takes 0.5-1 µs on these virtual machines).
+const CROWDED_YIELD: Duration = Duration::from_micros(3);
+
+/// How crowded this process finds its cores: raised by yields that gave the core away,
+/// lowered by those that came straight back; the spinners yield at every few polls while
+/// it is high. More spinning and working threads than cores (a master and two workers on
+/// two cores) make most yields give the core away, and a hot spin would hold the core that
+/// the awaited frame's producer needs; a stray long yield (an interrupt, the host) hardly
+/// moves it.
+static CROWD: AtomicU32 = AtomicU32::new(0);
+const CROWD_LONG: u32 = 4;
+const CROWD_MAX: u32 = 64;
+const CROWDED_AT: u32 = 16;
+
+/// Yields the core, and notes whether another thread took it meanwhile.
+fn yield_noting_crowd() {
+    let t0 = Instant::now();
+    std::thread::yield_now();
+    let long = t0.elapsed() > CROWDED_YIELD;
+    let _ = CROWD.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+        Some(if long {
+            (c + CROWD_LONG).min(CROWD_MAX)
+        } else {
+            c.saturating_sub(1)
+        })
+    });
+}
+
+fn crowded() -> bool {
+    CROWD.load(Ordering::Relaxed) >= CROWDED_AT
+}
 
 /// A stream link whose reader this thread holds.
 type Held<'a> = (&'a Link, &'a Stream, MutexGuard<'a, FrameReader>);
@@ -455,7 +489,7 @@ fn spin_held(
     let mut last = Instant::now();
     let mut seen = bytes(held);
     let mut n = 0u32;
-    let mut hot = true;
+    let mut hot = !crowded();
     while !held.is_empty() {
         let mut i = 0;
         while i < held.len() {
@@ -490,12 +524,14 @@ fn spin_held(
                 }
                 hot = idle < HOT_SPIN;
             }
+            hot = hot && !crowded();
         }
-        // Past the first microseconds, give the core to a runnable thread now and then (on
-        // two cores a pure spin can starve the very thread that would produce the awaited
-        // frame); before, a yield costs more than the answer takes to come.
-        if !hot && n.is_multiple_of(4) {
-            std::thread::yield_now();
+        // A polite spin gives the core to a runnable thread every few polls (on two cores a
+        // pure spin can starve the very thread that would produce the awaited frame); a hot
+        // one, in its first microseconds on uncrowded cores, only now and then, to find out
+        // whether another thread wants the core.
+        if n.is_multiple_of(if hot { 128 } else { 4 }) {
+            yield_noting_crowd();
         } else {
             std::hint::spin_loop();
         }
