@@ -6,7 +6,8 @@
 //! kernel: a writer copies a frame's bytes into the ring and publishes the new head; a reader
 //! that spins for a reply sees them with no system call on either side. The framing is the
 //! stream's (`FrameReader` reads a ring as it reads a socket), so a frame larger than the ring
-//! streams through it, the reader filling the frame's own buffer: one copy on each side.
+//! streams through it, the reader filling the frame's own buffer: one copy on each side, both
+//! at once, as each side hands over every [`PIECE`] it copies.
 //!
 //! The link's socket stays open beside the rings, for two things only: the *doorbell* and the
 //! end. A reader that stops spinning (its link armed in the poller's `epoll`) raises its ring's
