@@ -18,7 +18,7 @@
 
 use crate::base::ids::Pid;
 use crate::links::poller::{Poller, DEFER};
-use crate::links::ring::{drain_doorbell, RingSource, Rings};
+use crate::links::ring::{self, drain_doorbell, RingSource, Rings};
 use crate::links::transport::MessageWorld;
 use crate::wire::codec::Body;
 use crate::wire::frame::{FdSource, Frame, FrameReader, Header};
@@ -343,7 +343,7 @@ impl Link {
             return;
         };
         let mut held = vec![(self, s, r)];
-        let finished = spin_held(&mut held, sink, window, done);
+        let finished = spin_held(&mut held, sink, window, done, !defer);
         let Some((_, _, r)) = held.pop() else {
             return; // closed
         };
@@ -468,8 +468,16 @@ fn yield_noting_crowd() {
 }
 
 fn crowded() -> bool {
+    #[cfg(test)]
+    if FORCE_CROWDED.load(Ordering::Relaxed) {
+        return true;
+    }
     CROWD.load(Ordering::Relaxed) >= CROWDED_AT
 }
+
+/// Makes every spin of this process see crowded cores (tests of the waits that brings).
+#[cfg(test)]
+pub(crate) static FORCE_CROWDED: AtomicBool = AtomicBool::new(false);
 
 /// A stream link whose reader this thread holds.
 type Held<'a> = (&'a Link, &'a Stream, MutexGuard<'a, FrameReader>);
@@ -484,12 +492,14 @@ fn spin_held(
     sink: &dyn FrameSink,
     window: Duration,
     done: &dyn Fn() -> bool,
+    may_wait: bool,
 ) -> bool {
     let bytes = |held: &Vec<Held<'_>>| -> u64 { held.iter().map(|(_, _, r)| r.bytes_read()).sum() };
     let mut last = Instant::now();
     let mut seen = bytes(held);
     let mut n = 0u32;
     let mut hot = !crowded();
+    let mut waits = false;
     while !held.is_empty() {
         let mut i = 0;
         while i < held.len() {
@@ -516,15 +526,30 @@ fn spin_held(
             if b != seen {
                 seen = b;
                 last = Instant::now();
-                hot = true;
+                hot = !crowded();
+                waits = false;
             } else {
                 let idle = last.elapsed();
                 if idle > window {
                     return false;
                 }
-                hot = idle < HOT_SPIN;
+                let crowd = crowded();
+                hot = idle < HOT_SPIN && !crowd;
+                waits = may_wait && crowd && idle >= HOT_SPIN;
             }
-            hot = hot && !crowded();
+        }
+        // On crowded cores, a spin that has waited a while sleeps until a writer publishes:
+        // even a yielding spinner takes about its fair share of a core from the threads that
+        // produce what it awaits (a worker's step), and a timed nap notices the frame late.
+        if waits {
+            let rings: Vec<&Rings> = held
+                .iter()
+                .filter_map(|(_, s, _)| s.rings.as_ref())
+                .collect();
+            if rings.len() == held.len() && ring::wait_any(&rings, last + window) {
+                continue;
+            }
+            waits = false;
         }
         // A polite spin gives the core to a runnable thread every few polls (on two cores a
         // pure spin can starve the very thread that would produce the awaited frame); a hot
@@ -568,7 +593,7 @@ pub(crate) fn spin_many(
             held.push((l, s, r));
         }
     }
-    spin_held(&mut held, sink, window, done);
+    spin_held(&mut held, sink, window, done, true);
     for (l, s, r) in held {
         l.settle(s, r, poller, sink);
     }

@@ -9,6 +9,11 @@
 //! streams through it, the reader filling the frame's own buffer: one copy on each side, both
 //! at once, as each side hands over every [`PIECE`] it copies.
 //!
+//! A reader that waits for a reply on crowded cores (more threads that want a core than cores)
+//! sleeps in a futex on its ring's head word instead of polling, flag raised; the writer wakes
+//! it after publishing ([`wait_any`]): the producer keeps its whole core, and the reply wakes
+//! the waiting thread itself.
+//!
 //! The link's socket stays open beside the rings, for two things only: the *doorbell* and the
 //! end. A reader that stops spinning (its link armed in the poller's `epoll`) raises its ring's
 //! `sleeping` flag; a writer that then publishes bytes writes one byte on the socket, which
@@ -132,11 +137,14 @@ impl std::fmt::Debug for Rings {
     }
 }
 
-/// The layout of one direction: offsets of its head, tail, flag and data.
+/// The layout of one direction: offsets of its head, tail, flags and data.
 struct Half {
     head: usize,
     tail: usize,
     sleeping: usize,
+    /// Nonzero while the reader waits in a futex on the head's low word (see
+    /// [`wait_any`]): the writer then wakes it after publishing.
+    waiting: usize,
     data: usize,
 }
 
@@ -145,6 +153,7 @@ fn half(start: usize) -> Half {
         head: start,
         tail: start + LINE,
         sleeping: start + 2 * LINE,
+        waiting: start + 2 * LINE + 4,
         data: start + CTL,
     }
 }
@@ -343,10 +352,24 @@ impl Rings {
                 off += n;
                 // Published per piece, so that a reader streams a large frame meanwhile.
                 head_w.store(head, Ordering::Release);
+                self.wake_waiter(&h);
             }
         }
         fence(Ordering::SeqCst);
         Ok(self.seg.u32_at(h.sleeping).load(Ordering::SeqCst) != 0)
+    }
+
+    /// Wakes the reader if it waits in a futex for bytes (called after each publish; the
+    /// fence pairs with the one in [`wait_any`], so a reader that saw no bytes has raised its
+    /// flag where this sees it).
+    fn wake_waiter(&self, h: &Half) {
+        fence(Ordering::SeqCst);
+        if self.seg.u32_at(h.waiting).load(Ordering::Relaxed) != 0 {
+            let word = self.seg.at(h.head).cast::<u32>();
+            // SAFETY: FUTEX_WAKE only reads the address's key (a word of this shared mapping,
+            // 4-aligned, mapped as long as `self`); no memory is written.
+            unsafe { libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAKE, i32::MAX, 0, 0, 0) };
+        }
     }
 
     /// Waits for room in the outgoing ring: spins briefly, then sleeps in short naps (ringing
@@ -387,6 +410,103 @@ impl Rings {
         }
     }
 }
+
+/// `struct futex_waitv` of the kernel's futex2 interface (not in the libc crate).
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+/// Set once the kernel answered that it has no `futex_waitv`.
+static NO_WAITV: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A 32-bit futex, shared between processes (no `FUTEX2_PRIVATE`).
+const FUTEX2_SIZE_U32: u32 = 0x02;
+/// The kernel's limit on the futexes of one wait.
+const FUTEX_WAITV_MAX: usize = 128;
+
+/// Sleeps until bytes arrive in any of `rings`' incoming rings, or until `until`: a reader
+/// waiting for a reply this way leaves its core to the threads that produce it, and is woken
+/// by the writer's publish directly (one system call there, no thread in between). Returns
+/// `false` without sleeping where the kernel has no `futex_waitv` (before Linux 5.16) or
+/// there are too many rings; the caller then polls as before.
+pub(crate) fn wait_any(rings: &[&Rings], until: Instant) -> bool {
+    if rings.is_empty() || rings.len() > FUTEX_WAITV_MAX || NO_WAITV.load(Ordering::Relaxed) {
+        return false;
+    }
+    let mut waiters = Vec::with_capacity(rings.len());
+    for r in rings {
+        let h = r.rx();
+        r.seg.u32_at(h.waiting).store(1, Ordering::SeqCst);
+    }
+    // Pairs with the writers' fence in `wake_waiter`: a head published before a flag was seen
+    // is seen here.
+    fence(Ordering::SeqCst);
+    let mut ready = false;
+    for r in rings {
+        let h = r.rx();
+        let head = r.seg.u64_at(h.head).load(Ordering::Acquire);
+        if head != r.seg.u64_at(h.tail).load(Ordering::Relaxed) {
+            ready = true;
+        }
+        waiters.push(FutexWaitv {
+            val: u64::from(head as u32),
+            uaddr: r.seg.at(h.head) as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        });
+    }
+    let mut slept = true;
+    if !ready {
+        let left = until.saturating_duration_since(Instant::now());
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a valid timespec to write the monotonic clock into.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let ns = now.tv_nsec as u64 + left.subsec_nanos() as u64;
+        let at = libc::timespec {
+            tv_sec: now.tv_sec
+                + left.as_secs() as libc::time_t
+                + (ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: `waiters` holds `len` initialized entries naming 4-aligned words of shared
+        // mappings that outlive the call (the rings are borrowed); the kernel only reads them
+        // and the absolute timeout. A head that moved since it was read answers EAGAIN.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex_waitv,
+                waiters.as_ptr(),
+                waiters.len() as libc::c_uint,
+                0 as libc::c_uint,
+                &at as *const libc::timespec,
+                libc::CLOCK_MONOTONIC,
+            )
+        };
+        if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+            NO_WAITV.store(true, Ordering::Relaxed);
+            slept = false;
+        }
+    }
+    for r in rings {
+        r.seg.u32_at(r.rx().waiting).store(0, Ordering::Relaxed);
+    }
+    #[cfg(test)]
+    if slept && Instant::now() < until && rings.iter().any(|r| r.readable()) {
+        WOKEN.fetch_add(1, Ordering::Relaxed);
+    }
+    slept
+}
+
+/// Waits of [`wait_any`] that ended before their deadline with bytes to read: woken by a
+/// writer (for tests of the runtime's use).
+#[cfg(test)]
+pub(crate) static WOKEN: AtomicU64 = AtomicU64::new(0);
 
 /// Reads the rings as a byte source (`FrameReader`).
 pub(crate) struct RingSource<'a>(pub(crate) &'a Rings);
@@ -486,6 +606,69 @@ mod tests {
         );
         assert_eq!(r.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
         assert!(rung.load(Ordering::Relaxed) >= 1);
+    }
+
+    /// A reader asleep in the futex is woken by the writer's publish, whichever of its rings
+    /// the bytes come to; with bytes already there it does not sleep; with none coming it
+    /// sleeps until its deadline. Thousands of wait/publish races lose no wake-up (a lost one
+    /// would sleep the 20 s deadline).
+    #[test]
+    fn a_futex_waiter_is_woken_by_each_publish_and_loses_no_wake_up() {
+        let (a1, b1) = pair();
+        let (a2, b2) = pair();
+        let far = || Instant::now() + Duration::from_secs(20);
+        // Nothing comes: back at the deadline, nothing readable.
+        let t0 = Instant::now();
+        assert!(wait_any(&[&b1, &b2], t0 + Duration::from_millis(30)));
+        assert!(t0.elapsed() >= Duration::from_millis(30));
+        assert!(!b1.readable() && !b2.readable());
+        // Bytes already waiting: no sleep at all.
+        a2.write_all(&[b"z"], &|| {}, &|| false).unwrap();
+        let t0 = Instant::now();
+        assert!(wait_any(&[&b1, &b2], far()));
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        let mut buf = [0u8; 8];
+        assert_eq!(b2.read_some(&mut buf).unwrap(), 1);
+        // A writer on another thread, racing the waiter: every byte arrives, none waits out
+        // the deadline.
+        let rounds = 3000u32;
+        let t0 = Instant::now();
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                for i in 0..rounds {
+                    let w = if i % 2 == 0 { &a1 } else { &a2 };
+                    w.write_all(&[&i.to_le_bytes()], &|| {}, &|| false).unwrap();
+                    if i % 64 == 0 {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+            });
+            let mut got = Vec::new();
+            while got.len() < rounds as usize {
+                for r in [&b1, &b2] {
+                    let mut w = [0u8; 4];
+                    let mut have = 0;
+                    while have > 0 || r.readable() {
+                        match r.read_some(&mut w[have..]) {
+                            Ok(n) => have += n,
+                            Err(_) => continue,
+                        }
+                        if have == 4 {
+                            got.push(u32::from_le_bytes(w));
+                            have = 0;
+                        }
+                    }
+                }
+                if got.len() < rounds as usize {
+                    assert!(wait_any(&[&b1, &b2], far()));
+                }
+            }
+            got.sort_unstable();
+            assert_eq!(got, (0..rounds).collect::<Vec<_>>());
+        });
+        assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+        // The waiting flags are down again: a writer makes no wake-up call.
+        assert_eq!(b1.seg.u32_at(b1.rx().waiting).load(Ordering::SeqCst), 0);
     }
 
     #[test]

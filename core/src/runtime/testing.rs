@@ -44,7 +44,8 @@ impl Local {
         Local::build(n, false)
     }
 
-    /// [`Local::new`] with transports that take shared-memory rings offered to a listener.
+    /// [`Local::new`] with links in shared-memory rings, and transports that take the rings
+    /// offered to a listener.
     pub(crate) fn with_rings(n: usize) -> Local {
         Local::build(n, true)
     }
@@ -58,9 +59,18 @@ impl Local {
         for (i, a) in rts.iter().enumerate() {
             for b in &rts[i + 1..] {
                 let (x, y) = UnixStream::pair().expect("a socket pair");
-                a.add_link(b.myid(), OwnedFd::from(x), None)
+                // With rings, the pre-made links carry their frames in rings too.
+                let (ra, rb) = if rings {
+                    let (ra, offer) = crate::links::ring::Rings::create().expect("rings");
+                    let rb = crate::links::ring::Rings::attach(&offer).expect("attached rings");
+                    ra.close_door();
+                    (Some(ra), Some(rb))
+                } else {
+                    (None, None)
+                };
+                a.add_link(b.myid(), OwnedFd::from(x), ra)
                     .expect("link a-b");
-                b.add_link(a.myid(), OwnedFd::from(y), None)
+                b.add_link(a.myid(), OwnedFd::from(y), rb)
                     .expect("link b-a");
             }
         }

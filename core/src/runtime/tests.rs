@@ -19,6 +19,12 @@ fn nap(ms: u64) -> u64 {
 }
 
 #[cohort_macros::remote(crate = crate)]
+fn nap_us(us: u64) -> u64 {
+    std::thread::sleep(Duration::from_micros(us));
+    us
+}
+
+#[cohort_macros::remote(crate = crate)]
 fn refuse(x: u64) -> std::result::Result<u64, String> {
     Err(format!("no {x}"))
 }
@@ -653,4 +659,42 @@ fn rings_are_taken_only_after_the_cookie() {
     let w = answer(&path, &hello_with(rt.cookie(), forged, 5));
     let w = Welcome::decode(&w[..WELCOME_LEN].try_into().unwrap()).unwrap();
     assert_eq!((w.status, w.ring), (0, false));
+}
+
+/// On crowded cores a caller waiting for replies sleeps in its rings' futex; the replies wake
+/// it, single and fanned out, each exact.
+#[test]
+fn on_crowded_cores_reply_waits_sleep_in_the_ring_futex_and_wake_with_the_reply() {
+    use crate::links::link::FORCE_CROWDED;
+    use crate::links::ring::WOKEN;
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORCE_CROWDED.store(false, Ordering::Relaxed);
+        }
+    }
+    let c = Local::with_rings(3);
+    let rt = c.rt(1);
+    FORCE_CROWDED.store(true, Ordering::Relaxed);
+    let _restore = Restore;
+    let before = WOKEN.load(Ordering::Relaxed);
+    for i in 0..40u64 {
+        let f = rt
+            .request(2, &call(nap_us.name(), Mode::Fetch), &args(&(60 + i,)))
+            .unwrap();
+        assert_eq!(value(f), 60 + i);
+        let p2 = rt
+            .request_start(2, &call(nap_us.name(), Mode::Fetch), &args(&(50u64,)))
+            .unwrap();
+        let p3 = rt
+            .request_start(3, &call(nap_us.name(), Mode::Fetch), &args(&(90u64,)))
+            .unwrap();
+        rt.await_all([&p2, &p3]);
+        assert_eq!(value(rt.request_finish(p2).unwrap()), 50);
+        assert_eq!(value(rt.request_finish(p3).unwrap()), 90);
+    }
+    assert!(
+        WOKEN.load(Ordering::Relaxed) > before,
+        "no wait was woken by a reply"
+    );
 }
