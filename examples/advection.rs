@@ -43,18 +43,17 @@
 //! # Results on the 2-vCPU development VM (n = 500, 2 workers, 6 runs of 7 rounds)
 //!
 //! The VM shares its host's memory bandwidth with other guests: single runs vary by a factor
-//! of two or more (the 2-thread triad from 23 to 38 GB/s over these runs); the ratios,
+//! of two or more (the 2-thread triad from 32 to 52 GB/s over these runs); the ratios,
 //! measured within one run (`*_vs_*`: the median of the ratios within each round), vary less.
 //! Medians over the runs, ranges in brackets:
 //!
 //! | version | ms | ratio |
 //! |---|---|---|
-//! | serial | 83 (62–139) | 1.38 (0.92–1.91) × the 1-thread triad's GB/s |
-//! | parallel | 99 (86–145) | 1.40 (0.56–1.86) × shared_naive's time (`parallel_vs_naive`), 1.75 (0.96–3.43) × shared's (`parallel_vs_shared`) |
-//! | shared | 53.5 (36–118) | 1.56 (1.09–2.66) × the 2-thread triad's GB/s; 0.79 (0.65–0.90) × shared_naive's time |
-//! | shared_naive | 63 (51–171) | 1.23–1.39 × the 2-thread triad's GB/s in four runs of six |
-//! | threads | 53.6 (44–145) | 1.02 (0.93–1.18) × shared's time (`threads_vs_shared`) |
-//! | threads_step | 73 (61–116) | |
+//! | serial | 63 (59–85) | 1.79 (1.03–1.97) × the 1-thread triad's GB/s |
+//! | parallel | 64 (53–81) | 1.19 (1.10–1.26) × shared_naive's time (`parallel_vs_naive`) |
+//! | shared | 45.6 (43–54) | 1.38 (1.23–1.77) × the 2-thread triad's GB/s; 0.90 (0.84–1.00) × shared_naive's time |
+//! | shared_naive | 49 (44–63) | |
+//! | threads | 47 (31–53) | 0.97 (0.80–1.01) × shared's time (`threads_vs_shared`) |
 //!
 //! Before the streaming kernel (blocks of 32 KiB with ordinary stores; three runs in the same
 //! hour, two of them quiet): shared 72–75 ms, threads the same, serial 113–117 ms. That loop
@@ -62,17 +61,23 @@
 //! runs): short blocks cost more than keeping `q[:, :, t]` in the L1 saves, when a slab fits
 //! in the L2 and L3 anyway.
 //!
-//! * `shared` runs at 1.5 × the triad and 0.79 × the time of the seeds' loop, which gets
+//! * `shared` runs at 1.2–1.8 × the triad and 0.90 × the time of the seeds' loop, which gets
 //!   `q[:, :, t]` from the cache here (a worker's slab is 1 MB): 16 bytes against 24 would be
-//!   0.67 at the same bandwidth, which two runs of six came within 3 % of. Blocks of 1 MiB
-//!   (this L2) were 10–25 % faster than blocks of 64–256 KiB (`ADVECTION_BLOCK_KIB`), and 2 MiB
-//!   as fast.
-//! * One core nearly saturates this VM's memory (the 1-thread triad is 0.65–1.0 × the
-//!   2-thread one), so `serial` takes only 1.5 × the time of `shared`.
+//!   0.67 at the same bandwidth, which two runs of six of an earlier series came within 3 %
+//!   of. Blocks of 1 MiB (this L2) were 10–25 % faster than blocks of 64–256 KiB
+//!   (`ADVECTION_BLOCK_KIB`), and 2 MiB as fast.
+//! * One core nearly saturates this VM's memory (the 1-thread triad is 0.5–1.0 × the
+//!   2-thread one over these and earlier runs), so `serial` takes only 1.4 × the time of
+//!   `shared`.
 //! * `parallel` runs the seeds' loop one step at a time and pays, per step, one call per
 //!   worker whose reply is the wait (`sync_distributed_for`), with the master and both workers
-//!   sharing two cores: 36 ms (median) more than `shared_naive` over 499 steps. The seeds'
-//!   Julia per-step version is 10 × slower than its shared one.
+//!   sharing two cores: about 25 µs per step over `shared_naive` (12 ms over 499 steps), of
+//!   which the fan-out itself is 9 µs (two calls, two replies, the two arrays' handles each
+//!   way); the rest is the wait for the slower worker at each step. The master waits for the
+//!   replies asleep in a futex on its rings once it has waited 20 µs on crowded cores, so
+//!   that it takes no core from the workers (polling with yields, it shared their cores: 36 ms
+//!   over the steps in an earlier series). The seeds' Julia per-step version is 10 × slower
+//!   than its shared one.
 //! * `threads` runs the same kernel on the same split in one process: processes with shared
 //!   memory and threads are a tie, which one is ahead changing from run to run (the order of
 //!   the versions alternates between rounds).
