@@ -7,7 +7,8 @@
 //!   Int(rand(Bool)) end`) against the same loop run serially here.
 //!
 //! `cargo run --release --example bench_pmap` prints a table, then the line
-//! `pmap items=100000 workers=2 batch1_per_s=X auto_per_s=Y rayon_per_s=Z dsum_speedup=W`.
+//! `pmap items=100000 workers=2 batch1_per_s=X auto_per_s=Y rayon_per_s=Z dsum_speedup=W transport=T`
+//! (`T`: the transport the calls used, `COHORT_TRANSPORT`, by default `shm`).
 //! `--items N` and `--loop N` change the sizes (for a quick run).
 use cohort::loops::Op;
 use cohort::prelude::*;
@@ -130,11 +131,12 @@ fn main() -> cohort::Result<()> {
     );
     println!("heads: {heads} of {loop_n}");
     println!(
-        "pmap items={items_n} workers={nw} batch1_per_s={:.0} auto_per_s={:.0} rayon_per_s={:.0} dsum_speedup={:.2}",
+        "pmap items={items_n} workers={nw} batch1_per_s={:.0} auto_per_s={:.0} rayon_per_s={:.0} dsum_speedup={:.2} transport={}",
         n / batch1,
         n / batched,
         n / rayon,
-        serial / dist
+        serial / dist,
+        cohort_core::env::transport()
     );
     Ok(())
 }

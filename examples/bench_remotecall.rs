@@ -9,6 +9,11 @@
 //!   messages into a fresh buffer each (what a fetch must produce; same huge-page advice) and,
 //!   for information, into one reused buffer;
 //! - wall time of `addprocs(2)`, and an idle worker's resident memory.
+//!
+//! The calls go over the default transport (`COHORT_TRANSPORT`, `shm`: shared-memory rings
+//! between these processes of one host), named at the end of the last line; the raw baselines
+//! are TCP's, as a socket transport's floor (`bench_transports` sets each transport beside its
+//! own floor).
 use cohort::prelude::*;
 use cohort_baseline::{
     echo_serve, pingpong, stream_measure, stream_send_msgs, tcp_accept, tcp_connect, PollMode,
@@ -182,9 +187,10 @@ fn main() -> cohort::Result<()> {
     // A fetch hands the caller a new Vec, so its raw counterpart receives into a fresh one.
     let raw_gbs = raw_fresh;
     println!(
-        "remotecall rtt_us={rtt:.2} raw_rtt_us={raw:.2} rtt_ratio={:.2} fetch_gbs={fetch_gbs:.2} raw_gbs={raw_gbs:.2} bw_ratio={:.2} addprocs2_ms={addprocs_ms:.1} worker_rss_kib={rss}",
+        "remotecall rtt_us={rtt:.2} raw_rtt_us={raw:.2} rtt_ratio={:.2} fetch_gbs={fetch_gbs:.2} raw_gbs={raw_gbs:.2} bw_ratio={:.2} addprocs2_ms={addprocs_ms:.1} worker_rss_kib={rss} transport={}",
         rtt / raw,
-        fetch_gbs / raw_gbs
+        fetch_gbs / raw_gbs,
+        cohort_core::env::transport()
     );
     Ok(())
 }

@@ -127,9 +127,10 @@
 //!
 //! ## Crates
 //!
-//! `cohort-core` (the model), `cohort-transports` (TCP, Unix sockets), `cohort-launcher`
+//! `cohort-core` (the model), `cohort-transports` (shared memory, TCP, Unix sockets, MPI), `cohort-launcher`
 //! (cluster managers), `cohort-shm` (shared arrays), `cohort-macros` (`#[remote]`). This crate
-//! re-exports them and wires the defaults: TCP and the local manager.
+//! re-exports them and wires the defaults: shared memory within a host and TCP between hosts
+//! (`Shm`), and the local manager.
 
 pub use cohort_core::read_worker_address;
 pub use cohort_core::{
@@ -156,7 +157,8 @@ pub mod collective {
     pub use cohort_core::collective::*;
 }
 
-/// Transports: TCP (the default) and Unix domain sockets.
+/// Transports: `Shm` (the default: TCP to start every link, shared-memory rings between
+/// processes of one host), TCP and Unix domain sockets.
 pub mod transports {
     pub use cohort_core::transport::{Listener, Transport};
     pub use cohort_transports::{Shm, Tcp, Unix};
@@ -223,7 +225,8 @@ pub use cohort_core::__private;
 
 use std::sync::Arc;
 
-/// Starts cohort in this process with TCP and local workers.
+/// Starts cohort in this process with the default transport (`COHORT_TRANSPORT`, `shm`) and
+/// local workers.
 ///
 /// Call it first in `main`. In a worker it serves until told to exit and never returns. In
 /// the master it returns a guard that removes all workers when dropped, after adding
