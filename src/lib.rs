@@ -123,7 +123,7 @@
 //! cohort writes each event as one line on stderr (`cohort[pid 3]: refused a connection:
 //! wrong cluster cookie ...`; a worker's reaches the master through its manager), at
 //! `COHORT_LOG`'s level or above (`off`, `error`, `warn`, `info` (default), `debug`, `trace`).
-//! See [`core::log`].
+//! See [`cohort_core::log`].
 //!
 //! ## Crates
 //!
@@ -192,7 +192,7 @@ pub mod shm {
 
 /// The names most programs use: `use cohort::prelude::*;`.
 ///
-/// It brings [`Result`](crate::Result), which shadows the standard `Result` in that module.
+/// It brings [`Result`], which shadows the standard `Result` in that module.
 /// Its error type defaults to [`Error`] and can still be given, so `Result<T>` means
 /// `Result<T, cohort::Error>` and `Result<T, String>` keeps its standard meaning.
 pub mod prelude {
@@ -236,7 +236,7 @@ use std::sync::Arc;
 ///
 /// # Errors
 /// `Error::Invalid` naming each `COHORT_*` variable whose value does not parse, with the
-/// accepted values (see [`core::env`]); in a worker such a value ends the process with the
+/// accepted values (see [`cohort_core::env`]); in a worker such a value ends the process with the
 /// message on stderr, which the master reports.
 ///
 /// # Julia

@@ -100,7 +100,7 @@ pub trait NativeCollectives: Send + Sync {
     fn all_reduce(&self, dtype: DType, op: OpKind, data: &[u8], out: &mut [u8]) -> io::Result<()>;
 }
 
-/// Which built-in operation an [`Op`] is (MPI runs those natively).
+/// Which built-in operation an `Op` (the collectives' operation) is (MPI runs those natively).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OpKind {

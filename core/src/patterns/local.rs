@@ -1,7 +1,7 @@
 //! Worker-local state: the Rust counterpart of globals defined on workers.
 //!
 //! Every process has one typed store of named values. Remote functions use it to keep data
-//! between calls: send a large array to each worker once (with [`everywhere`](fn@crate::patterns::everywhere)
+//! between calls: send a large array to each worker once (with [`everywhere`](fn@crate::everywhere)
 //! and a registered function that calls [`set`]), then have later calls read it with [`get`].
 //! [`clear`] removes names on a set of processes (Julia's `clear!`), so that their memory is
 //! freed there.

@@ -577,7 +577,7 @@ pub enum Role {
 }
 
 /// This process's role: [`Role::Master`] on the master (and before `init`, as with
-/// [`myid`]), [`Role::Worker`] on a worker.
+/// [`myid`](crate::myid)), [`Role::Worker`] on a worker.
 ///
 /// # Julia
 /// `myrole()`, which returns `:master` or `:worker`.
