@@ -25,6 +25,16 @@ fn nap_us(us: u64) -> u64 {
 }
 
 #[cohort_macros::remote(crate = crate)]
+fn echo_bytes(v: Vec<u8>) -> Vec<u8> {
+    v
+}
+
+#[cohort_macros::remote(crate = crate)]
+fn echo_f64s(v: Vec<f64>) -> Vec<f64> {
+    v
+}
+
+#[cohort_macros::remote(crate = crate)]
 fn refuse(x: u64) -> std::result::Result<u64, String> {
     Err(format!("no {x}"))
 }
@@ -697,4 +707,50 @@ fn on_crowded_cores_reply_waits_sleep_in_the_ring_futex_and_wake_with_the_reply(
         WOKEN.load(Ordering::Relaxed) > before,
         "no wait was woken by a reply"
     );
+}
+
+/// Values at, just around and far above the ring's size (and its hand-over piece) cross
+/// shared-memory rings both ways byte for byte: bytes through the codec, numbers on the raw
+/// path into unfilled memory.
+#[test]
+fn values_around_and_above_the_ring_size_cross_the_rings_exactly() {
+    use crate::links::ring::RING_BYTES;
+    let c = Local::with_rings(2);
+    let rt = c.rt(1);
+    assert!(rt.link_to(2).unwrap().has_rings());
+    let piece = 128 << 10;
+    let mut sizes = vec![
+        0,
+        1,
+        piece - 1,
+        piece,
+        piece + 1,
+        2 * RING_BYTES,
+        3 * RING_BYTES + 4097,
+    ];
+    for d in [-40i64, -33, -1, 0, 1, 8] {
+        sizes.push((RING_BYTES as i64 + d) as usize);
+    }
+    for n in sizes {
+        let v: Vec<u8> = (0..n).map(|i| (i * 31 % 253) as u8).collect();
+        let f = rt
+            .request(
+                2,
+                &call(echo_bytes.name(), Mode::Fetch),
+                &args(&(v.clone(),)),
+            )
+            .unwrap();
+        let back: Vec<u8> = codec::decode_frame(f).unwrap();
+        assert!(back == v, "{n} bytes came back changed");
+        let w: Vec<f64> = (0..n / 8 + 1).map(|i| i as f64 * 0.5 - 3.0).collect();
+        let f = rt
+            .request(
+                2,
+                &call(echo_f64s.name(), Mode::Fetch),
+                &args(&(w.clone(),)),
+            )
+            .unwrap();
+        let back: Vec<f64> = codec::decode_frame(f).unwrap();
+        assert!(back == w, "{} numbers came back changed", w.len());
+    }
 }
