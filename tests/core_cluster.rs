@@ -85,6 +85,16 @@ fn make_vec(n: i64) -> Vec<i64> {
 }
 
 #[cohort::remote]
+fn put_part_sum(part: Part, out: RemoteChannel<i64>) -> cohort::Result<()> {
+    out.put(part.range().sum())
+}
+
+#[cohort::remote]
+fn part_sum_plus(part: Part, extra: (Vec<i64>, String)) -> i64 {
+    part.range().sum::<i64>() + extra.0.iter().sum::<i64>() + extra.1.len() as i64
+}
+
+#[cohort::remote]
 fn chan_put_all(c: RemoteChannel<i64>, from: i64, n: i64) -> cohort::Result<()> {
     for i in from..from + n {
         c.put(i)?;
@@ -455,6 +465,32 @@ fn roles() {
         assert_eq!(remotecall_fetch(role_here, w, ()).unwrap(), (w, true));
     }
     assert_eq!(remotecall_fetch(role_here, 1, ()).unwrap(), (1, false));
+}
+
+/// A loop's shared arguments reach every part whole, encoded once when they hold no
+/// reference; a reference among them reaches every part with its own share of the weight:
+/// each part uses it, and it is freed once all are dropped.
+fn loop_args_shared_by_the_parts() {
+    let live = |p: usize| cohort::live_refs_on(p).unwrap();
+    let n = workers().len() as i64;
+    let extra = ((1..=10).collect::<Vec<i64>>(), "four".to_string());
+    let sums = sync_distributed_for(1..=100, part_sum_plus, extra).unwrap();
+    assert_eq!(sums.len() as i64, n);
+    assert_eq!(sums.iter().sum::<i64>(), 5050 + n * (55 + 4));
+    assert!(common::eventually(Duration::from_secs(5), || live(2) == 0));
+    let out: RemoteChannel<i64> = RemoteChannel::new(64, 2).unwrap();
+    for _ in 0..3 {
+        sync_distributed_for(1..=100, put_part_sum, out.clone()).unwrap();
+        let got: i64 = (0..n).map(|_| out.take().unwrap()).sum();
+        assert_eq!(got, 5050);
+    }
+    assert_eq!(live(2), 1, "the channel lives while the master holds it");
+    drop(out);
+    assert!(
+        common::eventually(Duration::from_secs(5), || live(2) == 0),
+        "freed once every part's share came back: {}",
+        live(2)
+    );
 }
 
 fn ref_counting() {
@@ -2057,6 +2093,10 @@ fn main() {
             ("channel_state", channel_state),
             ("roles", roles),
             ("ref_counting", ref_counting),
+            (
+                "loop_args_shared_by_the_parts",
+                loop_args_shared_by_the_parts,
+            ),
             ("concurrent_fetches", concurrent_fetches),
             (
                 "future_in_channel_fetched_twice",

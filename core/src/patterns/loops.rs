@@ -39,8 +39,9 @@ use crate::base::error::{Error, Result};
 use crate::base::ids::Pid;
 use crate::remote::fanout::fan_out;
 use crate::remote::future::Future;
+use crate::runtime::refs::refs_during;
 use crate::runtime::registry::RemoteFn;
-use crate::wire::codec::Body;
+use crate::wire::codec::{encode_value, Body};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -371,10 +372,29 @@ where
     R: DeserializeOwned + Send + 'static,
 {
     let pids: Vec<Pid> = parts.iter().map(|(pid, _)| *pid).collect();
+    let name = body.name();
+    // A call's arguments `(part, args)` encode as the part's bytes then the args' (a tuple
+    // is its elements in order), so the args are encoded once for every part, unless they
+    // hold a remote reference: its encoding splits the reference's weight, once per message.
+    let mut shared: Option<Vec<u8>> = None;
     fan_out(
         body,
         &pids,
-        |i| crate::wire::codec::encode_value(&(&parts[i].1, args), body.name()).map(Body::Owned),
+        |i| {
+            let mut out = encode_value(&parts[i].1, name)?;
+            match &shared {
+                Some(tail) => out.extend_from_slice(tail),
+                None => {
+                    let (tail, met) = refs_during(|| encode_value(args, name));
+                    let tail = tail?;
+                    out.extend_from_slice(&tail);
+                    if !met {
+                        shared = Some(tail);
+                    }
+                }
+            }
+            Ok(Body::Owned(out))
+        },
         |i| (parts[i].1, args.clone()),
     )
 }
