@@ -15,6 +15,9 @@ mod common;
 
 #[path = "../examples/advection/kernels.rs"]
 mod kernels;
+#[path = "../shm/tests/common/raw_sample.rs"]
+mod raw_sample;
+use raw_sample::{f64_bytes, write_sample, PREFIX, SUFFIX, VALUES};
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -1114,22 +1117,6 @@ fn drop_held() -> usize {
     std::mem::take(&mut *HELD.lock().unwrap()).len()
 }
 
-const RAW_PREFIX: [u8; 16] = [0xa5; 16];
-const RAW_SUFFIX: [u8; 8] = [0x5a; 8];
-const RAW_VALUES: [f64; 6] = [1.5, -2.0, 3.25, 4.0, 5.5, 6.0];
-
-fn f64_bytes(values: &[f64]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_ne_bytes()).collect()
-}
-
-/// `RAW_PREFIX`, `RAW_VALUES` native-endian, `RAW_SUFFIX`, written with `std::fs`.
-fn write_raw_sample(path: &Path) {
-    let mut bytes = RAW_PREFIX.to_vec();
-    bytes.extend(f64_bytes(&RAW_VALUES));
-    bytes.extend(RAW_SUFFIX);
-    std::fs::write(path, bytes).unwrap();
-}
-
 /// Every worker still answers a call.
 fn cluster_answers() {
     for p in workers() {
@@ -1152,13 +1139,13 @@ fn raw_file_read_and_written_on_every_pid() {
     let ws = workers();
     let before = mapped_on(&ws);
     let f = TempPath::new("raw-sample");
-    write_raw_sample(&f.0);
+    write_sample(&f.0);
     // The default mode for an existing file is "r+": nothing truncated.
     let s = SharedArray::<f64, Ix1>::new_raw_file(&f.0, 6, 16, None, None).unwrap();
     assert_eq!(s.pids(), ws);
     assert!(!s.is_read_only());
-    assert_eq!(s.as_slice().to_vec(), RAW_VALUES);
-    assert_eq!(s.on_pids(values_f64).unwrap(), vec![RAW_VALUES.to_vec(); 3]);
+    assert_eq!(s.as_slice().to_vec(), VALUES);
+    assert_eq!(s.on_pids(values_f64).unwrap(), vec![VALUES.to_vec(); 3]);
     assert!(mapped_on(&ws).iter().all(|m| m.contains(&s.id())));
     // A write from worker 3 reaches the master, worker 2 and the file.
     remotecall_fetch(set_f64, 3, (s.clone(), 4, 99.5)).unwrap();
@@ -1170,9 +1157,9 @@ fn raw_file_read_and_written_on_every_pid() {
     drop(s);
     let bytes = std::fs::read(&f.0).unwrap();
     assert_eq!(bytes.len(), 16 + 48 + 8);
-    assert_eq!(bytes[..16], RAW_PREFIX);
+    assert_eq!(bytes[..16], PREFIX);
     assert_eq!(bytes[16..64], f64_bytes(&[1.5, -2.0, 3.25, 4.0, 99.5, 6.0]));
-    assert_eq!(bytes[64..], RAW_SUFFIX);
+    assert_eq!(bytes[64..], SUFFIX);
     workers_map(&before);
 }
 
@@ -1241,7 +1228,7 @@ fn raw_file_errors_leave_the_cluster_working() {
     let ws = workers();
     let before = mapped_on(&ws);
     let f = TempPath::new("raw-errors");
-    write_raw_sample(&f.0);
+    write_sample(&f.0);
     let invalid = |e: cohort::Error, words: &[&str]| {
         let text = e.to_string();
         assert!(matches!(e, cohort::Error::Invalid(_)), "{e:?}");
@@ -1307,7 +1294,7 @@ fn raw_file_errors_leave_the_cluster_working() {
     let r =
         SharedArray::<f64, Ix1>::new_raw_file(&f.0, 6, 16, Some(RawMode::ReadOnly), None).unwrap();
     assert!(r.is_read_only());
-    assert_eq!(r.on_pids(values_f64).unwrap(), vec![RAW_VALUES.to_vec(); 3]);
+    assert_eq!(r.on_pids(values_f64).unwrap(), vec![VALUES.to_vec(); 3]);
     let e = r.on_pids(fill_mine_f64).unwrap_err();
     assert!(
         matches!(&e, cohort::Error::Composite(v) if v.len() == 3),
@@ -1319,7 +1306,7 @@ fn raw_file_errors_leave_the_cluster_working() {
     cluster_answers();
     drop(r);
     let bytes = std::fs::read(&f.0).unwrap();
-    assert_eq!(bytes[16..64], f64_bytes(&RAW_VALUES));
+    assert_eq!(bytes[16..64], f64_bytes(&VALUES));
     workers_map(&before);
 }
 

@@ -2,28 +2,15 @@
 //! file, no header, in the modes "r", "r+", "w+", "a+".
 
 mod common;
+#[path = "common/raw_sample.rs"]
+mod raw_sample;
 
 use std::path::{Path, PathBuf};
 
 use cohort_shm::ndarray::{arr2, Ix1, Ix2};
 use cohort_shm::{mapped_segments, Backing, RawMode, SharedArray, ShmError};
 use common::tamper;
-
-const PREFIX: [u8; 16] = [0xa5; 16];
-const SUFFIX: [u8; 8] = [0x5a; 8];
-const VALUES: [f64; 6] = [1.5, -2.0, 3.25, 4.0, 5.5, 6.0];
-
-fn f64_bytes(values: &[f64]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_ne_bytes()).collect()
-}
-
-/// `PREFIX`, `VALUES` native-endian, `SUFFIX`: 16 + 48 + 8 bytes.
-fn write_sample(path: &Path) {
-    let mut bytes = PREFIX.to_vec();
-    bytes.extend(f64_bytes(&VALUES));
-    bytes.extend(SUFFIX);
-    std::fs::write(path, bytes).unwrap();
-}
+use raw_sample::{f64_bytes, write_sample, PREFIX, SUFFIX, VALUES};
 
 fn dir_and(name: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
