@@ -355,7 +355,8 @@ impl Rings {
                 self.wake_waiter(&h);
             }
         }
-        fence(Ordering::SeqCst);
+        // The fence in `wake_waiter` after the last publish also orders it before this load
+        // (nothing to announce when nothing was written).
         Ok(self.seg.u32_at(h.sleeping).load(Ordering::SeqCst) != 0)
     }
 

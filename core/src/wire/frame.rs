@@ -339,13 +339,10 @@ pub struct FdSource<'a>(pub BorrowedFd<'a>);
 // SAFETY: `read_uninit` returns what `read(2)` wrote into `buf`, at most its length.
 unsafe impl ByteSource for FdSource<'_> {
     fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match nix::unistd::read(self.0.as_raw_fd(), buf) {
-                Ok(n) => return Ok(n),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(io::Error::from(e)),
-            }
-        }
+        // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and `read_uninit` writes only
+        // bytes read from the descriptor, so `buf` stays initialized.
+        let buf = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        self.read_uninit(buf)
     }
 
     fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
