@@ -1,7 +1,8 @@
 //! The seeds' advection benchmark: `q[i,j,t+1] = q[i,j,t] + u[i,j,t]` on `n × n × n` f64
 //! arrays shared by the workers, in the seeds' versions (see `advection/kernels.rs`): serial,
 //! one distributed loop per time step (`parallel`), one call per worker for all steps
-//! (`shared`), and rayon threads in one process (`threads`); plus `shared_naive`, `shared`
+//! (`shared`), and rayon threads in one process (`threads`, each thread bound to a block of
+//! CPUs as the master binds its workers, `cohort::placement`); plus `shared_naive`, `shared`
 //! with the seeds' loop as written, the yardstick of the kernel, and, for information,
 //! `threads_step`, rayon synchronised per time step like `parallel`.
 //!
@@ -207,9 +208,20 @@ fn main() -> cohort::Result<()> {
         t0.elapsed().as_secs_f64() * 1e3,
         q.chunks(Axis(1), q.pids().len())
     );
+    // The threads are placed as the master places its workers (one block of CPUs each,
+    // unless `COHORT_CPU_BIND=none`), so that `threads` and `shared` differ only in threads
+    // against processes.
+    let bind = cohort::placement::binds_workers();
+    let blocks = cohort::placement::divide(&cohort::placement::allowed_cpus(), w);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(w)
         .thread_name(|i| format!("rayon-{i}"))
+        .start_handler(move |i| {
+            // Placement only speeds the run up; a thread that cannot be bound runs anywhere.
+            if bind {
+                let _ = cohort::placement::bind_thread(&blocks[i]);
+            }
+        })
         .build()
         .map_err(|e| cohort::Error::Invalid(e.to_string()))?;
 

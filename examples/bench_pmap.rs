@@ -4,10 +4,14 @@
 //!   item; the calls are pipelined) and with automatic batches;
 //! - the same map with rayon in this process, for scale;
 //! - a distributed sum over 200,000,000 items (`@distributed (+) for i = 1:200000000
-//!   Int(rand(Bool)) end`) against the same loop run serially here.
+//!   Int(rand(Bool)) end`) against the same loop run serially here;
+//! - what a per-step loop costs beyond its body: `sync_distributed_for` over the workers, each
+//!   part spinning for 100 µs, step after step (`step_overhead_us`, the median of 5 rounds of
+//!   300 steps, per step; on two cores the master shares a core with a worker, and a worker
+//!   that has to share one with another worker makes the step take twice the body).
 //!
 //! `cargo run --release --example bench_pmap` prints a table, then the line
-//! `pmap items=100000 workers=2 batch1_per_s=X auto_per_s=Y rayon_per_s=Z dsum_speedup=W transport=T`
+//! `pmap items=100000 workers=2 batch1_per_s=X auto_per_s=Y rayon_per_s=Z dsum_speedup=W step_overhead_us=S transport=T`
 //! (`T`: the transport the calls used, `COHORT_TRANSPORT`, by default `shm`).
 //! `--items N` and `--loop N` change the sizes (for a quick run).
 use cohort::loops::Op;
@@ -30,6 +34,34 @@ fn inc(x: u64) -> u64 {
 fn coin_flips(part: Part, seed: u64) -> u64 {
     let mut rng = SmallRng::seed_from_u64(seed ^ part.start as u64);
     part.reduce(|_| u64::from(rng.gen::<bool>()))
+}
+
+/// A part of a step that keeps its core busy for `us` microseconds.
+#[cohort::remote]
+fn spin_for(_part: Part, us: u64) {
+    let t = Instant::now();
+    while t.elapsed().as_micros() < u128::from(us) {
+        std::hint::spin_loop();
+    }
+}
+
+/// The median time per step beyond a 100 µs body, in microseconds.
+fn step_overhead_us() -> cohort::Result<f64> {
+    const BODY_US: u64 = 100;
+    const STEPS: u32 = 300;
+    let nw = nworkers() as i64;
+    let mut per_round = Vec::new();
+    for round in 0..6 {
+        let t = Instant::now();
+        for _ in 0..STEPS {
+            sync_distributed_for(0..nw, spin_for, BODY_US)?;
+        }
+        if round > 0 {
+            per_round.push(t.elapsed().as_secs_f64() * 1e6 / f64::from(STEPS) - BODY_US as f64);
+        }
+    }
+    per_round.sort_by(|a, b| a.total_cmp(b));
+    Ok(per_round[per_round.len() / 2])
 }
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -129,9 +161,14 @@ fn main() -> cohort::Result<()> {
         serial,
         loop_n as f64 / serial,
     );
+    let overhead = step_overhead_us()?;
+    println!(
+        "{:<44} {overhead:>10.2} us",
+        "per step beyond a 100 us body, median"
+    );
     println!("heads: {heads} of {loop_n}");
     println!(
-        "pmap items={items_n} workers={nw} batch1_per_s={:.0} auto_per_s={:.0} rayon_per_s={:.0} dsum_speedup={:.2} transport={}",
+        "pmap items={items_n} workers={nw} batch1_per_s={:.0} auto_per_s={:.0} rayon_per_s={:.0} dsum_speedup={:.2} step_overhead_us={overhead:.2} transport={}",
         n / batch1,
         n / batched,
         n / rayon,

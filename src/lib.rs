@@ -148,7 +148,7 @@ pub use cohort_core::{
     set_default_worker_pool, split_range, sync, sync_distributed_for, BatchSize, Cached,
     CachingPool, ExponentialBackOff, PGenerator, Part, PmapOptions, Reducer, WorkerPool,
 };
-pub use cohort_core::{local, loops};
+pub use cohort_core::{local, loops, placement};
 pub use cohort_macros::remote;
 
 /// MPI-style collectives over all processes: `barrier`, `broadcast`, `reduce`, `all_reduce`,

@@ -238,7 +238,13 @@ fn bench_pmap_prints_its_line() {
         last.starts_with("pmap items=2000 workers=2 batch1_per_s="),
         "{last}"
     );
-    for k in ["batch1_per_s", "auto_per_s", "rayon_per_s", "dsum_speedup"] {
+    for k in [
+        "batch1_per_s",
+        "auto_per_s",
+        "rayon_per_s",
+        "dsum_speedup",
+        "step_overhead_us",
+    ] {
         assert!(field(last, k) > 0.0, "{k} in {last}");
     }
 }

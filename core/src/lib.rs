@@ -33,7 +33,7 @@ pub use base::{env, error, log};
 pub use links::transport;
 pub use patterns::{collective, everywhere, local, loops, pmap, pool};
 pub use remote::{calls, channel, future};
-pub use runtime::{cluster, exec, refs, registry, store};
+pub use runtime::{cluster, exec, placement, refs, registry, store};
 
 #[doc(hidden)]
 pub use wire::codec;

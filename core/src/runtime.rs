@@ -35,6 +35,7 @@ mod guard;
 mod handshake;
 pub(crate) mod mailbox;
 mod owner;
+pub mod placement;
 pub mod refs;
 pub mod registry;
 mod requests;

@@ -10,6 +10,7 @@
 //! | `COHORT_WORKER` | set by a manager: this process is a worker | `1`/`true` or `0`/`false` | `0` |
 //! | `COHORT_WORKER_TIMEOUT` | seconds a worker waits for the master's connection, and the master for a worker's address | a number of seconds > 0 | 60 |
 //! | `COHORT_BIND` | address a worker binds (`restrict = false` sets `0.0.0.0`) | an address, `address:port`, or a network interface's name (the TCP transport binds its address) | `127.0.0.1` |
+//! | `COHORT_CPU_BIND` | how the master places the workers of its host: `auto` divides the CPUs it may use among them in contiguous blocks (each worker bound to its block; all of them when there are more workers than CPUs), `none` leaves them where the scheduler puts them | `auto`, `none` | `auto` |
 //! | `COHORT_SPIN_US` | microseconds a thread polls a link before it sleeps | a whole number (0: no polling) | 200 |
 //! | `COHORT_MAX_FRAME` | largest frame payload accepted | a whole number of bytes > 0 | 4 GiB |
 //! | `COHORT_TRANSPORT` | the transport `cohort::init` uses | `shm` (shared memory on one host, TCP between hosts), `tcp`, `unix`, `mpi` (with the `mpi` feature), any case | `shm` |
@@ -45,6 +46,8 @@ pub struct Config {
     pub worker_timeout: Duration,
     /// `COHORT_BIND`.
     pub bind: String,
+    /// `COHORT_CPU_BIND`: `auto` (true) or `none`.
+    pub cpu_bind: bool,
     /// `COHORT_SPIN_US`.
     pub spin: Duration,
     /// `COHORT_MAX_FRAME`.
@@ -75,6 +78,7 @@ impl Default for Config {
             worker: false,
             worker_timeout: Duration::from_secs(60),
             bind: "127.0.0.1".into(),
+            cpu_bind: true,
             spin: Duration::from_micros(200),
             max_frame: DEFAULT_MAX_FRAME,
             transport: "shm".into(),
@@ -131,6 +135,15 @@ impl Config {
             bind: v
                 .read("COHORT_BIND", "an address", |s| Some(s.to_string()))
                 .unwrap_or(d.bind),
+            cpu_bind: v
+                .read("COHORT_CPU_BIND", "`auto` or `none`", |s| {
+                    match s.to_ascii_lowercase().as_str() {
+                        "auto" => Some(true),
+                        "none" => Some(false),
+                        _ => None,
+                    }
+                })
+                .unwrap_or(d.cpu_bind),
             spin: v
                 .read("COHORT_SPIN_US", "a whole number of microseconds", |s| {
                     s.parse().ok().map(Duration::from_micros)
@@ -275,6 +288,11 @@ pub fn bind_addr() -> String {
     current().bind.clone()
 }
 
+/// `COHORT_CPU_BIND`: whether the master binds the workers of its host.
+pub fn cpu_bind() -> bool {
+    current().cpu_bind
+}
+
 /// `COHORT_SPIN_US`.
 pub fn spin() -> Duration {
     current().spin
@@ -377,6 +395,7 @@ mod tests {
             ("COHORT_SLURM", "true"),
             ("COHORT_SRUN_FLAGS", " --cpus-per-task=2  -N2 "),
             ("COHORT_SLURM_BIND", "ib0"),
+            ("COHORT_CPU_BIND", "none"),
         ])
         .unwrap();
         assert_eq!(
@@ -386,6 +405,7 @@ mod tests {
                 worker: true,
                 worker_timeout: Duration::from_millis(500),
                 bind: "::1".into(),
+                cpu_bind: false,
                 spin: Duration::ZERO,
                 max_frame: 1024,
                 transport: "unix".into(),
@@ -467,6 +487,17 @@ mod tests {
         ] {
             assert_eq!(err(&[(var, val)]), format!("{var}={val:?} {want}"));
         }
+    }
+
+    #[test]
+    fn cpu_bind_is_auto_or_none_in_any_case() {
+        assert!(parse(&[]).unwrap().cpu_bind);
+        assert!(parse(&[("COHORT_CPU_BIND", "AUTO")]).unwrap().cpu_bind);
+        assert!(!parse(&[("COHORT_CPU_BIND", " none ")]).unwrap().cpu_bind);
+        assert_eq!(
+            err(&[("COHORT_CPU_BIND", "cores")]),
+            "COHORT_CPU_BIND=\"cores\" is not `auto` or `none`"
+        );
     }
 
     #[test]

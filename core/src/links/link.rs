@@ -467,12 +467,24 @@ fn yield_noting_crowd() {
     });
 }
 
+/// Whether this process's host runs more of the cluster's processes than this process has
+/// CPUs (the master counts them as it places its workers, and tells them). The cores are then
+/// crowded whatever the yields say: a yield can come straight back while another process
+/// waits for the core, when the scheduler finds that one has had more than its share lately,
+/// and a spinner that took that for free cores held a worker's core for the whole of its call.
+static OVERSUBSCRIBED: AtomicBool = AtomicBool::new(false);
+
+/// Sets what [`OVERSUBSCRIBED`] says.
+pub(crate) fn set_oversubscribed(on: bool) {
+    OVERSUBSCRIBED.store(on, Ordering::Relaxed);
+}
+
 fn crowded() -> bool {
     #[cfg(test)]
     if FORCE_CROWDED.load(Ordering::Relaxed) {
         return true;
     }
-    CROWD.load(Ordering::Relaxed) >= CROWDED_AT
+    OVERSUBSCRIBED.load(Ordering::Relaxed) || CROWD.load(Ordering::Relaxed) >= CROWDED_AT
 }
 
 /// Makes every spin of this process see crowded cores (tests of the waits that brings).

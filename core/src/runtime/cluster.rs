@@ -351,6 +351,15 @@ pub fn addprocs_with(
             }
         }
     }
+    if !pids.is_empty() {
+        let me = rt.myid();
+        let host: Vec<Pid> = procs_on(me)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&p| p != me)
+            .collect();
+        crate::runtime::placement::place_host_workers(rt, &host);
+    }
     launched?;
     if errors.len() == 1 {
         return Err(errors.pop().expect("one").1);

@@ -1,0 +1,183 @@
+//! Where a host's workers run: the master divides the CPUs it may use among the workers on
+//! its host (`COHORT_CPU_BIND`, by default `auto`), as an MPI launcher binds its ranks.
+//!
+//! Workers that poll their links for the next request are always runnable, and the kernel's
+//! scheduler, left alone, now and then stacks two of them on one CPU while another idles: a
+//! loop over all workers then takes twice as long for as long as that lasts (on two cores, one
+//! per-step loop in three ran at half speed). Each worker gets a contiguous block of the
+//! master's CPUs, so with fewer workers than CPUs a worker still has several for its own
+//! threads (rayon in a worker keeps its parallelism). With more workers than CPUs nothing can
+//! keep them apart, and every worker may use all of them, as MPI leaves oversubscribed ranks
+//! unbound. The master itself is never bound: it mostly waits.
+//!
+//! The division is redone after each `addprocs` over all the host's workers, through a call to
+//! each. A worker whose own CPU set excludes the master's CPUs (another cgroup) keeps its own,
+//! with a warning in its log.
+
+use crate::base::env;
+use crate::base::error::Error;
+use crate::base::ids::Pid;
+use crate::links::link::set_oversubscribed;
+use crate::runtime::registry::RemoteFn;
+use crate::runtime::Runtime;
+use crate::wire::codec::{self, Body};
+use crate::wire::proto::{Mode, Msg};
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid as OsPid;
+
+/// Whether the master binds the workers of its host (`COHORT_CPU_BIND` is `auto`, the
+/// default, not `none`).
+pub fn binds_workers() -> bool {
+    env::cpu_bind()
+}
+
+/// The CPUs this thread may run on (the process's set unless changed), in increasing order.
+pub fn allowed_cpus() -> Vec<usize> {
+    let Ok(set) = sched_getaffinity(OsPid::from_raw(0)) else {
+        return Vec::new();
+    };
+    (0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect()
+}
+
+/// The CPUs of each of `workers` workers: contiguous blocks of `cpus` as equal as they can
+/// be (the last ones one larger), or all of `cpus` for each when they are fewer than the
+/// workers. The master divides [`allowed_cpus`] so among the workers of its host; a program
+/// that runs its own threads (a rayon pool in the master) can place them the same way with
+/// [`bind_thread`].
+pub fn divide(cpus: &[usize], workers: usize) -> Vec<Vec<usize>> {
+    if workers > cpus.len() {
+        return vec![cpus.to_vec(); workers];
+    }
+    (0..workers)
+        .map(|i| cpus[i * cpus.len() / workers..(i + 1) * cpus.len() / workers].to_vec())
+        .collect()
+}
+
+/// Binds the calling thread to `cpus` (threads it starts later inherit them).
+///
+/// # Errors
+/// A CPU number beyond what the kernel's sets hold, or a set with none of the CPUs this
+/// thread may use (`EINVAL`).
+pub fn bind_thread(cpus: &[usize]) -> std::io::Result<()> {
+    sched_setaffinity(OsPid::from_raw(0), &cpu_set(cpus)?).map_err(std::io::Error::from)
+}
+
+fn cpu_set(cpus: &[usize]) -> std::io::Result<CpuSet> {
+    let mut set = CpuSet::new();
+    for &c in cpus {
+        set.set(c).map_err(std::io::Error::from)?;
+    }
+    Ok(set)
+}
+
+/// Binds every thread of this process to `cpus` (threads started later inherit it from the
+/// thread that starts them). Returns how many threads were bound.
+fn bind_process(cpus: &[usize]) -> std::io::Result<usize> {
+    let set = cpu_set(cpus)?;
+    let mut done = std::collections::HashSet::new();
+    // A thread started while the list is read may be missing from it: read it again until
+    // a pass finds no thread that is not bound yet.
+    loop {
+        let mut fresh = 0;
+        for e in std::fs::read_dir("/proc/self/task")? {
+            let Some(tid) = e?.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            if !done.insert(tid) {
+                continue;
+            }
+            fresh += 1;
+            match sched_setaffinity(OsPid::from_raw(tid), &set) {
+                // A thread that ended meanwhile.
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if fresh == 0 {
+            return Ok(done.len());
+        }
+    }
+}
+
+/// A worker's half: runs on `cpus` from now on, on a host with more of the cluster's
+/// processes than CPUs when `crowded`. A set the worker may not use is logged and left, never
+/// an error: placement only speeds the cluster up.
+#[cohort_macros::remote(crate = crate)]
+fn bind_cpus(cpus: Vec<usize>, crowded: bool) -> bool {
+    set_oversubscribed(crowded);
+    match bind_process(&cpus) {
+        Ok(_) => true,
+        Err(e) => {
+            crate::log!(
+                warn,
+                error = %e,
+                "could not bind this worker to CPUs {cpus:?}; it runs where it ran"
+            );
+            false
+        }
+    }
+}
+
+/// The master's half, after workers joined: divides its CPUs among the workers on its host,
+/// each told its share. Returns each such worker's pid with its CPUs, or nothing when
+/// `COHORT_CPU_BIND` is `none`. A worker that cannot be reached is left out (its departure is
+/// reported as usual).
+pub(crate) fn place_host_workers(
+    rt: &'static Runtime,
+    host_workers: &[Pid],
+) -> Vec<(Pid, Vec<usize>)> {
+    let cpus = allowed_cpus();
+    // The master polls too while it waits, so it counts.
+    let crowded = host_workers.len() + 1 > cpus.len();
+    set_oversubscribed(crowded);
+    if !binds_workers() || host_workers.is_empty() {
+        return Vec::new();
+    }
+    let shares = divide(&cpus, host_workers.len());
+    let msg = Msg::Call {
+        func: bind_cpus.name().to_string(),
+        mode: Mode::Fetch,
+    };
+    let sent: Vec<_> = host_workers
+        .iter()
+        .zip(&shares)
+        .map(|(&pid, cpus)| {
+            let body = codec::encode_vec(&(cpus.clone(), crowded)).map(Body::Owned);
+            let req = body
+                .map_err(|e| Error::invalid(e.to_string()))
+                .and_then(|b| rt.request_start(pid, &msg, &b));
+            (pid, cpus.clone(), req)
+        })
+        .collect();
+    let mut placed = Vec::new();
+    for (pid, cpus, req) in sent {
+        let bound = req.and_then(|p| rt.request_finish(p)).and_then(|f| {
+            codec::decode_frame::<bool>(f).map_err(|e| Error::invalid(e.to_string()))
+        });
+        match bound {
+            Ok(true) => placed.push((pid, cpus)),
+            Ok(false) => {}
+            Err(e) => crate::log!(debug, peer = pid, error = %e, "worker {pid} not placed"),
+        }
+    }
+    placed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpus_are_divided_in_contiguous_blocks_or_shared_when_too_few() {
+        let cpus: Vec<usize> = (0..8).collect();
+        assert_eq!(divide(&cpus, 2), [vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
+        assert_eq!(divide(&cpus, 3), [vec![0, 1], vec![2, 3, 4], vec![5, 6, 7]]);
+        assert_eq!(divide(&[0, 1], 2), [vec![0], vec![1]]);
+        assert_eq!(divide(&[4, 6, 9], 3), [vec![4], vec![6], vec![9]]);
+        assert_eq!(divide(&[0, 1], 3), [vec![0, 1], vec![0, 1], vec![0, 1]]);
+        assert_eq!(divide(&[0, 1], 1), [vec![0, 1]]);
+        assert!(divide(&[0, 1], 0).is_empty());
+    }
+}
