@@ -73,14 +73,14 @@ fn cpu_set(cpus: &[usize]) -> std::io::Result<CpuSet> {
 }
 
 /// Binds every thread of this process to `cpus` (threads started later inherit it from the
-/// thread that starts them). Returns how many threads were bound.
-fn bind_process(cpus: &[usize]) -> std::io::Result<usize> {
+/// thread that starts them).
+fn bind_process(cpus: &[usize]) -> std::io::Result<()> {
     let set = cpu_set(cpus)?;
     let mut done = std::collections::HashSet::new();
     // A thread started while the list is read may be missing from it: read it again until
     // a pass finds no thread that is not bound yet.
     loop {
-        let mut fresh = 0;
+        let mut fresh = false;
         for e in std::fs::read_dir("/proc/self/task")? {
             let Some(tid) = e?.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
@@ -88,81 +88,67 @@ fn bind_process(cpus: &[usize]) -> std::io::Result<usize> {
             if !done.insert(tid) {
                 continue;
             }
-            fresh += 1;
+            fresh = true;
             match sched_setaffinity(OsPid::from_raw(tid), &set) {
                 // A thread that ended meanwhile.
                 Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        if fresh == 0 {
-            return Ok(done.len());
+        if !fresh {
+            return Ok(());
         }
     }
 }
 
-/// A worker's half: runs on `cpus` from now on, on a host with more of the cluster's
-/// processes than CPUs when `crowded`. A set the worker may not use is logged and left, never
-/// an error: placement only speeds the cluster up.
+/// A worker's half: on a host with more of the cluster's processes than CPUs when `crowded`,
+/// and from now on on `cpus` unless `None` (`COHORT_CPU_BIND=none`). A set the worker may not
+/// use is logged and left, never an error: placement only speeds the cluster up.
 #[cohort_macros::remote(crate = crate)]
-fn bind_cpus(cpus: Vec<usize>, crowded: bool) -> bool {
+fn bind_cpus(cpus: Option<Vec<usize>>, crowded: bool) {
     set_oversubscribed(crowded);
-    match bind_process(&cpus) {
-        Ok(_) => true,
-        Err(e) => {
+    if let Some(cpus) = cpus {
+        if let Err(e) = bind_process(&cpus) {
             crate::log!(
                 warn,
                 error = %e,
                 "could not bind this worker to CPUs {cpus:?}; it runs where it ran"
             );
-            false
         }
     }
 }
 
-/// The master's half, after workers joined: divides its CPUs among the workers on its host,
-/// each told its share. Returns each such worker's pid with its CPUs, or nothing when
-/// `COHORT_CPU_BIND` is `none`. A worker that cannot be reached is left out (its departure is
-/// reported as usual).
-pub(crate) fn place_host_workers(
-    rt: &'static Runtime,
-    host_workers: &[Pid],
-) -> Vec<(Pid, Vec<usize>)> {
+/// The master's half, after workers joined: tells each worker on its host whether the host
+/// is crowded and, unless `COHORT_CPU_BIND` is `none`, its share of the master's CPUs, and
+/// waits for all. A worker that cannot be reached is left out (its departure is reported as
+/// usual).
+pub(crate) fn place_host_workers(rt: &'static Runtime, host_workers: &[Pid]) {
     let cpus = allowed_cpus();
     // The master polls too while it waits, so it counts.
     let crowded = host_workers.len() + 1 > cpus.len();
     set_oversubscribed(crowded);
-    if !binds_workers() || host_workers.is_empty() {
-        return Vec::new();
-    }
     let shares = divide(&cpus, host_workers.len());
     let msg = Msg::Call {
         func: bind_cpus.name().to_string(),
         mode: Mode::Fetch,
     };
+    // All the calls go out before any reply is awaited: the workers bind at once.
     let sent: Vec<_> = host_workers
         .iter()
-        .zip(&shares)
-        .map(|(&pid, cpus)| {
-            let body = codec::encode_vec(&(cpus.clone(), crowded)).map(Body::Owned);
-            let req = body
+        .zip(shares)
+        .map(|(&pid, share)| {
+            let share = binds_workers().then_some(share);
+            let req = codec::encode_vec(&(share, crowded))
                 .map_err(|e| Error::invalid(e.to_string()))
-                .and_then(|b| rt.request_start(pid, &msg, &b));
-            (pid, cpus.clone(), req)
+                .and_then(|b| rt.request_start(pid, &msg, &Body::Owned(b)));
+            (pid, req)
         })
         .collect();
-    let mut placed = Vec::new();
-    for (pid, cpus, req) in sent {
-        let bound = req.and_then(|p| rt.request_finish(p)).and_then(|f| {
-            codec::decode_frame::<bool>(f).map_err(|e| Error::invalid(e.to_string()))
-        });
-        match bound {
-            Ok(true) => placed.push((pid, cpus)),
-            Ok(false) => {}
-            Err(e) => crate::log!(debug, peer = pid, error = %e, "worker {pid} not placed"),
+    for (pid, req) in sent {
+        if let Err(e) = req.and_then(|p| rt.request_finish(p)) {
+            crate::log!(debug, peer = pid, error = %e, "worker {pid} not placed");
         }
     }
-    placed
 }
 
 #[cfg(test)]
@@ -179,5 +165,15 @@ mod tests {
         assert_eq!(divide(&[0, 1], 3), [vec![0, 1], vec![0, 1], vec![0, 1]]);
         assert_eq!(divide(&[0, 1], 1), [vec![0, 1]]);
         assert!(divide(&[0, 1], 0).is_empty());
+    }
+
+    #[test]
+    fn a_cpu_set_the_kernel_cannot_take_is_an_error_and_changes_nothing() {
+        let before = allowed_cpus();
+        let e = bind_thread(&[CpuSet::count()]).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+        let e = bind_thread(&[]).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+        assert_eq!(allowed_cpus(), before);
     }
 }
