@@ -456,7 +456,7 @@ impl Runtime {
     pub(crate) fn request_start(&self, pid: Pid, msg: &Msg, body: &Body<'_>) -> Result<PendingReq> {
         let link = self.link_to(pid)?;
         let (id, slot) = self.requests.open(pid);
-        let sent = link.send(id, &encode_msg(msg), body);
+        let sent = with_encoded(msg, |meta| link.send(id, meta, body));
         if sent.is_err() || link.is_dead() {
             self.requests.forget(id);
             return Err(match sent {
@@ -534,11 +534,11 @@ impl Runtime {
             return;
         };
         let res = match r {
-            Ok(body) => link.send(id, &encode_msg(&Msg::Reply { ok: true }), &body),
+            Ok(body) => link.send(id, reply_meta(true), &body),
             Err(e) => {
                 let we = WireError::from(&e);
                 let b = crate::wire::codec::encode_vec(&we).unwrap_or_default();
-                link.send(id, &encode_msg(&Msg::Reply { ok: false }), &Body::Owned(b))
+                link.send(id, reply_meta(false), &Body::Owned(b))
             }
         };
         // The caller is gone when this fails; its pending call fails on its side.

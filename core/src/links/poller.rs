@@ -132,6 +132,10 @@ impl Poller {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(token);
+        } else if !self.idle.load(Ordering::Relaxed) {
+            // Already listed: a poller going idle sees the list non-empty, and one idle now
+            // (raised before this link was listed) is seen here on a later spin at the latest.
+            return;
         }
         if self
             .idle

@@ -47,10 +47,12 @@ pub(crate) const RING_BYTES: usize = 2 << 20;
 const PIECE: usize = 128 << 10;
 const SEG_MAGIC: u64 = 0x676e_6972_7472_6863; // "chrtring"
 const LINE: usize = 64;
-/// The segment's header line, then per direction: the head line, the tail line, the flag line,
-/// and the data.
+/// The segment's header line, then per direction: the head line (with the reader's flags), the
+/// tail line, and the data. The flags share the head's line because the writer reads them
+/// right after each publish: with the line just taken for the head, that read costs nothing,
+/// where a line of their own (which the reader writes) was a cache miss per message.
 const HEADER: usize = LINE;
-const CTL: usize = 3 * LINE;
+const CTL: usize = 2 * LINE;
 const SHM_DIR: &str = "/dev/shm";
 
 pub(crate) use crate::wire::proto::RingOffer as Offer;
@@ -129,6 +131,11 @@ pub(crate) struct Rings {
     rx: usize,
     /// The creator's descriptor, kept until the peer has opened the segment.
     door: std::sync::Mutex<Option<File>>,
+    /// The reader's tail of the outgoing ring as last read (this process's copy, changed by
+    /// the one writer): at most the real tail, so the room it shows is there. Reading the
+    /// shared tail at every write costs a cache miss on the path of each message, as the
+    /// reader has just moved it.
+    tail_seen: AtomicU64,
 }
 
 impl std::fmt::Debug for Rings {
@@ -152,8 +159,8 @@ fn half(start: usize) -> Half {
     Half {
         head: start,
         tail: start + LINE,
-        sleeping: start + 2 * LINE,
-        waiting: start + 2 * LINE + 4,
+        sleeping: start + 8,
+        waiting: start + 12,
         data: start + CTL,
     }
 }
@@ -201,6 +208,7 @@ impl Rings {
                 tx: FIRST,
                 rx: SECOND,
                 door: std::sync::Mutex::new(Some(file)),
+                tail_seen: AtomicU64::new(0),
             },
             offer,
         ))
@@ -240,6 +248,7 @@ impl Rings {
             tx: SECOND,
             rx: FIRST,
             door: std::sync::Mutex::new(None),
+            tail_seen: AtomicU64::new(0),
         })
     }
 
@@ -266,9 +275,16 @@ impl Rings {
     /// marking asleep the caller must check [`Rings::readable`]: bytes published before the
     /// mark rang no bell.
     pub(crate) fn set_sleeping(&self, on: bool) {
+        // Only the raising is ordered before the check that follows it: a writer that still
+        // sees a lowered flag raised rings a doorbell nobody needed, which is harmless.
+        let order = if on {
+            Ordering::SeqCst
+        } else {
+            Ordering::Release
+        };
         self.seg
             .u32_at(self.rx().sleeping)
-            .store(u32::from(on), Ordering::SeqCst);
+            .store(u32::from(on), order);
     }
 
     /// Copies up to `buf.len()` waiting bytes out of the incoming ring; `WouldBlock` if none.
@@ -323,19 +339,27 @@ impl Rings {
         let head_w = self.seg.u64_at(h.head);
         let tail_w = self.seg.u64_at(h.tail);
         let mut head = head_w.load(Ordering::Relaxed);
+        let mut tail = self.tail_seen.load(Ordering::Relaxed);
         for part in parts {
             let mut off = 0;
             while off < part.len() {
-                let mut free = RING_BYTES - (head - tail_w.load(Ordering::Acquire)) as usize;
-                if free == 0 {
-                    free = self.wait_room(&h, head, ring, dead)?;
+                let want = (part.len() - off).min(PIECE);
+                let mut free = RING_BYTES - (head - tail) as usize;
+                if free < want {
+                    tail = tail_w.load(Ordering::Acquire);
+                    free = RING_BYTES - (head - tail) as usize;
+                    if free == 0 {
+                        free = self.wait_room(&h, head, ring, dead)?;
+                        tail = head + free as u64 - RING_BYTES as u64;
+                    }
                 }
-                let n = free.min(part.len() - off).min(PIECE);
+                let n = free.min(want);
                 let at = (head % RING_BYTES as u64) as usize;
                 let first = n.min(RING_BYTES - at);
                 // SAFETY: bytes [head, head+n) of the ring are free (the reader's tail, read
-                // with Acquire, is at most RING_BYTES behind) and only this side writes them;
-                // both ranges lie inside the ring's data, and `part[off..off+n]` is in bounds.
+                // with Acquire now or at an earlier write, is at most RING_BYTES behind) and
+                // only this side writes them; both ranges lie inside the ring's data, and
+                // `part[off..off+n]` is in bounds.
                 unsafe {
                     std::ptr::copy_nonoverlapping(
                         part.as_ptr().add(off),
@@ -355,6 +379,7 @@ impl Rings {
                 self.wake_waiter(&h);
             }
         }
+        self.tail_seen.store(tail, Ordering::Relaxed);
         // The fence in `wake_waiter` after the last publish also orders it before this load
         // (nothing to announce when nothing was written).
         Ok(self.seg.u32_at(h.sleeping).load(Ordering::SeqCst) != 0)

@@ -9,7 +9,7 @@
 use crate::base::error::{Error, Result};
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -111,6 +111,9 @@ struct QState {
 /// The serial queue of requests from one peer.
 pub struct SerialQueue {
     st: Mutex<QState>,
+    /// How many requests wait (kept beside `st`, changed under its lock): what the spin on
+    /// the peer's link asks at every poll, without taking the lock.
+    queued: AtomicUsize,
     idle: Box<dyn Fn(&SerialQueue) + Send + Sync>,
 }
 
@@ -128,6 +131,7 @@ impl SerialQueue {
                 active: false,
                 running: None,
             }),
+            queued: AtomicUsize::new(0),
             idle,
         })
     }
@@ -138,13 +142,14 @@ impl SerialQueue {
 
     /// True when requests wait.
     pub fn has_jobs(&self) -> bool {
-        !self.lock().jobs.is_empty()
+        self.queued.load(Ordering::Acquire) > 0
     }
 
     /// Appends a request; starts a thread for the queue when none serves it.
     pub fn push(self: &Arc<Self>, ctl: Arc<JobCtl>, job: Job) {
         let mut st = self.lock();
         st.jobs.push_back((ctl, job));
+        self.queued.store(st.jobs.len(), Ordering::Release);
         if !st.active {
             st.active = true;
             drop(st);
@@ -178,7 +183,9 @@ impl SerialQueue {
         loop {
             let (ctl, job) = {
                 let mut st = self.lock();
-                match st.jobs.pop_front() {
+                let next = st.jobs.pop_front();
+                self.queued.store(st.jobs.len(), Ordering::Release);
+                match next {
                     Some(j) => {
                         st.running = Some(Arc::clone(&j.0));
                         j

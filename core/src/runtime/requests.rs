@@ -17,10 +17,16 @@ use std::time::{Duration, Instant};
 /// dispatcher: the reply frame of a value, or the error the reply carries.
 pub(crate) struct Slot {
     done: AtomicBool,
-    val: Mutex<Option<Result<Frame>>>,
-    waiter: Mutex<Option<Thread>>,
+    /// The answer and who waits for it, under one lock: completing takes it once.
+    inner: Mutex<SlotInner>,
+}
+
+#[derive(Default)]
+struct SlotInner {
+    val: Option<Result<Frame>>,
+    waiter: Option<Thread>,
     /// The task awaiting the reply (`PendingReq::poll_done`): woken by whoever completes it.
-    task: Mutex<Option<Waker>>,
+    task: Option<Waker>,
 }
 
 /// How a parked wait for a slot ended.
@@ -34,24 +40,27 @@ impl Slot {
     fn new() -> Arc<Slot> {
         Arc::new(Slot {
             done: AtomicBool::new(false),
-            val: Mutex::new(None),
-            waiter: Mutex::new(None),
-            task: Mutex::new(None),
+            inner: Mutex::new(SlotInner::default()),
         })
     }
 
+    fn lock(&self) -> MutexGuard<'_, SlotInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn complete(&self, r: Result<Frame>) {
-        let mut v = self.val.lock().unwrap_or_else(|e| e.into_inner());
-        if v.is_some() {
+        let mut g = self.lock();
+        if self.done.load(Ordering::Relaxed) {
             return;
         }
-        *v = Some(r);
-        drop(v);
+        g.val = Some(r);
         self.done.store(true, Ordering::Release);
-        if let Some(t) = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let (waiter, task) = (g.waiter.take(), g.task.take());
+        drop(g);
+        if let Some(t) = waiter {
             t.unpark();
         }
-        if let Some(w) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(w) = task {
             w.wake();
         }
     }
@@ -62,9 +71,8 @@ impl Slot {
 
     /// The reply, once done.
     pub(super) fn take(&self) -> Result<Frame> {
-        self.val
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.lock()
+            .val
             .take()
             .unwrap_or_else(|| Err(Error::Protocol("reply taken twice".into())))
     }
@@ -76,7 +84,7 @@ impl Slot {
             return Parked::Done;
         }
         let _b = exec::blocking();
-        *self.waiter.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
+        self.lock().waiter = Some(std::thread::current());
         while !self.is_done() {
             let mut nap = Duration::from_millis(100);
             if let Some(d) = deadline {
@@ -109,13 +117,13 @@ impl PendingReq {
         if self.slot.is_done() {
             return Poll::Ready(());
         }
-        *self.slot.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
-        // Completed between the check and the store: its `complete` may have found no waker.
+        let mut g = self.slot.lock();
+        // Completed since the check: its `complete` found no waker.
         if self.slot.is_done() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+            return Poll::Ready(());
         }
+        g.task = Some(cx.waker().clone());
+        Poll::Pending
     }
 
     /// Whether the reply is in.

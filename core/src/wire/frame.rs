@@ -26,8 +26,9 @@ pub const MAGIC: u16 = 0x4863;
 /// (`Mode::Service`) and timed channel operations (`ChanOp::TakeWithin`, `PutWithin`). 4:
 /// messages and values in postcard's format (varint integers) instead of bincode's fixed-width
 /// one; the hello offers shared-memory rings, the welcome says whether they were taken. 5: a
-/// ring's reader may wait in a futex on its head word, which its writer then wakes.
-pub const PROTOCOL_VERSION: u8 = 5;
+/// ring's reader may wait in a futex on its head word, which its writer then wakes. 6: a ring's
+/// reader flags share its head's cache line.
+pub const PROTOCOL_VERSION: u8 = 6;
 /// Frame kind of a message frame (the only kind so far).
 pub const KIND_MESSAGE: u8 = 1;
 /// Size of the fixed header.

@@ -145,6 +145,34 @@ pub(crate) fn encode_msg(msg: &Msg) -> Vec<u8> {
     out
 }
 
+/// Runs `f` on the encoding of `msg`, in a buffer this thread reuses: a request's message is
+/// encoded on the path of every call, and an allocation there costs as much as the encoding.
+pub(crate) fn with_encoded<R>(msg: &Msg, f: impl FnOnce(&[u8]) -> R) -> R {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|b| match b.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            codec::encode_into(&mut buf, msg).expect("messages always encode");
+            f(&buf)
+        }
+        // Entered again from within `f` (a send that runs a request): a buffer of its own.
+        Err(_) => f(&encode_msg(msg)),
+    })
+}
+
+/// The encoding of `Reply { ok }`, made once: every answer starts with it.
+pub(crate) fn reply_meta(ok: bool) -> &'static [u8] {
+    static META: std::sync::OnceLock<[Vec<u8>; 2]> = std::sync::OnceLock::new();
+    &META.get_or_init(|| {
+        [
+            encode_msg(&Msg::Reply { ok: false }),
+            encode_msg(&Msg::Reply { ok: true }),
+        ]
+    })[usize::from(ok)]
+}
+
 /// Decodes a frame's message ([`Frame::meta`](crate::wire::frame::Frame::meta) is exactly the
 /// message's bytes, so trailing bytes are an error).
 pub(crate) fn decode_msg(meta: &[u8]) -> Result<Msg, codec::CodecError> {
