@@ -5,7 +5,8 @@
 //! - round trip of `remotecall_fetch` of a no-op on worker 2, beside a raw TCP ping-pong of a
 //!   frame of the same size between the same two processes, receiver blocking in `read` and
 //!   busy-polling (the baseline is the faster of the two);
-//! - `remotecall_fetch` of a 64 MiB `Vec<f64>` that worker 2 holds (moved out, not computed), beside raw TCP streaming of 64 MiB
+//! - `remotecall_fetch` of a 64 MiB `Vec<f64>` that worker 2 holds (moved out, not computed;
+//!   `fetch_gbs` from an idle worker, see `shared/fetch_rates.rs`), beside raw TCP streaming of 64 MiB
 //!   messages into a fresh buffer each (what a fetch must produce; same huge-page advice) and,
 //!   for information, into one reused buffer;
 //! - wall time of `addprocs(2)`, and an idle worker's resident memory.
@@ -23,7 +24,9 @@ use std::time::{Duration, Instant};
 
 #[path = "shared/stash.rs"]
 mod stash;
-use stash::{noop, stash_vecs, take_vec};
+use stash::noop;
+#[path = "shared/fetch_rates.rs"]
+mod fetch_rates;
 
 #[cohort::remote]
 fn ospid() -> u32 {
@@ -129,20 +132,7 @@ fn main() -> cohort::Result<()> {
 
     // Bandwidth: fetch of a 64 MiB Vec<f64> that worker 2 holds.
     let n = 64 << 17; // 8 Mi f64 = 64 MiB
-    let bytes = (n * 8) as f64;
-    let rounds = 10;
-    remotecall_fetch(stash_vecs, 2, (n, rounds))?;
-    let mut gbs = Vec::new();
-    for round in 0..rounds {
-        let t = Instant::now();
-        let v = remotecall_fetch(take_vec, 2, ())?;
-        let dt = t.elapsed().as_secs_f64();
-        assert_eq!((v.len(), v[n - 1]), (n, 1.5));
-        if round > 0 {
-            gbs.push(bytes / dt / 1e9);
-        }
-    }
-    let fetch_gbs = median(gbs);
+    let (fetch_gbs, fetch_next_gbs) = fetch_rates::fetch_rates(2, n, 8)?;
     let raw_fresh = raw_stream_gbs(
         n * 8,
         9,
@@ -172,7 +162,11 @@ fn main() -> cohort::Result<()> {
     );
     println!(
         "{:<58} {:>9.2} GB/s",
-        "fetch of 64 MiB Vec<f64>, median", fetch_gbs
+        "fetch of 64 MiB Vec<f64> from an idle worker, median", fetch_gbs
+    );
+    println!(
+        "{:<58} {:>9.2} GB/s",
+        "fetch right after a fetch, median", fetch_next_gbs
     );
     println!(
         "{:<58} {:>9.2} GB/s",

@@ -10,7 +10,10 @@
 //!   (shared memory: two processes spinning on flags in one page; TCP/Unix: the faster of a
 //!   blocking and a busy-polling receiver; MPI: rsmpi send/receive);
 //! - the fetch of a 64 MiB `Vec<f64>` beside raw streaming of 64 MiB messages into fresh buffers
-//!   (shared memory: one copy of 64 MiB into a fresh buffer, the least a received vector costs);
+//!   (shared memory: one copy of 64 MiB into a fresh buffer, the least a received vector costs).
+//!   `fetch_gbs` times a fetch from an idle worker; the table also shows a fetch that follows
+//!   another at once, which waits for the worker to free the vector it sent before (see
+//!   `shared/fetch_rates.rs`);
 //! - `all_reduce` of 1 and of 1 Mi `f64` (under MPI this is MPI's own `MPI_Allreduce`).
 //!
 //! It prints a table per transport, one `transport ...` line each, and an `allreduce` line
@@ -26,7 +29,9 @@ use std::time::Instant;
 
 #[path = "shared/stash.rs"]
 mod stash;
-use stash::{noop, stash_vecs, take_vec};
+use stash::noop;
+#[path = "shared/fetch_rates.rs"]
+mod fetch_rates;
 
 const FRAME: usize = 70;
 const BIG: usize = 64 << 20;
@@ -258,18 +263,7 @@ fn part(name: &str) -> cohort::Result<()> {
         t.push(t0.elapsed().as_secs_f64() * 1e6);
     }
     let rtt = median(t);
-    remotecall_fetch(stash_vecs, 2, (BIG / 8, 10))?;
-    let mut g = Vec::new();
-    for round in 0..10 {
-        let t0 = Instant::now();
-        let v = remotecall_fetch(take_vec, 2, ())?;
-        let dt = t0.elapsed().as_secs_f64();
-        assert_eq!(v.len(), BIG / 8);
-        if round > 0 {
-            g.push(BIG as f64 / dt / 1e9);
-        }
-    }
-    let fetch_gbs = median(g);
+    let (fetch_gbs, fetch_next_gbs) = fetch_rates::fetch_rates(2, BIG / 8, 8)?;
     let raw = match name {
         #[cfg(feature = "mpi")]
         "mpi" => rawmpi::measure(iters, 10)?,
@@ -293,7 +287,11 @@ fn part(name: &str) -> cohort::Result<()> {
     );
     println!(
         "[{name}] {:<44} {:>10.2} GB/s",
-        "fetch of 64 MiB Vec<f64>, median", fetch_gbs
+        "fetch of 64 MiB Vec<f64> (idle worker)", fetch_gbs
+    );
+    println!(
+        "[{name}] {:<44} {:>10.2} GB/s",
+        "fetch right after a fetch", fetch_next_gbs
     );
     println!(
         "[{name}] {:<44} {:>10.2} GB/s",
