@@ -16,7 +16,7 @@ use cohort_core::Pid;
 
 use crate::error::{Access, ShmError};
 use crate::file::{self, check_raw_args, RawMode};
-use crate::handle::{check_pids, ShmHandle};
+use crate::handle::{check_pids, HandleIn, HandleRef, ShmHandle};
 use crate::ids::{Backing, ElemInfo, HostId, SegmentId};
 use crate::index::{self, Region};
 use crate::lease::{SharedSlice, SharedSliceMut, SharedView, SharedViewMut};
@@ -895,7 +895,17 @@ impl<T: Pod, D: Dimension> fmt::Debug for SharedArray<T, D> {
 /// Serializes as its [`ShmHandle`].
 impl<T: Pod, D: Dimension> Serialize for SharedArray<T, D> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.handle().serialize(serializer)
+        HandleRef {
+            backing: &self.map.backing,
+            id: self.map.id,
+            dims: &self.map.dims,
+            shape: self.shape(),
+            elem: &self.map.elem,
+            pids: &self.pids,
+            host: HostId::current(),
+            read_only: self.read_only,
+        }
+        .serialize(serializer)
     }
 }
 
@@ -908,7 +918,24 @@ impl<T: Pod, D: Dimension> Serialize for SharedArray<T, D> {
 /// a remote call, the caller gets that message back as the call's error.
 impl<'de, T: Pod, D: Dimension> Deserialize<'de> for SharedArray<T, D> {
     fn deserialize<De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
-        let handle = ShmHandle::deserialize(deserializer)?;
+        let wire = HandleIn::deserialize(deserializer)?;
+        let elem = (
+            std::any::type_name::<T>(),
+            std::mem::size_of::<T>(),
+            std::mem::align_of::<T>(),
+        );
+        // The common case (a segment this process maps, sent again) builds only the array.
+        if let Some(map) = wire.mapped(elem) {
+            if let Some(dim) = D::from_dimension(&IxDyn(wire.shape.as_slice())) {
+                return Ok(SharedArray::from_parts(
+                    map,
+                    dim,
+                    wire.pids.as_slice().into(),
+                    wire.read_only,
+                ));
+            }
+        }
+        let handle = wire.into_handle();
         SharedArray::lookup(&handle)
             .map_err(|e| match e {
                 // Not mapped here: say why when the reason is that this pid is not a member

@@ -1,6 +1,7 @@
 //! What travels between processes: [`ShmHandle`], and the attach and lookup that turn one back
 //! into this process's mapping of the object it names (a segment or a file).
 
+use std::borrow::Cow;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
@@ -100,6 +101,105 @@ impl ShmHandle {
         };
         mapping.prefault(share)
     }
+}
+
+/// A handle's wire form borrowed from an array: what [`ShmHandle`] serializes to, field for
+/// field, without building one (an array passed to every call of a per-step loop is encoded
+/// at every call, and building the handle was most of that).
+#[derive(Serialize)]
+pub(crate) struct HandleRef<'a> {
+    pub(crate) backing: &'a Backing,
+    pub(crate) id: SegmentId,
+    pub(crate) dims: &'a [usize],
+    pub(crate) shape: &'a [usize],
+    pub(crate) elem: &'a ElemInfo,
+    pub(crate) pids: &'a [Pid],
+    pub(crate) host: &'a HostId,
+    pub(crate) read_only: bool,
+}
+
+/// A handle as it arrives, its strings borrowed from the message where the decoder allows
+/// (the same fields as [`ShmHandle`]).
+#[derive(Deserialize)]
+pub(crate) struct HandleIn<'a> {
+    backing: Backing,
+    id: SegmentId,
+    dims: Vec<usize>,
+    pub(crate) shape: Vec<usize>,
+    #[serde(borrow)]
+    elem: ElemIn<'a>,
+    pub(crate) pids: Vec<Pid>,
+    #[serde(borrow)]
+    host: HostIn<'a>,
+    pub(crate) read_only: bool,
+}
+
+#[derive(Deserialize)]
+struct ElemIn<'a> {
+    #[serde(borrow)]
+    type_name: Cow<'a, str>,
+    size: usize,
+    align: usize,
+}
+
+#[derive(Deserialize)]
+struct HostIn<'a> {
+    #[serde(borrow)]
+    hostname: Cow<'a, str>,
+    #[serde(borrow)]
+    boot_id: Cow<'a, str>,
+}
+
+impl HandleIn<'_> {
+    /// This process's mapping of the segment the handle names when every check of [`lookup`]
+    /// (and of a typed lookup for elements `elem`) passes, checked without building anything;
+    /// `None` sends the caller to [`lookup`] on [`into_handle`](Self::into_handle), which says
+    /// what failed.
+    pub(crate) fn mapped(&self, elem: (&str, usize, usize)) -> Option<Arc<Mapping>> {
+        let here = HostId::current();
+        let is_elem = |name: &str, size, align| (name, size, align) == elem;
+        let ok = self.host.hostname == here.hostname
+            && self.host.boot_id == here.boot_id
+            && is_elem(&self.elem.type_name, self.elem.size, self.elem.align)
+            && distinct(&self.pids)
+            && matches!(self.backing, Backing::Shm { .. });
+        if !ok {
+            return None;
+        }
+        let map = mapping::get(&Key::Shm(self.id))?;
+        let same = map.id == self.id
+            && is_elem(&map.elem.type_name, map.elem.size, map.elem.align)
+            && map.dims == self.dims
+            && index::checked_len(&self.shape) == Some(map.len);
+        same.then_some(map)
+    }
+
+    /// The owned handle.
+    pub(crate) fn into_handle(self) -> ShmHandle {
+        ShmHandle {
+            backing: self.backing,
+            id: self.id,
+            dims: self.dims,
+            shape: self.shape,
+            elem: ElemInfo {
+                type_name: self.elem.type_name.into_owned(),
+                size: self.elem.size,
+                align: self.elem.align,
+            },
+            pids: self.pids,
+            host: HostId {
+                hostname: self.host.hostname.into_owned(),
+                boot_id: self.host.boot_id.into_owned(),
+            },
+            read_only: self.read_only,
+        }
+    }
+}
+
+/// Whether `pids` is non-empty and without repeats ([`check_pids`] without allocating, for the
+/// few pids of a node).
+fn distinct(pids: &[Pid]) -> bool {
+    !pids.is_empty() && pids.iter().enumerate().all(|(i, p)| !pids[..i].contains(p))
 }
 
 /// Check the parts of a handle that do not depend on mapping anything.

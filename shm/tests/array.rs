@@ -556,6 +556,61 @@ fn handles_and_arrays_serialize() {
     assert!(e.to_string().contains("not mapped"), "{e}");
 }
 
+/// An array is encoded exactly as its handle (without building one), and on arrival the array
+/// a process maps comes back equal in everything; any field that fails a check of `lookup`
+/// gives `lookup`'s error, whatever path the decoding took.
+#[test]
+fn an_array_travels_as_its_handle_and_is_checked_as_lookup_checks() {
+    use cohort_core::codec::{decode, encode_vec};
+    let s = SharedArray::<f32, Ix2>::create((4, 3), &[1, 2, 5], 1)
+        .unwrap()
+        .finish()
+        .unwrap();
+    let r = s.reshape((2, 6)).unwrap();
+    for (bytes, h) in [
+        (encode_vec(&s).unwrap(), s.handle()),
+        (encode_vec(&r).unwrap(), r.handle()),
+    ] {
+        assert_eq!(bytes, encode_vec(&h).unwrap());
+    }
+    let back: SharedArray<f32, Ix2> = decode(&encode_vec(&r).unwrap()).unwrap();
+    assert_eq!(back.handle(), r.handle());
+    assert_eq!((back.shape(), back.pids()), (&[2, 6][..], &[1, 2, 5][..]));
+    let h = s.handle();
+    let bad = [
+        tamper(&h, |m| m.pids = vec![1, 2, 1]),
+        tamper(&h, |m| m.pids = vec![]),
+        tamper(&h, |m| m.host.boot_id.push('x')),
+        tamper(&h, |m| m.elem.type_name = "i32".into()),
+        tamper(&h, |m| m.elem.align = 8),
+        tamper(&h, |m| m.dims = vec![3, 4]),
+        tamper(&h, |m| m.shape = vec![5, 2]),
+        tamper(&h, |m| m.id.0 ^= 1),
+    ];
+    for b in &bad {
+        let looked = SharedArray::<f32, Ix2>::lookup(b).unwrap_err().to_string();
+        let arrived = decode::<SharedArray<f32, Ix2>>(&encode_vec(b).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(arrived.contains(&looked), "{arrived} / {looked}");
+    }
+    // Another element type or number of dimensions than the receiver's.
+    let bytes = encode_vec(&s).unwrap();
+    let e = decode::<SharedArray<f64, Ix2>>(&bytes)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("f32") && e.contains("f64"), "{e}");
+    let e = decode::<SharedArray<f32, Ix3>>(&bytes)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&SharedArray::<f32, Ix3>::lookup(&h).unwrap_err().to_string()),
+        "{e}"
+    );
+    drop((s, r, back));
+    assert!(!mapped_segments().contains(&h.id()));
+}
+
 #[test]
 fn send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
