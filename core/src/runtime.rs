@@ -652,22 +652,35 @@ impl Runtime {
     }
 
     /// Forgets a process: fails what waits on it and marks it removed.
-    pub(crate) fn peer_gone(&self, pid: Pid) {
+    pub(crate) fn peer_gone(&'static self, pid: Pid) {
         {
             let mut r = self.removed.lock().unwrap_or_else(|e| e.into_inner());
             if !r.insert(pid) {
                 return;
             }
         }
-        self.owned.drop_holder(pid);
-        if let Some(l) = self
+        // Its last messages first (a share of a reference it moved to another process is told
+        // in one): the news of its death can come by another link before them.
+        let to_it: Vec<Arc<Link>> = self
+            .tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|l| l.peer == pid && !l.is_dead())
+            .cloned()
+            .collect();
+        for l in &to_it {
+            l.read_left(&self);
+        }
+        let link = self
             .links
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&pid)
-        {
+            .remove(&pid);
+        if let Some(l) = link {
             l.kill(&self.poller);
         }
+        self.owned.drop_holder(pid);
         self.requests.fail_to(pid);
         if let Some(i) = self
             .peers

@@ -293,6 +293,34 @@ impl Link {
         }
     }
 
+    /// Hands on the whole frames that wait unread on a link whose peer is known to be gone:
+    /// what it sent before it went counts, as a socket's bytes before its end do. Returns at
+    /// once when another thread reads the link (that thread reads them).
+    pub(crate) fn read_left(&self, sink: &dyn FrameSink) {
+        let Some(s) = self.stream() else { return };
+        let Ok(mut r) = s.reader.try_lock() else {
+            return;
+        };
+        while let Ok(Some(f)) = s.poll(&mut r, usize::MAX) {
+            sink.on_frame(self, f);
+        }
+    }
+
+    /// A bodiless frame published on a ring link without ringing its doorbell: it waits in the
+    /// ring unread until someone polls (tests of frames their reader has not seen yet).
+    #[cfg(test)]
+    pub(crate) fn publish_unrung(&self, meta: &[u8]) -> io::Result<()> {
+        let rings = self.stream().and_then(|s| s.rings.as_ref());
+        let r = rings.expect("a ring link");
+        let header = Header {
+            id: 0,
+            meta_len: meta.len() as u32,
+            len: meta.len() as u64,
+        }
+        .encode();
+        r.write_all(&[&header, meta], &|| {}, &|| false).map(drop)
+    }
+
     /// Reads and handles every complete frame now available (the poller's path).
     pub(crate) fn service(&self, poller: &Poller, sink: &dyn FrameSink) {
         let Some(s) = self.stream() else { return };
@@ -312,6 +340,12 @@ impl Link {
         if s.rings.is_some() {
             // The socket carries doorbells and the link's end.
             if let Err(e) = drain_doorbell(s.fd.as_fd()) {
+                // What the peer published before it went is read first, as a socket's bytes
+                // before its end are (a weight it moved, told in its last message, would be
+                // lost with them); a frame it was still writing stays unread.
+                while let Ok(Some(f)) = s.poll(&mut r, usize::MAX) {
+                    sink.on_frame(self, f);
+                }
                 drop(r);
                 sink.on_close(self, e);
                 return;
@@ -772,4 +806,64 @@ pub(crate) fn read_exact_until(fd: &OwnedFd, buf: &mut [u8], deadline: Instant) 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    #[derive(Default)]
+    struct Record {
+        ids: Mutex<Vec<u64>>,
+        closed: AtomicBool,
+    }
+
+    impl FrameSink for Record {
+        fn on_frame(&self, _: &Link, frame: Frame) {
+            assert!(!self.closed.load(Ordering::SeqCst), "a frame after the end");
+            self.ids.lock().unwrap().push(frame.header.id);
+        }
+        fn on_world_frame(&self, _: Pid, _: Frame) {
+            unreachable!("a stream link");
+        }
+        fn on_close(&self, _: &Link, _: io::Error) {
+            self.closed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A peer that publishes frames on the rings, rings the doorbell and dies before the reader
+    /// comes: its whole frames are handed on before the end, its unfinished one is not.
+    #[test]
+    fn frames_a_dead_peer_published_are_read_before_its_end() {
+        let (mine, theirs) = UnixStream::pair().unwrap();
+        let (rings, offer) = Rings::create().unwrap();
+        let peer = Rings::attach(&offer).unwrap();
+        rings.close_door();
+        let link = Link::new(2, 100, OwnedFd::from(mine), 1 << 20, Some(rings)).unwrap();
+        let poller = Poller::new().unwrap();
+        link.register(&poller).unwrap();
+        let frame = |id: u64, body: &[u8]| -> Vec<u8> {
+            let mut v = Header {
+                id,
+                meta_len: 0,
+                len: body.len() as u64,
+            }
+            .encode()
+            .to_vec();
+            v.extend_from_slice(body);
+            v
+        };
+        let mut cut = frame(9, &[3; 100]);
+        cut.truncate(60);
+        for bytes in [frame(7, b"first"), frame(8, &[1; 5000]), cut] {
+            peer.write_all(&[&bytes], &|| {}, &|| false).unwrap();
+        }
+        std::io::Write::write_all(&mut &theirs, &[1]).unwrap();
+        drop(theirs);
+        let sink = Record::default();
+        link.service(&poller, &sink);
+        assert_eq!(*sink.ids.lock().unwrap(), [7, 8]);
+        assert!(sink.closed.load(Ordering::SeqCst));
+    }
 }

@@ -17,6 +17,8 @@
 //! serializer knows the destination; here an encoding does not, so the sender does it only
 //! where the caller tells it (`refs::sent_to`), and otherwise the receiver reports. A reference
 //! in flight from a process that dies (sent, not yet reported) is lost with its sender's share.
+//! What a dead process did report is booked before its death is, whichever link brings the
+//! news first: its frames still unread on this process's links to it are read then.
 
 use crate::base::ids::{Pid, Rrid};
 use std::collections::HashMap;

@@ -250,6 +250,40 @@ fn a_dead_holders_share_is_released_on_the_owner() {
     assert_eq!(value(f), 9);
 }
 
+/// A holder's last message (it took half the master's weight) still waits unread when the
+/// owner hears from the master that the holder is gone: the owner reads it first, so the
+/// reference is freed once the master returns its own half, and not kept for ever.
+#[test]
+fn a_dead_peers_last_messages_count_when_the_news_of_its_death_comes_first() {
+    let c = Local::with_rings(3);
+    let (rt, owner) = (c.rt(1), c.rt(2));
+    let rrid = rt.next_rrid();
+    rt.request(2, &Msg::NewChan { rrid, cap: 1 }, &none())
+        .unwrap();
+    let half = INITIAL_WEIGHT / 2;
+    let moved = Msg::AddClient {
+        rrid,
+        from: 1,
+        to: 3,
+        weight: half,
+    };
+    let to_owner = c.rt(3).link_of(2).unwrap();
+    to_owner.publish_unrung(&encode_msg(&moved)).unwrap();
+    rt.del_ref(2, rrid, INITIAL_WEIGHT - half);
+    let n = rt
+        .request(2, &Msg::Query(Query::LiveRefs), &none())
+        .unwrap();
+    assert_eq!(n.body()[..], 1u64.to_le_bytes(), "pid 3's share is out");
+    owner.peer_gone(3);
+    eventually("the dead holder's share released", || {
+        owner.live_refs() == 0
+    });
+    let f = rt
+        .request(2, &call(add.name(), Mode::Fetch), &args(&(2u64, 5u64)))
+        .unwrap();
+    assert_eq!(value(f), 7);
+}
+
 #[test]
 fn a_reply_slot_fails_when_its_peer_dies() {
     let c = Local::new(3);
