@@ -116,7 +116,11 @@ fn main() -> cohort::Result<()> {
 
     // Round trip of a no-op call. The request frame of this call is about this many bytes.
     let frame = 24 + 8 + 4 + 8 + std::any::type_name_of_val(&noop).len() + 4;
-    for _ in 0..iters / 10 {
+    // Calls for a while first: for some tens of milliseconds after `addprocs` the scheduler
+    // may still run this process on the core of the worker it calls, and a short timing
+    // would measure that instead of the round trip.
+    let warm = Instant::now();
+    while warm.elapsed() < std::time::Duration::from_millis(300) {
         remotecall_fetch(noop, 2, ())?;
     }
     let mut times = Vec::with_capacity(iters);

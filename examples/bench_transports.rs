@@ -253,7 +253,11 @@ fn part(name: &str) -> cohort::Result<()> {
         addprocs(1)?;
     }
     let iters = 20_000;
-    for _ in 0..2_000 {
+    // Calls for a while first: for some tens of milliseconds after `addprocs` the scheduler
+    // may still run this process on the core of the worker it calls, and a short timing
+    // would measure that instead of the round trip.
+    let warm = Instant::now();
+    while warm.elapsed() < std::time::Duration::from_millis(300) {
         remotecall_fetch(noop, 2, ())?;
     }
     let mut t = Vec::with_capacity(iters);
