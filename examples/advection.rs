@@ -51,7 +51,7 @@
 //! | version | ms | ratio |
 //! |---|---|---|
 //! | serial | 63 (59–85) | 1.79 (1.03–1.97) × the 1-thread triad's GB/s |
-//! | parallel | 64 (53–81) | 1.19 (1.10–1.26) × shared_naive's time (`parallel_vs_naive`); in 10 later runs with the workers placed (`COHORT_CPU_BIND`), 1.15 (1.13–1.27) |
+//! | parallel | 64 (53–81) | 1.19 (1.10–1.26) × shared_naive's time (`parallel_vs_naive`); in 10 later runs with the workers placed (`COHORT_CPU_BIND`), 1.15 (1.13–1.27); in 14 runs after the call path was made lighter, 1.145 (1.08–1.28) |
 //! | shared | 45.6 (43–54) | 1.38 (1.23–1.77) × the 2-thread triad's GB/s; 0.90 (0.84–1.00) × shared_naive's time |
 //! | shared_naive | 49 (44–63) | |
 //! | threads | 47 (31–53) | 0.97 (0.80–1.01) × shared's time (`threads_vs_shared`) |
