@@ -73,6 +73,14 @@ struct Stream {
     /// When a spin left the link disarmed (nanoseconds since [`epoch`]; 0: it did not). Changed
     /// only under the reader lock.
     deferred_at: AtomicU64,
+    /// Threads waiting for the reader lock to spin on the link (see `take_reader_soon`).
+    wanted: AtomicU32,
+}
+
+impl Stream {
+    fn wanted(&self) -> u32 {
+        self.wanted.load(Ordering::Acquire)
+    }
 }
 
 fn epoch() -> Instant {
@@ -152,6 +160,7 @@ impl Link {
                 reader: Mutex::new(FrameReader::new(max_frame)),
                 armed: AtomicBool::new(true),
                 deferred_at: AtomicU64::new(0),
+                wanted: AtomicU32::new(0),
             })),
         })
     }
@@ -356,6 +365,14 @@ impl Link {
             match s.poll(&mut r, SERVICE_BUDGET) {
                 Ok(Some(f)) => sink.on_frame(self, f),
                 Ok(None) => {
+                    if let Some(rings) = s.rings.as_ref().filter(|_| s.wanted() > 0) {
+                        // A thread waits to spin on the link: left awake to it (no doorbell
+                        // for its frame, which would wake this reader again and keep it in
+                        // that thread's way), deferred in case it gives up meanwhile.
+                        rings.set_sleeping(false);
+                        self.defer(s, poller);
+                        return;
+                    }
                     if !self.arm_checked(s, poller) {
                         return;
                     }
@@ -390,7 +407,7 @@ impl Link {
                 return spin_world(world.as_ref(), sink, window, done)
             }
         };
-        let Some(r) = self.take_reader_soon(s, poller, defer, done) else {
+        let Some(r) = self.take_reader_soon(s, poller, done) else {
             return;
         };
         let mut held = vec![(self, s, r)];
@@ -436,28 +453,33 @@ impl Link {
         }
     }
 
-    /// [`Link::take_reader`] for a spin; one that will spin again soon (`defer`: an executor
-    /// awaiting its next request) waits a little for a reader that holds the link now, unless
-    /// `done()`. That reader is mostly the poller handing over a request: the executor that ran
-    /// it, giving up at once, let the next request come through the poller too, and the one
-    /// after, at ~20 µs each instead of ~1 (only an executor that starts spinning ends this).
+    /// [`Link::take_reader`] for a spin: waits a little for a reader that holds the link now,
+    /// unless `done()`. That reader is mostly the poller, woken by a doorbell, handing over a
+    /// request or a reply: a thread that gave up at once (an executor about to await its next
+    /// request, a caller about to await its reply) let the next frame come through the poller
+    /// too, and the one after, at ~20 µs each instead of ~1, until a spinner happened to win.
     fn take_reader_soon<'a>(
         &self,
         s: &'a Stream,
         poller: &Poller,
-        defer: bool,
         done: &dyn Fn() -> bool,
     ) -> Option<MutexGuard<'a, FrameReader>> {
+        if let Some(r) = self.take_reader(s, poller) {
+            return Some(r);
+        }
+        s.wanted.fetch_add(1, Ordering::AcqRel);
         let start = Instant::now();
-        loop {
+        let r = loop {
             if let Some(r) = self.take_reader(s, poller) {
-                return Some(r);
+                break Some(r);
             }
-            if !defer || done() || self.is_dead() || start.elapsed() > READER_WAIT {
-                return None;
+            if done() || self.is_dead() || start.elapsed() > READER_WAIT {
+                break None;
             }
             std::thread::yield_now();
-        }
+        };
+        s.wanted.fetch_sub(1, Ordering::AcqRel);
+        r
     }
 
     /// The reader lock, unless another thread holds it, with the stream disarmed in epoll: what
@@ -510,7 +532,7 @@ fn spin_world(
     WORLD_SPINNERS.fetch_sub(1, Ordering::AcqRel);
 }
 
-/// How long an executor about to spin waits for the thread that reads its link now.
+/// How long a thread about to spin waits for the thread that reads its link now.
 const READER_WAIT: Duration = Duration::from_micros(100);
 
 /// How long a spin polls without yielding its core often: a few round trips over shared
