@@ -414,7 +414,7 @@ impl Link {
                 return spin_world(world.as_ref(), sink, window, done)
             }
         };
-        let Some(r) = self.take_reader_soon(s, poller, done) else {
+        let Some(r) = self.take_reader_soon(s, poller, done, READER_WAIT) else {
             return;
         };
         let mut held = vec![(self, s, r)];
@@ -470,6 +470,7 @@ impl Link {
         s: &'a Stream,
         poller: &Poller,
         done: &dyn Fn() -> bool,
+        longest: Duration,
     ) -> Option<MutexGuard<'a, FrameReader>> {
         if let Some(r) = self.take_reader(s, poller) {
             return Some(r);
@@ -480,7 +481,7 @@ impl Link {
             if let Some(r) = self.take_reader(s, poller) {
                 break Some(r);
             }
-            if done() || self.is_dead() || start.elapsed() > READER_WAIT {
+            if done() || self.is_dead() || start.elapsed() > longest {
                 break None;
             }
             std::thread::yield_now();
@@ -888,6 +889,84 @@ mod tests {
         }
     }
 
+    fn frame(id: u64, body: &[u8]) -> Vec<u8> {
+        let mut v = Header {
+            id,
+            meta_len: 0,
+            len: body.len() as u64,
+        }
+        .encode()
+        .to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// The poller, woken by a doorbell while a thread waits to spin on the link, hands the
+    /// frame on and leaves the link awake for that thread (the next frame rings no doorbell)
+    /// and deferred (armed within `DEFER` if that thread gives up); with nobody waiting it
+    /// arms the link (the next frame rings).
+    #[test]
+    fn a_reader_leaves_the_link_awake_for_a_thread_waiting_to_spin() {
+        for waiting in [true, false] {
+            let (mine, theirs) = UnixStream::pair().unwrap();
+            let (rings, offer) = Rings::create().unwrap();
+            let peer = Rings::attach(&offer).unwrap();
+            rings.close_door();
+            let link = Link::new(2, 100, OwnedFd::from(mine), 1 << 20, Some(rings)).unwrap();
+            let poller = Poller::new().unwrap();
+            link.register(&poller).unwrap();
+            let s = link.stream().unwrap();
+            if waiting {
+                s.wanted.fetch_add(1, Ordering::AcqRel);
+            }
+            let asleep = peer
+                .write_all(&[&frame(1, b"x")], &|| {}, &|| false)
+                .unwrap();
+            assert!(asleep, "a new link's reader sleeps: the writer rings");
+            std::io::Write::write_all(&mut &theirs, &[1]).unwrap();
+            let sink = Record::default();
+            link.service(&poller, &sink);
+            assert_eq!(*sink.ids.lock().unwrap(), [1]);
+            let asleep = peer
+                .write_all(&[&frame(2, b"y")], &|| {}, &|| false)
+                .unwrap();
+            assert_eq!(asleep, !waiting);
+            assert_eq!(poller.deferred().contains(&100), waiting);
+        }
+    }
+
+    /// A thread about to spin on a link whose reader lock another holds waits for it (counted
+    /// as waiting meanwhile), and gives up once `done()` or after the longest wait.
+    #[test]
+    fn a_spinner_waits_for_the_reader_that_holds_its_link() {
+        let (mine, _theirs) = UnixStream::pair().unwrap();
+        let link = Link::new(2, 100, OwnedFd::from(mine), 1 << 20, None).unwrap();
+        let poller = Poller::new().unwrap();
+        let s = link.stream().unwrap();
+        let held = s.reader.lock().unwrap();
+        let long = Duration::from_secs(30);
+        std::thread::scope(|sc| {
+            let waiter = sc.spawn(|| link.take_reader_soon(s, &poller, &|| false, long).is_some());
+            let t0 = Instant::now();
+            while s.wanted() == 0 {
+                assert!(t0.elapsed() < Duration::from_secs(10), "the waiter left");
+                std::thread::yield_now();
+            }
+            drop(held);
+            assert!(waiter.join().unwrap(), "it took the reader once free");
+        });
+        assert_eq!(s.wanted(), 0);
+        let _held = s.reader.lock().unwrap();
+        let t0 = Instant::now();
+        assert!(link.take_reader_soon(s, &poller, &|| true, long).is_none());
+        let short = Duration::from_millis(20);
+        assert!(link
+            .take_reader_soon(s, &poller, &|| false, short)
+            .is_none());
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        assert_eq!(s.wanted(), 0);
+    }
+
     /// A peer that publishes frames on the rings, rings the doorbell and dies before the reader
     /// comes: its whole frames are handed on before the end, its unfinished one is not.
     #[test]
@@ -899,17 +978,6 @@ mod tests {
         let link = Link::new(2, 100, OwnedFd::from(mine), 1 << 20, Some(rings)).unwrap();
         let poller = Poller::new().unwrap();
         link.register(&poller).unwrap();
-        let frame = |id: u64, body: &[u8]| -> Vec<u8> {
-            let mut v = Header {
-                id,
-                meta_len: 0,
-                len: body.len() as u64,
-            }
-            .encode()
-            .to_vec();
-            v.extend_from_slice(body);
-            v
-        };
         let mut cut = frame(9, &[3; 100]);
         cut.truncate(60);
         for bytes in [frame(7, b"first"), frame(8, &[1; 5000]), cut] {
