@@ -108,14 +108,15 @@ pub(crate) fn arm_deferred(
     lookup: &dyn Fn(u64) -> Option<Arc<Link>>,
 ) {
     let now = now_ns();
-    let mut done = Vec::new();
+    // Taken off the list with their links (none: gone), unless deferred again meanwhile.
+    let mut done: Vec<(u64, Option<Arc<Link>>)> = Vec::new();
     for t in poller.deferred() {
         let Some(link) = lookup(t).filter(|l| !l.is_dead()) else {
-            done.push(t);
+            done.push((t, None));
             continue;
         };
         let Some(s) = link.stream() else {
-            done.push(t);
+            done.push((t, None));
             continue;
         };
         // A spinner reads it: it arms or defers it again when it stops.
@@ -126,12 +127,24 @@ pub(crate) fn arm_deferred(
         if at != 0 && now.saturating_sub(at) < DEFER.as_nanos() as u64 {
             continue;
         }
-        done.push(t);
         if at != 0 {
             link.service_locked(s, r, poller, sink);
         }
+        done.push((t, Some(Arc::clone(&link))));
     }
-    poller.undefer(&done);
+    // A link deferred since (by the service above, for a thread waiting to spin on it, or by a
+    // spinner that took it after) stays listed: a deferred link off the list would be read by
+    // nobody, its frames ringing no doorbell. Checked under the list's lock, which a defer
+    // takes to list a link, so no defer falls between the check and the removal.
+    poller.undefer(&|t| {
+        done.iter().any(|(d, link)| {
+            *d == t
+                && link
+                    .as_ref()
+                    .and_then(|l| l.stream())
+                    .is_none_or(|s| s.deferred_at.load(Ordering::Acquire) == 0)
+        })
+    });
 }
 
 /// How much of a large frame the poller reads from one link before it serves the others: a
@@ -965,6 +978,40 @@ mod tests {
             .is_none());
         assert!(t0.elapsed() < Duration::from_secs(10));
         assert_eq!(s.wanted(), 0);
+    }
+
+    /// The poller's pass over deferred links keeps listed a link it deferred again (for a
+    /// thread waiting to spin on it): off the list, a deferred link is read by nobody, since
+    /// its frames ring no doorbell (an interrupt sent to a busy worker never arrived).
+    #[test]
+    fn a_link_deferred_again_by_the_pollers_pass_stays_listed() {
+        let (mine, _theirs) = UnixStream::pair().unwrap();
+        let (rings, offer) = Rings::create().unwrap();
+        let _peer = Rings::attach(&offer).unwrap();
+        rings.close_door();
+        let link = Arc::new(Link::new(2, 100, OwnedFd::from(mine), 1 << 20, Some(rings)).unwrap());
+        let poller = Poller::new().unwrap();
+        link.register(&poller).unwrap();
+        let s = link.stream().unwrap();
+        // A spin left it deferred long ago; a thread now waits to spin on it.
+        {
+            let _r = s.reader.lock().unwrap();
+            link.defer(s, &poller);
+        }
+        std::thread::sleep(2 * DEFER);
+        s.deferred_at.store(1, Ordering::Release);
+        s.wanted.fetch_add(1, Ordering::AcqRel);
+        let sink = Record::default();
+        let lookup = |t: u64| (t == 100).then(|| Arc::clone(&link));
+        arm_deferred(&poller, &sink, &lookup);
+        assert!(s.deferred_at.load(Ordering::Acquire) > 1, "deferred again");
+        assert_eq!(poller.deferred(), [100]);
+        // Nobody waits any more: the next pass arms it and takes it off the list.
+        s.wanted.fetch_sub(1, Ordering::AcqRel);
+        s.deferred_at.store(1, Ordering::Release);
+        arm_deferred(&poller, &sink, &lookup);
+        assert_eq!(s.deferred_at.load(Ordering::Acquire), 0);
+        assert!(poller.deferred().is_empty());
     }
 
     /// A peer that publishes frames on the rings, rings the doorbell and dies before the reader

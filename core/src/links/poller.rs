@@ -154,13 +154,11 @@ impl Poller {
             .clone()
     }
 
-    /// Takes `done` off the deferred list.
-    pub(crate) fn undefer(&self, done: &[u64]) {
-        if !done.is_empty() {
-            self.deferred
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|t| !done.contains(t));
-        }
+    /// Takes the tokens `done` says off the deferred list, deciding under the list's lock.
+    pub(crate) fn undefer(&self, done: &dyn Fn(u64) -> bool) {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&t| !done(t));
     }
 }
