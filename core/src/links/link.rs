@@ -902,6 +902,19 @@ mod tests {
         }
     }
 
+    /// A ring link to pid 2 (token 100) registered with its own poller, with the peer's end
+    /// of the rings and of the socket.
+    fn ring_link() -> (Link, Rings, UnixStream, Poller) {
+        let (mine, theirs) = UnixStream::pair().unwrap();
+        let (rings, offer) = Rings::create().unwrap();
+        let peer = Rings::attach(&offer).unwrap();
+        rings.close_door();
+        let link = Link::new(2, 100, OwnedFd::from(mine), 1 << 20, Some(rings)).unwrap();
+        let poller = Poller::new().unwrap();
+        link.register(&poller).unwrap();
+        (link, peer, theirs, poller)
+    }
+
     fn frame(id: u64, body: &[u8]) -> Vec<u8> {
         let mut v = Header {
             id,
@@ -921,13 +934,7 @@ mod tests {
     #[test]
     fn a_reader_leaves_the_link_awake_for_a_thread_waiting_to_spin() {
         for waiting in [true, false] {
-            let (mine, theirs) = UnixStream::pair().unwrap();
-            let (rings, offer) = Rings::create().unwrap();
-            let peer = Rings::attach(&offer).unwrap();
-            rings.close_door();
-            let link = Link::new(2, 100, OwnedFd::from(mine), 1 << 20, Some(rings)).unwrap();
-            let poller = Poller::new().unwrap();
-            link.register(&poller).unwrap();
+            let (link, peer, theirs, poller) = ring_link();
             let s = link.stream().unwrap();
             if waiting {
                 s.wanted.fetch_add(1, Ordering::AcqRel);
@@ -985,13 +992,8 @@ mod tests {
     /// its frames ring no doorbell (an interrupt sent to a busy worker never arrived).
     #[test]
     fn a_link_deferred_again_by_the_pollers_pass_stays_listed() {
-        let (mine, _theirs) = UnixStream::pair().unwrap();
-        let (rings, offer) = Rings::create().unwrap();
-        let _peer = Rings::attach(&offer).unwrap();
-        rings.close_door();
-        let link = Arc::new(Link::new(2, 100, OwnedFd::from(mine), 1 << 20, Some(rings)).unwrap());
-        let poller = Poller::new().unwrap();
-        link.register(&poller).unwrap();
+        let (link, _peer, _theirs, poller) = ring_link();
+        let link = Arc::new(link);
         let s = link.stream().unwrap();
         // A spin left it deferred long ago; a thread now waits to spin on it.
         {
@@ -1018,13 +1020,7 @@ mod tests {
     /// comes: its whole frames are handed on before the end, its unfinished one is not.
     #[test]
     fn frames_a_dead_peer_published_are_read_before_its_end() {
-        let (mine, theirs) = UnixStream::pair().unwrap();
-        let (rings, offer) = Rings::create().unwrap();
-        let peer = Rings::attach(&offer).unwrap();
-        rings.close_door();
-        let link = Link::new(2, 100, OwnedFd::from(mine), 1 << 20, Some(rings)).unwrap();
-        let poller = Poller::new().unwrap();
-        link.register(&poller).unwrap();
+        let (link, peer, theirs, poller) = ring_link();
         let mut cut = frame(9, &[3; 100]);
         cut.truncate(60);
         for bytes in [frame(7, b"first"), frame(8, &[1; 5000]), cut] {
