@@ -196,8 +196,8 @@ impl HandleIn<'_> {
     }
 }
 
-/// Whether `pids` is non-empty and without repeats ([`check_pids`] without allocating, for the
-/// few pids of a node).
+/// Whether `pids` is non-empty and without repeats (checked on every arriving handle, so
+/// without allocating: pairwise, for the few pids of a node).
 fn distinct(pids: &[Pid]) -> bool {
     !pids.is_empty() && pids.iter().enumerate().all(|(i, p)| !pids[..i].contains(p))
 }
@@ -225,10 +225,7 @@ pub(crate) fn check_handle(handle: &ShmHandle, myid: Option<Pid>) -> Result<(), 
 
 /// Pids must be non-empty and distinct.
 pub(crate) fn check_pids(pids: &[Pid]) -> Result<(), ShmError> {
-    let mut sorted = pids.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    if pids.is_empty() || sorted.len() != pids.len() {
+    if !distinct(pids) {
         return Err(ShmError::InvalidPids {
             pids: pids.to_vec(),
         });

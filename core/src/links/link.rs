@@ -290,35 +290,35 @@ impl Link {
             len: total as u64,
         }
         .encode();
+        self.write_frame(&[&header, meta, b0, b1], total)?;
+        // Counted once the frame is out: off the path to the peer.
+        BYTES_SENT.fetch_add((header.len() + total) as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes one frame's parts (header, message, body) on the link's carrier.
+    fn write_frame(&self, parts: &[&[u8]; 4], total: usize) -> io::Result<()> {
         let s = match &self.flavour {
             Flavour::Stream(s) => s,
-            Flavour::Message { world, rank } => {
-                BYTES_SENT.fetch_add((header.len() + total) as u64, Ordering::Relaxed);
-                return world.send(*rank, &[&header, meta, b0, b1]);
-            }
+            Flavour::Message { world, rank } => return world.send(*rank, parts),
         };
         let mut buf = s.writer.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = &s.rings {
             let ring = || doorbell(&s.fd);
             let dead = || self.is_dead() || hung_up(&s.fd);
-            if r.write_all(&[&header, meta, b0, b1], &ring, &dead)? {
+            if r.write_all(parts, &ring, &dead)? {
                 ring();
             }
-            // Counted once the frame is out: an atomic add is not free, and here it is
-            // off the path to the peer.
-            BYTES_SENT.fetch_add((header.len() + total) as u64, Ordering::Relaxed);
             return Ok(());
         }
-        BYTES_SENT.fetch_add((header.len() + total) as u64, Ordering::Relaxed);
         if total <= 64 * 1024 {
             buf.clear();
-            buf.extend_from_slice(&header);
-            buf.extend_from_slice(meta);
-            buf.extend_from_slice(b0);
-            buf.extend_from_slice(b1);
+            for p in parts {
+                buf.extend_from_slice(p);
+            }
             write_all(&s.fd, &[&buf])
         } else {
-            write_all(&s.fd, &[&header, meta, b0, b1])
+            write_all(&s.fd, parts)
         }
     }
 
@@ -327,10 +327,14 @@ impl Link {
     /// once when another thread reads the link (that thread reads them).
     pub(crate) fn read_left(&self, sink: &dyn FrameSink) {
         let Some(s) = self.stream() else { return };
-        let Ok(mut r) = s.reader.try_lock() else {
-            return;
-        };
-        while let Ok(Some(f)) = s.poll(&mut r, usize::MAX) {
+        if let Ok(mut r) = s.reader.try_lock() {
+            self.hand_on_whole_frames(s, &mut r, sink);
+        }
+    }
+
+    /// Hands on every whole frame waiting on the stream (the reader lock is held).
+    fn hand_on_whole_frames(&self, s: &Stream, r: &mut FrameReader, sink: &dyn FrameSink) {
+        while let Ok(Some(f)) = s.poll(r, usize::MAX) {
             sink.on_frame(self, f);
         }
     }
@@ -372,9 +376,7 @@ impl Link {
                 // What the peer published before it went is read first, as a socket's bytes
                 // before its end are (a weight it moved, told in its last message, would be
                 // lost with them); a frame it was still writing stays unread.
-                while let Ok(Some(f)) = s.poll(&mut r, usize::MAX) {
-                    sink.on_frame(self, f);
-                }
+                self.hand_on_whole_frames(s, &mut r, sink);
                 drop(r);
                 sink.on_close(self, e);
                 return;
@@ -407,7 +409,8 @@ impl Link {
     }
 
     /// Polls the link on this thread until `done()` or until `window` passes without progress.
-    /// Returns at once when another thread is reading the link. With `defer`, a spin that ends
+    /// Returns when another thread is reading the link and has not let go within
+    /// [`READER_WAIT`] (see `take_reader_soon`). With `defer`, a spin that ends
     /// because `done()` leaves the link disarmed (see the module docs): for a caller that spins
     /// on it again soon.
     pub(crate) fn spin(

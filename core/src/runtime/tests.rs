@@ -214,35 +214,41 @@ fn an_entry_lives_until_every_share_of_its_weight_is_back() {
     }
 }
 
-#[test]
-fn a_dead_holders_share_is_released_on_the_owner() {
-    let c = Local::new(3);
-    let (rt, owner) = (c.rt(1), c.rt(2));
+/// A channel on pid 2 that only pid 3 holds: the master moves half its weight to pid 3 (the
+/// move told to the owner by `tell`), then returns its own half.
+fn held_by_3_alone(c: &Local, tell: impl FnOnce(&Msg)) {
+    let rt = c.rt(1);
     let rrid = rt.next_rrid();
     rt.request(2, &Msg::NewChan { rrid, cap: 1 }, &none())
         .unwrap();
     let half = INITIAL_WEIGHT / 2;
-    // The master hands half its weight to pid 3, then returns its own half.
-    rt.send(
-        2,
-        &Msg::AddClient {
-            rrid,
-            from: 1,
-            to: 3,
-            weight: half,
-        },
-        &none(),
-    )
-    .unwrap();
+    tell(&Msg::AddClient {
+        rrid,
+        from: 1,
+        to: 3,
+        weight: half,
+    });
     rt.del_ref(2, rrid, INITIAL_WEIGHT - half);
     let n = rt
         .request(2, &Msg::Query(Query::LiveRefs), &none())
         .unwrap();
     assert_eq!(n.body()[..], 1u64.to_le_bytes(), "pid 3 still holds it");
-    c.kill(3);
+}
+
+/// Pid 2 frees what only the dead pid 3 held.
+fn released_by_2(c: &Local) {
     eventually("the dead holder's share released", || {
-        owner.live_refs() == 0
+        c.rt(2).live_refs() == 0
     });
+}
+
+#[test]
+fn a_dead_holders_share_is_released_on_the_owner() {
+    let c = Local::new(3);
+    let rt = c.rt(1);
+    held_by_3_alone(&c, |moved| rt.send(2, moved, &none()).unwrap());
+    c.kill(3);
+    released_by_2(&c);
     // The rest of the cluster keeps working.
     let f = rt
         .request(2, &call(add.name(), Mode::Fetch), &args(&(4u64, 5u64)))
@@ -256,28 +262,13 @@ fn a_dead_holders_share_is_released_on_the_owner() {
 #[test]
 fn a_dead_peers_last_messages_count_when_the_news_of_its_death_comes_first() {
     let c = Local::with_rings(3);
-    let (rt, owner) = (c.rt(1), c.rt(2));
-    let rrid = rt.next_rrid();
-    rt.request(2, &Msg::NewChan { rrid, cap: 1 }, &none())
-        .unwrap();
-    let half = INITIAL_WEIGHT / 2;
-    let moved = Msg::AddClient {
-        rrid,
-        from: 1,
-        to: 3,
-        weight: half,
-    };
+    let rt = c.rt(1);
     let to_owner = c.rt(3).link_of(2).unwrap();
-    to_owner.publish_unrung(&encode_msg(&moved)).unwrap();
-    rt.del_ref(2, rrid, INITIAL_WEIGHT - half);
-    let n = rt
-        .request(2, &Msg::Query(Query::LiveRefs), &none())
-        .unwrap();
-    assert_eq!(n.body()[..], 1u64.to_le_bytes(), "pid 3's share is out");
-    owner.peer_gone(3);
-    eventually("the dead holder's share released", || {
-        owner.live_refs() == 0
+    held_by_3_alone(&c, |moved| {
+        to_owner.publish_unrung(&encode_msg(moved)).unwrap();
     });
+    c.rt(2).peer_gone(3);
+    released_by_2(&c);
     let f = rt
         .request(2, &call(add.name(), Mode::Fetch), &args(&(2u64, 5u64)))
         .unwrap();
