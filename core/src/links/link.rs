@@ -13,8 +13,10 @@
 //! whose spin ends because a request arrived leaves the link disarmed, as it will spin on it
 //! again when the request is done. The link is then on the poller's deferred list, and the poller arms
 //! it once it has stayed so for [`DEFER`] (a long request), so frames that arrive meanwhile,
-//! an interrupt among them, wait at most that long. A poller about to sleep for long makes
-//! executors arm at once instead.
+//! an interrupt among them, wait at most about that long. While every deferred link is
+//! deferred again within `DEFER` (a loop of short requests), the poller looks less often, up
+//! to every [`DEFER_LONGEST`](crate::links::poller::DEFER_LONGEST): a request that then runs long has its frames read within that.
+//! A poller about to sleep for long makes executors arm at once instead.
 //!
 //! A thread about to spin that finds the reader lock held (mostly by the poller, woken by a
 //! doorbell) waits up to [`READER_WAIT`] for it rather than leaving the frame to that reader,
@@ -110,7 +112,9 @@ pub(crate) fn arm_deferred(
     let now = now_ns();
     // Taken off the list with their links (none: gone), unless deferred again meanwhile.
     let mut done: Vec<(u64, Option<Arc<Link>>)> = Vec::new();
-    for t in poller.deferred() {
+    let listed = poller.deferred();
+    let any = !listed.is_empty();
+    for t in listed {
         let Some(link) = lookup(t).filter(|l| !l.is_dead()) else {
             done.push((t, None));
             continue;
@@ -131,6 +135,9 @@ pub(crate) fn arm_deferred(
             link.service_locked(s, r, poller, sink);
         }
         done.push((t, Some(Arc::clone(&link))));
+    }
+    if any {
+        poller.deferred_pass(done.is_empty());
     }
     // A link deferred since (by the service above, for a thread waiting to spin on it, or by a
     // spinner that took it after) stays listed: a deferred link off the list would be read by
@@ -1017,6 +1024,46 @@ mod tests {
         arm_deferred(&poller, &sink, &lookup);
         assert_eq!(s.deferred_at.load(Ordering::Acquire), 0);
         assert!(poller.deferred().is_empty());
+    }
+
+    /// The poller's passes over a link deferred again and again (a loop of short requests)
+    /// let it sleep longer; the pass that finds it deferred for `DEFER` (a long request) arms
+    /// it and brings the sleep back.
+    #[test]
+    fn passes_over_a_link_in_use_back_the_poller_off_and_a_long_request_brings_it_back() {
+        let (link, _peer, _theirs, poller) = ring_link();
+        let link = Arc::new(link);
+        let s = link.stream().unwrap();
+        let sink = Record::default();
+        let lookup = |t: u64| (t == 100).then(|| Arc::clone(&link));
+        {
+            let _r = s.reader.lock().unwrap();
+            link.defer(s, &poller);
+        }
+        assert_eq!(poller.sleep_while_deferred(), DEFER);
+        for want in [2, 4, 8, 16, 16] {
+            // Deferred again just now by the executor's next spin.
+            {
+                let _r = s.reader.lock().unwrap();
+                link.defer(s, &poller);
+            }
+            arm_deferred(&poller, &sink, &lookup);
+            assert_eq!(poller.deferred(), [100]);
+            assert_eq!(poller.sleep_while_deferred(), Duration::from_millis(want));
+        }
+        // Read by a spinner during the pass: in use too.
+        {
+            let _r = s.reader.lock().unwrap();
+            arm_deferred(&poller, &sink, &lookup);
+        }
+        assert_eq!(poller.deferred(), [100]);
+        // Deferred for longer than `DEFER`: armed, off the list, the sleep back to `DEFER`.
+        std::thread::sleep(2 * DEFER);
+        s.deferred_at.store(1, Ordering::Release);
+        arm_deferred(&poller, &sink, &lookup);
+        assert_eq!(s.deferred_at.load(Ordering::Acquire), 0);
+        assert!(poller.deferred().is_empty());
+        assert_eq!(poller.sleep_while_deferred(), DEFER);
     }
 
     /// A peer that publishes frames on the rings, rings the doorbell and dies before the reader
