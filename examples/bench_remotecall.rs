@@ -6,7 +6,7 @@
 //!   frame of the same size between the same two processes, receiver blocking in `read` and
 //!   busy-polling (the baseline is the faster of the two);
 //! - `remotecall_fetch` of a 64 MiB `Vec<f64>` that worker 2 holds (moved out, not computed;
-//!   `fetch_gbs` from an idle worker, see `shared/fetch_rates.rs`), beside raw TCP streaming of 64 MiB
+//!   `fetch_gbs` from an idle worker, see `shared/rates.rs`), beside raw TCP streaming of 64 MiB
 //!   messages into a fresh buffer each (what a fetch must produce; same huge-page advice) and,
 //!   for information, into one reused buffer;
 //! - wall time of `addprocs(2)`, and an idle worker's resident memory.
@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 #[path = "shared/stash.rs"]
 mod stash;
 use stash::noop;
-#[path = "shared/fetch_rates.rs"]
-mod fetch_rates;
+#[path = "shared/rates.rs"]
+mod rates;
 
 #[cohort::remote]
 fn ospid() -> u32 {
@@ -56,11 +56,6 @@ fn raw_stream(addr: String, msg: usize, msgs: usize) -> cohort::Result<()> {
     )
     .map_err(|e| cohort::Error::Invalid(e.to_string()))?;
     stream_send_msgs(&mut s, msg, msgs).map_err(|e| cohort::Error::Invalid(e.to_string()))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
-    v[v.len() / 2]
 }
 
 fn raw_rtt(frame: usize, iters: usize, busy: bool) -> cohort::Result<f64> {
@@ -116,27 +111,14 @@ fn main() -> cohort::Result<()> {
 
     // Round trip of a no-op call. The request frame of this call is about this many bytes.
     let frame = 24 + 8 + 4 + 8 + std::any::type_name_of_val(&noop).len() + 4;
-    // Calls for a while first: for some tens of milliseconds after `addprocs` the scheduler
-    // may still run this process on the core of the worker it calls, and a short timing
-    // would measure that instead of the round trip.
-    let warm = Instant::now();
-    while warm.elapsed() < std::time::Duration::from_millis(300) {
-        remotecall_fetch(noop, 2, ())?;
-    }
-    let mut times = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let t = Instant::now();
-        remotecall_fetch(noop, 2, ())?;
-        times.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    let rtt = median(times);
+    let rtt = rates::noop_rtt_us(2, iters)?;
     let raw_block = raw_rtt(frame, iters, false)?;
     let raw_busy = raw_rtt(frame, iters, true)?;
     let raw = raw_block.min(raw_busy);
 
     // Bandwidth: fetch of a 64 MiB Vec<f64> that worker 2 holds.
     let n = 64 << 17; // 8 Mi f64 = 64 MiB
-    let (fetch_gbs, fetch_next_gbs) = fetch_rates::fetch_rates(2, n, 8)?;
+    let (fetch_gbs, fetch_next_gbs) = rates::fetch_rates(2, n, 8)?;
     let raw_fresh = raw_stream_gbs(
         n * 8,
         9,

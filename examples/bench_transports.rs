@@ -13,7 +13,7 @@
 //!   (shared memory: one copy of 64 MiB into a fresh buffer, the least a received vector costs).
 //!   `fetch_gbs` times a fetch from an idle worker; the table also shows a fetch that follows
 //!   another at once, which waits for the worker to free the vector it sent before (see
-//!   `shared/fetch_rates.rs`);
+//!   `shared/rates.rs`);
 //! - `all_reduce` of 1 and of 1 Mi `f64` (under MPI this is MPI's own `MPI_Allreduce`).
 //!
 //! It prints a table per transport, one `transport ...` line each, and an `allreduce` line
@@ -27,11 +27,10 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
+#[path = "shared/rates.rs"]
+mod rates;
 #[path = "shared/stash.rs"]
 mod stash;
-use stash::noop;
-#[path = "shared/fetch_rates.rs"]
-mod fetch_rates;
 
 const FRAME: usize = 70;
 const BIG: usize = 64 << 20;
@@ -118,10 +117,7 @@ fn allreduce_loop(n: usize, k: usize) -> cohort::Result<f64> {
     Ok(t.elapsed().as_secs_f64() / k as f64 * 1e6)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
-    v[v.len() / 2]
-}
+use rates::median;
 
 struct Raw {
     rtt_us: f64,
@@ -253,21 +249,8 @@ fn part(name: &str) -> cohort::Result<()> {
         addprocs(1)?;
     }
     let iters = 20_000;
-    // Calls for a while first: for some tens of milliseconds after `addprocs` the scheduler
-    // may still run this process on the core of the worker it calls, and a short timing
-    // would measure that instead of the round trip.
-    let warm = Instant::now();
-    while warm.elapsed() < std::time::Duration::from_millis(300) {
-        remotecall_fetch(noop, 2, ())?;
-    }
-    let mut t = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let t0 = Instant::now();
-        remotecall_fetch(noop, 2, ())?;
-        t.push(t0.elapsed().as_secs_f64() * 1e6);
-    }
-    let rtt = median(t);
-    let (fetch_gbs, fetch_next_gbs) = fetch_rates::fetch_rates(2, BIG / 8, 8)?;
+    let rtt = rates::noop_rtt_us(2, iters)?;
+    let (fetch_gbs, fetch_next_gbs) = rates::fetch_rates(2, BIG / 8, 8)?;
     let raw = match name {
         #[cfg(feature = "mpi")]
         "mpi" => rawmpi::measure(iters, 10)?,
