@@ -7,7 +7,7 @@ use crate::base::error::{Error, Result, WireError};
 use crate::base::ids::Pid;
 use crate::base::ids::Rrid;
 use crate::base::topology::Topology;
-use crate::links::link::{read_exact_until, write_all, FrameSink, Link};
+use crate::links::link::{read_exact_until, write_all, FrameSink, Leave, Link};
 use crate::links::poller::{Poller, Woken};
 use crate::links::transport::{Listener, Transport};
 use crate::runtime::exec::{JobCtl, SerialQueue};
@@ -488,7 +488,8 @@ impl Runtime {
                     &self,
                     self.spin,
                     &|| slot.is_done() || past(),
-                    false,
+                    true,
+                    Leave::ForCaller,
                 )
             });
         }

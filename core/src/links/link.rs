@@ -9,13 +9,21 @@
 //! that needs it, with no thread wake-up on the path (~80 µs each on these machines). Whoever
 //! holds the reader lock re-arms the link before letting go, so no readiness is lost.
 //!
-//! One exception saves the two `epoll_ctl` calls per request on a busy worker: an executor
-//! whose spin ends because a request arrived leaves the link disarmed, as it will spin on it
-//! again when the request is done. The link is then on the poller's deferred list, and the poller arms
-//! it once it has stayed so for [`DEFER`] (a long request), so frames that arrive meanwhile,
-//! an interrupt among them, wait at most about that long. While every deferred link is
-//! deferred again within `DEFER` (a loop of short requests), the poller looks less often, up
-//! to every [`DEFER_LONGEST`](crate::links::poller::DEFER_LONGEST): a request that then runs long has its frames read within that.
+//! Two exceptions leave a link disarmed ("deferred", see [`Leave`]) when a spin ends:
+//!
+//! * An executor whose spin ends because a request arrived, as it will spin on the link again
+//!   when the request is done (this saves the two `epoll_ctl` calls per request of a socket
+//!   link). The poller arms the link once it has stayed so for [`DEFER`] (a long request), so
+//!   frames that arrive meanwhile, an interrupt among them, wait at most about that long.
+//!   While every deferred link is deferred again within `DEFER` (a loop of short requests),
+//!   the poller looks less often, up to every
+//!   [`DEFER_LONGEST`](crate::links::poller::DEFER_LONGEST): a request that then runs long has
+//!   its frames read within that.
+//! * A caller whose reply came, as it is likely to call again: its next reply then rings no
+//!   doorbell even if it comes before the caller spins for it. The poller keeps looking every
+//!   `DEFER` while such a link is listed, so a request the peer sends meanwhile, with no
+//!   thread here reading the link, waits at most about that long.
+//!
 //! A poller about to sleep for long makes executors arm at once instead.
 //!
 //! A thread about to spin that finds the reader lock held (mostly by the poller, woken by a
@@ -82,8 +90,28 @@ struct Stream {
     /// When a spin left the link disarmed (nanoseconds since [`epoch`]; 0: it did not). Changed
     /// only under the reader lock.
     deferred_at: AtomicU64,
+    /// Whether that was for a caller ([`Leave::ForCaller`]): the poller then keeps looking
+    /// every [`DEFER`]. Changed only under the reader lock.
+    for_caller: AtomicBool,
     /// Threads waiting for the reader lock to spin on the link (see `take_reader_soon`).
     wanted: AtomicU32,
+}
+
+/// How a spin that ends because its wait is over leaves the link.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Leave {
+    /// Armed: nobody here expects a frame on it soon.
+    Armed,
+    /// Deferred for the executor that spins on it again once the request it just read is
+    /// done; while that repeats (a loop of short requests), the poller looks less often, up to
+    /// every [`DEFER_LONGEST`](crate::links::poller::DEFER_LONGEST).
+    ForExecutor,
+    /// Deferred for a caller that just had its reply and is likely to call again: its next
+    /// reply then rings no doorbell (on crowded cores, a reply that came while the caller was
+    /// between calls woke the poller, a fourth thread on two cores, and `pmap` ran at half
+    /// its rate). The poller keeps looking every [`DEFER`] meanwhile, so a frame the peer
+    /// sends unasked (a request to this process) waits no longer than that.
+    ForCaller,
 }
 
 impl Stream {
@@ -114,6 +142,7 @@ pub(crate) fn arm_deferred(
     let mut done: Vec<(u64, Option<Arc<Link>>)> = Vec::new();
     let listed = poller.deferred();
     let any = !listed.is_empty();
+    let mut for_caller = false;
     for t in listed {
         let Some(link) = lookup(t).filter(|l| !l.is_dead()) else {
             done.push((t, None));
@@ -129,6 +158,7 @@ pub(crate) fn arm_deferred(
         };
         let at = s.deferred_at.load(Ordering::Acquire);
         if at != 0 && now.saturating_sub(at) < DEFER.as_nanos() as u64 {
+            for_caller |= s.for_caller.load(Ordering::Acquire);
             continue;
         }
         if at != 0 {
@@ -137,7 +167,7 @@ pub(crate) fn arm_deferred(
         done.push((t, Some(Arc::clone(&link))));
     }
     if any {
-        poller.deferred_pass(done.is_empty());
+        poller.deferred_pass(done.is_empty() && !for_caller);
     }
     // A link deferred since (by the service above, for a thread waiting to spin on it, or by a
     // spinner that took it after) stays listed: a deferred link off the list would be read by
@@ -187,6 +217,7 @@ impl Link {
                 reader: Mutex::new(FrameReader::new(max_frame)),
                 armed: AtomicBool::new(true),
                 deferred_at: AtomicU64::new(0),
+                for_caller: AtomicBool::new(false),
                 wanted: AtomicU32::new(0),
             })),
         })
@@ -268,6 +299,14 @@ impl Link {
 
     /// Leaves the stream disarmed for a spin that comes soon; called with its reader lock held.
     fn defer(&self, s: &Stream, poller: &Poller) {
+        self.defer_as(s, poller, false);
+    }
+
+    /// [`Link::defer`], for a caller ([`Leave::ForCaller`]) or not.
+    fn defer_as(&self, s: &Stream, poller: &Poller, for_caller: bool) {
+        if s.for_caller.load(Ordering::Relaxed) != for_caller {
+            s.for_caller.store(for_caller, Ordering::Release);
+        }
         let first = s.deferred_at.load(Ordering::Acquire) == 0;
         s.deferred_at.store(now_ns(), Ordering::Release);
         poller.defer(self.token, first);
@@ -417,16 +456,18 @@ impl Link {
 
     /// Polls the link on this thread until `done()` or until `window` passes without progress.
     /// Returns when another thread is reading the link and has not let go within
-    /// [`READER_WAIT`] (see `take_reader_soon`). With `defer`, a spin that ends
-    /// because `done()` leaves the link disarmed (see the module docs): for a caller that spins
-    /// on it again soon.
+    /// [`READER_WAIT`] (see `take_reader_soon`). With `may_wait`, a spin on crowded cores
+    /// sleeps in the rings' futex once it has waited a while (a caller awaiting a reply; an
+    /// executor awaiting its next request does not: see `spin_held`). A spin that ends because
+    /// `done()` leaves the link as `leave` says (see the module docs).
     pub(crate) fn spin(
         &self,
         poller: &Poller,
         sink: &dyn FrameSink,
         window: Duration,
         done: &dyn Fn() -> bool,
-        defer: bool,
+        may_wait: bool,
+        leave: Leave,
     ) {
         if window.is_zero() || self.is_dead() {
             return;
@@ -441,12 +482,12 @@ impl Link {
             return;
         };
         let mut held = vec![(self, s, r)];
-        let finished = spin_held(&mut held, sink, window, done, !defer);
+        let finished = spin_held(&mut held, sink, window, done, may_wait);
         let Some((_, _, r)) = held.pop() else {
             return; // closed
         };
-        if finished && defer {
-            self.defer(s, poller);
+        if finished && leave != Leave::Armed {
+            self.defer_as(s, poller, leave == Leave::ForCaller);
         } else {
             self.settle(s, r, poller, sink);
         }
@@ -726,7 +767,7 @@ pub(crate) fn spin_many(
         return;
     }
     if let Some(l) = links.iter().find(|l| l.stream().is_none()) {
-        l.spin(poller, sink, window, done, false);
+        l.spin(poller, sink, window, done, true, Leave::Armed);
         return;
     }
     let mut held: Vec<Held<'_>> = Vec::with_capacity(links.len());
@@ -1064,6 +1105,42 @@ mod tests {
         assert_eq!(s.deferred_at.load(Ordering::Acquire), 0);
         assert!(poller.deferred().is_empty());
         assert_eq!(poller.sleep_while_deferred(), DEFER);
+    }
+
+    /// A link left for a caller (between its calls) keeps the poller looking every `DEFER`
+    /// however often it is deferred again, and is armed once it has stayed so for `DEFER`: a
+    /// request the peer sends meanwhile waits no longer than that.
+    #[test]
+    fn a_link_left_for_a_caller_keeps_the_poller_looking_every_defer() {
+        let (link, _peer, _theirs, poller) = ring_link();
+        let link = Arc::new(link);
+        let s = link.stream().unwrap();
+        let sink = Record::default();
+        let lookup = |t: u64| (t == 100).then(|| Arc::clone(&link));
+        for _ in 0..5 {
+            {
+                let _r = s.reader.lock().unwrap();
+                link.defer_as(s, &poller, true);
+            }
+            arm_deferred(&poller, &sink, &lookup);
+            assert_eq!(poller.deferred(), [100]);
+            assert_eq!(poller.sleep_while_deferred(), DEFER);
+        }
+        // Left for an executor instead: the passes back off again.
+        {
+            let _r = s.reader.lock().unwrap();
+            link.defer_as(s, &poller, false);
+        }
+        arm_deferred(&poller, &sink, &lookup);
+        assert_eq!(poller.sleep_while_deferred(), 2 * DEFER);
+        {
+            let _r = s.reader.lock().unwrap();
+            link.defer_as(s, &poller, true);
+        }
+        std::thread::sleep(2 * DEFER);
+        arm_deferred(&poller, &sink, &lookup);
+        assert_eq!(s.deferred_at.load(Ordering::Acquire), 0, "armed");
+        assert!(poller.deferred().is_empty());
     }
 
     /// A peer that publishes frames on the rings, rings the doorbell and dies before the reader

@@ -100,7 +100,14 @@ impl Runtime {
         Arc::clone(qs.entry(pid).or_insert_with(|| {
             SerialQueue::new(Box::new(move |q: &SerialQueue| {
                 if let Some(link) = self.link_of(pid) {
-                    link.spin(&self.poller, &self, self.spin, &|| q.has_jobs(), true);
+                    link.spin(
+                        &self.poller,
+                        &self,
+                        self.spin,
+                        &|| q.has_jobs(),
+                        false,
+                        Leave::ForExecutor,
+                    );
                 }
             }))
         }))
