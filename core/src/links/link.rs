@@ -1067,6 +1067,13 @@ mod tests {
         assert!(poller.deferred().is_empty());
     }
 
+    /// What a spin that ends leaves: the link deferred, for a caller or for an executor.
+    fn left_deferred(link: &Link, poller: &Poller, for_caller: bool) {
+        let s = link.stream().unwrap();
+        let _r = s.reader.lock().unwrap();
+        link.defer_as(s, poller, for_caller);
+    }
+
     /// The poller's passes over a link deferred again and again (a loop of short requests)
     /// let it sleep longer; the pass that finds it deferred for `DEFER` (a long request) arms
     /// it and brings the sleep back.
@@ -1077,17 +1084,11 @@ mod tests {
         let s = link.stream().unwrap();
         let sink = Record::default();
         let lookup = |t: u64| (t == 100).then(|| Arc::clone(&link));
-        {
-            let _r = s.reader.lock().unwrap();
-            link.defer(s, &poller);
-        }
+        left_deferred(&link, &poller, false);
         assert_eq!(poller.sleep_while_deferred(), DEFER);
         for want in [2, 4, 8, 16, 16] {
             // Deferred again just now by the executor's next spin.
-            {
-                let _r = s.reader.lock().unwrap();
-                link.defer(s, &poller);
-            }
+            left_deferred(&link, &poller, false);
             arm_deferred(&poller, &sink, &lookup);
             assert_eq!(poller.deferred(), [100]);
             assert_eq!(poller.sleep_while_deferred(), Duration::from_millis(want));
@@ -1118,25 +1119,16 @@ mod tests {
         let sink = Record::default();
         let lookup = |t: u64| (t == 100).then(|| Arc::clone(&link));
         for _ in 0..5 {
-            {
-                let _r = s.reader.lock().unwrap();
-                link.defer_as(s, &poller, true);
-            }
+            left_deferred(&link, &poller, true);
             arm_deferred(&poller, &sink, &lookup);
             assert_eq!(poller.deferred(), [100]);
             assert_eq!(poller.sleep_while_deferred(), DEFER);
         }
         // Left for an executor instead: the passes back off again.
-        {
-            let _r = s.reader.lock().unwrap();
-            link.defer_as(s, &poller, false);
-        }
+        left_deferred(&link, &poller, false);
         arm_deferred(&poller, &sink, &lookup);
         assert_eq!(poller.sleep_while_deferred(), 2 * DEFER);
-        {
-            let _r = s.reader.lock().unwrap();
-            link.defer_as(s, &poller, true);
-        }
+        left_deferred(&link, &poller, true);
         std::thread::sleep(2 * DEFER);
         arm_deferred(&poller, &sink, &lookup);
         assert_eq!(s.deferred_at.load(Ordering::Acquire), 0, "armed");
