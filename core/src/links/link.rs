@@ -1054,17 +1054,23 @@ mod tests {
         std::thread::sleep(2 * DEFER);
         s.deferred_at.store(1, Ordering::Release);
         s.wanted.fetch_add(1, Ordering::AcqRel);
-        let sink = Record::default();
-        let lookup = |t: u64| (t == 100).then(|| Arc::clone(&link));
-        arm_deferred(&poller, &sink, &lookup);
+        pass(&link, &poller);
         assert!(s.deferred_at.load(Ordering::Acquire) > 1, "deferred again");
         assert_eq!(poller.deferred(), [100]);
         // Nobody waits any more: the next pass arms it and takes it off the list.
         s.wanted.fetch_sub(1, Ordering::AcqRel);
         s.deferred_at.store(1, Ordering::Release);
-        arm_deferred(&poller, &sink, &lookup);
+        pass(&link, &poller);
         assert_eq!(s.deferred_at.load(Ordering::Acquire), 0);
         assert!(poller.deferred().is_empty());
+    }
+
+    /// One pass of the poller over its deferred links, `link` the only one it knows.
+    fn pass(link: &Arc<Link>, poller: &Poller) {
+        let sink = Record::default();
+        arm_deferred(poller, &sink, &|t: u64| {
+            (t == 100).then(|| Arc::clone(link))
+        });
     }
 
     /// What a spin that ends leaves: the link deferred, for a caller or for an executor.
@@ -1082,27 +1088,25 @@ mod tests {
         let (link, _peer, _theirs, poller) = ring_link();
         let link = Arc::new(link);
         let s = link.stream().unwrap();
-        let sink = Record::default();
-        let lookup = |t: u64| (t == 100).then(|| Arc::clone(&link));
         left_deferred(&link, &poller, false);
         assert_eq!(poller.sleep_while_deferred(), DEFER);
         for want in [2, 4, 8, 16, 16] {
             // Deferred again just now by the executor's next spin.
             left_deferred(&link, &poller, false);
-            arm_deferred(&poller, &sink, &lookup);
+            pass(&link, &poller);
             assert_eq!(poller.deferred(), [100]);
             assert_eq!(poller.sleep_while_deferred(), Duration::from_millis(want));
         }
         // Read by a spinner during the pass: in use too.
         {
             let _r = s.reader.lock().unwrap();
-            arm_deferred(&poller, &sink, &lookup);
+            pass(&link, &poller);
         }
         assert_eq!(poller.deferred(), [100]);
         // Deferred for longer than `DEFER`: armed, off the list, the sleep back to `DEFER`.
         std::thread::sleep(2 * DEFER);
         s.deferred_at.store(1, Ordering::Release);
-        arm_deferred(&poller, &sink, &lookup);
+        pass(&link, &poller);
         assert_eq!(s.deferred_at.load(Ordering::Acquire), 0);
         assert!(poller.deferred().is_empty());
         assert_eq!(poller.sleep_while_deferred(), DEFER);
@@ -1116,21 +1120,19 @@ mod tests {
         let (link, _peer, _theirs, poller) = ring_link();
         let link = Arc::new(link);
         let s = link.stream().unwrap();
-        let sink = Record::default();
-        let lookup = |t: u64| (t == 100).then(|| Arc::clone(&link));
         for _ in 0..5 {
             left_deferred(&link, &poller, true);
-            arm_deferred(&poller, &sink, &lookup);
+            pass(&link, &poller);
             assert_eq!(poller.deferred(), [100]);
             assert_eq!(poller.sleep_while_deferred(), DEFER);
         }
         // Left for an executor instead: the passes back off again.
         left_deferred(&link, &poller, false);
-        arm_deferred(&poller, &sink, &lookup);
+        pass(&link, &poller);
         assert_eq!(poller.sleep_while_deferred(), 2 * DEFER);
         left_deferred(&link, &poller, true);
         std::thread::sleep(2 * DEFER);
-        arm_deferred(&poller, &sink, &lookup);
+        pass(&link, &poller);
         assert_eq!(s.deferred_at.load(Ordering::Acquire), 0, "armed");
         assert!(poller.deferred().is_empty());
     }
