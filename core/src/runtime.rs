@@ -524,9 +524,14 @@ impl Runtime {
         }
         let links: Vec<&Link> = pending.iter().map(|p| &*p.link).collect();
         awaiting(|| {
-            crate::links::link::spin_many(&links, &self.poller, &self, self.spin, &|| {
-                pending.iter().all(|p| p.slot.is_done())
-            })
+            crate::links::link::spin_many(
+                &links,
+                &self.poller,
+                &self,
+                self.spin,
+                &|| pending.iter().all(|p| p.slot.is_done()),
+                Leave::ForCaller,
+            )
         });
     }
 

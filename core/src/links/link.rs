@@ -19,8 +19,9 @@
 //!   the poller looks less often, up to every
 //!   [`DEFER_LONGEST`](crate::links::poller::DEFER_LONGEST): a request that then runs long has
 //!   its frames read within that.
-//! * A caller whose reply came, as it is likely to call again: its next reply then rings no
-//!   doorbell even if it comes before the caller spins for it. The poller keeps looking every
+//! * A caller whose reply came (or whose fan-out got all its replies), as it is likely to
+//!   call again: its next reply then rings no doorbell even if it comes before the caller
+//!   spins for it. The poller keeps looking every
 //!   `DEFER` while such a link is listed, so a request the peer sends meanwhile, with no
 //!   thread here reading the link, waits at most about that long.
 //!
@@ -106,11 +107,13 @@ pub(crate) enum Leave {
     /// done; while that repeats (a loop of short requests), the poller looks less often, up to
     /// every [`DEFER_LONGEST`](crate::links::poller::DEFER_LONGEST).
     ForExecutor,
-    /// Deferred for a caller that just had its reply and is likely to call again: its next
-    /// reply then rings no doorbell (on crowded cores, a reply that came while the caller was
-    /// between calls woke the poller, a fourth thread on two cores, and `pmap` ran at half
-    /// its rate). The poller keeps looking every [`DEFER`] meanwhile, so a frame the peer
-    /// sends unasked (a request to this process) waits no longer than that.
+    /// Deferred for a caller that just had its reply (or all the replies of a fan-out) and is
+    /// likely to call again: its next reply then rings no doorbell (on crowded cores, a reply
+    /// that came while the caller was between calls woke the poller, a fourth thread on two
+    /// cores, and `pmap` ran at half its rate; in a per-step loop of short steps the woken
+    /// poller then held the link when the next step's spin came, which left the reply to it,
+    /// 20-40 µs a step instead of 5-7). The poller keeps looking every [`DEFER`] meanwhile, so
+    /// a frame the peer sends unasked (a request to this process) waits no longer than that.
     ForCaller,
 }
 
@@ -755,19 +758,21 @@ fn spin_held(
 /// progress: one thread waits for the replies of a fan-out, and none of them wakes the poller
 /// (on a machine whose cores also run the workers, that wake-up costs a core some
 /// microseconds per reply). Links another thread is reading are left to it; message links
-/// are polled through the world, all ranks at once.
+/// are polled through the world, all ranks at once. A wait that ends because `done()` leaves
+/// the links it read as `leave` says, as [`Link::spin`] does.
 pub(crate) fn spin_many(
     links: &[&Link],
     poller: &Poller,
     sink: &dyn FrameSink,
     window: Duration,
     done: &dyn Fn() -> bool,
+    leave: Leave,
 ) {
     if window.is_zero() {
         return;
     }
     if let Some(l) = links.iter().find(|l| l.stream().is_none()) {
-        l.spin(poller, sink, window, done, true, Leave::Armed);
+        l.spin(poller, sink, window, done, true, leave);
         return;
     }
     let mut held: Vec<Held<'_>> = Vec::with_capacity(links.len());
@@ -780,9 +785,13 @@ pub(crate) fn spin_many(
             held.push((l, s, r));
         }
     }
-    spin_held(&mut held, sink, window, done, true);
+    let finished = spin_held(&mut held, sink, window, done, true);
     for (l, s, r) in held {
-        l.settle(s, r, poller, sink);
+        if finished && leave != Leave::Armed {
+            l.defer_as(s, poller, leave == Leave::ForCaller);
+        } else {
+            l.settle(s, r, poller, sink);
+        }
     }
 }
 
@@ -1135,6 +1144,33 @@ mod tests {
         pass(&link, &poller);
         assert_eq!(s.deferred_at.load(Ordering::Acquire), 0, "armed");
         assert!(poller.deferred().is_empty());
+    }
+
+    /// A fan-out's wait that got its replies leaves the link awake and deferred for the
+    /// caller, as a single call's does: the reply to the next call rings no doorbell. A wait
+    /// that gave up (no reply within its window) arms the link: the next frame rings.
+    #[test]
+    fn a_fan_out_that_got_its_replies_leaves_the_link_awake_for_the_caller() {
+        for replied in [true, false] {
+            let (link, peer, _theirs, poller) = ring_link();
+            let sink = Record::default();
+            if replied {
+                peer.write_all(&[&frame(1, b"r")], &|| {}, &|| false)
+                    .unwrap();
+            }
+            let done = || !sink.ids.lock().unwrap().is_empty();
+            let window = Duration::from_millis(5);
+            spin_many(&[&link], &poller, &sink, window, &done, Leave::ForCaller);
+            let want: &[u64] = if replied { &[1] } else { &[] };
+            assert_eq!(*sink.ids.lock().unwrap(), want);
+            let asleep = peer
+                .write_all(&[&frame(2, b"s")], &|| {}, &|| false)
+                .unwrap();
+            assert_eq!(asleep, !replied, "replied: {replied}");
+            assert_eq!(poller.deferred().contains(&100), replied);
+            let s = link.stream().unwrap();
+            assert_eq!(s.for_caller.load(Ordering::Acquire), replied);
+        }
     }
 
     /// A peer that publishes frames on the rings, rings the doorbell and dies before the reader
