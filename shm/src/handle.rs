@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use cohort_core::Pid;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::error::ShmError;
 use crate::file::{self, RawMode};
@@ -119,16 +120,18 @@ pub(crate) struct HandleRef<'a> {
 }
 
 /// A handle as it arrives, its strings borrowed from the message where the decoder allows
-/// (the same fields as [`ShmHandle`]).
+/// and its short lists kept inline (the same fields as [`ShmHandle`], the same wire form): an
+/// array passed to every call of a per-step loop is decoded at every call on the worker's
+/// path to its kernel, and the six vectors of a call with two arrays were six allocations.
 #[derive(Deserialize)]
 pub(crate) struct HandleIn<'a> {
     backing: Backing,
     id: SegmentId,
-    dims: Vec<usize>,
-    pub(crate) shape: Vec<usize>,
+    dims: SmallVec<[usize; 4]>,
+    pub(crate) shape: SmallVec<[usize; 4]>,
     #[serde(borrow)]
     elem: ElemIn<'a>,
-    pub(crate) pids: Vec<Pid>,
+    pub(crate) pids: SmallVec<[Pid; 8]>,
     #[serde(borrow)]
     host: HostIn<'a>,
     pub(crate) read_only: bool,
@@ -169,7 +172,7 @@ impl HandleIn<'_> {
         let map = mapping::get(&Key::Shm(self.id))?;
         let same = map.id == self.id
             && is_elem(&map.elem.type_name, map.elem.size, map.elem.align)
-            && map.dims == self.dims
+            && map.dims[..] == self.dims[..]
             && index::checked_len(&self.shape) == Some(map.len);
         same.then_some(map)
     }
@@ -179,14 +182,14 @@ impl HandleIn<'_> {
         ShmHandle {
             backing: self.backing,
             id: self.id,
-            dims: self.dims,
-            shape: self.shape,
+            dims: self.dims.into_vec(),
+            shape: self.shape.into_vec(),
             elem: ElemInfo {
                 type_name: self.elem.type_name.into_owned(),
                 size: self.elem.size,
                 align: self.elem.align,
             },
-            pids: self.pids,
+            pids: self.pids.into_vec(),
             host: HostId {
                 hostname: self.host.hostname.into_owned(),
                 boot_id: self.host.boot_id.into_owned(),
@@ -322,6 +325,48 @@ fn check_shape(handle: &ShmHandle, map: &Mapping) -> Result<(), ShmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A handle as a worker receives it, through the arrival form.
+    struct Arrived(ShmHandle);
+
+    impl<'de> Deserialize<'de> for Arrived {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            HandleIn::deserialize(d).map(|h| Arrived(h.into_handle()))
+        }
+    }
+
+    /// The arrival form, its short lists kept inline, reads the handle's wire form whole:
+    /// lists within their inline room and lists beyond it (more dims than 4, more pids than 8).
+    #[test]
+    fn a_handle_arrives_whole_with_short_and_long_lists() {
+        for (dims, pids) in [
+            (vec![500, 500, 500], vec![2, 3]),
+            (vec![2, 3, 4, 5, 6, 7], (2..14).collect::<Vec<Pid>>()),
+        ] {
+            let sent = ShmHandle {
+                backing: Backing::Shm {
+                    creator: 41,
+                    fd: 7,
+                    dev: 9,
+                    ino: 1234,
+                },
+                id: SegmentId(0x1234_5678_9abc_def0_0fed_cba9_8765_4321),
+                shape: dims.iter().rev().copied().collect(),
+                dims,
+                elem: ElemInfo {
+                    type_name: "f64".into(),
+                    size: 8,
+                    align: 8,
+                },
+                pids,
+                host: HostId::current().clone(),
+                read_only: false,
+            };
+            let bytes = cohort_core::codec::encode_vec(&sent).unwrap();
+            let got: Arrived = cohort_core::codec::decode(&bytes).unwrap();
+            assert_eq!(got.0, sent);
+        }
+    }
 
     #[test]
     fn pids_must_be_distinct_and_present() {

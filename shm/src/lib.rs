@@ -203,7 +203,10 @@
 //! Dependencies: `memmap2` (the mappings), `bytemuck` (the `Pod` bound and byte views),
 //! `ndarray` (column-major views), `nix` (`posix_fallocate`, `madvise` errors, host names,
 //! `shm_unlink` and liveness checks for the sweep), `getrandom` (segment ids), `serde`
-//! (handles), `thiserror` (`ShmError`), and
+//! (handles), `smallvec` (a handle's dims and pids decoded inline: an array passed to every
+//! call of a per-step loop is decoded on the worker's path to its kernel, and its lists were
+//! three allocations each; servo's crate, serde-native, so the wire form is unchanged),
+//! `thiserror` (`ShmError`), and
 //! cohort-core/cohort-macros for the remote calls that attach and release on every pid.
 
 #![deny(missing_docs)]
