@@ -489,6 +489,20 @@ impl Link {
         let Some((_, _, r)) = held.pop() else {
             return; // closed
         };
+        self.leave(s, r, poller, sink, finished, leave);
+    }
+
+    /// The end of a spin whose reader lock `r` this thread holds: deferred as `leave` says if
+    /// the spin ended because its wait was over (`finished`), else armed.
+    fn leave(
+        &self,
+        s: &Stream,
+        r: MutexGuard<'_, FrameReader>,
+        poller: &Poller,
+        sink: &dyn FrameSink,
+        finished: bool,
+        leave: Leave,
+    ) {
         if finished && leave != Leave::Armed {
             self.defer_as(s, poller, leave == Leave::ForCaller);
         } else {
@@ -787,11 +801,7 @@ pub(crate) fn spin_many(
     }
     let finished = spin_held(&mut held, sink, window, done, true);
     for (l, s, r) in held {
-        if finished && leave != Leave::Armed {
-            l.defer_as(s, poller, leave == Leave::ForCaller);
-        } else {
-            l.settle(s, r, poller, sink);
-        }
+        l.leave(s, r, poller, sink, finished, leave);
     }
 }
 
