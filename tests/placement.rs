@@ -35,38 +35,67 @@ fn allowed(status: &str) -> Vec<usize> {
     parse_list(line)
 }
 
-/// Every thread's CPUs in this process, and those of a thread started now.
+/// The kernel's scheduling policy of a thread (field 41 of its `stat` file: 0 normal, 3
+/// batch), or `None` once the thread has ended.
+fn policy(task: &std::path::Path) -> Option<u32> {
+    let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+    // The fields after the command's closing parenthesis start at field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(41 - 3)?.parse().ok()
+}
+
+const SCHED_NORMAL: u32 = 0;
+const SCHED_BATCH: u32 = 3;
+
+/// A thread's CPUs and scheduling policy.
+type Place = (Vec<usize>, u32);
+
+/// Every thread's CPUs and scheduling policy in this process, and those of a thread started
+/// now.
 #[cohort::remote]
-fn thread_cpus() -> (Vec<Vec<usize>>, Vec<usize>) {
+fn thread_places() -> (Vec<Place>, Place) {
     let mut all = Vec::new();
     for e in std::fs::read_dir("/proc/self/task").unwrap() {
-        let p = e.unwrap().path().join("status");
+        let task = e.unwrap().path();
+        let p = task.join("status");
         // A thread that ended meanwhile has no status file any more.
-        if p.exists() {
-            all.push(allowed(p.to_str().unwrap()));
+        if let (true, Some(pol)) = (p.exists(), policy(&task)) {
+            all.push((allowed(p.to_str().unwrap()), pol));
         }
     }
-    let fresh = std::thread::spawn(|| allowed("/proc/thread-self/status"))
-        .join()
-        .unwrap();
+    let fresh = std::thread::spawn(|| {
+        let me = std::path::Path::new("/proc/thread-self");
+        (allowed("/proc/thread-self/status"), policy(me).unwrap())
+    })
+    .join()
+    .unwrap();
     (all, fresh)
 }
 
-/// Asserts that every thread of `pid`, and one it starts, runs on exactly `cpus`.
-fn assert_on(pid: Pid, cpus: &[usize]) {
-    let (threads, fresh) = remotecall_fetch(thread_cpus, pid, ()).unwrap();
+/// Asserts that every thread of `pid`, and one it starts, runs on exactly `cpus`, in the batch
+/// scheduling class when the host is `crowded`, else in the normal one.
+fn assert_on(pid: Pid, cpus: &[usize], crowded: bool) {
+    let (threads, fresh) = remotecall_fetch(thread_places, pid, ()).unwrap();
     assert!(
         threads.len() >= 2,
         "pid {pid} has {} threads",
         threads.len()
     );
+    let class = if crowded { SCHED_BATCH } else { SCHED_NORMAL };
     for t in &threads {
-        assert_eq!(t, cpus, "a thread of pid {pid}");
+        assert_eq!(*t, (cpus.to_vec(), class), "a thread of pid {pid}");
     }
     assert_eq!(
-        fresh, cpus,
+        fresh,
+        (cpus.to_vec(), class),
         "a thread pid {pid} started after it was placed"
     );
+}
+
+/// Whether the master's host runs more of the cluster's processes (itself and its workers)
+/// than the master has CPUs.
+fn crowded() -> bool {
+    nworkers() + 1 > master_cpus().len()
 }
 
 /// The master's CPUs: the first two it was given (or its one), set before `init`.
@@ -76,18 +105,18 @@ fn master_cpus() -> Vec<usize> {
 
 fn one_worker_gets_all_the_cpus() {
     assert_eq!(addprocs(1).unwrap(), vec![2]);
-    assert_on(2, &master_cpus());
+    assert_on(2, &master_cpus(), crowded());
 }
 
 fn two_workers_split_the_cpus() {
     assert_eq!(addprocs(1).unwrap(), vec![3]);
     let cpus = master_cpus();
     if cpus.len() >= 2 {
-        assert_on(2, &cpus[..1]);
-        assert_on(3, &cpus[1..2]);
+        assert_on(2, &cpus[..1], crowded());
+        assert_on(3, &cpus[1..2], crowded());
     } else {
-        assert_on(2, &cpus);
-        assert_on(3, &cpus);
+        assert_on(2, &cpus, crowded());
+        assert_on(3, &cpus, crowded());
     }
     // The master itself stays where it was.
     assert_eq!(cohort::placement::allowed_cpus(), cpus);
@@ -99,8 +128,9 @@ fn more_workers_than_cpus_share_them_all() {
     let more = cpus.len() + 1 - nworkers();
     let added = addprocs(more).unwrap();
     assert_eq!(added.len(), more);
+    assert!(crowded());
     for p in workers() {
-        assert_on(p, &cpus);
+        assert_on(p, &cpus, true);
     }
     rmprocs(&added, Duration::from_secs(10)).unwrap();
 }
@@ -115,7 +145,7 @@ fn none_leaves_workers_unbound() {
     assert!(!cohort::placement::binds_workers());
     assert_eq!(addprocs(2).unwrap(), vec![2, 3]);
     for p in [2, 3] {
-        assert_on(p, &master_cpus());
+        assert_on(p, &master_cpus(), crowded());
     }
 }
 

@@ -8,7 +8,10 @@
 //! master's CPUs, so with fewer workers than CPUs a worker still has several for its own
 //! threads (rayon in a worker keeps its parallelism). With more workers than CPUs nothing can
 //! keep them apart, and every worker may use all of them, as MPI leaves oversubscribed ranks
-//! unbound. The master itself is never bound: it mostly waits.
+//! unbound. The master itself is never bound: it mostly waits. On a host with more of the
+//! cluster's processes than CPUs, the workers' threads run in the kernel's batch class
+//! (`SCHED_BATCH`), so that a worker woken by a request does not take the CPU of the master
+//! that is still sending (see `set_batch`).
 //!
 //! The division is redone after each `addprocs` over all the host's workers, through a call to
 //! each. A worker whose own CPU set excludes the master's CPUs (another cgroup) keeps its own,
@@ -76,9 +79,15 @@ fn cpu_set(cpus: &[usize]) -> std::io::Result<CpuSet> {
 /// thread that starts them).
 fn bind_process(cpus: &[usize]) -> std::io::Result<()> {
     let set = cpu_set(cpus)?;
+    each_thread(|tid| sched_setaffinity(OsPid::from_raw(tid), &set).map_err(Into::into))
+}
+
+/// Runs `f` on the id of every thread of this process (a thread that ends meanwhile is
+/// skipped; threads started later inherit what `f` set from the thread that starts them).
+fn each_thread(mut f: impl FnMut(i32) -> std::io::Result<()>) -> std::io::Result<()> {
     let mut done = std::collections::HashSet::new();
     // A thread started while the list is read may be missing from it: read it again until
-    // a pass finds no thread that is not bound yet.
+    // a pass finds no thread that is not done yet.
     loop {
         let mut fresh = false;
         for e in std::fs::read_dir("/proc/self/task")? {
@@ -89,10 +98,10 @@ fn bind_process(cpus: &[usize]) -> std::io::Result<()> {
                 continue;
             }
             fresh = true;
-            match sched_setaffinity(OsPid::from_raw(tid), &set) {
-                // A thread that ended meanwhile.
-                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-                Err(e) => return Err(e.into()),
+            match f(tid) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                Err(e) => return Err(e),
             }
         }
         if !fresh {
@@ -101,12 +110,47 @@ fn bind_process(cpus: &[usize]) -> std::io::Result<()> {
     }
 }
 
+/// Puts every thread of this process in the kernel's `SCHED_BATCH` class when `batch`, else
+/// back in the normal one. A batch thread that wakes never preempts the thread running on its
+/// CPU; it runs when that one yields, sleeps or has had its slice. On crowded cores that is
+/// what a worker woken by a request must do: the master is sending the same step's requests to
+/// the other workers, and a worker that took the master's CPU at its first wake-up (for the
+/// whole of its step) held back the others' requests, so the workers ran their steps one
+/// after the other, each then too late for the other's spin, which kept it so (a per-step loop
+/// at 2.5 × its step time for hundreds of steps). The master stays normal: a reply that wakes
+/// it takes the CPU at once, and the master gives it back as soon as it has sent.
+fn set_batch(batch: bool) -> std::io::Result<()> {
+    let policy = if batch {
+        libc::SCHED_BATCH
+    } else {
+        libc::SCHED_OTHER
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    each_thread(|tid| {
+        // SAFETY: `param` is a valid `sched_param` for the call's duration; the kernel only
+        // reads it, and a `tid` that is not (or no longer) a thread is an error, not UB.
+        let rc = unsafe { libc::sched_setscheduler(tid, policy, &param) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    })
+}
+
 /// A worker's half: on a host with more of the cluster's processes than CPUs when `crowded`,
 /// and from now on on `cpus` unless `None` (`COHORT_CPU_BIND=none`). A set the worker may not
 /// use is logged and left, never an error: placement only speeds the cluster up.
 #[cohort_macros::remote(crate = crate)]
 fn bind_cpus(cpus: Option<Vec<usize>>, crowded: bool) {
     set_oversubscribed(crowded);
+    if let Err(e) = set_batch(crowded) {
+        crate::log!(
+            warn,
+            error = %e,
+            "could not set this worker's scheduling class (batch: {crowded})"
+        );
+    }
     if let Some(cpus) = cpus {
         if let Err(e) = bind_process(&cpus) {
             crate::log!(
