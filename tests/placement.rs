@@ -46,6 +46,36 @@ fn policy(task: &std::path::Path) -> Option<u32> {
 
 const SCHED_NORMAL: u32 = 0;
 const SCHED_BATCH: u32 = 3;
+const SCHED_IDLE: u32 = 5;
+
+/// The thread a worker put in the idle class itself (0: none), left out of [`thread_places`].
+static IDLE_TID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Starts a thread that puts itself in the kernel's idle class and then sleeps until the
+/// worker ends; returns its thread id.
+#[cohort::remote]
+fn start_idle_thread() -> i32 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is valid for the call; 0 names the calling thread.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        tx.send(nix::unistd::gettid().as_raw()).unwrap();
+        loop {
+            std::thread::park();
+        }
+    });
+    let tid = rx.recv().unwrap();
+    IDLE_TID.store(tid, std::sync::atomic::Ordering::SeqCst);
+    tid
+}
+
+/// The scheduling policy of thread `tid` of this process.
+#[cohort::remote]
+fn policy_of(tid: i32) -> u32 {
+    policy(&std::path::Path::new("/proc/self/task").join(tid.to_string())).unwrap()
+}
 
 /// A thread's CPUs and scheduling policy.
 type Place = (Vec<usize>, u32);
@@ -55,8 +85,14 @@ type Place = (Vec<usize>, u32);
 #[cohort::remote]
 fn thread_places() -> (Vec<Place>, Place) {
     let mut all = Vec::new();
+    let idle = IDLE_TID
+        .load(std::sync::atomic::Ordering::SeqCst)
+        .to_string();
     for e in std::fs::read_dir("/proc/self/task").unwrap() {
         let task = e.unwrap().path();
+        if task.file_name().and_then(|n| n.to_str()) == Some(idle.as_str()) {
+            continue;
+        }
         let p = task.join("status");
         // A thread that ended meanwhile has no status file any more.
         if let (true, Some(pol)) = (p.exists(), policy(&task)) {
@@ -123,8 +159,12 @@ fn two_workers_split_the_cpus() {
     assert_eq!(remotecall_fetch(add_one, 3, (41,)).unwrap(), 42);
 }
 
+/// Also: a thread that a worker put in another scheduling class itself keeps it when the
+/// master places the workers again (only normal and batch threads are moved).
 fn more_workers_than_cpus_share_them_all() {
     let cpus = master_cpus();
+    let idle = remotecall_fetch(start_idle_thread, 2, ()).unwrap();
+    assert_eq!(remotecall_fetch(policy_of, 2, (idle,)).unwrap(), SCHED_IDLE);
     let more = cpus.len() + 1 - nworkers();
     let added = addprocs(more).unwrap();
     assert_eq!(added.len(), more);
@@ -132,6 +172,7 @@ fn more_workers_than_cpus_share_them_all() {
     for p in workers() {
         assert_on(p, &cpus, true);
     }
+    assert_eq!(remotecall_fetch(policy_of, 2, (idle,)).unwrap(), SCHED_IDLE);
     rmprocs(&added, Duration::from_secs(10)).unwrap();
 }
 

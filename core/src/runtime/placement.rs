@@ -110,26 +110,37 @@ fn each_thread(mut f: impl FnMut(i32) -> std::io::Result<()>) -> std::io::Result
     }
 }
 
-/// Puts every thread of this process in the kernel's `SCHED_BATCH` class when `batch`, else
-/// back in the normal one. A batch thread that wakes never preempts the thread running on its
-/// CPU; it runs when that one yields, sleeps or has had its slice. On crowded cores that is
-/// what a worker woken by a request must do: the master is sending the same step's requests to
-/// the other workers, and a worker that took the master's CPU at its first wake-up (for the
-/// whole of its step) held back the others' requests, so the workers ran their steps one
-/// after the other, each then too late for the other's spin, which kept it so (a per-step loop
-/// at 2.5 × its step time for hundreds of steps). The master stays normal: a reply that wakes
-/// it takes the CPU at once, and the master gives it back as soon as it has sent.
+/// Puts every thread of this process that runs in the kernel's normal class into its
+/// `SCHED_BATCH` class when `batch`, and every batch thread back into the normal class when
+/// not; a thread in another class (real-time, idle: the user's choice) is left as it is. A batch
+/// thread that wakes never preempts the thread running on its CPU; it runs when that one
+/// yields, sleeps or has had its slice. On crowded cores that is what a worker woken by a
+/// request must do: the master is still sending the same step's requests to the other
+/// workers, and a worker that took the master's CPU at its wake-up (for the whole of its part)
+/// held back the others' requests, so the parts ran one after the other, each worker then too
+/// late for the other's spin, which kept it so (a per-step loop at 2.5 × its step time for
+/// hundreds of steps). The master stays normal: it waits polling with yields, and a worker
+/// that has replied yields to it.
 fn set_batch(batch: bool) -> std::io::Result<()> {
-    let policy = if batch {
-        libc::SCHED_BATCH
+    let (from, to) = if batch {
+        (libc::SCHED_OTHER, libc::SCHED_BATCH)
     } else {
-        libc::SCHED_OTHER
+        (libc::SCHED_BATCH, libc::SCHED_OTHER)
     };
     let param = libc::sched_param { sched_priority: 0 };
     each_thread(|tid| {
+        // SAFETY: reads the policy of thread `tid`; an id that is not (or no longer) a thread
+        // is an error, not UB.
+        let now = unsafe { libc::sched_getscheduler(tid) };
+        if now < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if now != from {
+            return Ok(());
+        }
         // SAFETY: `param` is a valid `sched_param` for the call's duration; the kernel only
         // reads it, and a `tid` that is not (or no longer) a thread is an error, not UB.
-        let rc = unsafe { libc::sched_setscheduler(tid, policy, &param) };
+        let rc = unsafe { libc::sched_setscheduler(tid, to, &param) };
         if rc == 0 {
             Ok(())
         } else {
