@@ -77,8 +77,12 @@
 //!   way); the rest is the wait for the slower worker at each step. The master waits for the
 //!   replies asleep in a futex on its rings once it has waited 20 µs on crowded cores, so
 //!   that it takes no core from the workers (polling with yields, it shared their cores: 36 ms
-//!   over the steps in an earlier series). The seeds' Julia per-step version is 10 × slower
-//!   than its shared one.
+//!   over the steps in an earlier series). The workers of such a crowded host run in the
+//!   kernel's batch class, so a worker woken by a step's request does not take the master's
+//!   CPU before the step's other requests are out: without it, on a second VM, the loop fell
+//!   now and then into a mode where the two parts ran one after the other (~530 µs a step
+//!   against ~205), and `parallel_vs_naive` had a median of 1.33 there against 1.20 with it.
+//!   The seeds' Julia per-step version is 10 × slower than its shared one.
 //! * `threads` runs the same kernel on the same split in one process: processes with shared
 //!   memory and threads are a tie, which one is ahead changing from run to run (the order of
 //!   the versions alternates between rounds).
