@@ -4,7 +4,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytemuck::Pod;
 use ndarray::{
@@ -16,7 +16,7 @@ use cohort_core::Pid;
 
 use crate::error::{Access, ShmError};
 use crate::file::{self, check_raw_args, RawMode};
-use crate::handle::{check_pids, HandleIn, HandleRef, ShmHandle};
+use crate::handle::{check_pids, Arrival, ShmHandle, WithBytes};
 use crate::ids::{Backing, ElemInfo, HostId, SegmentId};
 use crate::index::{self, Region};
 use crate::lease::{SharedSlice, SharedSliceMut, SharedView, SharedViewMut};
@@ -70,19 +70,43 @@ pub struct SharedArray<T: Pod, D: Dimension> {
     dim: D,
     pids: Arc<[Pid]>,
     read_only: bool,
+    /// The handle's bytes, encoded at the first send of this value or of a clone (they share
+    /// it), or as they arrived: an array sent at every step of a loop is encoded once.
+    wire: Arc<OnceLock<Box<[u8]>>>,
     _elem: PhantomData<T>,
 }
 
 impl<T: Pod, D: Dimension> SharedArray<T, D> {
+    /// The array value whose handle bytes arrived before (see `handle::arrive`).
+    fn from_arrival(a: Arrival, dim: D) -> Self {
+        SharedArray::with_wire(a.map, dim, a.pids, a.read_only, Some(a.wire))
+    }
+
     fn from_parts(map: Arc<Mapping>, dim: D, pids: Arc<[Pid]>, read_only: bool) -> Self {
+        SharedArray::with_wire(map, dim, pids, read_only, None)
+    }
+
+    /// The array value, sending `wire` as its handle's bytes when they describe it (they say
+    /// `read_only` as given, which a read-only mapping here overrides).
+    fn with_wire(
+        map: Arc<Mapping>,
+        dim: D,
+        pids: Arc<[Pid]>,
+        read_only: bool,
+        wire: Option<Arc<OnceLock<Box<[u8]>>>>,
+    ) -> Self {
         debug_assert_eq!(map.elem.size, std::mem::size_of::<T>());
         debug_assert_eq!(crate::index::checked_len(dim.slice()), Some(map.len));
-        let read_only = read_only || !map.writable;
+        let forced = !read_only && !map.writable;
+        let wire = wire
+            .filter(|_| !forced)
+            .unwrap_or_else(|| Arc::new(OnceLock::new()));
         SharedArray {
+            read_only: read_only || forced,
             map,
             dim,
             pids,
-            read_only,
+            wire,
             _elem: PhantomData,
         }
     }
@@ -874,6 +898,7 @@ impl<T: Pod, D: Dimension> Clone for SharedArray<T, D> {
             dim: self.dim.clone(),
             pids: Arc::clone(&self.pids),
             read_only: self.read_only,
+            wire: Arc::clone(&self.wire),
             _elem: PhantomData,
         }
     }
@@ -892,20 +917,20 @@ impl<T: Pod, D: Dimension> fmt::Debug for SharedArray<T, D> {
     }
 }
 
-/// Serializes as its [`ShmHandle`].
+/// Serializes as its [`ShmHandle`] (the same bytes, encoded once per array value).
 impl<T: Pod, D: Dimension> Serialize for SharedArray<T, D> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        HandleRef {
-            backing: &self.map.backing,
-            id: self.map.id,
-            dims: &self.map.dims,
-            shape: self.shape(),
-            elem: &self.map.elem,
-            pids: &self.pids,
-            host: HostId::current(),
-            read_only: self.read_only,
-        }
-        .serialize(serializer)
+        let bytes = match self.wire.get() {
+            Some(b) => b,
+            None => {
+                let b = self
+                    .handle()
+                    .wire_bytes()
+                    .map_err(serde::ser::Error::custom)?;
+                self.wire.get_or_init(|| b)
+            }
+        };
+        serializer.serialize_bytes(bytes)
     }
 }
 
@@ -915,29 +940,23 @@ impl<T: Pod, D: Dimension> Serialize for SharedArray<T, D> {
 ///
 /// So an array sent to a process outside its pids fails to arrive, with
 /// [`ShmError::NotInPids`] naming that pid (with [`ShmError::WrongHost`] from another host); in
-/// a remote call, the caller gets that message back as the call's error.
+/// a remote call, the caller gets that message back as the call's error. Bytes that arrived
+/// before and passed these checks are not decoded again while this process maps the segment.
 impl<'de, T: Pod, D: Dimension> Deserialize<'de> for SharedArray<T, D> {
     fn deserialize<De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
-        let wire = HandleIn::deserialize(deserializer)?;
-        let elem = (
-            std::any::type_name::<T>(),
-            std::mem::size_of::<T>(),
-            std::mem::align_of::<T>(),
-        );
-        // The common case (a segment this process maps, sent again) builds only the array.
-        if let Some(map) = wire.mapped(elem) {
-            if let Some(dim) = D::from_dimension(&IxDyn(wire.shape.as_slice())) {
-                return Ok(SharedArray::from_parts(
-                    map,
-                    dim,
-                    wire.pids.as_slice().into(),
-                    wire.read_only,
-                ));
+        deserializer.deserialize_bytes(WithBytes(|wire: &[u8]| -> Result<Self, String> {
+            let elem = (
+                std::any::type_name::<T>(),
+                std::mem::size_of::<T>(),
+                std::mem::align_of::<T>(),
+            );
+            if let Some(a) = crate::handle::arrive(wire, elem) {
+                if let Some(dim) = D::from_dimension(&IxDyn(a.shape.as_slice())) {
+                    return Ok(SharedArray::from_arrival(a, dim));
+                }
             }
-        }
-        let handle = wire.into_handle();
-        SharedArray::lookup(&handle)
-            .map_err(|e| match e {
+            let handle = ShmHandle::from_wire(wire).map_err(|e| e.to_string())?;
+            let mut array = SharedArray::lookup(&handle).map_err(|e| match e {
                 // Not mapped here: say why when the reason is that this pid is not a member
                 // (`myid()` is 0 outside a cohort cluster, where no pid is known).
                 ShmError::NotMapped { .. } => {
@@ -947,13 +966,18 @@ impl<'de, T: Pod, D: Dimension> Deserialize<'de> for SharedArray<T, D> {
                             pid: me,
                             pids: handle.pids.clone(),
                         }
+                        .to_string()
                     } else {
-                        e
+                        e.to_string()
                     }
                 }
-                e => e,
-            })
-            .map_err(cohort_core::codec::de_error)
+                e => e.to_string(),
+            })?;
+            if array.read_only == handle.read_only {
+                array.wire = crate::handle::known(wire, &handle, elem);
+            }
+            Ok(array)
+        }))
     }
 }
 

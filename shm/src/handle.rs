@@ -1,13 +1,13 @@
 //! What travels between processes: [`ShmHandle`], and the attach and lookup that turn one back
 //! into this process's mapping of the object it names (a segment or a file).
 
-use std::borrow::Cow;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use cohort_core::Pid;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
+use std::collections::HashMap;
 
 use crate::error::ShmError;
 use crate::file::{self, RawMode};
@@ -20,7 +20,12 @@ use crate::{index, segment};
 ///
 /// It is plain data (serde), small, and checked on arrival: host, pid membership, element type,
 /// dims, segment id and the object's size are all compared before anything is mapped.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On the wire it is one byte string: the codec's encoding of its fields, in the order below.
+/// A [`SharedArray`](crate::SharedArray) sends the same bytes, encoded once per array value,
+/// and a process that receives bytes it has checked before finds the array they name without
+/// decoding them again.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShmHandle {
     pub(crate) backing: Backing,
     pub(crate) id: SegmentId,
@@ -104,99 +109,179 @@ impl ShmHandle {
     }
 }
 
-/// A handle's wire form borrowed from an array: what [`ShmHandle`] serializes to, field for
-/// field, without building one (an array passed to every call of a per-step loop is encoded
-/// at every call, and building the handle was most of that).
-#[derive(Serialize)]
-pub(crate) struct HandleRef<'a> {
-    pub(crate) backing: &'a Backing,
-    pub(crate) id: SegmentId,
-    pub(crate) dims: &'a [usize],
-    pub(crate) shape: &'a [usize],
-    pub(crate) elem: &'a ElemInfo,
-    pub(crate) pids: &'a [Pid],
-    pub(crate) host: &'a HostId,
-    pub(crate) read_only: bool,
-}
-
-/// A handle as it arrives, its strings borrowed from the message where the decoder allows
-/// and its short lists kept inline (the same fields as [`ShmHandle`], the same wire form): an
-/// array passed to every call of a per-step loop is decoded at every call on the worker's
-/// path to its kernel, and the six vectors of a call with two arrays were six allocations.
-#[derive(Deserialize)]
-pub(crate) struct HandleIn<'a> {
+/// A handle's fields in their wire order: what the byte string of a sent handle holds.
+#[derive(Serialize, Deserialize)]
+struct Fields {
     backing: Backing,
     id: SegmentId,
-    dims: SmallVec<[usize; 4]>,
+    dims: Vec<usize>,
+    shape: Vec<usize>,
+    elem: ElemInfo,
+    pids: Vec<Pid>,
+    host: HostId,
+    read_only: bool,
+}
+
+impl ShmHandle {
+    /// The byte string this handle travels as (the codec's encoding of its fields).
+    pub(crate) fn wire_bytes(&self) -> Result<Box<[u8]>, cohort_core::codec::CodecError> {
+        let h = self.clone();
+        let fields = Fields {
+            backing: h.backing,
+            id: h.id,
+            dims: h.dims,
+            shape: h.shape,
+            elem: h.elem,
+            pids: h.pids,
+            host: h.host,
+            read_only: h.read_only,
+        };
+        cohort_core::codec::encode_vec(&fields).map(Vec::into_boxed_slice)
+    }
+
+    /// The handle that a byte string of [`wire_bytes`](Self::wire_bytes) holds.
+    pub(crate) fn from_wire(bytes: &[u8]) -> Result<ShmHandle, cohort_core::codec::CodecError> {
+        let f: Fields = cohort_core::codec::decode(bytes)?;
+        Ok(ShmHandle {
+            backing: f.backing,
+            id: f.id,
+            dims: f.dims,
+            shape: f.shape,
+            elem: f.elem,
+            pids: f.pids,
+            host: f.host,
+            read_only: f.read_only,
+        })
+    }
+}
+
+impl Serialize for ShmHandle {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let bytes = self.wire_bytes().map_err(serde::ser::Error::custom)?;
+        serializer.serialize_bytes(&bytes)
+    }
+}
+
+impl<'de> Deserialize<'de> for ShmHandle {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_bytes(WithBytes(ShmHandle::from_wire))
+    }
+}
+
+/// A serde visitor that hands the byte string it is given to its function.
+pub(crate) struct WithBytes<F>(pub(crate) F);
+
+impl<'de, T, F, E> serde::de::Visitor<'de> for WithBytes<F>
+where
+    F: FnOnce(&[u8]) -> Result<T, E>,
+    E: std::fmt::Display,
+{
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a shared array's handle (a byte string)")
+    }
+
+    // The error's message is the codec's to report (`de_error`), not the format's wording.
+    fn visit_bytes<Er: serde::de::Error>(self, v: &[u8]) -> Result<T, Er> {
+        (self.0)(v).map_err(cohort_core::codec::de_error)
+    }
+
+    // A format that writes bytes as a sequence (a self-describing one) reads them back so.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(b) = seq.next_element::<u8>()? {
+            v.push(b);
+        }
+        (self.0)(&v).map_err(cohort_core::codec::de_error)
+    }
+}
+
+/// What a handle's bytes were found to name when they first arrived here, all checks passed: a
+/// segment of this host that this process maps, with the array value's shape, pids and mode.
+/// Only a later arrival of the very same bytes uses it, and only while this process still maps
+/// that segment (each arrival asks the registry again), so it answers as a full decode would.
+struct Known {
+    id: SegmentId,
+    elem: (&'static str, usize, usize),
+    shape: SmallVec<[usize; 4]>,
+    pids: Arc<[Pid]>,
+    read_only: bool,
+    /// The bytes themselves, for the arrays built from them to send on unchanged.
+    wire: Arc<std::sync::OnceLock<Box<[u8]>>>,
+}
+
+/// The handles this process has received and checked, by their bytes (a per-step loop sends
+/// the same arrays at every step). At most [`KNOWN_MAX`] entries: it is emptied when full.
+static KNOWN: std::sync::Mutex<Option<HashMap<Box<[u8]>, Known>>> = std::sync::Mutex::new(None);
+const KNOWN_MAX: usize = 64;
+
+/// An array value as it arrives: its mapping, shape, pids, mode and bytes.
+pub(crate) struct Arrival {
+    pub(crate) map: Arc<Mapping>,
     pub(crate) shape: SmallVec<[usize; 4]>,
-    #[serde(borrow)]
-    elem: ElemIn<'a>,
-    pub(crate) pids: SmallVec<[Pid; 8]>,
-    #[serde(borrow)]
-    host: HostIn<'a>,
+    pub(crate) pids: Arc<[Pid]>,
     pub(crate) read_only: bool,
+    pub(crate) wire: Arc<std::sync::OnceLock<Box<[u8]>>>,
 }
 
-#[derive(Deserialize)]
-struct ElemIn<'a> {
-    #[serde(borrow)]
-    type_name: Cow<'a, str>,
-    size: usize,
-    align: usize,
-}
-
-#[derive(Deserialize)]
-struct HostIn<'a> {
-    #[serde(borrow)]
-    hostname: Cow<'a, str>,
-    #[serde(borrow)]
-    boot_id: Cow<'a, str>,
-}
-
-impl HandleIn<'_> {
-    /// This process's mapping of the segment the handle names when every check of [`lookup`]
-    /// (and of a typed lookup for elements `elem`) passes, checked without building anything;
-    /// `None` sends the caller to [`lookup`] on [`into_handle`](Self::into_handle), which says
-    /// what failed.
-    pub(crate) fn mapped(&self, elem: (&str, usize, usize)) -> Option<Arc<Mapping>> {
-        let here = HostId::current();
-        let is_elem = |name: &str, size, align| (name, size, align) == elem;
-        let ok = self.host.hostname == here.hostname
-            && self.host.boot_id == here.boot_id
-            && is_elem(&self.elem.type_name, self.elem.size, self.elem.align)
-            && distinct(&self.pids)
-            && matches!(self.backing, Backing::Shm { .. });
-        if !ok {
+/// The array value that handle bytes `wire` name in this process, for elements `elem`
+/// (`type_name`, size, align): found at once when the same bytes arrived before and this
+/// process still maps their segment, else `None` (the caller decodes the handle, and
+/// [`known`] records it once it has passed every check).
+pub(crate) fn arrive(wire: &[u8], elem: (&'static str, usize, usize)) -> Option<Arrival> {
+    let (id, shape, pids, read_only, bytes) = {
+        let g = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+        let k = g.as_ref()?.get(wire)?;
+        if k.elem != elem {
             return None;
         }
-        let map = mapping::get(&Key::Shm(self.id))?;
-        let same = map.id == self.id
-            && is_elem(&map.elem.type_name, map.elem.size, map.elem.align)
-            && map.dims[..] == self.dims[..]
-            && index::checked_len(&self.shape) == Some(map.len);
-        same.then_some(map)
-    }
+        (
+            k.id,
+            k.shape.clone(),
+            Arc::clone(&k.pids),
+            k.read_only,
+            Arc::clone(&k.wire),
+        )
+    };
+    let map = mapping::get(&Key::Shm(id))?;
+    Some(Arrival {
+        map,
+        shape,
+        pids,
+        read_only,
+        wire: bytes,
+    })
+}
 
-    /// The owned handle.
-    pub(crate) fn into_handle(self) -> ShmHandle {
-        ShmHandle {
-            backing: self.backing,
-            id: self.id,
-            dims: self.dims.into_vec(),
-            shape: self.shape.into_vec(),
-            elem: ElemInfo {
-                type_name: self.elem.type_name.into_owned(),
-                size: self.elem.size,
-                align: self.elem.align,
-            },
-            pids: self.pids.into_vec(),
-            host: HostId {
-                hostname: self.host.hostname.into_owned(),
-                boot_id: self.host.boot_id.into_owned(),
-            },
-            read_only: self.read_only,
+/// Records that handle bytes `wire`, decoded to `handle`, passed every check of an arrival for
+/// elements `elem` (segments only: a file's handle is looked up by its path each time, as the
+/// file may have been replaced). Returns the shared copy of the bytes for the array built.
+pub(crate) fn known(
+    wire: &[u8],
+    handle: &ShmHandle,
+    elem: (&'static str, usize, usize),
+) -> Arc<std::sync::OnceLock<Box<[u8]>>> {
+    let bytes = Arc::new(std::sync::OnceLock::from(Box::<[u8]>::from(wire)));
+    if matches!(handle.backing, Backing::Shm { .. }) {
+        let mut g = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+        let table = g.get_or_insert_with(HashMap::new);
+        if table.len() >= KNOWN_MAX {
+            table.clear();
         }
+        table.insert(
+            wire.into(),
+            Known {
+                id: handle.id,
+                elem,
+                shape: handle.shape.iter().copied().collect(),
+                pids: handle.pids.as_slice().into(),
+                read_only: handle.read_only,
+                wire: Arc::clone(&bytes),
+            },
+        );
     }
+    bytes
 }
 
 /// Whether `pids` is non-empty and without repeats (checked on every arriving handle, so
@@ -326,17 +411,8 @@ fn check_shape(handle: &ShmHandle, map: &Mapping) -> Result<(), ShmError> {
 mod tests {
     use super::*;
 
-    /// A handle as a worker receives it, through the arrival form.
-    struct Arrived(ShmHandle);
-
-    impl<'de> Deserialize<'de> for Arrived {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            HandleIn::deserialize(d).map(|h| Arrived(h.into_handle()))
-        }
-    }
-
-    /// The arrival form, its short lists kept inline, reads the handle's wire form whole:
-    /// lists within their inline room and lists beyond it (more dims than 4, more pids than 8).
+    /// A handle travels whole as its byte string: lists short and long (more dims than 4,
+    /// more pids than 8), and nothing after it is taken for it.
     #[test]
     fn a_handle_arrives_whole_with_short_and_long_lists() {
         for (dims, pids) in [
@@ -362,9 +438,11 @@ mod tests {
                 host: HostId::current().clone(),
                 read_only: false,
             };
-            let bytes = cohort_core::codec::encode_vec(&sent).unwrap();
-            let got: Arrived = cohort_core::codec::decode(&bytes).unwrap();
-            assert_eq!(got.0, sent);
+            let bytes = cohort_core::codec::encode_vec(&(sent.clone(), 77u8)).unwrap();
+            let wire = sent.wire_bytes().unwrap();
+            assert!(bytes.windows(wire.len()).any(|w| w == &wire[..]));
+            let got: (ShmHandle, u8) = cohort_core::codec::decode(&bytes).unwrap();
+            assert_eq!(got, (sent, 77));
         }
     }
 

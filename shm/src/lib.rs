@@ -122,7 +122,10 @@
 //!    attach failed) closes it too. With `pids == [myid]`, `create` closes it at once.
 //! 4. **Use**: a handle that arrives later (say, as an argument of a remote call) is turned back
 //!    into the array with [`SharedArray::lookup`], which finds the existing mapping.
-//!    `SharedArray` serializes as its handle and deserializes by `lookup`.
+//!    `SharedArray` serializes as its handle and deserializes by `lookup`. The handle travels
+//!    as one byte string, encoded once per array value (its clones share it); bytes that
+//!    arrived before and passed every check are not decoded again while the process maps the
+//!    segment, so an array passed at every step of a loop costs little more than its bytes.
 //! 5. **Release**: when the owner drops the array, each pid calls [`release`]; the segment is
 //!    unmapped in a process once its last `SharedArray` there is dropped, and freed by the
 //!    kernel once unmapped everywhere.
@@ -203,9 +206,9 @@
 //! Dependencies: `memmap2` (the mappings), `bytemuck` (the `Pod` bound and byte views),
 //! `ndarray` (column-major views), `nix` (`posix_fallocate`, `madvise` errors, host names,
 //! `shm_unlink` and liveness checks for the sweep), `getrandom` (segment ids), `serde`
-//! (handles), `smallvec` (a handle's dims and pids decoded inline: an array passed to every
-//! call of a per-step loop is decoded on the worker's path to its kernel, and its lists were
-//! three allocations each; servo's crate, serde-native, so the wire form is unchanged),
+//! (handles), `smallvec` (an arriving array's shape kept inline: an array passed to every
+//! call of a per-step loop arrives on the worker's path to its kernel, where an allocation
+//! per array showed; servo's crate),
 //! `thiserror` (`ShmError`), and
 //! cohort-core/cohort-macros for the remote calls that attach and release on every pid.
 

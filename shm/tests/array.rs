@@ -551,7 +551,10 @@ fn handles_and_arrays_serialize() {
     let t: SharedArray<i16, Ix2> = cohort_core::codec::decode(&bytes).unwrap();
     assert_eq!(t.view()[[1, 0]], -3);
     assert!(format!("{t:?}").contains("i16"));
-    drop((s, t));
+    let u: SharedArray<i16, Ix2> = cohort_core::codec::decode(&bytes).unwrap();
+    assert_eq!(u.view()[[1, 0]], -3);
+    drop((s, t, u));
+    // Bytes that arrived before name nothing once this process no longer maps the segment.
     let e = cohort_core::codec::decode::<SharedArray<i16, Ix2>>(&bytes).unwrap_err();
     assert!(e.to_string().contains("not mapped"), "{e}");
 }
@@ -576,6 +579,13 @@ fn an_array_travels_as_its_handle_and_is_checked_as_lookup_checks() {
     let back: SharedArray<f32, Ix2> = decode(&encode_vec(&r).unwrap()).unwrap();
     assert_eq!(back.handle(), r.handle());
     assert_eq!((back.shape(), back.pids()), (&[2, 6][..], &[1, 2, 5][..]));
+    // The same bytes again (found without decoding them), and an arrived array sent on: the
+    // same array, the same bytes.
+    let again: SharedArray<f32, Ix2> = decode(&encode_vec(&r).unwrap()).unwrap();
+    assert_eq!(again.handle(), r.handle());
+    assert_eq!(encode_vec(&again).unwrap(), encode_vec(&r).unwrap());
+    assert_eq!(encode_vec(&back.clone()).unwrap(), encode_vec(&r).unwrap());
+    drop(again);
     let h = s.handle();
     let bad = [
         tamper(&h, |m| m.pids = vec![1, 2, 1]),

@@ -48,7 +48,8 @@ pub fn attachable(handle: &ShmHandle) -> bool {
     }
 }
 
-/// Same serde shape as `ShmHandle` (the codec is positional), with public fields to tamper with.
+/// Same serde shape as the fields inside a `ShmHandle`'s byte string (the codec is
+/// positional), with public fields to tamper with.
 #[derive(Serialize, Deserialize)]
 pub struct Mirror {
     pub backing: Backing,
@@ -61,11 +62,38 @@ pub struct Mirror {
     pub read_only: bool,
 }
 
+/// A byte string as a handle travels (serde bytes, not a sequence).
+struct WireBytes(Vec<u8>);
+
+impl Serialize for WireBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for WireBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = WireBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<WireBytes, E> {
+                Ok(WireBytes(v.to_vec()))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// `handle` with its fields changed by `f`, as another process could forge it.
 pub fn tamper(handle: &ShmHandle, f: impl FnOnce(&mut Mirror)) -> ShmHandle {
-    let mut m: Mirror =
-        cohort_core::codec::decode(&cohort_core::codec::encode_vec(handle).unwrap()).unwrap();
+    use cohort_core::codec::{decode, encode_vec};
+    let WireBytes(inner) = decode(&encode_vec(handle).unwrap()).unwrap();
+    let mut m: Mirror = decode(&inner).unwrap();
     f(&mut m);
-    cohort_core::codec::decode(&cohort_core::codec::encode_vec(&m).unwrap()).unwrap()
+    decode(&encode_vec(&WireBytes(encode_vec(&m).unwrap())).unwrap()).unwrap()
 }
 
 pub fn to_hex(bytes: &[u8]) -> String {
