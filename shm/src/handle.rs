@@ -5,9 +5,9 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use cohort_core::Pid;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
-use std::collections::HashMap;
 
 use crate::error::ShmError;
 use crate::file::{self, RawMode};
@@ -213,7 +213,7 @@ struct Known {
 
 /// The handles this process has received and checked, by their bytes (a per-step loop sends
 /// the same arrays at every step). At most [`KNOWN_MAX`] entries: it is emptied when full.
-static KNOWN: std::sync::Mutex<Option<HashMap<Box<[u8]>, Known>>> = std::sync::Mutex::new(None);
+static KNOWN: std::sync::Mutex<Option<FxHashMap<Box<[u8]>, Known>>> = std::sync::Mutex::new(None);
 const KNOWN_MAX: usize = 64;
 
 /// An array value as it arrives: its mapping, shape, pids, mode and bytes.
@@ -265,7 +265,7 @@ pub(crate) fn known(
     let bytes = Arc::new(std::sync::OnceLock::from(Box::<[u8]>::from(wire)));
     if matches!(handle.backing, Backing::Shm { .. }) {
         let mut g = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
-        let table = g.get_or_insert_with(HashMap::new);
+        let table = g.get_or_insert_with(FxHashMap::default);
         if table.len() >= KNOWN_MAX {
             table.clear();
         }

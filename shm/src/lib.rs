@@ -208,7 +208,9 @@
 //! `shm_unlink` and liveness checks for the sweep), `getrandom` (segment ids), `serde`
 //! (handles), `smallvec` (an arriving array's shape kept inline: an array passed to every
 //! call of a per-step loop arrives on the worker's path to its kernel, where an allocation
-//! per array showed; servo's crate),
+//! per array showed; servo's crate), `rustc-hash` (the table of handle bytes already checked
+//! is looked up at every arrival, and its keys are this host's own handles: a fast hash, the
+//! one cohort-core uses),
 //! `thiserror` (`ShmError`), and
 //! cohort-core/cohort-macros for the remote calls that attach and release on every pid.
 
