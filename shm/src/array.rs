@@ -925,7 +925,7 @@ impl<T: Pod, D: Dimension> Serialize for SharedArray<T, D> {
             None => {
                 let b = self
                     .handle()
-                    .wire_bytes()
+                    .into_wire_bytes()
                     .map_err(serde::ser::Error::custom)?;
                 self.wire.get_or_init(|| b)
             }

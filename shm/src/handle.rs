@@ -125,7 +125,12 @@ struct Fields {
 impl ShmHandle {
     /// The byte string this handle travels as (the codec's encoding of its fields).
     pub(crate) fn wire_bytes(&self) -> Result<Box<[u8]>, cohort_core::codec::CodecError> {
-        let h = self.clone();
+        self.clone().into_wire_bytes()
+    }
+
+    /// [`wire_bytes`](Self::wire_bytes) of a handle built only to be sent.
+    pub(crate) fn into_wire_bytes(self) -> Result<Box<[u8]>, cohort_core::codec::CodecError> {
+        let h = self;
         let fields = Fields {
             backing: h.backing,
             id: h.id,
