@@ -553,6 +553,15 @@ fn handles_and_arrays_serialize() {
     assert!(format!("{t:?}").contains("i16"));
     let u: SharedArray<i16, Ix2> = cohort_core::codec::decode(&bytes).unwrap();
     assert_eq!(u.view()[[1, 0]], -3);
+    // Bytes cut short are a decoding error, not a panic, and the array still arrives whole.
+    let cut = cohort_core::codec::decode::<SharedArray<i16, Ix2>>(&bytes[..bytes.len() - 1]);
+    assert!(cut.is_err());
+    assert_eq!(
+        cohort_core::codec::decode::<SharedArray<i16, Ix2>>(&bytes)
+            .unwrap()
+            .view()[[1, 0]],
+        -3
+    );
     drop((s, t, u));
     // Bytes that arrived before name nothing once this process no longer maps the segment.
     let e = cohort_core::codec::decode::<SharedArray<i16, Ix2>>(&bytes).unwrap_err();
