@@ -10,7 +10,7 @@ use crate::runtime::registry::{self, RemoteFn};
 use crate::runtime::store::{Item, Stored};
 use crate::runtime::{rt, run_guarded};
 use crate::wire::codec as wire;
-use crate::wire::proto::{Mode, Msg};
+use crate::wire::proto::{FuncName, Mode, Msg};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,7 +65,7 @@ where
     rt.send(
         pid,
         &Msg::Call {
-            func: name.to_string(),
+            func: name.into(),
             mode: Mode::Store {
                 rrid,
                 notify: false,
@@ -117,7 +117,7 @@ where
     if pid == rt()?.myid() {
         return call_here(f, args);
     }
-    remotecall_fetch_by_name(f.name(), pid, args)
+    fetch_by_name(f.name(), f.name().into(), pid, args)
 }
 
 /// [`remotecall_fetch`] of a core function that runs no user code (pool bookkeeping): `pid`
@@ -195,7 +195,7 @@ where
     rt.send(
         pid,
         &Msg::Call {
-            func: name.to_string(),
+            func: name.into(),
             mode: Mode::Do,
         },
         &body,
@@ -275,6 +275,16 @@ where
     A: Serialize + Send + 'static,
     R: DeserializeOwned + 'static,
 {
+    fetch_by_name(name, name.to_string().into(), pid, args)
+}
+
+/// [`remotecall_fetch_by_name`], the name also as it goes in the message (a registered
+/// function's `&'static str` travels without a copy).
+fn fetch_by_name<A, R>(name: &str, func: FuncName, pid: Pid, args: A) -> Result<R>
+where
+    A: Serialize + Send + 'static,
+    R: DeserializeOwned + 'static,
+{
     let rt = rt()?;
     let body = encode_args(&args, name)?;
     if pid == rt.myid() {
@@ -288,6 +298,6 @@ where
             reason: "the function returns another type".into(),
         });
     }
-    let frame = fanout::start_call(pid, name, &body)?.finish()?;
+    let frame = fanout::start_call(pid, func, &body)?.finish()?;
     decode_frame(frame, format_args!("result of {name}"))
 }

@@ -118,7 +118,7 @@ where
                 pid,
                 &Msg::NewChanFrom {
                     rrid,
-                    func: name.to_string(),
+                    func: name.into(),
                 },
                 &body,
             )?;

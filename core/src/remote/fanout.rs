@@ -16,7 +16,7 @@ use crate::runtime::registry::{self, RemoteFn};
 use crate::runtime::{rt, run_guarded_as, PendingReq, Runtime};
 use crate::wire::codec::{self as wire, Body};
 use crate::wire::frame::Frame;
-use crate::wire::proto::{Mode, Msg};
+use crate::wire::proto::{FuncName, Mode, Msg};
 use serde::de::DeserializeOwned;
 
 /// A request sent whose reply has not been taken yet.
@@ -33,7 +33,7 @@ impl Pending {
 }
 
 /// Starts `name(args)` on `pid`; the reply carries the value (nothing is stored there).
-pub(crate) fn start_call(pid: Pid, name: &str, args: &Body<'_>) -> Result<Pending> {
+pub(crate) fn start_call(pid: Pid, name: impl Into<FuncName>, args: &Body<'_>) -> Result<Pending> {
     start_call_on(rt()?, pid, name, args)
 }
 
@@ -41,11 +41,11 @@ pub(crate) fn start_call(pid: Pid, name: &str, args: &Body<'_>) -> Result<Pendin
 pub(crate) fn start_call_on(
     rt: &'static Runtime,
     pid: Pid,
-    name: &str,
+    name: impl Into<FuncName>,
     args: &Body<'_>,
 ) -> Result<Pending> {
     let msg = Msg::Call {
-        func: name.to_string(),
+        func: name.into(),
         mode: Mode::Fetch,
     };
     start_on(rt, pid, &msg, args)
@@ -53,9 +53,9 @@ pub(crate) fn start_call_on(
 
 /// Starts `name(args)` on `pid` as a service call: a core function that runs no user code,
 /// which `pid` starts at once rather than behind this process's calls queued there.
-pub(crate) fn start_service(pid: Pid, name: &str, args: &Body<'_>) -> Result<Pending> {
+pub(crate) fn start_service(pid: Pid, name: &'static str, args: &Body<'_>) -> Result<Pending> {
     let msg = Msg::Call {
-        func: name.to_string(),
+        func: name.into(),
         mode: Mode::Service,
     };
     start(pid, &msg, args)
@@ -65,12 +65,12 @@ pub(crate) fn start_service(pid: Pid, name: &str, args: &Body<'_>) -> Result<Pen
 /// call has finished (empty, or the call's error).
 pub(crate) fn start_stored_call(
     pid: Pid,
-    name: &str,
+    name: &'static str,
     rrid: Rrid,
     args: &Body<'_>,
 ) -> Result<Pending> {
     let msg = Msg::Call {
-        func: name.to_string(),
+        func: name.into(),
         mode: Mode::Store { rrid, notify: true },
     };
     start(pid, &msg, args)

@@ -516,7 +516,7 @@ impl Runtime {
             Msg::Call { func, mode } => {
                 let out = match registry::lookup(&func) {
                     None => Err(Error::UnknownFunction {
-                        name: func.clone(),
+                        name: func.to_string(),
                         pid: self.myid(),
                     }),
                     Some(entry) => {

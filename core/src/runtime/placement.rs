@@ -184,7 +184,7 @@ pub(crate) fn place_host_workers(rt: &'static Runtime, host_workers: &[Pid]) {
     set_oversubscribed(crowded);
     let shares = divide(&cpus, host_workers.len());
     let msg = Msg::Call {
-        func: bind_cpus.name().to_string(),
+        func: bind_cpus.name().into(),
         mode: Mode::Fetch,
     };
     // All the calls go out before any reply is awaited: the workers bind at once.

@@ -44,24 +44,33 @@ pub struct RemoteEntry {
 
 inventory::collect!(RemoteEntry);
 
-fn table() -> &'static FxHashMap<&'static str, &'static RemoteEntry> {
-    static TABLE: OnceLock<FxHashMap<&'static str, &'static RemoteEntry>> = OnceLock::new();
+/// The registered functions by the bytes of their names (an arriving name is looked up before
+/// its bytes are checked as UTF-8).
+fn table() -> &'static FxHashMap<&'static [u8], &'static RemoteEntry> {
+    static TABLE: OnceLock<FxHashMap<&'static [u8], &'static RemoteEntry>> = OnceLock::new();
     TABLE.get_or_init(|| {
+        crate::wire::proto::resolve_names_with(known_name);
         inventory::iter::<RemoteEntry>
             .into_iter()
-            .map(|e| ((e.name)(), e))
+            .map(|e| ((e.name)().as_bytes(), e))
             .collect()
     })
 }
 
+/// The registered name these bytes spell, as the registry's own string: what an arriving name
+/// decodes as.
+fn known_name(name: &[u8]) -> Option<&'static str> {
+    table().get(name).map(|e| (e.name)())
+}
+
 /// The entry registered under `name`.
 pub fn lookup(name: &str) -> Option<&'static RemoteEntry> {
-    table().get(name).copied()
+    table().get(name.as_bytes()).copied()
 }
 
 /// Names of every registered function, sorted.
 pub fn registered_names() -> Vec<&'static str> {
-    let mut v: Vec<_> = table().keys().copied().collect();
+    let mut v: Vec<_> = table().values().map(|e| (e.name)()).collect();
     v.sort_unstable();
     v
 }
@@ -182,5 +191,37 @@ pub mod support {
         b.downcast::<T>()
             .map(|b| *b)
             .map_err(|_| CallError::Args("argument types do not match the function".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::proto::{decode_msg, encode_msg, Mode, Msg};
+
+    #[cohort_macros::remote(crate = crate)]
+    fn twice(x: u64) -> u64 {
+        2 * x
+    }
+
+    /// A registered name that arrives is the table's own string, not a copy (nothing allocated
+    /// for it per call); the function is found by it.
+    #[test]
+    fn an_arriving_registered_name_is_the_registrys_own_string() {
+        let name = twice.name();
+        assert!(lookup(name).is_some());
+        let sent = Msg::Call {
+            func: name.to_string().into(),
+            mode: Mode::Fetch,
+        };
+        match decode_msg(&encode_msg(&sent)).unwrap() {
+            Msg::Call { func, .. } => {
+                assert_eq!(&*func, name);
+                assert!(std::ptr::eq(func.as_ptr(), name.as_ptr()));
+                assert!(std::ptr::eq(lookup(&func).unwrap(), lookup(name).unwrap()));
+            }
+            other => panic!("expected a call, got {other:?}"),
+        }
+        assert!(lookup("cohort_core::runtime::registry::tests::not_registered").is_none());
     }
 }

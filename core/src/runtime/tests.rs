@@ -41,7 +41,7 @@ fn refuse(x: u64) -> std::result::Result<u64, String> {
 
 fn call(f: &str, mode: Mode) -> Msg {
     Msg::Call {
-        func: f.to_string(),
+        func: f.to_string().into(),
         mode,
     }
 }

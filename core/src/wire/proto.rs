@@ -5,6 +5,8 @@ use crate::base::ids::Rrid;
 use crate::base::topology::Topology;
 use crate::wire::codec;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::sync::OnceLock;
 
 /// The prefix of the line a worker prints on its stdout to report its listener address:
 /// `cohort_worker:ADDRESS` (Julia's workers print `julia_worker:PORT#HOST` the same way).
@@ -12,6 +14,89 @@ use serde::{Deserialize, Serialize};
 /// The tag keeps the address apart from anything the program prints before `cohort::init()`
 /// (a banner, log lines), which travels on the same stream.
 pub const WORKER_ADDRESS_TAG: &str = "cohort_worker:";
+
+/// The name of a remote function in a message. The caller sends the registry's `&'static str`
+/// as it is, and a name this process has registered arrives as the registry's own string:
+/// nothing is allocated for it on the path of every call, on either side. A name this process
+/// does not know arrives owned, for the error that names it. It travels as a string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FuncName(Cow<'static, str>);
+
+/// A registered function's name (what `RemoteFn::name` gives).
+impl From<&'static str> for FuncName {
+    fn from(name: &'static str) -> Self {
+        FuncName(Cow::Borrowed(name))
+    }
+}
+
+impl From<String> for FuncName {
+    fn from(name: String) -> Self {
+        FuncName(Cow::Owned(name))
+    }
+}
+
+impl std::ops::Deref for FuncName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for FuncName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How an arriving name finds the registry's string, by its bytes (a registered name is known to
+/// be UTF-8): set once by the registry, which sits in a layer above this one, when it builds its
+/// table (before that, names arrive owned).
+static KNOWN: OnceLock<Resolve> = OnceLock::new();
+
+/// The registered name some bytes spell, as the registry's own string.
+pub(crate) type Resolve = fn(&[u8]) -> Option<&'static str>;
+
+/// Lets arriving names resolve through `known` (the registry's lookup).
+pub(crate) fn resolve_names_with(known: Resolve) {
+    let _ = KNOWN.set(known);
+}
+
+impl Serialize for FuncName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for FuncName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = FuncName;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a function name")
+            }
+            // A string's bytes, as postcard writes both: a name found in the registry needs no
+            // UTF-8 check; any other must pass it, as a `String` would.
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<FuncName, E> {
+                if let Some(name) = KNOWN.get().and_then(|known| known(v)) {
+                    return Ok(FuncName(Cow::Borrowed(name)));
+                }
+                std::str::from_utf8(v)
+                    .map(|s| FuncName(Cow::Owned(s.to_owned())))
+                    .map_err(|_| {
+                        codec::de_error(format_args!(
+                            "a function name that is not UTF-8: {:?}",
+                            String::from_utf8_lossy(v)
+                        ))
+                    })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FuncName, E> {
+                self.visit_bytes(v.as_bytes())
+            }
+        }
+        d.deserialize_bytes(Name)
+    }
+}
 
 /// What a `Call` does with the function's result.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -71,7 +156,7 @@ pub(crate) enum Query {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Msg {
     Call {
-        func: String,
+        func: FuncName,
         mode: Mode,
     },
     Reply {
@@ -96,7 +181,7 @@ pub(crate) enum Msg {
     },
     NewChanFrom {
         rrid: Rrid,
-        func: String,
+        func: FuncName,
     },
     Chan {
         rrid: Rrid,
@@ -450,6 +535,29 @@ mod tests {
         assert_eq!(
             encode_msg(&Msg::Coll { seq: u64::MAX }),
             [18, 255, 255, 255, 255, 255, 255, 255, 255, 255, 1]
+        );
+    }
+
+    /// A function name arrives as the string it was, known here or not; bytes that are not
+    /// UTF-8 do not decode, as a `String` would not.
+    #[test]
+    fn a_function_name_arrives_whole_and_one_not_utf8_is_a_decoding_error() {
+        let call = |func: FuncName| Msg::Call {
+            func,
+            mode: Mode::Fetch,
+        };
+        for name in ["mod::f", "no::such::function", ""] {
+            match decode_msg(&encode_msg(&call(name.into()))).unwrap() {
+                Msg::Call { func, .. } => assert_eq!(&*func, name),
+                other => panic!("expected a call, got {other:?}"),
+            }
+        }
+        let mut bytes = encode_msg(&call("ab".into()));
+        assert_eq!(&bytes[1..4], [2, b'a', b'b']);
+        bytes[2..4].copy_from_slice(&[0xff, 0xfe]);
+        assert_eq!(
+            decode_msg(&bytes).unwrap_err().to_string(),
+            "a function name that is not UTF-8: \"\u{fffd}\u{fffd}\""
         );
     }
 
