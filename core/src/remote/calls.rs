@@ -117,7 +117,7 @@ where
     if pid == rt()?.myid() {
         return call_here(f, args);
     }
-    fetch_by_name(f.name(), f.name().into(), pid, args)
+    fetch_by_name(f.name().into(), pid, args)
 }
 
 /// [`remotecall_fetch`] of a core function that runs no user code (pool bookkeeping): `pid`
@@ -275,16 +275,17 @@ where
     A: Serialize + Send + 'static,
     R: DeserializeOwned + 'static,
 {
-    fetch_by_name(name, name.to_string().into(), pid, args)
+    fetch_by_name(name.to_string().into(), pid, args)
 }
 
-/// [`remotecall_fetch_by_name`], the name also as it goes in the message (a registered
+/// [`remotecall_fetch_by_name`] with the name as it goes in the message (a registered
 /// function's `&'static str` travels without a copy).
-fn fetch_by_name<A, R>(name: &str, func: FuncName, pid: Pid, args: A) -> Result<R>
+fn fetch_by_name<A, R>(func: FuncName, pid: Pid, args: A) -> Result<R>
 where
     A: Serialize + Send + 'static,
     R: DeserializeOwned + 'static,
 {
+    let name: &str = &func;
     let rt = rt()?;
     let body = encode_args(&args, name)?;
     if pid == rt.myid() {
@@ -298,6 +299,7 @@ where
             reason: "the function returns another type".into(),
         });
     }
-    let frame = fanout::start_call(pid, func, &body)?.finish()?;
-    decode_frame(frame, format_args!("result of {name}"))
+    // A clone of a registered name is the same `&'static str`.
+    let frame = fanout::start_call(pid, func.clone(), &body)?.finish()?;
+    decode_frame(frame, format_args!("result of {func}"))
 }
