@@ -29,6 +29,9 @@ thread_local! {
     /// Set while this thread waits for a reply (and may read other frames meanwhile): it may hold
     /// locks, so requests it reads are served from a pool thread instead.
     pub(crate) static AWAITING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The peer whose queue this thread drains, while it waits on that peer's link for the
+    /// next request (0: none): a request from that peer it reads goes onto the queue directly.
+    static IDLE_FOR: std::cell::Cell<Pid> = const { std::cell::Cell::new(0) };
 }
 
 /// Whether an item can be answered from the poller: already encoded, and small.
@@ -100,6 +103,15 @@ impl Runtime {
         Arc::clone(qs.entry(pid).or_insert_with(|| {
             SerialQueue::new(Box::new(move |q: &SerialQueue| {
                 if let Some(link) = self.link_of(pid) {
+                    /// Lowers `IDLE_FOR` however the spin ends.
+                    struct Idle;
+                    impl Drop for Idle {
+                        fn drop(&mut self) {
+                            IDLE_FOR.with(|c| c.set(0));
+                        }
+                    }
+                    IDLE_FOR.with(|c| c.set(pid));
+                    let _idle = Idle;
                     link.spin(
                         &self.poller,
                         &self,
@@ -236,10 +248,18 @@ impl Runtime {
                 let id = frame.header.id;
                 let ctl = Arc::new(JobCtl::default());
                 let job_ctl = Arc::clone(&ctl);
-                self.queue(from).push(
-                    ctl,
-                    Box::new(move || self.run_request(from, id, req, frame, job_ctl)),
-                );
+                let job: exec::Job =
+                    Box::new(move || self.run_request(from, id, req, frame, job_ctl));
+                // Read by the thread that drains `from`'s queue, waiting for it: no lookup.
+                let (ctl, job) = if IDLE_FOR.with(|c| c.get()) == from {
+                    match exec::push_to_drained(ctl, job) {
+                        Ok(()) => return,
+                        Err(back) => back,
+                    }
+                } else {
+                    (ctl, job)
+                };
+                self.queue(from).push(ctl, job);
             }
             req if AWAITING.with(|a| a.get()) => {
                 exec::spawn(Box::new(move || self.serve(from, req, frame)));

@@ -117,8 +117,17 @@ pub struct SerialQueue {
     idle: Box<dyn Fn(&SerialQueue) + Send + Sync>,
 }
 
+/// What a thread that drains a queue holds: the queue, for the whole of its drain, and the
+/// control of the request it runs (none while it waits for the next). Both move in and out
+/// rather than being cloned per request: each clone is an atomic read-modify-write, which
+/// costs 10-20 ns on the development VMs.
+struct Current {
+    queue: Arc<SerialQueue>,
+    job: Option<Arc<JobCtl>>,
+}
+
 thread_local! {
-    static CURRENT: RefCell<Option<(Arc<SerialQueue>, Arc<JobCtl>)>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
 }
 
 impl SerialQueue {
@@ -179,6 +188,25 @@ impl SerialQueue {
     }
 
     fn drain(self: Arc<Self>) {
+        /// Clears `CURRENT` however the drain ends.
+        struct Done;
+        impl Drop for Done {
+            fn drop(&mut self) {
+                CURRENT.with(|c| *c.borrow_mut() = None);
+            }
+        }
+        CURRENT.with(|c| {
+            *c.borrow_mut() = Some(Current {
+                queue: Arc::clone(&self),
+                job: None,
+            })
+        });
+        let _done = Done;
+        self.drain_here();
+    }
+
+    /// [`SerialQueue::drain`]'s loop, with the queue in `CURRENT`.
+    fn drain_here(&self) {
         let mut spun = false;
         loop {
             let (ctl, job) = {
@@ -193,7 +221,7 @@ impl SerialQueue {
                     None if !spun => {
                         drop(st);
                         spun = true;
-                        (self.idle)(&self);
+                        (self.idle)(self);
                         continue;
                     }
                     None => {
@@ -203,9 +231,11 @@ impl SerialQueue {
                 }
             };
             spun = false;
-            CURRENT.with(|c| *c.borrow_mut() = Some((Arc::clone(&self), Arc::clone(&ctl))));
+            set_job(Some(ctl));
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-            CURRENT.with(|c| *c.borrow_mut() = None);
+            let Some(ctl) = set_job(None) else {
+                return;
+            };
             if ctl.escaped.load(Ordering::Acquire) {
                 return;
             }
@@ -217,14 +247,39 @@ impl SerialQueue {
     }
 }
 
+/// Puts `job` in this thread's `CURRENT` and returns what was there.
+fn set_job(job: Option<Arc<JobCtl>>) -> Option<Arc<JobCtl>> {
+    CURRENT.with(|c| match c.borrow_mut().as_mut() {
+        Some(cur) => std::mem::replace(&mut cur.job, job),
+        None => None,
+    })
+}
+
+/// Appends a request to the queue this thread drains, if it drains one and runs no request of
+/// it now (it waits for the next one on the peer's link): what that spin hands on, without
+/// looking the queue up. Gives the request back otherwise.
+pub fn push_to_drained(ctl: Arc<JobCtl>, job: Job) -> std::result::Result<(), (Arc<JobCtl>, Job)> {
+    CURRENT.with(|c| match c.borrow().as_ref() {
+        Some(cur) if cur.job.is_none() => {
+            cur.queue.push(ctl, job);
+            Ok(())
+        }
+        _ => Err((ctl, job)),
+    })
+}
+
 /// Marks that the calling request is about to block: its queue moves on without it.
 ///
 /// Called by every blocking cohort primitive; user code that blocks on something else for long
 /// (a lock, a sleep) should call it too.
 pub fn blocking() -> Blocking {
     CURRENT.with(|c| {
-        if let Some((q, ctl)) = c.borrow().as_ref() {
-            q.escape(ctl);
+        if let Some(Current {
+            queue,
+            job: Some(ctl),
+        }) = c.borrow().as_ref()
+        {
+            queue.escape(ctl);
         }
     });
     Blocking(())
@@ -250,6 +305,99 @@ pub fn interrupted() -> bool {
     CURRENT.with(|c| {
         c.borrow()
             .as_ref()
-            .is_some_and(|(_, ctl)| ctl.interrupted.load(Ordering::Acquire))
+            .and_then(|cur| cur.job.as_ref())
+            .is_some_and(|ctl| ctl.interrupted.load(Ordering::Acquire))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn record(log: &Arc<Mutex<Vec<u32>>>, k: u32) -> Job {
+        let log = Arc::clone(log);
+        Box::new(move || log.lock().unwrap().push(k))
+    }
+
+    #[test]
+    fn a_request_pushed_to_the_drained_queue_outside_a_drain_comes_back() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let back = push_to_drained(Arc::new(JobCtl::default()), record(&log, 1));
+        let Err((_, job)) = back else {
+            panic!("no queue is drained on this thread")
+        };
+        job();
+        assert_eq!(*log.lock().unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn requests_the_idle_drainer_reads_run_after_those_queued_and_in_order() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<Vec<bool>>();
+        let idle_log = Arc::clone(&log);
+        let first_idle = AtomicBool::new(true);
+        let q = SerialQueue::new(Box::new(move |_q: &SerialQueue| {
+            if !first_idle.swap(false, Ordering::AcqRel) {
+                return;
+            }
+            // What a spin on the peer's link does with the requests it reads.
+            let taken: Vec<bool> = (3..=4)
+                .map(|k| push_to_drained(Arc::new(JobCtl::default()), record(&idle_log, k)).is_ok())
+                .collect();
+            tx.send(taken).unwrap();
+        }));
+        // A request that runs now finds its own drain busy with it: it is given back.
+        let (itx, irx) = mpsc::channel::<bool>();
+        q.push(
+            Arc::new(JobCtl::default()),
+            Box::new(move || {
+                let inside = push_to_drained(Arc::new(JobCtl::default()), Box::new(|| {}));
+                itx.send(inside.is_err()).unwrap();
+            }),
+        );
+        q.push(Arc::new(JobCtl::default()), record(&log, 2));
+        let wait = Duration::from_secs(10);
+        assert!(
+            irx.recv_timeout(wait).unwrap(),
+            "a running request is not idle"
+        );
+        assert_eq!(rx.recv_timeout(wait).unwrap(), vec![true, true]);
+        let t0 = std::time::Instant::now();
+        while log.lock().unwrap().len() < 3 {
+            assert!(t0.elapsed() < wait, "the handed requests never ran");
+            std::thread::yield_now();
+        }
+        assert_eq!(*log.lock().unwrap(), vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn a_request_that_blocks_lets_the_next_one_start_and_is_not_interrupted_by_it() {
+        let q = SerialQueue::new(Box::new(|_q: &SerialQueue| {}));
+        let (tx, rx) = mpsc::channel::<()>();
+        let (done_tx, done_rx) = mpsc::channel::<(bool, bool)>();
+        let first = Arc::new(JobCtl::default());
+        q.push(
+            Arc::clone(&first),
+            Box::new(move || {
+                let _b = blocking();
+                // The second request runs meanwhile, on the thread the queue moved to.
+                let came = rx.recv_timeout(Duration::from_secs(10)).is_ok();
+                done_tx.send((came, interrupted())).unwrap();
+            }),
+        );
+        let second = Arc::new(JobCtl::default());
+        second.interrupt();
+        q.push(
+            second,
+            Box::new(move || {
+                assert!(interrupted(), "the second request sees its own interrupt");
+                tx.send(()).unwrap();
+            }),
+        );
+        assert_eq!(
+            done_rx.recv_timeout(Duration::from_secs(20)).unwrap(),
+            (true, false)
+        );
+    }
 }
