@@ -458,7 +458,7 @@ impl Runtime {
         let (id, slot) = self.requests.open(pid);
         let sent = with_encoded(msg, |meta| link.send(id, meta, body));
         if sent.is_err() || link.is_dead() {
-            self.requests.forget(id);
+            self.requests.forget(pid, id);
             return Err(match sent {
                 Err(e) if !link.is_dead() => Error::on_send(pid, e),
                 _ => Error::ProcessExited(pid),
@@ -496,13 +496,13 @@ impl Runtime {
         match slot.park_until(deadline) {
             requests::Parked::Done => {}
             requests::Parked::TimedOut => {
-                self.requests.forget(id);
+                self.requests.forget(link.peer, id);
                 if !slot.is_done() {
                     return Err(Error::Timeout(format!("no answer from pid {}", link.peer)));
                 }
             }
             requests::Parked::Interrupted => {
-                self.requests.forget(id);
+                self.requests.forget(link.peer, id);
                 return Err(Error::Interrupted(self.myid()));
             }
         }
@@ -511,7 +511,7 @@ impl Runtime {
 
     /// Gives up on a request without waiting for its reply, which is dropped when it comes.
     pub(crate) fn request_forget(&self, p: PendingReq) {
-        self.requests.forget(p.id);
+        self.requests.forget(p.link.peer, p.id);
     }
 
     /// Waits (polling, for the spin window) until every request in `pending` has its reply:

@@ -349,14 +349,18 @@ mod tests {
         }));
         // A request that runs now finds its own drain busy with it: it is given back.
         let (itx, irx) = mpsc::channel::<bool>();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
         q.push(
             Arc::new(JobCtl::default()),
             Box::new(move || {
+                // The second request is queued before this one ends and the queue runs dry.
+                go_rx.recv_timeout(Duration::from_secs(10)).unwrap();
                 let inside = push_to_drained(Arc::new(JobCtl::default()), Box::new(|| {}));
                 itx.send(inside.is_err()).unwrap();
             }),
         );
         q.push(Arc::new(JobCtl::default()), record(&log, 2));
+        go_tx.send(()).unwrap();
         let wait = Duration::from_secs(10);
         assert!(
             irx.recv_timeout(wait).unwrap(),
