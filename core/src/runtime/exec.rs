@@ -119,8 +119,8 @@ pub struct SerialQueue {
 
 /// What a thread that drains a queue holds: the queue, for the whole of its drain, and the
 /// control of the request it runs (none while it waits for the next). Both move in and out
-/// rather than being cloned per request: each clone is an atomic read-modify-write, which
-/// costs 10-20 ns on the development VMs.
+/// rather than being cloned per request: an `Arc` clone and its drop are two atomic
+/// read-modify-writes, 18 ns on the development VMs.
 struct Current {
     queue: Arc<SerialQueue>,
     job: Option<Arc<JobCtl>>,
